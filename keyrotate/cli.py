@@ -1,0 +1,331 @@
+"""The ``keyrotate`` command. Owns prompts, progress bars, output and exit codes;
+everything else lives in the library modules it calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from keyrotate import __version__
+from keyrotate.database import locate_database
+from keyrotate.engine import RotateOptions, RotationPlan, rotate_database, verify_database
+from keyrotate.errors import ExitCode, KeyrotateError
+from keyrotate.keys import Key, create_key_file, generate_key_text, key_from_env, key_from_file, resolve_trek_key
+from keyrotate.report import render_rotation, render_verify
+from keyrotate.scanning import ProgressCallback
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success                       7  old key opens none of the secrets
+  1  internal error (a bug)        8  some secrets open under no key; nothing written
+  2  usage error                   9  verification failed
+  3  file or directory not found  10  database in use (stop TREK)
+  4  not SQLite, or damaged       11  cannot write (read-only, disk full, backup)
+  5  SQLite, but not TREK's       12  cancelled
+  6  unusable key (empty, same as the other, unreadable key file)
+"""
+
+
+def _say(message: str, *, quiet: bool = False) -> None:
+    if not quiet:
+        click.echo(message, err=True)
+
+
+class Progress:
+    """tqdm bars on stderr, one per location, only when a person is watching."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+        self._current: tuple[str, str] | None = None
+
+    def __call__(self, phase: str, label: str, advanced: int, total: int | None) -> None:
+        from tqdm import tqdm
+
+        if (phase, label) != self._current:
+            self.close()
+            self._current = (phase, label)
+            self._bar = tqdm(total=total, desc=f"{phase}: {label}", unit=" values", leave=False,
+                             file=sys.stderr, dynamic_ncols=True)
+        if advanced:
+            self._bar.update(advanced)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def callback(self) -> ProgressCallback | None:
+        return self if self.enabled else None
+
+
+def _progress(json_output: bool, quiet: bool) -> Progress:
+    return Progress(enabled=sys.stderr.isatty() and not json_output and not quiet)
+
+
+def _fail(error: KeyrotateError) -> NoReturn:
+    click.echo(f"Error: {error.message}", err=True)
+    sys.exit(int(error.exit_code))
+
+
+def _run(action: Callable[[], int]) -> NoReturn:
+    """One boundary for every command: library errors become messages and exit codes."""
+    try:
+        code = action()
+    except KeyrotateError as error:
+        _fail(error)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; the transaction was rolled back and nothing was written.", err=True)
+        sys.exit(int(ExitCode.CANCELLED))
+    except OSError as error:
+        # Reported by kind only: paths are safe, but keep keyrotate's rule of no raw payloads.
+        click.echo(f"Error: {error.strerror or type(error).__name__} ({getattr(error, 'filename', '') or ''})", err=True)
+        sys.exit(int(ExitCode.CANNOT_WRITE))
+    sys.exit(code)
+
+
+def _database(db: Path | None, data_dir: Path | None) -> Path:
+    if (db is None) == (data_dir is None):
+        raise click.UsageError("Give exactly one of --db PATH or --data-dir DIR.")
+    return locate_database(db, data_dir)
+
+
+def _keys(files: Sequence[Path], envs: Sequence[str], label: str, warn: Callable[[str], None]) -> list[Key]:
+    keys = []
+    for path in files:
+        key, warnings = key_from_file(path, label)
+        for warning in warnings:
+            warn(warning)
+        keys.append(key)
+    keys.extend(key_from_env(name, label) for name in envs)
+    return keys
+
+
+def _prompt_key(prompt: str, label: str, *, confirm: bool) -> Key:
+    if not sys.stdin.isatty() and not os.environ.get("KEYROTATE_ALLOW_PIPED_PROMPT"):
+        raise click.UsageError(
+            f"No {label} key given and no terminal to ask on. Use --{label}-key-file FILE or --{label}-key-env NAME."
+        )
+    text = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True)
+    return Key(text, f"{label} key typed at the prompt")
+
+
+def _emit_json(document: dict[str, Any]) -> None:
+    click.echo(json.dumps(document, indent=2, sort_keys=False, default=str))
+
+
+db_option = click.option("--db", type=click.Path(path_type=Path), help="TREK's database file (data/travel.db).")
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(path_type=Path),
+    help="TREK's data directory (holds travel.db and .encryption_key). The key TREK uses there is the default old key.",
+)
+json_option = click.option("--json", "json_output", is_flag=True, help="Write a JSON report to stdout.")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="Only errors on stderr; no progress bars.")
+wait_option = click.option(
+    "--wait", type=click.FloatRange(0, 600), default=10.0, show_default=True,
+    help="Seconds to wait for another program's lock on the database before giving up.",
+)
+
+
+@click.group(epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, prog_name="keyrotate")
+def main() -> None:
+    """Rotate the ENCRYPTION_KEY of a TREK database, all secrets or none.
+
+    \b
+    Typical use (stop TREK first):
+      keyrotate generate-key --out new.key
+      keyrotate verify --data-dir ./data
+      keyrotate rotate --data-dir ./data --new-key-file new.key --dry-run
+      keyrotate rotate --data-dir ./data --new-key-file new.key
+
+    Keys are never taken on the command line: they come from a file, an
+    environment variable named on the command line, or a hidden prompt.
+    Try `keyrotate demo` to watch the whole flow on a throwaway database.
+    """
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@db_option
+@data_dir_option
+@click.option("--old-key-file", type=click.Path(path_type=Path), multiple=True,
+              help="File holding an old key (trimmed, like TREK reads .encryption_key). Repeat for several old keys.")
+@click.option("--old-key-env", multiple=True, metavar="NAME",
+              help="Environment variable holding an old key (used as is). Repeatable.")
+@click.option("--new-key-file", type=click.Path(path_type=Path), help="File holding the new key.")
+@click.option("--new-key-env", metavar="NAME", help="Environment variable holding the new key.")
+@click.option("--backup", "backup_path", type=click.Path(path_type=Path),
+              help="Where to write the backup. Default: next to the database, named with the time.")
+@click.option("--no-backup", is_flag=True, help="Do not back up first. Only if you have your own backup.")
+@click.option("--dry-run", is_flag=True, help="Do everything except the backup, then roll back. Nothing is written.")
+@click.option("--skip-undecryptable", is_flag=True,
+              help="Leave values that open under no key as they are and rotate the rest.")
+@click.option("--encrypt-plaintext", is_flag=True,
+              help="Also encrypt legacy plaintext found where this TREK version expects ciphertext.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before writing.")
+@wait_option
+@json_option
+@quiet_option
+def rotate(
+    db: Path | None, data_dir: Path | None, old_key_file: tuple[Path, ...], old_key_env: tuple[str, ...],
+    new_key_file: Path | None, new_key_env: str | None, backup_path: Path | None, no_backup: bool, dry_run: bool,
+    skip_undecryptable: bool, encrypt_plaintext: bool, yes: bool, wait: float, json_output: bool, quiet: bool,
+) -> None:
+    """Re-encrypt every secret in the database under a new key.
+
+    Checks that every secret opens before writing anything, backs the database
+    up (mode 0600, through SQLite, so nothing waiting in travel.db-wal is lost),
+    rewrites all values in one transaction, checks each new value before the
+    commit and the whole database again after it. With --data-dir the new key
+    is then written to data/.encryption_key.
+    """
+    quiet = quiet or json_output
+
+    def action() -> int:
+        path = _database(db, data_dir)
+        warn = lambda message: _say(f"WARNING: {message}")  # noqa: E731
+        if new_key_file and new_key_env:
+            raise click.UsageError("Give the new key once: --new-key-file or --new-key-env.")
+        if backup_path and no_backup:
+            raise click.UsageError("--backup and --no-backup contradict each other.")
+        old_keys = _keys(old_key_file, old_key_env, "old", warn)
+        interactive = False
+        if not old_keys and data_dir is not None:
+            resolution = resolve_trek_key(data_dir)
+            old_keys = [resolution.key]
+            if resolution.origin == "jwt_secret_fallback":
+                warn(resolution.explanation)
+        if not old_keys:
+            old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", confirm=False)]
+            interactive = True
+        new_keys = _keys([new_key_file] if new_key_file else [], [new_key_env] if new_key_env else [], "new", warn)
+        if new_keys:
+            new_key = new_keys[0]
+        else:
+            new_key = _prompt_key("New ENCRYPTION_KEY", "new", confirm=True)
+            interactive = True
+        env_key = os.environ.get("ENCRYPTION_KEY", "")
+        if env_key.strip() and any(k.same_secret_as(Key(env_key, "$ENCRYPTION_KEY")) for k in old_keys):
+            warn("ENCRYPTION_KEY in this shell holds the old key. Change or unset it wherever TREK runs.")
+        backup = None
+        if not dry_run and not no_backup:
+            backup = backup_path or path.with_name(f"{path.name}.keyrotate-backup-{_timestamp()}")
+        options = RotateOptions(
+            db_path=path, old_keys=tuple(old_keys), new_key=new_key, backup_path=backup, dry_run=dry_run,
+            skip_undecryptable=skip_undecryptable, encrypt_plaintext=encrypt_plaintext, busy_timeout=wait,
+            key_file=(data_dir / ".encryption_key") if data_dir is not None else None,
+        )
+        confirm = None
+        if interactive and not yes and not dry_run:
+            confirm = _confirm_plan
+        progress = _progress(json_output, quiet)
+        try:
+            report = rotate_database(options, progress=progress.callback(), confirm=confirm)
+        finally:
+            progress.close()
+        if json_output:
+            _emit_json(report.to_json())
+        _say(render_rotation(report), quiet=quiet)
+        return int(ExitCode.OK)
+
+    _run(action)
+
+
+def _confirm_plan(plan: RotationPlan) -> bool:
+    click.echo("Plan:", err=True)
+    for loc in plan.locations:
+        if loc.catalogued and loc.presence == "active" and loc.tokens:
+            click.echo(f"  {loc.label}: {loc.tokens} secret(s)", err=True)
+        elif not loc.catalogued and sum(loc.opened_by):
+            click.echo(f"  {loc.label}: {sum(loc.opened_by)} secret(s) found outside the catalogue", err=True)
+    click.echo(
+        f"{plan.to_rotate} secret(s) to re-encrypt, {plan.already_new} already under the new key"
+        + (f", {plan.to_encrypt} plaintext value(s) to encrypt" if plan.to_encrypt else "")
+        + (f", {plan.failed} left as they are (open under no key)" if plan.failed else "")
+        + ".",
+        err=True,
+    )
+    return click.confirm("Back up the database and rotate now?", default=False, err=True)
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@db_option
+@data_dir_option
+@click.option("--key-file", type=click.Path(path_type=Path), multiple=True,
+              help="File holding a key to test. Repeatable; the first is the one that must open everything.")
+@click.option("--key-env", multiple=True, metavar="NAME", help="Environment variable holding a key. Repeatable.")
+@wait_option
+@json_option
+@quiet_option
+def verify(
+    db: Path | None, data_dir: Path | None, key_file: tuple[Path, ...], key_env: tuple[str, ...], wait: float,
+    json_output: bool, quiet: bool,
+) -> None:
+    """Read-only: does this key really open every secret?
+
+    Counts, per location, the secrets that open under the first key, under
+    another key given, that are plaintext, empty, or open under none. Exits 0
+    only when the first key opens every catalogued secret. With --data-dir and
+    no key given, tests the key TREK would use from that directory.
+    """
+    quiet = quiet or json_output
+
+    def action() -> int:
+        path = _database(db, data_dir)
+        keys = _keys(key_file, key_env, "verify", lambda m: _say(f"WARNING: {m}"))
+        if not keys and data_dir is not None:
+            keys = [resolve_trek_key(data_dir).key]
+        if not keys:
+            keys = [_prompt_key("ENCRYPTION_KEY to verify", "verify", confirm=False)]
+        progress = _progress(json_output, quiet)
+        try:
+            report = verify_database(path, keys, busy_timeout=wait, progress=progress.callback())
+        finally:
+            progress.close()
+        if json_output:
+            _emit_json(report.to_json())
+        _say(render_verify(report), quiet=quiet)
+        return int(ExitCode.OK if report.ok else ExitCode.VERIFY_FAILED)
+
+    _run(action)
+
+
+@main.command("generate-key")
+@click.option("--out", type=click.Path(path_type=Path), help="Write the key to this new file (mode 0600) instead of stdout.")
+def generate_key(out: Path | None) -> None:
+    """Print a new random key (64 hex characters, like `openssl rand -hex 32`)."""
+
+    def action() -> int:
+        text = generate_key_text()
+        if out is None:
+            click.echo(text)
+            return int(ExitCode.OK)
+        create_key_file(out, text)
+        _say(f"Wrote a new key to {out} (mode 0600).")
+        return int(ExitCode.OK)
+
+    _run(action)
+
+
+@main.command()
+@click.option("--keep", type=click.Path(path_type=Path), help="Build the demo in this (new) directory and keep it.")
+def demo(keep: Path | None) -> None:
+    """Watch the whole flow on a throwaway TREK-shaped database.
+
+    Builds a small database in a temporary directory, then runs generate-key,
+    verify, rotate --dry-run, rotate and verify on it, explaining each step.
+    """
+    from keyrotate.demo import run_demo
+
+    _run(lambda: run_demo(keep, lambda line: click.echo(line, err=True)))

@@ -1,0 +1,248 @@
+"""Opening a TREK database safely, looking at its schema, and backing it up.
+
+All access goes through SQLite itself, so committed data still waiting in the
+``-wal`` file is always seen (copying ``travel.db`` alone would lose it).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from keyrotate.catalogue import TrekVersion, detect_trek_version
+from keyrotate.errors import (
+    CannotWriteError,
+    DatabaseBusyError,
+    InputNotFoundError,
+    NotADatabaseError,
+    NotTrekError,
+)
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+TREK_TABLES = ("users", "settings", "app_settings")
+
+
+def locate_database(db: Path | None, data_dir: Path | None) -> Path:
+    """The database file named by ``--db`` or inside ``--data-dir``."""
+    if (db is None) == (data_dir is None):
+        raise ValueError("exactly one of db and data_dir")
+    if data_dir is not None:
+        if not data_dir.exists():
+            raise InputNotFoundError(f"Data directory {data_dir} does not exist.")
+        if not data_dir.is_dir():
+            raise InputNotFoundError(f"{data_dir} is not a directory. Use --db for a database file.")
+        db = data_dir / "travel.db"
+        if not db.exists():
+            raise InputNotFoundError(f"{data_dir} has no travel.db. Is this TREK's data directory?")
+    assert db is not None
+    if not db.exists():
+        raise InputNotFoundError(f"Database {db} does not exist.")
+    if db.is_dir():
+        raise InputNotFoundError(f"{db} is a directory. Use --data-dir for TREK's data directory, or --db for travel.db.")
+    check_sqlite_header(db)
+    return db
+
+
+def check_sqlite_header(path: Path) -> None:
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise InputNotFoundError(f"Cannot read {path}: {exc.strerror}.") from None
+    if header != SQLITE_HEADER:
+        what = "empty" if not header else "not a SQLite database"
+        raise NotADatabaseError(f"{path} is {what}. Point keyrotate at TREK's travel.db.")
+
+
+def check_writable(path: Path) -> None:
+    """Refuse up front when the database or its directory cannot be written.
+
+    A file with no write bit at all is treated as read-only even for root:
+    someone made it so on purpose.
+    """
+    for target, what in ((path, "database file"), (path.parent, "directory")):
+        mode = target.stat().st_mode
+        if not os.access(target, os.W_OK) or not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+            raise CannotWriteError(
+                f"The {what} {target} is read-only. keyrotate needs to write the database, its journal and the "
+                "backup there. Nothing was changed."
+            )
+
+
+def _uri(path: Path, mode: str) -> str:
+    return f"file:{quote(str(path.resolve()))}?mode={mode}"
+
+
+def connect(path: Path, *, busy_timeout: float = 5.0) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit).
+
+    Opened read-write even for read-only work: only a read-write connection can
+    tidy up the ``-wal`` and ``-shm`` files when it closes, so a verify leaves
+    the directory as it found it. No data is written unless asked.
+    """
+    try:
+        conn = sqlite3.connect(_uri(path, "rw"), uri=True, isolation_level=None, timeout=busy_timeout)
+    except sqlite3.OperationalError:
+        try:
+            conn = sqlite3.connect(_uri(path, "ro"), uri=True, isolation_level=None, timeout=busy_timeout)
+        except sqlite3.OperationalError as exc:
+            raise NotADatabaseError(f"SQLite cannot open {path}: {exc}.") from None
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    path: Path
+    schema: dict[str, tuple[str, ...]]
+    without_rowid: frozenset[str]
+    schema_version: int | None
+    version: TrekVersion
+
+
+def inspect_database(conn: sqlite3.Connection, path: Path) -> DatabaseInfo:
+    """Read the schema and decide whether this is TREK's database."""
+    try:
+        rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise translate_error(exc, path) from None
+    schema: dict[str, tuple[str, ...]] = {}
+    without_rowid = set()
+    for name, sql in rows:
+        if name.startswith("sqlite_"):
+            continue
+        columns = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({quote_identifier(name)})"))
+        schema[name] = columns
+        if sql and "WITHOUT ROWID" in sql.upper():
+            without_rowid.add(name)
+    missing = [t for t in TREK_TABLES if t not in schema]
+    if missing or "password_hash" not in schema.get("users", ()):
+        raise NotTrekError(
+            f"{path} is a SQLite database but not TREK's (missing: "
+            f"{', '.join(missing) or 'users.password_hash'}). Point keyrotate at TREK's data/travel.db."
+        )
+    schema_version = None
+    if "schema_version" in schema:
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        schema_version = row[0] if row and isinstance(row[0], int) else None
+    return DatabaseInfo(path, schema, frozenset(without_rowid), schema_version,
+                        detect_trek_version(schema, schema_version))
+
+
+def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        result = [row[0] for row in conn.execute("PRAGMA integrity_check(5)")]
+    except sqlite3.DatabaseError as exc:
+        raise NotADatabaseError(f"{path} is damaged: {exc}. Restore it from a backup first.") from None
+    if result != ["ok"]:
+        raise NotADatabaseError(
+            f"{path} fails SQLite's integrity check ({result[0]}). Refusing to touch a damaged database: "
+            "restore it from a backup first."
+        )
+
+
+def translate_error(exc: sqlite3.Error, path: Path) -> Exception:
+    """Turn a SQLite error into a keyrotate error that says what to do."""
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return DatabaseBusyError(
+            f"{path} is locked by another program (is TREK still running?). Stop TREK, then run keyrotate again."
+        )
+    if "readonly" in text or "read-only" in text:
+        return CannotWriteError(f"{path} cannot be written ({exc}). Nothing was changed.")
+    if "full" in text or "disk i/o" in text:
+        return CannotWriteError(f"Writing {path} failed ({exc}). Free some space; nothing was changed.")
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return NotADatabaseError(f"{path} is damaged or not a database ({exc}).")
+    return exc
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection, path: Path) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... caller commits; rolls back on any exception."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise translate_error(exc, path) from None
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def backup_database(path: Path, destination: Path) -> None:
+    """A consistent copy through SQLite's backup API, mode 0600, integrity-checked.
+
+    Written to a temporary name next to ``destination`` and renamed into place
+    only once it checks out, so a half-written backup never carries its name.
+    """
+    destination = destination.resolve()
+    if destination.exists():
+        raise CannotWriteError(f"Backup {destination} already exists; choose another --backup path.")
+    parent = destination.parent
+    if not parent.is_dir():
+        raise CannotWriteError(f"Backup directory {parent} does not exist.")
+    partial = parent / f".{destination.name}.partial"
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    except OSError as exc:
+        raise CannotWriteError(f"Cannot create the backup in {parent}: {exc.strerror}. Nothing was changed.") from None
+    try:
+        with closing(sqlite3.connect(_uri(path, "ro"), uri=True)) as source, closing(
+            sqlite3.connect(str(partial), isolation_level=None)
+        ) as target:
+            source.backup(target)
+            # One self-contained file: no -wal to forget when restoring.
+            target.execute("PRAGMA journal_mode=DELETE")
+            check_integrity(target, partial)
+        with partial.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(partial, 0o600)
+        os.rename(partial, destination)
+        fsync_directory(parent)
+    except BaseException as exc:
+        for leftover in (partial, Path(f"{partial}-journal")):
+            leftover.unlink(missing_ok=True)
+        if isinstance(exc, sqlite3.Error | OSError):
+            raise CannotWriteError(
+                f"The backup to {destination} failed ({exc}). Free some space or choose another --backup path; "
+                "nothing was changed."
+            ) from None
+        raise
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Move everything into the main file and empty the ``-wal`` (old ciphertexts included)."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def restore_command(backup: Path, db: Path) -> str:
+    """The exact shell command that puts a backup back (TREK stopped)."""
+    b, d = str(backup), str(db.resolve())
+    return f"cat {_shell(b)} > {_shell(d)} && rm -f {_shell(d + '-wal')} {_shell(d + '-shm')}"
+
+
+def _shell(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"

@@ -1,0 +1,391 @@
+"""Rotation and verification of a whole TREK database.
+
+Order of work in :func:`rotate_database`: take the write lock, check that every
+catalogued secret opens, back up, re-encrypt (each new value decrypted again
+before it is written), commit, then reopen the database on a fresh connection
+and verify everything once more. Nothing here prints; progress goes to a
+callback and the outcome comes back as a report.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyrotate.catalogue import Presence, ResolvedLocation, resolve_catalogue
+from keyrotate.database import (
+    DatabaseInfo,
+    backup_database,
+    check_integrity,
+    check_sqlite_header,
+    check_writable,
+    checkpoint,
+    connect,
+    fsync_directory,
+    inspect_database,
+    quote_identifier,
+    restore_command,
+    translate_error,
+    write_transaction,
+)
+from keyrotate.errors import (
+    CancelledError,
+    CannotWriteError,
+    KeyProblemError,
+    UndecryptableError,
+    VerificationError,
+    WrongKeyError,
+)
+from keyrotate.formats import Cipher, Scheme
+from keyrotate.keys import Key
+from keyrotate.report import FailedSecret, LocationResult, RotationReport, VerifyReport
+from keyrotate.scanning import Fingerprint, Keyring, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
+
+
+@dataclass(frozen=True)
+class RotateOptions:
+    db_path: Path
+    old_keys: tuple[Key, ...]
+    new_key: Key
+    backup_path: Path | None  # None only when the user asked for no backup (or a dry run)
+    dry_run: bool = False
+    skip_undecryptable: bool = False
+    encrypt_plaintext: bool = False
+    busy_timeout: float = 10.0
+    key_file: Path | None = None  # data/.encryption_key to update after the commit
+
+
+@dataclass(frozen=True)
+class RotationPlan:
+    """What the check found, shown to the user before anything is written."""
+
+    to_rotate: int
+    to_encrypt: int
+    already_new: int
+    failed: int
+    locations: tuple[LocationResult, ...]
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.to_rotate or self.to_encrypt)
+
+
+ConfirmCallback = Callable[[RotationPlan], bool]
+
+
+def check_keys(old_keys: Sequence[Key], new_key: Key) -> None:
+    if not old_keys:
+        raise KeyProblemError("No old key was given.")
+    for old in old_keys:
+        if old.same_secret_as(new_key):
+            raise KeyProblemError(
+                f"The new key ({new_key.source}) is the same as an old key ({old.source}). "
+                "Generate a new one with: keyrotate generate-key --out FILE"
+            )
+
+
+def open_database(path: Path, busy_timeout: float, *, for_writing: bool) -> tuple[sqlite3.Connection, DatabaseInfo]:
+    check_sqlite_header(path)
+    if for_writing:
+        check_writable(path)
+    conn = connect(path, busy_timeout=busy_timeout)
+    try:
+        info = inspect_database(conn, path)
+        check_integrity(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, info
+
+
+def rotate_database(
+    options: RotateOptions,
+    *,
+    progress: ProgressCallback | None = None,
+    confirm: ConfirmCallback | None = None,
+) -> RotationReport:
+    check_keys(options.old_keys, options.new_key)
+    if options.key_file is not None and not options.dry_run:
+        check_writable_directory(options.key_file.parent)
+    keys = (*options.old_keys, options.new_key)
+    new_index = len(options.old_keys)
+    conn, info = open_database(options.db_path, options.busy_timeout, for_writing=not options.dry_run)
+    resolved = resolve_catalogue(info.schema, info.version)
+    backup: Path | None = None
+    committed = False
+    try:
+        with write_transaction(conn, options.db_path):
+            check = Scanner(conn, info, resolved, Keyring(keys))
+            check.run("check", progress)
+            failures = _failures(conn, check.tallies)
+            plan = _plan(check.tallies, resolved, new_index, options.encrypt_plaintext)
+            _refuse_if_unopenable(plan, failures, options, keys)
+            if not plan.has_work:
+                conn.execute("ROLLBACK")
+                return _report(options, info, keys, resolved, check.tallies, failures, committed=False)
+            if confirm is not None and not options.dry_run and not confirm(plan):
+                raise CancelledError("Cancelled; nothing was written.")
+            if options.backup_path is not None and not options.dry_run:
+                backup_database(options.db_path, options.backup_path)
+                backup = options.backup_path
+            fingerprint = new_fingerprint()
+            rewrite = Rewrite(
+                new_index,
+                {scheme: Cipher(options.new_key, scheme) for scheme in Scheme},
+                options.encrypt_plaintext,
+                options.skip_undecryptable,
+            )
+            if not options.dry_run:
+                conn.execute("PRAGMA secure_delete = ON")
+            writer = Scanner(conn, info, resolved, Keyring(keys), fingerprint=fingerprint, rewrite=rewrite)
+            writer.run("rotate", progress)
+            if options.dry_run:
+                conn.execute("ROLLBACK")
+                return _report(options, info, keys, resolved, writer.tallies, failures, committed=False)
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise translate_error(exc, options.db_path) from None
+            committed = True
+        checkpoint(conn)
+    except sqlite3.Error as exc:
+        error = translate_error(exc, options.db_path)
+        raise error from None
+    except BaseException:
+        if not committed and backup is not None:
+            backup.unlink(missing_ok=True)  # nothing was written, so the copy only adds exposure
+        raise
+    finally:
+        conn.close()
+
+    _verify_after_commit(options, info, resolved, fingerprint, backup, progress)
+    key_file_written = None
+    if options.key_file is not None:
+        write_key_file(options.key_file, options.new_key, backup)
+        key_file_written = str(options.key_file)
+    return _report(
+        options, info, keys, resolved, writer.tallies, failures, committed=True, backup=backup,
+        key_file_written=key_file_written, verified=True,
+    )
+
+
+def verify_database(
+    db_path: Path, keys: Sequence[Key], *, busy_timeout: float = 10.0, progress: ProgressCallback | None = None
+) -> VerifyReport:
+    """Read-only: which of ``keys`` opens each secret."""
+    if not keys:
+        raise KeyProblemError("No key was given to verify.")
+    conn, info = open_database(db_path, busy_timeout, for_writing=False)
+    resolved = resolve_catalogue(info.schema, info.version)
+    try:
+        conn.execute("BEGIN")  # one consistent snapshot across all tables
+        scanner = Scanner(conn, info, resolved, Keyring(keys))
+        scanner.run("verify", progress)
+        failures = _failures(conn, scanner.tallies)
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        raise translate_error(exc, db_path) from None
+    finally:
+        conn.close()
+    return VerifyReport(
+        database=str(db_path),
+        trek_version=info.version.evidence,
+        key_sources=tuple(k.source for k in keys),
+        locations=_locations(resolved, scanner.tallies),
+        failures=failures,
+    )
+
+
+def _plan(
+    tallies: dict[str, Tally], resolved: Sequence[ResolvedLocation], new_index: int, encrypt_plaintext: bool
+) -> RotationPlan:
+    to_rotate = sum(sum(t.opened_by[:new_index]) for t in tallies.values())
+    already = sum(t.opened_by[new_index] for t in tallies.values())
+    failed = sum(t.unopened for t in tallies.values() if t.catalogued)
+    to_encrypt = sum(t.encryptable_plaintext for t in tallies.values()) if encrypt_plaintext else 0
+    return RotationPlan(to_rotate, to_encrypt, already, failed, _locations(resolved, tallies))
+
+
+def _refuse_if_unopenable(
+    plan: RotationPlan, failures: tuple[FailedSecret, ...], options: RotateOptions, keys: Sequence[Key]
+) -> None:
+    if not plan.failed:
+        return
+    total = plan.to_rotate + plan.already_new + plan.failed
+    if plan.to_rotate == 0 and plan.already_new == 0:
+        sources = ", ".join(k.source for k in options.old_keys)
+        raise WrongKeyError(
+            f"The old key ({sources}) opens 0 of {total} secrets, and neither does the new key. "
+            "Check that it is the key TREK is running with (data/.encryption_key, or ENCRYPTION_KEY in TREK's "
+            "environment). Nothing was written."
+        )
+    if options.skip_undecryptable:
+        return
+    listed = "\n".join(f"  - {f.describe()}" for f in failures if f.catalogued)
+    more = plan.failed - len(failures)
+    raise UndecryptableError(
+        f"{plan.failed} of {total} catalogued secrets open under none of the given keys, so nothing was written:\n"
+        f"{listed}" + (f"\n  ... and {more} more" if more > 0 else "") + "\n"
+        "If another old key exists (for example after an interrupted rotation), give it too "
+        "(--old-key-file may be repeated). To rotate everything else and leave these values as they are, "
+        "add --skip-undecryptable."
+    )
+
+
+def _failures(conn: sqlite3.Connection, tallies: dict[str, Tally]) -> tuple[FailedSecret, ...]:
+    """Name each failing value by its row's identifying columns (never its content)."""
+    from keyrotate.catalogue import CATALOGUE
+
+    identities = {(loc.table, loc.column): loc.identity for loc in CATALOGUE}
+    out = []
+    for tally in tallies.values():
+        for failure in tally.failures:
+            columns = identities.get((failure.table, failure.column), ("rowid",))
+            select = ", ".join(quote_identifier(c) if c != "rowid" else "rowid" for c in columns)
+            try:
+                row = conn.execute(
+                    f"SELECT {select} FROM {quote_identifier(failure.table)} WHERE rowid = ?", (failure.rowid,)
+                ).fetchone()
+            except sqlite3.Error:
+                row = None
+            identity = dict(zip(columns, row, strict=True)) if row else {"rowid": failure.rowid}
+            out.append(FailedSecret(tally.label, failure.table, failure.column, identity, failure.path, failure.reason,
+                                    tally.catalogued))
+    return tuple(out)
+
+
+def _locations(resolved: Sequence[ResolvedLocation], tallies: dict[str, Tally]) -> tuple[LocationResult, ...]:
+    out = []
+    for entry in resolved:
+        loc = entry.location
+        if entry.presence is not Presence.ACTIVE:
+            out.append(LocationResult(loc.label, loc.table, loc.column, True, entry.presence.value, entry.reason))
+    for tally in tallies.values():
+        if not tally.catalogued and not (sum(tally.opened_by) or tally.unopened):
+            continue
+        out.append(
+            LocationResult(
+                tally.label, tally.table, tally.column, tally.catalogued,
+                opened_by=tuple(tally.opened_by), rewritten=tally.rewritten, plaintext=tally.plaintext,
+                encrypted_plaintext=tally.encrypted_plaintext, empty=tally.empty, unopened=tally.unopened,
+            )
+        )
+    return tuple(out)
+
+
+def _verify_after_commit(
+    options: RotateOptions,
+    info: DatabaseInfo,
+    resolved: Sequence[ResolvedLocation],
+    expected: Fingerprint,
+    backup: Path | None,
+    progress: ProgressCallback | None,
+) -> None:
+    """Reopen the file and prove every plaintext came back, now under the new key.
+
+    The fingerprint of (location, row, plaintext) pairs read now must equal the
+    one taken while writing, and no value may still open under an old key.
+    """
+    fingerprint = Fingerprint(expected.salt)
+    try:
+        with closing(connect(options.db_path, busy_timeout=options.busy_timeout)) as conn:
+            conn.execute("BEGIN")
+            scanner = Scanner(conn, info, resolved, Keyring((options.new_key, *options.old_keys)),
+                              fingerprint=fingerprint)
+            scanner.run("verify", progress)
+            conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        problem = f"the database could not be read back ({exc})"
+    else:
+        leftovers = sum(sum(t.opened_by[1:]) for t in scanner.tallies.values())
+        if leftovers:
+            problem = f"{leftovers} value(s) still open under an old key"
+        elif (fingerprint.value, fingerprint.count) != (expected.value, expected.count):
+            problem = (f"the secrets read back ({fingerprint.count}) do not match the ones written "
+                       f"({expected.count})")
+        else:
+            return
+    restore = f" Restore the backup with: {restore_command(backup, options.db_path)}" if backup else ""
+    raise VerificationError(f"The rotation was committed but the check on a fresh connection failed: {problem}.{restore}")
+
+
+def check_writable_directory(directory: Path) -> None:
+    if not directory.is_dir() or not os.access(directory, os.W_OK):
+        raise CannotWriteError(f"Cannot write the new key file into {directory}. Nothing was changed.")
+
+
+def write_key_file(path: Path, key: Key, backup: Path | None) -> None:
+    """Atomically replace ``path`` with the key: temp file, fsync, rename, mode 0600."""
+    partial = path.with_name(f".{path.name}.keyrotate-partial")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, key.reveal().encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(partial, 0o600)
+        os.replace(partial, path)
+        fsync_directory(path.parent)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise CannotWriteError(
+            f"The database is rotated and verified, but writing the new key to {path} failed ({exc.strerror}). "
+            f"Put the new key into {path} yourself (mode 600) before starting TREK, or TREK will not be able to "
+            "read its secrets."
+            + (f" The backup {backup} still opens with the old key." if backup else "")
+        ) from None
+
+
+def _report(
+    options: RotateOptions,
+    info: DatabaseInfo,
+    keys: Sequence[Key],
+    resolved: Sequence[ResolvedLocation],
+    tallies: dict[str, Tally],
+    failures: tuple[FailedSecret, ...],
+    *,
+    committed: bool,
+    backup: Path | None = None,
+    key_file_written: str | None = None,
+    verified: bool = False,
+) -> RotationReport:
+    warnings = []
+    skipped = [f for f in failures if f.catalogued]
+    if skipped and options.skip_undecryptable:
+        warnings.append(
+            f"{len(skipped)} catalogued secret(s) open under no key and were LEFT UNTOUCHED "
+            "(--skip-undecryptable). TREK will read them as 'not set'."
+        )
+    steps = []
+    if committed and options.key_file is not None:
+        steps.append(
+            "if TREK's environment sets ENCRYPTION_KEY (docker-compose.yml, .env, systemd unit), change it to the "
+            "new key or remove it before restarting TREK; otherwise TREK puts the old key back"
+        )
+    elif committed:
+        steps.append(
+            "give TREK the new key: write it to data/.encryption_key and change or remove ENCRYPTION_KEY in "
+            "TREK's environment, then restart TREK"
+        )
+    return RotationReport(
+        database=str(options.db_path),
+        trek_version=info.version.evidence,
+        key_sources=tuple(k.source for k in keys),
+        dry_run=options.dry_run,
+        committed=committed,
+        locations=_locations(resolved, tallies),
+        failures=failures,
+        backup=str(backup) if backup else None,
+        restore_command=restore_command(backup, options.db_path) if backup else None,
+        key_file_written=key_file_written,
+        verified_after_commit=verified,
+        warnings=tuple(warnings),
+        next_steps=tuple(steps),
+    )
+
+

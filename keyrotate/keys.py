@@ -1,0 +1,148 @@
+"""The ENCRYPTION_KEY as a value that cannot leak through ``repr`` or logs,
+and the places a key can come from."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keyrotate.errors import CannotWriteError, InputNotFoundError, KeyProblemError
+
+API_DOMAIN = "api_keys"
+MFA_DOMAIN = "mfa"
+
+
+@dataclass(frozen=True, eq=False)
+class Key:
+    """An ENCRYPTION_KEY text plus where it came from.
+
+    ``source`` is a human label ("old key from data/.encryption_key") and is
+    the only thing ``repr``/``str`` show.
+    """
+
+    _text: str = field(repr=False)
+    source: str
+
+    def __post_init__(self) -> None:
+        if not self._text.strip():
+            raise KeyProblemError(f"The key from {self.source} is empty. Give a non-empty key.")
+
+    def __repr__(self) -> str:
+        return f"Key(source={self.source!r})"
+
+    __str__ = __repr__
+
+    def same_secret_as(self, other: Key) -> bool:
+        return secrets.compare_digest(self._text.encode(), other._text.encode())
+
+    def aes_key(self, domain: str) -> bytes:
+        """TREK's derivation: SHA-256 of ``KEY:DOMAIN:v1``."""
+        return hashlib.sha256(f"{self._text}:{domain}:v1".encode()).digest()
+
+    def reveal(self) -> str:
+        """The key text, for writing a key file. Never log the result."""
+        return self._text
+
+
+def generate_key_text() -> str:
+    """A new key in the shape of ``openssl rand -hex 32``."""
+    return secrets.token_hex(32)
+
+
+def key_from_file(path: Path, label: str) -> tuple[Key, list[str]]:
+    """Read a key file the way TREK reads ``.encryption_key``: trimmed.
+
+    Returns the key and warnings (a key file others can read).
+    """
+    warnings: list[str] = []
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise KeyProblemError(f"Key file {path} does not exist.") from None
+    except OSError as exc:
+        raise KeyProblemError(f"Cannot read key file {path}: {exc.strerror}.") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise KeyProblemError(f"{path} is a directory; --{label}-file needs a file holding the key.")
+    if info.st_mode & 0o077:
+        warnings.append(
+            f"Key file {path} can be read by other users (mode {stat.S_IMODE(info.st_mode):04o}); "
+            f"consider: chmod 600 {path}"
+        )
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise KeyProblemError(f"Cannot read key file {path}: {exc.strerror}.") from None
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise KeyProblemError(f"Key file {path} is not UTF-8 text.") from None
+    if not text:
+        raise KeyProblemError(f"Key file {path} is empty. It should hold the key on one line.")
+    return Key(text, f"{label} key file {path}"), warnings
+
+
+def key_from_env(name: str, label: str) -> Key:
+    """Read a key from an environment variable, untrimmed, as TREK does."""
+    value = os.environ.get(name)
+    if value is None:
+        raise KeyProblemError(f"Environment variable {name} is not set.")
+    if not value.strip():
+        raise KeyProblemError(f"Environment variable {name} is empty.")
+    return Key(value, f"{label} key from ${name}")
+
+
+@dataclass(frozen=True)
+class TrekKeyResolution:
+    """Which key TREK would use for a data directory, and why."""
+
+    key: Key
+    origin: str  # "encryption_key_file" | "jwt_secret_fallback"
+    explanation: str
+
+
+def resolve_trek_key(data_dir: Path) -> TrekKeyResolution:
+    """TREK's start-up order without the environment: ``.encryption_key`` then
+    ``.jwt_secret`` (both trimmed). The environment variable is left to the
+    caller, since keyrotate's shell is rarely TREK's."""
+    enc = data_dir / ".encryption_key"
+    jwt = data_dir / ".jwt_secret"
+    for path, origin in ((enc, "encryption_key_file"), (jwt, "jwt_secret_fallback")):
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeyProblemError(f"Cannot read {path}: {exc}.") from None
+        if not text:
+            continue
+        if origin == "encryption_key_file":
+            return TrekKeyResolution(Key(text, f"old key from {path}"), origin, f"TREK reads {path}")
+        return TrekKeyResolution(
+            Key(text, f"old key from {path}"),
+            origin,
+            f"{enc} is missing, so TREK falls back to {path} (an install from before April 2026); "
+            "after the rotation keyrotate writes the new key to .encryption_key and the fallback is no longer used",
+        )
+    raise InputNotFoundError(
+        f"{data_dir} has neither .encryption_key nor .jwt_secret, so keyrotate cannot tell which key TREK uses. "
+        "Give the old key with --old-key-file or --old-key-env."
+    )
+
+
+def create_key_file(path: Path, text: str) -> None:
+    """Write a key to a new file, mode 0600, fsynced; never overwrite one."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyProblemError(f"{path} already exists; keyrotate will not overwrite a key file.") from None
+    except OSError as exc:
+        raise CannotWriteError(f"Cannot create {path}: {exc.strerror}.") from None
+    try:
+        os.write(fd, (text + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,550 @@
+"""Finding every encrypted value in a database and deciding what each one is.
+
+The unit of work is a *target*: a catalogued location, or one table's worth of
+"anything else that holds ``enc:v1:``" (discovery). Targets are read in rowid
+order in bounded batches, so memory stays flat however large the table is.
+Each value is classified by which key of a :class:`Keyring` opens it; when a
+new key is given the value is also re-encrypted and checked on the spot.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from os import urandom
+from typing import Any
+
+from keyrotate.catalogue import NOT_SECRETS, JsonSecrets, Presence, ResolvedLocation, SecretLocation
+from keyrotate.database import DatabaseInfo, quote_identifier
+from keyrotate.errors import VerificationError
+from keyrotate.formats import API_PREFIX, EMBEDDED_TOKEN, MIN_SEALED_BYTES, Cipher, Scheme, node_base64_decode
+from keyrotate.keys import Key
+
+BATCH_ROWS = 2000
+_BASE32 = re.compile(r"[A-Z2-7]+=*")
+FAILURE_DETAIL_LIMIT = 200  # failures listed one by one; beyond that only counted
+JsonPath = tuple[str | int, ...]
+
+
+class Keyring:
+    """Keys in order of preference; a value belongs to the first that opens it."""
+
+    def __init__(self, keys: Sequence[Key]) -> None:
+        self.keys = tuple(keys)
+        self._ciphers = {
+            Scheme.API: [Cipher(k, Scheme.API) for k in self.keys],
+            Scheme.MFA: [Cipher(k, Scheme.MFA) for k in self.keys],
+        }
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def open(self, stored: str, scheme: Scheme) -> tuple[int, bytes] | None:
+        body = stored[len(API_PREFIX) :] if scheme is Scheme.API else stored
+        sealed = node_base64_decode(body)
+        for index, cipher in enumerate(self._ciphers[scheme]):
+            plaintext = cipher.open_sealed(sealed)
+            if plaintext is not None:
+                return index, plaintext
+        return None
+
+
+class TargetKind(enum.Enum):
+    WHOLE = "whole value"  # the column value is the token
+    JSON = "json fields"  # catalogued fields inside a JSON value
+    DISCOVERY = "discovery"  # enc:v1: found outside the catalogue
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: TargetKind
+    table: str
+    label: str
+    columns: tuple[str, ...]
+    location: SecretLocation | None = None
+    # discovery: per column, a SQL condition for rows the catalogue already covers
+    exclusions: tuple[str, ...] = ()
+
+
+@dataclass
+class FailedValue:
+    """A value that opens under none of the keys. Holds a row id, never the value."""
+
+    table: str
+    column: str
+    rowid: int
+    path: str
+    reason: str
+    identity: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Tally:
+    """Running counts for one target (or one catalogued location)."""
+
+    label: str
+    table: str
+    column: str
+    catalogued: bool
+    opened_by: list[int]
+    plaintext: int = 0
+    empty: int = 0
+    unopened: int = 0  # catalogued: blocks a rotation; discovery: a look-alike, left alone
+    rewritten: int = 0
+    encrypted_plaintext: int = 0
+    encryptable_plaintext: int = 0
+    failures: list[FailedValue] = field(default_factory=list)
+
+    def fail(self, failure: FailedValue) -> None:
+        self.unopened += 1
+        if len(self.failures) < FAILURE_DETAIL_LIMIT:
+            self.failures.append(failure)
+
+
+class Fingerprint:
+    """An order-independent digest of (where, plaintext) pairs.
+
+    Lets the post-commit check prove that every plaintext came back unchanged
+    without holding any plaintext in memory. Keyed with a per-run random key,
+    so the digest says nothing about the secrets.
+    """
+
+    def __init__(self, salt: bytes) -> None:
+        self.salt = salt
+        self.value = 0
+        self.count = 0
+
+    def add(self, where: str, plaintext: bytes) -> None:
+        digest = blake2b(where.encode() + b"\x00" + plaintext, key=self.salt, digest_size=16).digest()
+        self.value ^= int.from_bytes(digest, "big")
+        self.count += 1
+
+
+@dataclass
+class Rewrite:
+    """What a pass does besides classifying: re-encrypt for ``new_index``."""
+
+    new_index: int
+    cipher_for: dict[Scheme, Cipher]
+    encrypt_plaintext: bool
+    skip_unopened: bool
+
+
+ProgressCallback = Callable[[str, str, int, int | None], None]  # phase, label, advanced, total
+
+
+class Scanner:
+    """Walks every target of a database with one keyring."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        info: DatabaseInfo,
+        resolved: Sequence[ResolvedLocation],
+        keyring: Keyring,
+        *,
+        fingerprint: Fingerprint | None = None,
+        rewrite: Rewrite | None = None,
+    ) -> None:
+        self.conn = conn
+        self.info = info
+        self.resolved = resolved
+        self.keyring = keyring
+        self.fingerprint = fingerprint
+        self.rewrite = rewrite
+        self.tallies: dict[str, Tally] = {}
+        self._plugin_fields = self._load_plugin_fields()
+
+    # -- planning ---------------------------------------------------------
+
+    def targets(self) -> list[Target]:
+        active = [r.location for r in self.resolved if r.presence is Presence.ACTIVE]
+        targets: list[Target] = []
+        for loc in active:
+            kind = TargetKind.WHOLE if loc.whole_value else TargetKind.JSON
+            targets.append(Target(kind, loc.table, loc.label, (loc.column,), loc))
+        for table, columns in self.info.schema.items():
+            if table in self.info.without_rowid:
+                continue
+            excluded: list[str] = []
+            scanned: list[str] = []
+            for column in columns:
+                if (table, column) in NOT_SECRETS:
+                    continue
+                covering = [loc for loc in active if loc.table == table and loc.column == column]
+                if any(loc.setting_key is None for loc in covering):
+                    continue  # the whole column is catalogued
+                keys = sorted({loc.setting_key for loc in covering if loc.setting_key is not None})
+                scanned.append(column)
+                if keys:
+                    placeholders = ", ".join(_sql_literal(k) for k in keys)
+                    excluded.append(f'"key" IN ({placeholders})')
+                else:
+                    excluded.append("0")
+            if scanned:
+                targets.append(
+                    Target(TargetKind.DISCOVERY, table, f"{table} (outside the catalogue)", tuple(scanned),
+                           exclusions=tuple(excluded))
+                )
+        return targets
+
+    def skipped_tables(self) -> list[str]:
+        return sorted(self.info.without_rowid)
+
+    def _load_plugin_fields(self) -> dict[tuple[str, str], frozenset[str]]:
+        if "plugin_settings_fields" not in self.info.schema:
+            return {}
+        fields: dict[tuple[str, str], set[str]] = {}
+        rows = self.conn.execute(
+            "SELECT plugin_id, field_key, scope FROM plugin_settings_fields WHERE secret = 1"
+        )
+        for plugin_id, field_key, scope in rows:
+            fields.setdefault((str(plugin_id), str(scope)), set()).add(str(field_key))
+        return {k: frozenset(v) for k, v in fields.items()}
+
+    # -- the pass ---------------------------------------------------------
+
+    def run(self, phase: str, progress: ProgressCallback | None = None) -> dict[str, Tally]:
+        for target in self.targets():
+            self.run_target(target, phase, progress)
+        return self.tallies
+
+    def run_target(self, target: Target, phase: str, progress: ProgressCallback | None) -> None:
+        if target.kind is TargetKind.WHOLE:
+            self._count_empty(target)
+        total = self._count(target) if progress else None
+        if progress:
+            progress(phase, target.label, 0, total)
+        for batch in self._batches(target):
+            updates = self._process_batch(target, batch)
+            if updates:
+                self._write(target, updates)
+            if progress:
+                progress(phase, target.label, len(batch), total)
+
+    def tally(self, label: str, table: str, column: str, catalogued: bool) -> Tally:
+        tally = self.tallies.get(label)
+        if tally is None:
+            tally = Tally(label, table, column, catalogued, [0] * len(self.keyring))
+            self.tallies[label] = tally
+        return tally
+
+    def _where(self, target: Target) -> tuple[str, tuple[Any, ...]]:
+        if target.kind is TargetKind.DISCOVERY:
+            conds = [_discovery_condition(c, ex) for c, ex in zip(target.columns, target.exclusions, strict=True)]
+            return "(" + " OR ".join(conds) + ")", ()
+        loc = target.location
+        assert loc is not None
+        col = quote_identifier(loc.column)
+        where = f"{col} IS NOT NULL AND {col} != ''"
+        params: tuple[Any, ...] = ()
+        if loc.setting_key is not None:
+            where += ' AND "key" = ?'
+            params = (loc.setting_key,)
+        return where, params
+
+    def _count_empty(self, target: Target) -> None:
+        """NULL and '' both mean "not set" to TREK; counted, never fetched."""
+        loc = target.location
+        assert loc is not None
+        col = quote_identifier(loc.column)
+        where, params = f"({col} IS NULL OR {col} = '')", ()
+        if loc.setting_key is not None:
+            where += ' AND "key" = ?'
+            params = (loc.setting_key,)
+        row = self.conn.execute(f"SELECT count(*) FROM {quote_identifier(loc.table)} WHERE {where}", params).fetchone()
+        self.tally(loc.label, loc.table, loc.column, True).empty += int(row[0])
+
+    def _count(self, target: Target) -> int:
+        where, params = self._where(target)
+        row = self.conn.execute(
+            f"SELECT count(*) FROM {quote_identifier(target.table)} WHERE {where}", params
+        ).fetchone()
+        return int(row[0])
+
+    def _select_columns(self, target: Target) -> list[str]:
+        if target.kind is TargetKind.DISCOVERY:
+            # NULL for every cell the catalogue covers or that holds no token.
+            return [f"CASE WHEN {_discovery_condition(c, ex)} THEN {quote_identifier(c)} END"
+                    for c, ex in zip(target.columns, target.exclusions, strict=True)]
+        cols = [quote_identifier(c) for c in target.columns]
+        loc = target.location
+        if loc is not None and loc.json_secrets is JsonSecrets.PLUGIN_INSTANCE:
+            cols.append('"id"')
+        elif loc is not None and loc.json_secrets is JsonSecrets.PLUGIN_USER:
+            cols.append('"plugin_id"')
+        return cols
+
+    def _batches(self, target: Target) -> Iterator[list[tuple[Any, ...]]]:
+        where, params = self._where(target)
+        sql = (
+            f"SELECT rowid, {', '.join(self._select_columns(target))} FROM {quote_identifier(target.table)} "
+            f"WHERE rowid > ? AND {where} ORDER BY rowid LIMIT {BATCH_ROWS}"
+        )
+        last = -(2**63)
+        while True:
+            batch = self.conn.execute(sql, (last, *params)).fetchall()
+            if not batch:
+                return
+            yield batch
+            last = batch[-1][0]
+
+    def _write(self, target: Target, updates: list[tuple[str, int]] | list[tuple[str, int, str]]) -> None:
+        table = quote_identifier(target.table)
+        if target.kind is TargetKind.DISCOVERY:
+            # (new_text, rowid, column): group by column, one statement per column.
+            by_column: dict[str, list[tuple[str, int]]] = {}
+            for new_text, rowid, column in updates:  # type: ignore[misc]
+                by_column.setdefault(column, []).append((new_text, rowid))
+            for column, pairs in by_column.items():
+                self.conn.executemany(f"UPDATE {table} SET {quote_identifier(column)} = ? WHERE rowid = ?", pairs)
+        else:
+            column = quote_identifier(target.columns[0])
+            self.conn.executemany(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", updates)
+
+    # -- classifying values -----------------------------------------------
+
+    def _process_batch(self, target: Target, batch: list[tuple[Any, ...]]) -> list[Any]:
+        if target.kind is TargetKind.WHOLE:
+            return self._whole_batch(target, batch)
+        if target.kind is TargetKind.JSON:
+            return self._json_batch(target, batch)
+        return self._discovery_batch(target, batch)
+
+    def _whole_batch(self, target: Target, batch: list[tuple[Any, ...]]) -> list[tuple[str, int]]:
+        loc = target.location
+        assert loc is not None
+        tally = self.tally(loc.label, loc.table, loc.column, True)
+        scheme = loc.scheme
+        updates: list[tuple[str, int]] = []
+        for rowid, value in batch:
+            if not isinstance(value, str):
+                tally.plaintext += 1  # a number or blob where TREK expects text: left alone
+                continue
+            if scheme is Scheme.API and not value.startswith(API_PREFIX):
+                new = self._plaintext(tally, loc, rowid, "", value)
+            else:
+                new = self._token(tally, loc.table, loc.column, rowid, "", value, scheme, blocking=True)
+            if new is not None:
+                updates.append((new, rowid))
+        return updates
+
+    def _plaintext(
+        self, tally: Tally, loc: SecretLocation, rowid: int, path: str, value: str, *, can_rewrite: bool = True
+    ) -> str | None:
+        """Legacy plaintext in an api location; encrypted only when asked."""
+        tally.plaintext += 1
+        tally.encryptable_plaintext += can_rewrite
+        rw = self.rewrite
+        if rw is None or not rw.encrypt_plaintext or not can_rewrite:
+            return None
+        plaintext = value.encode("utf-8")
+        if self.fingerprint is not None:
+            self.fingerprint.add(f"{loc.label}\x00{rowid}\x00{path}", plaintext)
+        new = rw.cipher_for[loc.scheme].seal(plaintext)
+        self._check_sealed(new, loc.scheme, plaintext, loc.table, loc.column, rowid)
+        tally.encrypted_plaintext += 1
+        return new
+
+    def _token(
+        self, tally: Tally, table: str, column: str, rowid: int, path: str, stored: str, scheme: Scheme,
+        *, blocking: bool,
+    ) -> str | None:
+        """Classify one token; return its replacement when it must be rewritten."""
+        opened = self.keyring.open(stored, scheme)
+        if opened is None:
+            if blocking:
+                if scheme is Scheme.MFA and _looks_like_plain_totp_seed(stored):
+                    tally.plaintext += 1
+                    return None
+                reason = "opens under none of the keys"
+            else:
+                reason = "looks like a token but opens under none of the keys; left as it is"
+            tally.fail(FailedValue(table, column, rowid, path, reason))
+            return None
+        index, plaintext = opened
+        tally.opened_by[index] += 1
+        if self.fingerprint is not None:
+            self.fingerprint.add(f"{tally.label}\x00{rowid}\x00{path}", plaintext)
+        rw = self.rewrite
+        if rw is None or index == rw.new_index:
+            return None
+        new = rw.cipher_for[scheme].seal(plaintext)
+        self._check_sealed(new, scheme, plaintext, table, column, rowid)
+        tally.rewritten += 1
+        return new
+
+    def _check_sealed(self, new: str, scheme: Scheme, plaintext: bytes, table: str, column: str, rowid: int) -> None:
+        """Before anything is written: the new ciphertext must give back the same bytes."""
+        assert self.rewrite is not None
+        cipher = self.rewrite.cipher_for[scheme]
+        if cipher.open(new) != plaintext:
+            raise VerificationError(
+                f"Re-encrypted value in {table}.{column} row {rowid} did not read back; nothing was committed."
+            )
+
+    def _json_batch(self, target: Target, batch: list[tuple[Any, ...]]) -> list[tuple[str, int]]:
+        loc = target.location
+        assert loc is not None
+        tally = self.tally(loc.label, loc.table, loc.column, True)
+        outside = self.tally(_outside_label(loc.table, loc.column), loc.table, loc.column, False)
+        updates: list[tuple[str, int]] = []
+        for row in batch:
+            rowid, value = row[0], row[1]
+            if not isinstance(value, str) or value.strip() in ("", "{}", "[]"):
+                tally.empty += 1
+                continue
+            try:
+                document = json.loads(value)
+            except ValueError:
+                # Not JSON: whatever tokens it holds are found like any stray token.
+                new = self._embedded(outside, loc.table, loc.column, rowid, value)
+                if new is not None:
+                    updates.append((new, rowid))
+                continue
+            secret_paths = self._secret_paths(loc, document, row)
+            replacements: dict[str, str] = {}
+            for path, item in _json_strings(document):
+                if path in secret_paths:
+                    if item == "":
+                        tally.empty += 1
+                    elif not item.startswith(API_PREFIX):
+                        quoted = json.dumps(item, ensure_ascii=False)
+                        # Swap it only where the text says it exactly once.
+                        new_item = self._plaintext(tally, loc, rowid, _path_text(path), item,
+                                                   can_rewrite=value.count(quoted) == 1)
+                        if new_item is not None:
+                            replacements[quoted] = new_item
+                    else:
+                        new_item = self._token(tally, loc.table, loc.column, rowid, _path_text(path), item,
+                                               Scheme.API, blocking=True)
+                        if new_item is not None:
+                            replacements[item] = new_item
+                elif item.startswith(API_PREFIX):
+                    new_item = self._token(outside, loc.table, loc.column, rowid, _path_text(path), item,
+                                           Scheme.API, blocking=False)
+                    if new_item is not None:
+                        replacements[item] = new_item
+            tally.empty += len(secret_paths - {p for p, _ in _json_strings(document)})
+            if replacements:
+                updates.append((_replace_json_strings(value, replacements, loc.label, rowid), rowid))
+        return updates
+
+    def _secret_paths(self, loc: SecretLocation, document: Any, row: tuple[Any, ...]) -> set[JsonPath]:
+        if loc.json_secrets is JsonSecrets.S3_BACKENDS:
+            if not isinstance(document, list):
+                return set()
+            return {
+                (i, "options", "secretAccessKey")
+                for i, backend in enumerate(document)
+                if isinstance(backend, dict) and backend.get("type") == "s3"
+            }
+        scope = "instance" if loc.json_secrets is JsonSecrets.PLUGIN_INSTANCE else "user"
+        return {(name,) for name in self._plugin_fields.get((str(row[2]), scope), frozenset())}
+
+    def _discovery_batch(self, target: Target, batch: list[tuple[Any, ...]]) -> list[tuple[str, int, str]]:
+        updates: list[tuple[str, int, str]] = []
+        for row in batch:
+            rowid = row[0]
+            for column, value in zip(target.columns, row[1:], strict=True):
+                if value is None:
+                    continue
+                tally = self.tally(_outside_label(target.table, column), target.table, column, False)
+                new = self._embedded(tally, target.table, column, rowid, value)
+                if new is not None:
+                    updates.append((new, rowid, column))
+        return updates
+
+    def _embedded(self, tally: Tally, table: str, column: str, rowid: int, value: str) -> str | None:
+        """Tokens anywhere in a text: the whole value, JSON strings, or runs in free text."""
+        if value.startswith(API_PREFIX) and EMBEDDED_TOKEN.fullmatch(value.strip()):
+            return self._token(tally, table, column, rowid, "", value, Scheme.API, blocking=False)
+        stripped = value.lstrip()
+        if stripped[:1] in ("{", "["):
+            try:
+                document = json.loads(value)
+            except ValueError:
+                pass
+            else:
+                replacements: dict[str, str] = {}
+                for path, item in _json_strings(document):
+                    if item.startswith(API_PREFIX):
+                        new_item = self._token(tally, table, column, rowid, _path_text(path), item, Scheme.API,
+                                               blocking=False)
+                        if new_item is not None:
+                            replacements[item] = new_item
+                if not replacements:
+                    return None
+                return _replace_json_strings(value, replacements, f"{table}.{column}", rowid)
+        pieces: list[str] = []
+        last = 0
+        changed = False
+        for match in EMBEDDED_TOKEN.finditer(value):
+            new_item = self._token(tally, table, column, rowid, f"@{match.start()}", match.group(), Scheme.API,
+                                   blocking=False)
+            pieces.append(value[last : match.start()])
+            pieces.append(new_item if new_item is not None else match.group())
+            changed = changed or new_item is not None
+            last = match.end()
+        pieces.append(value[last:])
+        return "".join(pieces) if changed else None
+
+
+def _looks_like_plain_totp_seed(value: str) -> bool:
+    """An unencrypted base32 seed: base32 letters only, too short to be sealed."""
+    return bool(_BASE32.fullmatch(value.strip())) and len(node_base64_decode(value)) < MIN_SEALED_BYTES
+
+
+def _discovery_condition(column: str, exclusion: str) -> str:
+    col = quote_identifier(column)
+    return f"(typeof({col}) = 'text' AND instr({col}, 'enc:v1:') > 0 AND NOT ({exclusion}))"
+
+
+def _outside_label(table: str, column: str) -> str:
+    return f"{table}.{column} (outside the catalogue)"
+
+
+def _json_strings(document: Any, path: JsonPath = ()) -> Iterator[tuple[JsonPath, str]]:
+    if isinstance(document, str):
+        yield path, document
+    elif isinstance(document, dict):
+        for name, item in document.items():
+            yield from _json_strings(item, (*path, name))
+    elif isinstance(document, list):
+        for index, item in enumerate(document):
+            yield from _json_strings(item, (*path, index))
+
+
+def _path_text(path: JsonPath) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+
+
+def _replace_json_strings(text: str, replacements: dict[str, str], label: str, rowid: int) -> str:
+    """Swap string values inside raw JSON text, leaving every other byte as it was.
+
+    Re-serialising would reformat numbers and escapes TREK wrote; an exact
+    textual swap cannot. Keys of ``replacements`` are either a bare token (its
+    text appears verbatim between quotes) or an already-quoted JSON string.
+    """
+    for old, new in replacements.items():
+        quoted_old = old if old.startswith('"') else f'"{old}"'
+        if quoted_old not in text:
+            raise VerificationError(
+                f"A value inside the JSON in {label} row {rowid} is written with escapes keyrotate will not rewrite; "
+                "nothing was committed."
+            )
+        text = text.replace(quoted_old, f'"{new}"')
+    return text
+
+
+def new_fingerprint() -> Fingerprint:
+    return Fingerprint(urandom(32))
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

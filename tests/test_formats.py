@@ -1,0 +1,114 @@
+"""The two ciphertext formats, exactly as TREK reads and writes them."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+from contextlib import closing
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keyrotate.formats import API_PREFIX, Cipher, Scheme, decrypt_text, encrypt_text, node_base64_decode
+from keyrotate.keys import Key
+
+from .conftest import TrekCopy, stored_value
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("QUJD", b"ABC"),
+        ("QUJD====QUJD", b"ABC"),  # the first "=" ends the data
+        ("QU=JD", b"A"),
+        ("Q U\nJ*D", b"ABC"),  # characters outside both alphabets are skipped
+        ("QUJ", b"AB"),  # missing padding is fine
+        ("QUJDR", b"ABC"),  # a lone trailing character is dropped
+        ("-_-_", base64.b64decode("+/+/")),  # url-safe alphabet decodes like the standard one
+        ("", b""),
+    ],
+)
+def test_node_base64_decode_matches_node(text: str, expected: bytes) -> None:
+    assert node_base64_decode(text) == expected
+
+
+def test_every_manifest_secret_opens_with_the_fixture_key(trek: TrekCopy) -> None:
+    with closing(sqlite3.connect(trek.db)) as conn:
+        entries = trek.encrypted_entries()
+        assert entries
+        for entry in entries:
+            scheme = Scheme.MFA if entry["scheme"] == "mfa" else Scheme.API
+            assert decrypt_text(stored_value(conn, entry), trek.key, scheme) == entry["plaintext"], entry["table"]
+
+
+def test_schemes_derive_different_keys() -> None:
+    key = Key("same text", "test")
+    sealed = Cipher(key, Scheme.MFA).seal(b"JBSWY3DPEHPK3PXP")
+    assert Cipher(key, Scheme.MFA).open(sealed) == b"JBSWY3DPEHPK3PXP"
+    assert Cipher(key, Scheme.API).open(API_PREFIX + sealed) is None
+
+
+def test_seal_is_tags_before_ciphertext_with_pinned_iv() -> None:
+    key = Key("k", "test")
+    sealed = Cipher(key, Scheme.API).seal(b"hello", iv=bytes(12))
+    raw = base64.b64decode(sealed[len(API_PREFIX):])
+    assert raw[:12] == bytes(12)
+    assert len(raw) == 12 + 16 + 5
+    # Swapping tag and ciphertext (the layout TREK does not use) must not open.
+    swapped = raw[:12] + raw[28:] + raw[12:28]
+    assert Cipher(key, Scheme.API).open_sealed(swapped) is None
+
+
+def test_lenient_spellings_of_a_real_token_still_open() -> None:
+    key = Key("k", "test")
+    token = encrypt_text("secret value", key, Scheme.API)
+    body = token[len(API_PREFIX):]
+    variants = [
+        body.rstrip("="),  # no padding
+        body.replace("+", "-").replace("/", "_"),  # url-safe
+        " ".join(body[i:i + 4] for i in range(0, len(body), 4)),  # spaces
+        body + "====garbage",
+    ]
+    for variant in variants:
+        assert decrypt_text(API_PREFIX + variant, key, Scheme.API) == "secret value"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "not-base64", "short"])
+def test_damaged_tokens_do_not_open(damage: str) -> None:
+    key = Key("k", "test")
+    token = encrypt_text("secret value", key, Scheme.API)
+    body = token[len(API_PREFIX):]
+    damaged = {
+        "truncate": body[:-8],
+        "flip": body[:20] + ("A" if body[20] != "A" else "B") + body[21:],
+        "not-base64": "!!!!####",
+        "short": "QUJD",
+    }[damage]
+    assert decrypt_text(API_PREFIX + damaged, key, Scheme.API) is None
+
+
+@given(st.text(), st.sampled_from(list(Scheme)))
+def test_round_trip_any_unicode(plaintext: str, scheme: Scheme) -> None:
+    key = Key("property key", "test")
+    cipher = Cipher(key, scheme)
+    data = plaintext.encode("utf-8", errors="surrogatepass")
+    assert cipher.open(cipher.seal(data)) == data
+
+
+@given(st.text(min_size=1), st.text(min_size=1))
+def test_wrong_key_never_opens(plaintext: str, other: str) -> None:
+    key = Key("the real key", "test")
+    wrong = Key("the real key" + other, "test")
+    token = Cipher(key, Scheme.API).seal(plaintext.encode("utf-8", errors="surrogatepass"))
+    assert Cipher(wrong, Scheme.API).open(token) is None
+
+
+def test_key_repr_never_shows_the_key() -> None:
+    key = Key("super-secret-key-text", "old key from somewhere")
+    assert "super-secret" not in repr(key)
+    assert "super-secret" not in str(key)
+    assert "super-secret" not in repr(Cipher(key, Scheme.API))
+    with pytest.raises(Exception) as raised:
+        Key("   ", "an empty source")
+    assert "empty" in str(raised.value)
