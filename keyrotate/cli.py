@@ -126,6 +126,11 @@ data_dir_option = click.option(
     "--data-dir", type=click.Path(path_type=Path),
     help="TREK's data directory (holds travel.db and .encryption_key). The key TREK uses there is the default old key.",
 )
+workers_option = click.option(
+    "--workers", type=click.IntRange(0, 64), default=None,
+    help="Worker processes for the decryption and encryption (0: none). Default: one per core, up to 4, "
+         "for databases larger than 8 MB.",
+)
 json_option = click.option("--json", "json_output", is_flag=True, help="Write a JSON report to stdout.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="Only errors on stderr; no progress bars.")
 wait_option = click.option(
@@ -171,12 +176,14 @@ def main() -> None:
               help="Also encrypt legacy plaintext found where this TREK version expects ciphertext.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before writing.")
 @wait_option
+@workers_option
 @json_option
 @quiet_option
 def rotate(
     db: Path | None, data_dir: Path | None, old_key_file: tuple[Path, ...], old_key_env: tuple[str, ...],
     new_key_file: Path | None, new_key_env: str | None, backup_path: Path | None, no_backup: bool, dry_run: bool,
-    skip_undecryptable: bool, encrypt_plaintext: bool, yes: bool, wait: float, json_output: bool, quiet: bool,
+    skip_undecryptable: bool, encrypt_plaintext: bool, yes: bool, wait: float, workers: int | None,
+    json_output: bool, quiet: bool,
 ) -> None:
     """Re-encrypt every secret in the database under a new key.
 
@@ -220,7 +227,7 @@ def rotate(
         options = RotateOptions(
             db_path=path, old_keys=tuple(old_keys), new_key=new_key, backup_path=backup, dry_run=dry_run,
             skip_undecryptable=skip_undecryptable, encrypt_plaintext=encrypt_plaintext, busy_timeout=wait,
-            key_file=(data_dir / ".encryption_key") if data_dir is not None else None,
+            key_file=(data_dir / ".encryption_key") if data_dir is not None else None, workers=workers,
         )
         confirm = None
         if interactive and not yes and not dry_run:
@@ -266,11 +273,12 @@ def _timestamp() -> str:
               help="File holding a key to test. Repeatable; the first is the one that must open everything.")
 @click.option("--key-env", multiple=True, metavar="NAME", help="Environment variable holding a key. Repeatable.")
 @wait_option
+@workers_option
 @json_option
 @quiet_option
 def verify(
     db: Path | None, data_dir: Path | None, key_file: tuple[Path, ...], key_env: tuple[str, ...], wait: float,
-    json_output: bool, quiet: bool,
+    workers: int | None, json_output: bool, quiet: bool,
 ) -> None:
     """Read-only: does this key really open every secret?
 
@@ -290,7 +298,7 @@ def verify(
             keys = [_prompt_key("ENCRYPTION_KEY to verify", "verify", confirm=False)]
         progress = _progress(json_output, quiet)
         try:
-            report = verify_database(path, keys, busy_timeout=wait, progress=progress.callback())
+            report = verify_database(path, keys, busy_timeout=wait, progress=progress.callback(), workers=workers)
         finally:
             progress.close()
         if json_output:

@@ -1,21 +1,25 @@
 """Rotation and verification of a whole TREK database.
 
-Order of work in :func:`rotate_database`: take the write lock, check that every
-catalogued secret opens, back up, re-encrypt (each new value decrypted again
-before it is written), commit, then reopen the database on a fresh connection
-and verify everything once more. Nothing here prints; progress goes to a
-callback and the outcome comes back as a report.
+Order of work in :func:`rotate_database`: take the write lock, then one pass
+that checks every value opens, re-encrypts it and decrypts the new value again
+before writing it (the backup is taken just before the first write), then the
+decision: if any catalogued secret did not open, roll everything back;
+otherwise commit, and reopen the database on a fresh connection to verify
+everything once more. When someone must confirm the plan first, a read-only
+check pass runs before the rotation pass. Nothing here prints; progress goes
+to a callback and the outcome comes back as a report.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
-from contextlib import closing
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from keyrotate.batches import CryptoPool, worker_count
 from keyrotate.catalogue import Presence, ResolvedLocation, resolve_catalogue
 from keyrotate.database import (
     DatabaseInfo,
@@ -57,6 +61,7 @@ class RotateOptions:
     encrypt_plaintext: bool = False
     busy_timeout: float = 10.0
     key_file: Path | None = None  # data/.encryption_key to update after the commit
+    workers: int | None = None  # crypto worker processes; None decides from the cores and the database size
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,27 @@ def open_database(path: Path, busy_timeout: float, *, for_writing: bool) -> tupl
     return conn, info
 
 
+@contextmanager
+def crypto_pool(db_path: Path, keys: Sequence[Key], requested: int | None) -> Iterator[CryptoPool | None]:
+    """Worker processes for the crypto, or None when this machine or database gains nothing from them.
+
+    Started before the database is opened, so the workers hold no connection.
+    """
+    size = 0
+    for path in (db_path, Path(f"{db_path}-wal")):
+        with suppress(OSError):
+            size += path.stat().st_size
+    workers = worker_count(requested, size)
+    if workers == 0:
+        yield None
+        return
+    pool = CryptoPool(keys, workers)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
 def rotate_database(
     options: RotateOptions,
     *,
@@ -112,26 +138,42 @@ def rotate_database(
     if options.key_file is not None and not options.dry_run:
         check_writable_directory(options.key_file.parent)
     keys = (*options.old_keys, options.new_key)
+    with crypto_pool(options.db_path, keys, options.workers) as pool:
+        return _rotate(options, keys, pool, progress, confirm)
+
+
+def _rotate(
+    options: RotateOptions,
+    keys: tuple[Key, ...],
+    pool: CryptoPool | None,
+    progress: ProgressCallback | None,
+    confirm: ConfirmCallback | None,
+) -> RotationReport:
     new_index = len(options.old_keys)
     conn, info = open_database(options.db_path, options.busy_timeout, for_writing=not options.dry_run)
     resolved = resolve_catalogue(info.schema, info.version)
     backup: Path | None = None
     committed = False
+
+    def take_backup() -> None:
+        nonlocal backup
+        if options.backup_path is not None and not options.dry_run:
+            backup_database(options.db_path, options.backup_path)
+            backup = options.backup_path
+
     try:
         with write_transaction(conn, options.db_path):
-            check = Scanner(conn, info, resolved, Keyring(keys))
-            check.run("check", progress)
-            failures = _failures(conn, check.tallies)
-            plan = _plan(check.tallies, resolved, new_index, options.encrypt_plaintext)
-            _refuse_if_unopenable(plan, failures, options, keys)
-            if not plan.has_work:
-                conn.execute("ROLLBACK")
-                return _report(options, info, keys, resolved, check.tallies, failures, committed=False)
-            if confirm is not None and not options.dry_run and not confirm(plan):
-                raise CancelledError("Cancelled; nothing was written.")
-            if options.backup_path is not None and not options.dry_run:
-                backup_database(options.db_path, options.backup_path)
-                backup = options.backup_path
+            if confirm is not None and not options.dry_run:
+                check = Scanner(conn, info, resolved, Keyring(keys), pool=pool)
+                check.run("check", progress)
+                failures = _failures(conn, check.tallies)
+                plan = _plan(check.tallies, resolved, new_index, options.encrypt_plaintext)
+                _refuse_if_unopenable(plan, failures, options, keys)
+                if not plan.has_work:
+                    conn.execute("ROLLBACK")
+                    return _report(options, info, keys, resolved, check.tallies, failures, committed=False)
+                if not confirm(plan):
+                    raise CancelledError("Cancelled; nothing was written.")
             fingerprint = new_fingerprint()
             rewrite = Rewrite(
                 new_index,
@@ -141,9 +183,14 @@ def rotate_database(
             )
             if not options.dry_run:
                 conn.execute("PRAGMA secure_delete = ON")
-            writer = Scanner(conn, info, resolved, Keyring(keys), fingerprint=fingerprint, rewrite=rewrite)
+            # Values are checked as they are rewritten; the decision comes after the pass, before the commit.
+            writer = Scanner(conn, info, resolved, Keyring(keys), fingerprint=fingerprint, rewrite=rewrite,
+                             pool=pool, before_first_write=take_backup)
             writer.run("rotate", progress)
-            if options.dry_run:
+            failures = _failures(conn, writer.tallies)
+            plan = _plan(writer.tallies, resolved, new_index, options.encrypt_plaintext)
+            _refuse_if_unopenable(plan, failures, options, keys)
+            if options.dry_run or not plan.has_work:
                 conn.execute("ROLLBACK")
                 return _report(options, info, keys, resolved, writer.tallies, failures, committed=False)
             try:
@@ -153,6 +200,8 @@ def rotate_database(
             committed = True
         checkpoint(conn)
     except sqlite3.Error as exc:
+        if not committed and backup is not None:
+            backup.unlink(missing_ok=True)
         error = translate_error(exc, options.db_path)
         raise error from None
     except BaseException:
@@ -162,7 +211,7 @@ def rotate_database(
     finally:
         conn.close()
 
-    _verify_after_commit(options, info, resolved, fingerprint, backup, progress)
+    _verify_after_commit(options, info, resolved, fingerprint, backup, progress, pool)
     key_file_written = None
     if options.key_file is not None:
         write_key_file(options.key_file, options.new_key, backup)
@@ -174,23 +223,29 @@ def rotate_database(
 
 
 def verify_database(
-    db_path: Path, keys: Sequence[Key], *, busy_timeout: float = 10.0, progress: ProgressCallback | None = None
+    db_path: Path,
+    keys: Sequence[Key],
+    *,
+    busy_timeout: float = 10.0,
+    progress: ProgressCallback | None = None,
+    workers: int | None = None,
 ) -> VerifyReport:
     """Read-only: which of ``keys`` opens each secret."""
     if not keys:
         raise KeyProblemError("No key was given to verify.")
-    conn, info = open_database(db_path, busy_timeout, for_writing=False)
-    resolved = resolve_catalogue(info.schema, info.version)
-    try:
-        conn.execute("BEGIN")  # one consistent snapshot across all tables
-        scanner = Scanner(conn, info, resolved, Keyring(keys))
-        scanner.run("verify", progress)
-        failures = _failures(conn, scanner.tallies)
-        conn.execute("ROLLBACK")
-    except sqlite3.Error as exc:
-        raise translate_error(exc, db_path) from None
-    finally:
-        conn.close()
+    with crypto_pool(db_path, keys, workers) as pool:
+        conn, info = open_database(db_path, busy_timeout, for_writing=False)
+        resolved = resolve_catalogue(info.schema, info.version)
+        try:
+            conn.execute("BEGIN")  # one consistent snapshot across all tables
+            scanner = Scanner(conn, info, resolved, Keyring(keys), pool=pool)
+            scanner.run("verify", progress)
+            failures = _failures(conn, scanner.tallies)
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise translate_error(exc, db_path) from None
+        finally:
+            conn.close()
     return VerifyReport(
         database=str(db_path),
         trek_version=info.version.evidence,
@@ -284,6 +339,7 @@ def _verify_after_commit(
     expected: Fingerprint,
     backup: Path | None,
     progress: ProgressCallback | None,
+    pool: CryptoPool | None,
 ) -> None:
     """Reopen the file and prove every plaintext came back, now under the new key.
 
@@ -295,7 +351,7 @@ def _verify_after_commit(
         with closing(connect(options.db_path, busy_timeout=options.busy_timeout)) as conn:
             conn.execute("BEGIN")
             scanner = Scanner(conn, info, resolved, Keyring((options.new_key, *options.old_keys)),
-                              fingerprint=fingerprint)
+                              fingerprint=fingerprint, pool=pool)
             scanner.run("verify", progress)
             conn.execute("ROLLBACK")
     except sqlite3.Error as exc:

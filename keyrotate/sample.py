@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import string
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,8 +133,14 @@ def build_sample_database(
     seed: int = 0,
     keep_secrets: bool = True,
     stray_tokens: bool = True,
+    plugin_user_share: float = 0.0,
 ) -> SampleDatabase:
-    """Create ``path`` (which must not exist) holding a TREK-shaped database under ``key``."""
+    """Create ``path`` (which must not exist) holding a TREK-shaped database under ``key``.
+
+    ``plugin_user_share`` (4.x shape only) gives that share of the users plugin
+    tokens and per-user plugin config, as :func:`add_plugin_users` does. With
+    ``keep_secrets=False`` nothing but a count is kept, so any size fits in memory.
+    """
     if path.exists():
         raise FileExistsError(path)
     rng = random.Random(seed)
@@ -170,6 +176,9 @@ def build_sample_database(
                 "VALUES (?, 'synologyphotos', ?, ?, NULL, 4032, 3024, ?)",
                 _photos(writer, range(start + 1, min(total_photos, start + 5000) + 1), users),
             )
+        if major >= 4 and plugin_user_share > 0:
+            plugin_users = [u for u in range(1, users + 1) if rng.random() < plugin_user_share]
+            _insert_plugin_users(conn, writer, plugin_users)
         if stray_tokens and major >= 4:
             config = '{{"endpoint":"https://example.org","api_token":"{}"}}'.format(writer.seal(
                 "addons", "config", {"id": "legacy-addon"}, writer.text(24), json_path=("api_token",)))
@@ -255,14 +264,21 @@ def add_plugin_users(path: Path, key: Key, users: range, *, seed: int = 0) -> li
     writer = _Writer(key, rng, True)
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("BEGIN")
-        for uid in users:
-            plugin = rng.choice(_PLUGINS)
-            ident = {"plugin_id": plugin, "user_id": uid}
-            token = writer.seal("plugin_user_config", "config", ident, writer.text(30), json_path=("personal_api_token",))
-            conn.execute("INSERT INTO plugin_user_config (plugin_id, user_id, config) VALUES (?, ?, ?)",
-                         (plugin, uid, f'{{"personal_api_token":"{token}","units":"metric"}}'))
-            access = writer.seal("plugin_oauth_tokens", "access_token", ident, writer.text(40))
-            refresh = writer.maybe(0.8, "plugin_oauth_tokens", "refresh_token", ident, 40)
-            conn.execute("INSERT INTO plugin_oauth_tokens VALUES (?, ?, ?, ?)", (plugin, uid, access, refresh))
+        _insert_plugin_users(conn, writer, users)
         conn.execute("COMMIT")
     return writer.secrets
+
+
+def _insert_plugin_users(conn: sqlite3.Connection, w: _Writer, users: Iterable[int]) -> None:
+    configs: list[tuple[str, int, str]] = []
+    tokens: list[tuple[str, int, str, str | None]] = []
+    for uid in users:
+        plugin = w.rng.choice(_PLUGINS)
+        ident = {"plugin_id": plugin, "user_id": uid}
+        token = w.seal("plugin_user_config", "config", ident, w.text(30), json_path=("personal_api_token",))
+        configs.append((plugin, uid, f'{{"personal_api_token":"{token}","units":"metric"}}'))
+        access = w.seal("plugin_oauth_tokens", "access_token", ident, w.text(40))
+        refresh = w.maybe(0.8, "plugin_oauth_tokens", "refresh_token", ident, 40)
+        tokens.append((plugin, uid, access, refresh))
+    conn.executemany("INSERT INTO plugin_user_config (plugin_id, user_id, config) VALUES (?, ?, ?)", configs)
+    conn.executemany("INSERT INTO plugin_oauth_tokens VALUES (?, ?, ?, ?)", tokens)

@@ -13,12 +13,14 @@ import enum
 import json
 import re
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from os import urandom
 from typing import Any
 
+from keyrotate.batches import NOT_OPENED, BatchResult, BatchSpec, CryptoContext, CryptoPool, process_batch
 from keyrotate.catalogue import NOT_SECRETS, JsonSecrets, Presence, ResolvedLocation, SecretLocation
 from keyrotate.database import DatabaseInfo, quote_identifier
 from keyrotate.errors import VerificationError
@@ -26,6 +28,7 @@ from keyrotate.formats import API_PREFIX, EMBEDDED_TOKEN, MIN_SEALED_BYTES, Ciph
 from keyrotate.keys import Key
 
 BATCH_ROWS = 2000
+PIPELINE_BATCHES_PER_WORKER = 2  # batches queued per worker: keeps them busy, bounds memory
 _BASE32 = re.compile(r"[A-Z2-7]+=*")
 FAILURE_DETAIL_LIMIT = 200  # failures listed one by one; beyond that only counted
 JsonPath = tuple[str | int, ...]
@@ -139,7 +142,12 @@ ProgressCallback = Callable[[str, str, int, int | None], None]  # phase, label, 
 
 
 class Scanner:
-    """Walks every target of a database with one keyring."""
+    """Walks every target of a database with one keyring.
+
+    Whole-value targets (nearly every secret) go through :func:`process_batch`,
+    on ``pool`` when one is given: batches are read here, handed to the pool a
+    few at a time and their updates written here, in the order they were read.
+    """
 
     def __init__(
         self,
@@ -150,6 +158,8 @@ class Scanner:
         *,
         fingerprint: Fingerprint | None = None,
         rewrite: Rewrite | None = None,
+        pool: CryptoPool | None = None,
+        before_first_write: Callable[[], None] | None = None,
     ) -> None:
         self.conn = conn
         self.info = info
@@ -157,7 +167,12 @@ class Scanner:
         self.keyring = keyring
         self.fingerprint = fingerprint
         self.rewrite = rewrite
+        self.pool = pool
         self.tallies: dict[str, Tally] = {}
+        self._before_first_write = before_first_write
+        self._context = pool.context if pool is not None else CryptoContext(keyring.keys)
+        self._key_order = tuple(self._context.index_of(key) for key in keyring.keys)
+        self._pending: deque[tuple[Target, Callable[[], BatchResult]]] = deque()
         self._plugin_fields = self._load_plugin_fields()
 
     # -- planning ---------------------------------------------------------
@@ -210,8 +225,12 @@ class Scanner:
     # -- the pass ---------------------------------------------------------
 
     def run(self, phase: str, progress: ProgressCallback | None = None) -> dict[str, Tally]:
-        for target in self.targets():
-            self.run_target(target, phase, progress)
+        try:
+            for target in self.targets():
+                self.run_target(target, phase, progress)
+            self._finish_pending(keep=0)
+        finally:
+            self._pending.clear()
         return self.tallies
 
     def run_target(self, target: Target, phase: str, progress: ProgressCallback | None) -> None:
@@ -220,12 +239,63 @@ class Scanner:
         total = self._count(target) if progress else None
         if progress:
             progress(phase, target.label, 0, total)
+        if target.kind is TargetKind.WHOLE:
+            spec = self._batch_spec(target)
+            keep = PIPELINE_BATCHES_PER_WORKER * self.pool.workers if self.pool is not None else 0
+            for batch in self._batches(target):
+                self._submit(target, spec, batch)
+                self._finish_pending(keep)
+                if progress:
+                    progress(phase, target.label, len(batch), total)
+            return
         for batch in self._batches(target):
             updates = self._process_batch(target, batch)
             if updates:
                 self._write(target, updates)
             if progress:
                 progress(phase, target.label, len(batch), total)
+
+    def _batch_spec(self, target: Target) -> BatchSpec:
+        loc = target.location
+        assert loc is not None
+        rw = self.rewrite
+        return BatchSpec(
+            loc.label, loc.table, loc.column, loc.scheme, self._key_order,
+            new_index=rw.new_index if rw is not None else None,
+            encrypt_plaintext=rw.encrypt_plaintext if rw is not None else False,
+            fingerprint_salt=self.fingerprint.salt if self.fingerprint is not None else None,
+        )
+
+    def _submit(self, target: Target, spec: BatchSpec, batch: list[tuple[Any, ...]]) -> None:
+        if self.pool is None:
+            result = process_batch(self._context, spec, batch)
+            self._pending.append((target, lambda: result))
+        else:
+            self._pending.append((target, self.pool.submit(spec, batch).get))
+
+    def _finish_pending(self, keep: int) -> None:
+        """Collect results oldest first, until at most ``keep`` batches are still out."""
+        while len(self._pending) > keep:
+            target, get = self._pending.popleft()
+            self._merge(target, get())
+
+    def _merge(self, target: Target, result: BatchResult) -> None:
+        loc = target.location
+        assert loc is not None
+        tally = self.tally(loc.label, loc.table, loc.column, True)
+        for index, count in enumerate(result.opened_by):
+            tally.opened_by[index] += count
+        tally.plaintext += result.plaintext
+        tally.encryptable_plaintext += result.encryptable_plaintext
+        tally.encrypted_plaintext += result.encrypted_plaintext
+        tally.rewritten += result.rewritten
+        for rowid in result.unopened:
+            tally.fail(FailedValue(loc.table, loc.column, rowid, "", NOT_OPENED))
+        if self.fingerprint is not None:
+            self.fingerprint.value ^= result.fingerprint
+            self.fingerprint.count += result.fingerprinted
+        if result.updates:
+            self._write(target, result.updates)
 
     def tally(self, label: str, table: str, column: str, catalogued: bool) -> Tally:
         tally = self.tallies.get(label)
@@ -295,6 +365,9 @@ class Scanner:
             last = batch[-1][0]
 
     def _write(self, target: Target, updates: list[tuple[str, int]] | list[tuple[str, int, str]]) -> None:
+        if self._before_first_write is not None:
+            before, self._before_first_write = self._before_first_write, None
+            before()
         table = quote_identifier(target.table)
         if target.kind is TargetKind.DISCOVERY:
             # (new_text, rowid, column): group by column, one statement per column.
@@ -310,29 +383,9 @@ class Scanner:
     # -- classifying values -----------------------------------------------
 
     def _process_batch(self, target: Target, batch: list[tuple[Any, ...]]) -> list[Any]:
-        if target.kind is TargetKind.WHOLE:
-            return self._whole_batch(target, batch)
         if target.kind is TargetKind.JSON:
             return self._json_batch(target, batch)
         return self._discovery_batch(target, batch)
-
-    def _whole_batch(self, target: Target, batch: list[tuple[Any, ...]]) -> list[tuple[str, int]]:
-        loc = target.location
-        assert loc is not None
-        tally = self.tally(loc.label, loc.table, loc.column, True)
-        scheme = loc.scheme
-        updates: list[tuple[str, int]] = []
-        for rowid, value in batch:
-            if not isinstance(value, str):
-                tally.plaintext += 1  # a number or blob where TREK expects text: left alone
-                continue
-            if scheme is Scheme.API and not value.startswith(API_PREFIX):
-                new = self._plaintext(tally, loc, rowid, "", value)
-            else:
-                new = self._token(tally, loc.table, loc.column, rowid, "", value, scheme, blocking=True)
-            if new is not None:
-                updates.append((new, rowid))
-        return updates
 
     def _plaintext(
         self, tally: Tally, loc: SecretLocation, rowid: int, path: str, value: str, *, can_rewrite: bool = True

@@ -1,0 +1,261 @@
+"""The hot path: classify, re-encrypt and check one batch of whole-value secrets.
+
+A batch is a list of ``(rowid, stored value)`` rows of one catalogued location.
+:func:`process_batch` is a pure function of the keys and the rows, so it runs
+the same in this process or in a worker of a :class:`CryptoPool`. The crypto is
+CPU-bound, so on a machine with several cores the pool spreads batches over
+them while the calling process keeps all SQLite I/O to itself: every write
+still goes through the one connection and the one transaction.
+
+Keys reach the workers through the pool's initializer (inherited memory on
+Linux, the pool's pipe elsewhere), never through argv, the environment or a
+file. Results carry counts, row ids and new ciphertexts, never a plaintext.
+"""
+
+from __future__ import annotations
+
+import binascii
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from multiprocessing.pool import AsyncResult, Pool
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keyrotate.errors import VerificationError
+from keyrotate.formats import API_PREFIX, IV_BYTES, MIN_SEALED_BYTES, TAG_BYTES, Scheme, node_base64_decode
+from keyrotate.keys import Key
+
+Row = tuple[int, Any]
+NOT_OPENED = "opens under none of the keys"
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """What to do with a batch. Small and picklable: it travels with every batch."""
+
+    label: str
+    table: str
+    column: str
+    scheme: Scheme
+    key_order: tuple[int, ...]  # indexes into the context's keys, in order of preference
+    new_index: int | None = None  # position in key_order to re-encrypt to; None: read only
+    encrypt_plaintext: bool = False
+    fingerprint_salt: bytes | None = None
+
+
+@dataclass
+class BatchResult:
+    """Counts for one batch, plus the UPDATE parameters ``(new value, rowid)``."""
+
+    updates: list[tuple[str, int]]
+    opened_by: list[int]
+    plaintext: int = 0
+    encryptable_plaintext: int = 0
+    encrypted_plaintext: int = 0
+    rewritten: int = 0
+    unopened: list[int] = field(default_factory=list)  # row ids; never values
+    fingerprint: int = 0
+    fingerprinted: int = 0
+
+
+class CryptoContext:
+    """One AES-GCM instance per key and scheme, built once per process."""
+
+    def __init__(self, keys: Sequence[Key]) -> None:
+        self.keys = tuple(keys)
+        self._aeads = {
+            scheme: [AESGCM(key.aes_key(scheme.domain)) for key in self.keys] for scheme in Scheme
+        }
+
+    def __repr__(self) -> str:
+        return f"CryptoContext({len(self.keys)} keys)"
+
+    def aeads(self, scheme: Scheme, order: Sequence[int]) -> list[AESGCM]:
+        by_key = self._aeads[scheme]
+        return [by_key[i] for i in order]
+
+    def index_of(self, key: Key) -> int:
+        for index, known in enumerate(self.keys):
+            if known is key:
+                return index
+        raise ValueError("key not in this context")
+
+
+def process_batch(context: CryptoContext, spec: BatchSpec, rows: Sequence[Row]) -> BatchResult:
+    """Classify every row; when ``spec.new_index`` is set, re-encrypt what needs it.
+
+    Each new value is decoded from the exact text that will be stored and
+    decrypted again before it is handed back; a mismatch raises
+    :class:`VerificationError` naming the row, and nothing gets written.
+    """
+    aeads = context.aeads(spec.scheme, spec.key_order)
+    first = aeads[0]
+    api = spec.scheme is Scheme.API
+    prefix = API_PREFIX if api else ""
+    skip = len(prefix)
+    result = BatchResult([], [0] * len(aeads))
+    opened_by = result.opened_by
+    updates = result.updates
+    rewriting = spec.new_index is not None
+    new_aead = aeads[spec.new_index] if spec.new_index is not None else None
+    ivs = os.urandom(IV_BYTES * len(rows)) if rewriting else b""
+    iv_at = 0
+    fp_base = blake2b(key=spec.fingerprint_salt, digest_size=16) if spec.fingerprint_salt is not None else None
+    fp_value = 0
+    fp_prefix = (spec.label + "\x00").encode()
+    a2b = binascii.a2b_base64
+    b2a = binascii.b2a_base64
+    from_bytes = int.from_bytes
+
+    for rowid, value in rows:
+        if value.__class__ is not str:
+            result.plaintext += 1  # a number or blob where TREK expects text: left alone
+            continue
+        if api and not value.startswith(API_PREFIX):
+            # Legacy plaintext in an api location.
+            result.plaintext += 1
+            result.encryptable_plaintext += 1
+            if not (rewriting and spec.encrypt_plaintext):
+                continue
+            plaintext = value.encode("utf-8")
+            index = -1
+        else:
+            body = value[skip:] if skip else value
+            try:
+                sealed = a2b(body, strict_mode=True)
+            except (binascii.Error, ValueError):
+                sealed = node_base64_decode(body)
+            iv, data = sealed[:IV_BYTES], sealed[MIN_SEALED_BYTES:] + sealed[IV_BYTES:MIN_SEALED_BYTES]
+            try:
+                if len(sealed) < MIN_SEALED_BYTES:
+                    raise InvalidTag
+                plaintext = first.decrypt(iv, data, None)
+                index = 0
+            except InvalidTag:
+                index, plaintext = _open_with_others(aeads, iv, data, len(sealed))
+                if index < 0:
+                    if not api and _looks_like_plain_totp_seed(value, sealed):
+                        result.plaintext += 1
+                    else:
+                        result.unopened.append(rowid)
+                    continue
+            opened_by[index] += 1
+        if fp_base is not None:
+            digest = fp_base.copy()
+            digest.update(b"%s%d\x00\x00%s" % (fp_prefix, rowid, plaintext))
+            fp_value ^= from_bytes(digest.digest(), "big")
+            result.fingerprinted += 1
+        if new_aead is None or index == spec.new_index:
+            continue
+        iv = ivs[iv_at : iv_at + IV_BYTES]
+        iv_at += IV_BYTES
+        out = new_aead.encrypt(iv, plaintext, None)
+        new_value = prefix + b2a(iv + out[-TAG_BYTES:] + out[:-TAG_BYTES], newline=False).decode("ascii")
+        # Read back from the text itself, as TREK will.
+        check = a2b(new_value[skip:] if skip else new_value, strict_mode=True)
+        try:
+            same = new_aead.decrypt(check[:IV_BYTES], check[MIN_SEALED_BYTES:] + check[IV_BYTES:MIN_SEALED_BYTES],
+                                    None) == plaintext
+        except InvalidTag:
+            same = False
+        if not same:
+            raise VerificationError(
+                f"Re-encrypted value in {spec.table}.{spec.column} row {rowid} did not read back; "
+                "nothing was committed."
+            )
+        updates.append((new_value, rowid))
+        if index < 0:
+            result.encrypted_plaintext += 1
+        else:
+            result.rewritten += 1
+    result.fingerprint = fp_value
+    return result
+
+
+def _open_with_others(aeads: Sequence[AESGCM], iv: bytes, data: bytes, size: int) -> tuple[int, bytes]:
+    if size < MIN_SEALED_BYTES:
+        return -1, b""
+    for index in range(1, len(aeads)):
+        try:
+            return index, aeads[index].decrypt(iv, data, None)
+        except InvalidTag:
+            continue
+    return -1, b""
+
+
+def _looks_like_plain_totp_seed(value: str, decoded: bytes) -> bool:
+    """An unencrypted base32 seed: base32 letters only, too short to be sealed."""
+    stripped = value.strip()
+    body = stripped.rstrip("=")
+    return bool(body) and len(decoded) < MIN_SEALED_BYTES and all(c in _BASE32_LETTERS for c in body)
+
+
+_BASE32_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+
+# -- the worker pool -----------------------------------------------------------
+
+_worker_context: CryptoContext | None = None
+
+
+def _start_worker(keys: tuple[Key, ...]) -> None:
+    global _worker_context
+    # Ctrl-C is the parent's to handle: it rolls back and stops the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_context = CryptoContext(keys)
+
+
+def _run_in_worker(spec: BatchSpec, rows: list[Row]) -> BatchResult:
+    assert _worker_context is not None
+    return process_batch(_worker_context, spec, rows)
+
+
+class CryptoPool:
+    """Worker processes that run :func:`process_batch` for one set of keys.
+
+    Create it before opening the database: on Linux the workers are forked at
+    once, so they never inherit an open SQLite connection.
+    """
+
+    def __init__(self, keys: Sequence[Key], workers: int) -> None:
+        self.context = CryptoContext(keys)
+        self.workers = workers
+        method = "fork" if sys.platform == "linux" else None
+        self._pool: Pool = multiprocessing.get_context(method).Pool(
+            workers, initializer=_start_worker, initargs=(self.context.keys,)
+        )
+
+    def __repr__(self) -> str:
+        return f"CryptoPool({self.workers} workers)"
+
+    def submit(self, spec: BatchSpec, rows: list[Row]) -> AsyncResult[BatchResult]:
+        return self._pool.apply_async(_run_in_worker, (spec, rows))
+
+    def close(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
+
+    def __enter__(self) -> CryptoPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+PARALLEL_MIN_BYTES = 8 * 1024 * 1024  # below this a pool costs more than it saves
+
+
+def worker_count(requested: int | None, database_bytes: int) -> int:
+    """How many worker processes to use: ``requested``, or decided from the machine and the database."""
+    if requested is not None:
+        return max(0, requested)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < 2 or database_bytes < PARALLEL_MIN_BYTES:
+        return 0
+    return min(cores, 4)
