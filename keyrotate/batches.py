@@ -20,15 +20,17 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from multiprocessing.pool import AsyncResult, Pool
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keyrotate.errors import VerificationError
+from keyrotate.errors import KeyrotateError, VerificationError
 from keyrotate.formats import API_PREFIX, IV_BYTES, MIN_SEALED_BYTES, TAG_BYTES, Scheme, node_base64_decode
 from keyrotate.keys import Key
 
@@ -201,45 +203,114 @@ _BASE32_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 
 # -- the worker pool -----------------------------------------------------------
 
-_worker_context: CryptoContext | None = None
+BATCHES_PER_WORKER = 1  # more could deadlock: both sides blocked sending messages larger than the pipe buffer
 
 
-def _start_worker(keys: tuple[Key, ...]) -> None:
-    global _worker_context
-    # Ctrl-C is the parent's to handle: it rolls back and stops the pool.
+def _serve(keys: tuple[Key, ...], conn: Connection) -> None:
+    """A worker's loop: batches in, results out, until told to stop."""
+    # Ctrl-C is the parent's to handle: it rolls back and stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_context = CryptoContext(keys)
+    context = CryptoContext(keys)
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        spec, rows = message
+        try:
+            reply: tuple[bool, Any] = (True, process_batch(context, spec, rows))
+        except KeyrotateError as exc:  # messages name rows, never values
+            reply = (False, exc)
+        except Exception as exc:  # noqa: BLE001 - anything else is a bug; its type is enough
+            reply = (False, KeyrotateError(f"A crypto worker failed ({type(exc).__name__}); nothing was committed."))
+        conn.send(reply)
 
 
-def _run_in_worker(spec: BatchSpec, rows: list[Row]) -> BatchResult:
-    assert _worker_context is not None
-    return process_batch(_worker_context, spec, rows)
+class _Worker:
+    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+        self.outstanding = 0
+
+
+class PendingBatch:
+    """A batch handed to a worker; :meth:`get` waits for its result."""
+
+    __slots__ = ("_worker",)
+
+    def __init__(self, worker: _Worker) -> None:
+        self._worker = worker
+
+    def ready(self) -> bool:
+        return self._worker.conn.poll()
+
+    def get(self) -> BatchResult:
+        worker = self._worker
+        try:
+            ok, payload = worker.conn.recv()
+        except (EOFError, OSError):
+            raise KeyrotateError("A crypto worker process stopped unexpectedly; nothing was committed.") from None
+        worker.outstanding -= 1
+        if not ok:
+            raise payload
+        return payload  # type: ignore[no-any-return]
 
 
 class CryptoPool:
     """Worker processes that run :func:`process_batch` for one set of keys.
 
-    Create it before opening the database: on Linux the workers are forked at
-    once, so they never inherit an open SQLite connection.
+    The caller keeps working too: it hands a batch to a worker while one has
+    room (:meth:`has_room`) and processes the batch itself otherwise, so
+    ``workers`` is best one less than the number of cores. Results come back
+    over each worker's pipe in the order its batches went out; no helper
+    threads. Create the pool before opening the database: the workers are
+    forked at once, so they never inherit an open SQLite connection.
     """
 
     def __init__(self, keys: Sequence[Key], workers: int) -> None:
         self.context = CryptoContext(keys)
         self.workers = workers
-        method = "fork" if sys.platform == "linux" else None
-        self._pool: Pool = multiprocessing.get_context(method).Pool(
-            workers, initializer=_start_worker, initargs=(self.context.keys,)
-        )
+        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+        self._workers: list[_Worker] = []
+        try:
+            for _ in range(workers):
+                here, there = ctx.Pipe()
+                process = ctx.Process(target=_serve, args=(self.context.keys, there), daemon=True)
+                process.start()
+                there.close()
+                self._workers.append(_Worker(process, here))
+        except BaseException:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"CryptoPool({self.workers} workers)"
 
-    def submit(self, spec: BatchSpec, rows: list[Row]) -> AsyncResult[BatchResult]:
-        return self._pool.apply_async(_run_in_worker, (spec, rows))
+    def has_room(self) -> bool:
+        return any(w.outstanding < BATCHES_PER_WORKER for w in self._workers)
+
+    def submit(self, spec: BatchSpec, rows: list[Row]) -> PendingBatch:
+        worker = min(self._workers, key=lambda w: w.outstanding)
+        try:
+            worker.conn.send((spec, rows))
+        except OSError:
+            raise KeyrotateError("A crypto worker process stopped unexpectedly; nothing was committed.") from None
+        worker.outstanding += 1
+        return PendingBatch(worker)
 
     def close(self) -> None:
-        self._pool.terminate()
-        self._pool.join()
+        for worker in self._workers:
+            with suppress(OSError):
+                worker.conn.send(None)
+        for worker in self._workers:
+            worker.process.join(timeout=2)
+            if worker.process.is_alive():
+                worker.process.terminate()
+                worker.process.join()
+            worker.conn.close()
+        self._workers = []
 
     def __enter__(self) -> CryptoPool:
         return self
@@ -252,10 +323,11 @@ PARALLEL_MIN_BYTES = 8 * 1024 * 1024  # below this a pool costs more than it sav
 
 
 def worker_count(requested: int | None, database_bytes: int) -> int:
-    """How many worker processes to use: ``requested``, or decided from the machine and the database."""
+    """How many worker processes to use: ``requested``, or one less than the cores (at most 3)
+    when the database is big enough to gain from them."""
     if requested is not None:
         return max(0, requested)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cores < 2 or database_bytes < PARALLEL_MIN_BYTES:
         return 0
-    return min(cores, 4)
+    return min(cores - 1, 3)

@@ -20,7 +20,15 @@ from hashlib import blake2b
 from os import urandom
 from typing import Any
 
-from keyrotate.batches import NOT_OPENED, BatchResult, BatchSpec, CryptoContext, CryptoPool, process_batch
+from keyrotate.batches import (
+    NOT_OPENED,
+    BatchResult,
+    BatchSpec,
+    CryptoContext,
+    CryptoPool,
+    PendingBatch,
+    process_batch,
+)
 from keyrotate.catalogue import NOT_SECRETS, JsonSecrets, Presence, ResolvedLocation, SecretLocation
 from keyrotate.database import DatabaseInfo, quote_identifier
 from keyrotate.errors import VerificationError
@@ -28,7 +36,6 @@ from keyrotate.formats import API_PREFIX, EMBEDDED_TOKEN, MIN_SEALED_BYTES, Ciph
 from keyrotate.keys import Key
 
 BATCH_ROWS = 2000
-PIPELINE_BATCHES_PER_WORKER = 2  # batches queued per worker: keeps them busy, bounds memory
 _BASE32 = re.compile(r"[A-Z2-7]+=*")
 FAILURE_DETAIL_LIMIT = 200  # failures listed one by one; beyond that only counted
 JsonPath = tuple[str | int, ...]
@@ -172,7 +179,7 @@ class Scanner:
         self._before_first_write = before_first_write
         self._context = pool.context if pool is not None else CryptoContext(keyring.keys)
         self._key_order = tuple(self._context.index_of(key) for key in keyring.keys)
-        self._pending: deque[tuple[Target, Callable[[], BatchResult]]] = deque()
+        self._pending: deque[tuple[Target, PendingBatch]] = deque()
         self._plugin_fields = self._load_plugin_fields()
 
     # -- planning ---------------------------------------------------------
@@ -228,7 +235,7 @@ class Scanner:
         try:
             for target in self.targets():
                 self.run_target(target, phase, progress)
-            self._finish_pending(keep=0)
+            self._collect(wait=True)
         finally:
             self._pending.clear()
         return self.tallies
@@ -239,19 +246,14 @@ class Scanner:
         total = self._count(target) if progress else None
         if progress:
             progress(phase, target.label, 0, total)
-        if target.kind is TargetKind.WHOLE:
-            spec = self._batch_spec(target)
-            keep = PIPELINE_BATCHES_PER_WORKER * self.pool.workers if self.pool is not None else 0
-            for batch in self._batches(target):
-                self._submit(target, spec, batch)
-                self._finish_pending(keep)
-                if progress:
-                    progress(phase, target.label, len(batch), total)
-            return
+        spec = self._batch_spec(target) if target.kind is TargetKind.WHOLE else None
         for batch in self._batches(target):
-            updates = self._process_batch(target, batch)
-            if updates:
-                self._write(target, updates)
+            if spec is not None:
+                self._submit(target, spec, batch)
+            else:
+                updates = self._process_batch(target, batch)
+                if updates:
+                    self._write(target, updates)
             if progress:
                 progress(phase, target.label, len(batch), total)
 
@@ -267,17 +269,21 @@ class Scanner:
         )
 
     def _submit(self, target: Target, spec: BatchSpec, batch: list[tuple[Any, ...]]) -> None:
-        if self.pool is None:
-            result = process_batch(self._context, spec, batch)
-            self._pending.append((target, lambda: result))
-        else:
-            self._pending.append((target, self.pool.submit(spec, batch).get))
+        """Hand the batch to an idle worker, or do it here while the workers are busy."""
+        pool = self.pool
+        if pool is not None:
+            self._collect(wait=False)
+            if pool.has_room():
+                self._pending.append((target, pool.submit(spec, batch)))
+                return
+        self._merge(target, process_batch(self._context, spec, batch))
 
-    def _finish_pending(self, keep: int) -> None:
-        """Collect results oldest first, until at most ``keep`` batches are still out."""
-        while len(self._pending) > keep:
-            target, get = self._pending.popleft()
-            self._merge(target, get())
+    def _collect(self, *, wait: bool) -> None:
+        """Merge finished worker results, oldest first (all of them when ``wait``)."""
+        pending = self._pending
+        while pending and (wait or pending[0][1].ready()):
+            target, handle = pending.popleft()
+            self._merge(target, handle.get())
 
     def _merge(self, target: Target, result: BatchResult) -> None:
         loc = target.location

@@ -1,0 +1,124 @@
+"""The batch hot path and the worker pool: same answers in a worker as in-process, and as the scanner's own code."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from keyrotate.batches import BatchSpec, CryptoContext, CryptoPool, process_batch, worker_count
+from keyrotate.engine import RotateOptions, rotate_database, verify_database
+from keyrotate.errors import KeyrotateError, UndecryptableError
+from keyrotate.formats import Cipher, Scheme
+from keyrotate.keys import Key
+from keyrotate.sample import build_sample_database
+from keyrotate.scanning import Fingerprint
+
+from .conftest import TrekCopy, listing, opens_under, table_dump
+
+OLD = Key("old key for batch tests", "old test key")
+OTHER = Key("another old key", "other test key")
+NEW = Key("new key for batch tests", "new test key")
+SALT = bytes(range(32))
+
+
+def _rows() -> list[tuple[int, object]]:
+    old, other, new = (Cipher(k, Scheme.API) for k in (OLD, OTHER, NEW))
+    return [
+        (1, old.seal("pässwörd 🔐".encode())),
+        (2, other.seal(b"under the other key")),
+        (3, new.seal(b"already new")),
+        (4, "legacy plaintext"),
+        (5, 42),
+        (6, "enc:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),  # opens under no key
+        (7, "enc:v1:" + old.seal(b"lenient base64")[7:].replace("+", "-").replace("/", "_").rstrip("=")),
+    ]
+
+
+def _spec(**kwargs: object) -> BatchSpec:
+    defaults: dict[str, object] = {"key_order": (0, 1, 2), "fingerprint_salt": SALT}
+    defaults.update(kwargs)
+    return BatchSpec("users.maps_api_key", "users", "maps_api_key", Scheme.API, **defaults)  # type: ignore[arg-type]
+
+
+def test_batch_classifies_every_kind_of_value() -> None:
+    result = process_batch(CryptoContext((OLD, OTHER, NEW)), _spec(), _rows())
+    assert result.opened_by == [2, 1, 1]
+    assert (result.plaintext, result.encryptable_plaintext) == (2, 1)
+    assert result.unopened == [6]
+    assert result.updates == [] and result.rewritten == 0
+
+
+def test_batch_rewrites_to_the_new_key_and_the_result_opens() -> None:
+    rows = _rows()
+    result = process_batch(CryptoContext((OLD, OTHER, NEW)), _spec(new_index=2, encrypt_plaintext=True), rows)
+    assert (result.rewritten, result.encrypted_plaintext) == (3, 1)
+    new = Cipher(NEW, Scheme.API)
+    expected = {1: "pässwörd 🔐".encode(), 2: b"under the other key", 4: b"legacy plaintext", 7: b"lenient base64"}
+    assert {rowid: new.open(value) for value, rowid in result.updates} == expected
+
+
+def test_batch_fingerprint_matches_the_scanners_own() -> None:
+    """Batches and the JSON/discovery code share one fingerprint, or the post-commit check could never match."""
+    rows = _rows()
+    result = process_batch(CryptoContext((OLD, OTHER, NEW)), _spec(), rows)
+    reference = Fingerprint(SALT)
+    for rowid, plaintext in ((1, "pässwörd 🔐".encode()), (2, b"under the other key"), (3, b"already new"),
+                             (7, b"lenient base64")):
+        reference.add(f"users.maps_api_key\x00{rowid}\x00", plaintext)
+    assert (result.fingerprint, result.fingerprinted) == (reference.value, reference.count)
+
+
+def test_a_worker_gives_the_same_result_and_reports_its_failures() -> None:
+    context_keys = (OLD, OTHER, NEW)
+    with CryptoPool(context_keys, 1) as pool:
+        in_worker = pool.submit(_spec(), _rows()).get()
+        assert in_worker == process_batch(CryptoContext(context_keys), _spec(), _rows())
+        with pytest.raises(KeyrotateError, match="crypto worker failed"):
+            pool.submit(_spec(key_order=(7,)), _rows()).get()
+        assert pool.submit(_spec(), _rows()[:1]).get().opened_by == [1, 0, 0]  # still serving
+    assert not multiprocessing.active_children()
+
+
+def test_worker_count_decides_from_cores_and_size() -> None:
+    assert worker_count(3, 0) == 3
+    assert worker_count(None, 1024) == 0  # tiny database: not worth a process
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_rotation_with_workers_matches_the_manifest(trek: TrekCopy, workers: int) -> None:
+    report = rotate_database(RotateOptions(trek.db, (trek.key,), NEW, trek.data_dir / "b.db", workers=workers))
+    assert report.committed and report.verified_after_commit
+    assert report.rotated == len(trek.encrypted_entries())
+    with closing(sqlite3.connect(trek.db)) as conn:
+        for entry in trek.encrypted_entries():
+            assert opens_under(conn, entry, NEW), entry
+    assert verify_database(trek.db, [NEW], workers=workers).ok
+    assert not multiprocessing.active_children()
+
+
+def test_undecryptable_with_workers_writes_nothing_and_keeps_no_backup(trek4: TrekCopy) -> None:
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        conn.execute("UPDATE trek_photos SET passphrase = ? WHERE rowid = (SELECT max(rowid) FROM trek_photos)",
+                     (Cipher(OTHER, Scheme.API).seal(b"x"),))
+        conn.commit()
+    before, files = table_dump(trek4.db), listing(trek4.data_dir)
+    with pytest.raises(UndecryptableError):
+        rotate_database(RotateOptions(trek4.db, (trek4.key,), NEW, trek4.data_dir / "b.db", workers=1))
+    assert table_dump(trek4.db) == before
+    assert listing(trek4.data_dir) <= files
+
+
+def test_generated_database_rotates_the_same_with_and_without_workers(tmp_path: Path) -> None:
+    reports = []
+    for workers in (0, 1):
+        db = tmp_path / f"w{workers}.db"
+        sample = build_sample_database(db, OLD, users=150, photos_per_user=20, seed=3, keep_secrets=False,
+                                       plugin_user_share=0.2)
+        report = rotate_database(RotateOptions(db, (OLD,), NEW, tmp_path / f"w{workers}.bak", workers=workers))
+        assert report.rotated == sample.count
+        reports.append([(loc.label, loc.rewritten, loc.plaintext, loc.empty) for loc in report.locations])
+    assert reports[0] == reports[1]
