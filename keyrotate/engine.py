@@ -22,6 +22,7 @@ from pathlib import Path
 from keyrotate.batches import CryptoPool, worker_count
 from keyrotate.catalogue import Presence, ResolvedLocation, resolve_catalogue
 from keyrotate.database import (
+    WRITE_CACHE_KIB,
     DatabaseInfo,
     backup_database,
     check_integrity,
@@ -151,6 +152,7 @@ def _rotate(
 ) -> RotationReport:
     new_index = len(options.old_keys)
     conn, info = open_database(options.db_path, options.busy_timeout, for_writing=not options.dry_run)
+    conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
     resolved = resolve_catalogue(info.schema, info.version)
     backup: Path | None = None
     committed = False

@@ -180,6 +180,7 @@ class Scanner:
         self._context = pool.context if pool is not None else CryptoContext(keyring.keys)
         self._key_order = tuple(self._context.index_of(key) for key in keyring.keys)
         self._pending: deque[tuple[Target, PendingBatch]] = deque()
+        self._empties: dict[str, int] | None = None
         self._plugin_fields = self._load_plugin_fields()
 
     # -- planning ---------------------------------------------------------
@@ -328,13 +329,33 @@ class Scanner:
         """NULL and '' both mean "not set" to TREK; counted, never fetched."""
         loc = target.location
         assert loc is not None
-        col = quote_identifier(loc.column)
-        where, params = f"({col} IS NULL OR {col} = '')", ()
-        if loc.setting_key is not None:
-            where += ' AND "key" = ?'
-            params = (loc.setting_key,)
-        row = self.conn.execute(f"SELECT count(*) FROM {quote_identifier(loc.table)} WHERE {where}", params).fetchone()
-        self.tally(loc.label, loc.table, loc.column, True).empty += int(row[0])
+        if self._empties is None:
+            self._empties = self._count_all_empty()
+        self.tally(loc.label, loc.table, loc.column, True).empty += self._empties.get(loc.label, 0)
+
+    def _count_all_empty(self) -> dict[str, int]:
+        """Empty values of every whole-value location: one scan per table, not one per location."""
+        by_table: dict[str, list[SecretLocation]] = {}
+        for entry in self.resolved:
+            if entry.presence is Presence.ACTIVE and entry.location.whole_value:
+                by_table.setdefault(entry.location.table, []).append(entry.location)
+        empties: dict[str, int] = {}
+        for table, locations in by_table.items():
+            columns = [loc for loc in locations if loc.setting_key is None]
+            if columns:
+                sums = ", ".join(f"sum({_empty(loc.column)})" for loc in columns)
+                row = self.conn.execute(f"SELECT {sums} FROM {quote_identifier(table)}").fetchone()
+                empties.update((loc.label, int(n or 0)) for loc, n in zip(columns, row, strict=True))
+            keyed = [loc for loc in locations if loc.setting_key is not None]
+            for column in sorted({loc.column for loc in keyed}):
+                labels = {loc.setting_key: loc.label for loc in keyed if loc.column == column}
+                placeholders = ", ".join("?" * len(labels))
+                rows = self.conn.execute(
+                    f'SELECT "key", count(*) FROM {quote_identifier(table)} '
+                    f'WHERE {_empty(column)} AND "key" IN ({placeholders}) GROUP BY "key"', tuple(labels),
+                )
+                empties.update((labels[key], int(n)) for key, n in rows if key in labels)
+        return empties
 
     def _count(self, target: Target) -> int:
         where, params = self._where(target)
@@ -557,6 +578,11 @@ class Scanner:
 def _looks_like_plain_totp_seed(value: str) -> bool:
     """An unencrypted base32 seed: base32 letters only, too short to be sealed."""
     return bool(_BASE32.fullmatch(value.strip())) and len(node_base64_decode(value)) < MIN_SEALED_BYTES
+
+
+def _empty(column: str) -> str:
+    col = quote_identifier(column)
+    return f"({col} IS NULL OR {col} = '')"
 
 
 def _discovery_condition(column: str, exclusion: str) -> str:

@@ -8,7 +8,8 @@ several times over a fresh copy:
   scan, checks before and after the commit, key file untouched), progress off;
 * floor: the bare loop in a subprocess (``--floor``): read the same catalogued
   values in rowid batches, decrypt, re-encrypt, one UPDATE statement per batch,
-  one transaction; no backup, no scan, no verification, one core;
+  one transaction, with the same page cache size as keyrotate's writer; no
+  backup, no scan, no verification, one core;
 * verify: ``python3 -m keyrotate verify`` on the rotated copy.
 
 Wall times are medians over the runs (floor and keyrotate alternate, so load
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from keyrotate.catalogue import Presence, resolve_catalogue  # noqa: E402
-from keyrotate.database import inspect_database, quote_identifier  # noqa: E402
+from keyrotate.database import WRITE_CACHE_KIB, inspect_database, quote_identifier  # noqa: E402
 from keyrotate.formats import API_PREFIX, IV_BYTES, MIN_SEALED_BYTES, TAG_BYTES, Scheme  # noqa: E402
 from keyrotate.keys import Key  # noqa: E402
 from keyrotate.scanning import BATCH_ROWS  # noqa: E402
@@ -58,6 +59,7 @@ def floor_rotate(db: Path, old_text: str, new_text: str) -> int:
     done = 0
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:
         info = inspect_database(conn, db)
+        conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")  # the same page cache keyrotate's writer uses
         conn.execute("BEGIN IMMEDIATE")
         for entry in resolve_catalogue(info.schema, info.version):
             loc = entry.location
