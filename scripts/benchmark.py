@@ -31,6 +31,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import closing
 from pathlib import Path
@@ -117,19 +118,27 @@ def _tree_rss_kib(pid: int) -> int:
     return total
 
 
-def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS of the process tree in MB, stdout."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, _tree_rss_kib(proc.pid))
-        time.sleep(0.01)
-    wall = time.perf_counter() - started
-    out, err = proc.communicate()
+def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """Wall seconds, CPU seconds (user + system, workers included), peak RSS of the process tree in MB, stdout."""
+    # Output goes to files: a full pipe would block the command and skew the time.
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, text=True)
+        peak = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, _tree_rss_kib(proc.pid))
+            time.sleep(0.01)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} exited {proc.returncode}:\n{err}")
-    return wall, peak / 1024, out
+    return wall, usage.ru_utime + usage.ru_stime, peak / 1024, out
 
 
 # -- one size -----------------------------------------------------------------------
@@ -163,38 +172,44 @@ def bench_size(out: Path, secrets: int, runs: int, seed: int, workers: str | Non
     old_key_file = source / "data" / ".encryption_key"
     extra = ["--workers", workers] if workers is not None else []
     rotated_walls, floor_walls, verify_walls, rss, floor_rss = [], [], [], [], []
+    rotated_cpu: list[float] = []
+    floor_cpu: list[float] = []
     rotated = floored = 0
     for run in range(runs):
         order = ("floor", "keyrotate") if run % 2 == 0 else ("keyrotate", "floor")
         for what in order:
             db = fresh_copy(source, work)
             if what == "floor":
-                wall, peak, text = measure([sys.executable, str(Path(__file__).resolve()), "--floor", str(db),
+                wall, cpu, peak, text = measure([sys.executable, str(Path(__file__).resolve()), "--floor", str(db),
                                             "--old-key-file", str(old_key_file)], env)
                 floored = int(text.strip())
                 floor_walls.append(wall)
+                floor_cpu.append(cpu)
                 floor_rss.append(peak)
                 continue
-            wall, peak, text = measure(
+            wall, cpu, peak, text = measure(
                 [sys.executable, "-m", "keyrotate", "rotate", "--db", str(db), "--old-key-file", str(old_key_file),
                  "--new-key-file", str(work / "new.key"), "--backup", str(work / "backup.db"), "--json", *extra], env)
             report = json.loads(text)
             rotated = report["totals"]["rotated"]
             assert report["verified_after_commit"], "rotation did not verify"
             rotated_walls.append(wall)
+            rotated_cpu.append(cpu)
             rss.append(peak)
-            v_wall, _, _ = measure([sys.executable, "-m", "keyrotate", "verify", "--db", str(db), "--key-file",
+            v_wall, _, _, _ = measure([sys.executable, "-m", "keyrotate", "verify", "--db", str(db), "--key-file",
                                     str(work / "new.key"), "--quiet", *extra], env)
             verify_walls.append(v_wall)
-        print(f"  {secrets}: run {run + 1}/{runs}: keyrotate {rotated_walls[-1]:.2f}s, floor {floor_walls[-1]:.2f}s, "
-              f"verify {verify_walls[-1]:.2f}s, rss {rss[-1]:.0f} MB", file=sys.stderr)
+        print(f"  {secrets}: run {run + 1}/{runs}: keyrotate {rotated_walls[-1]:.2f}s (cpu {rotated_cpu[-1]:.2f}s), "
+              f"floor {floor_walls[-1]:.2f}s (cpu {floor_cpu[-1]:.2f}s), verify {verify_walls[-1]:.2f}s, "
+              f"rss {rss[-1]:.0f} MB, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
     wall = statistics.median(rotated_walls)
     floor = statistics.median(floor_walls)
     return {
         "secrets": rotated, "floor_secrets": floored, "runs": runs, "wall": wall, "us_per_secret": wall / rotated * 1e6,
         "peak_rss_mb": max(rss), "floor": floor, "ratio": wall / floor, "verify": statistics.median(verify_walls),
-        "floor_rss_mb": max(floor_rss), "database": info,
+        "floor_rss_mb": max(floor_rss), "cpu": statistics.median(rotated_cpu), "floor_cpu": statistics.median(floor_cpu),
+        "database": info,
     }
 
 
@@ -221,11 +236,12 @@ def main() -> None:
         runs = min(args.runs, args.max_runs_1m) if secrets >= 1_000_000 else args.runs
         results.append(bench_size(args.out, secrets, runs, args.seed, args.workers))
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", file=sys.stderr)
-    print("| secrets | runs | keyrotate wall (median) | µs/secret | peak RSS | floor (median) | ratio | verify (median) |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| secrets | runs | keyrotate wall (median) | µs/secret | peak RSS | floor (median) | ratio | verify (median) "
+          "| CPU keyrotate / floor |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         print(f"| {r['secrets']:,} | {r['runs']} | {r['wall']:.2f} s | {r['us_per_secret']:.1f} | {r['peak_rss_mb']:.0f} MB "
-              f"| {r['floor']:.2f} s | {r['ratio']:.2f}x | {r['verify']:.2f} s |")
+              f"| {r['floor']:.2f} s | {r['ratio']:.2f}x | {r['verify']:.2f} s | {r['cpu']:.2f} s / {r['floor_cpu']:.2f} s |")
     if args.json:
         print(json.dumps(results, indent=2))
 
