@@ -17,13 +17,15 @@ import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from keyrotate.database import fsync_directory
 from keyrotate.engine import RotateOptions, rotate_database, verify_database
 from keyrotate.errors import KeyrotateError
 from keyrotate.keys import Key
+from keyrotate.report import SCHEMA_VERSION
 from keyrotate.ziparchive import ZipLayoutError, read_layout, replace_member
 
 BACKUP_GLOBS = ("backup-*.zip", "auto-backup-*.zip")
@@ -234,3 +236,62 @@ def _check_archive(original: Path, rewritten: Path, new_db: Path) -> None:
     with new_db.open("rb") as handle:
         if hashlib.file_digest(handle, "sha256").digest() != inside:
             raise ZipLayoutError("travel.db inside the rewritten ZIP does not match the rotated copy; the original was kept")
+
+
+@dataclass(frozen=True)
+class BackupListing:
+    """:func:`list_backups` as a renderable report."""
+
+    directory: str
+    backups: tuple[BackupStatus, ...]
+
+    checklist = False
+    title = "TREK backup ZIPs"
+    columns = ("backup", "date", "size", "opens with")
+
+    def rows(self) -> list[tuple[str, ...]]:
+        out = []
+        for b in self.backups:
+            opens = b.problem and f"cannot be checked: {b.problem}" or "; ".join(
+                f"{v.key_source}: {v.opens} ({v.opened}/{v.total})" for v in b.keys)
+            out.append((Path(b.path).name, b.date, f"{b.size} bytes", opens))
+        return out
+
+    def notes(self) -> list[str]:
+        if not self.backups:
+            return [f"No backup-*.zip or auto-backup-*.zip in {self.directory}."]
+        return [f"{len(self.backups)} backup(s) in {self.directory}. Dates are those of travel.db inside each ZIP.",
+                "A backup opens with the key of the day it was made; after a rotation, re-encrypt them with "
+                "`keyrotate rekey-backup` (or `rotate --rekey-backups`) so a restore still works."]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "command": "backups", "directory": self.directory,
+                "backups": [asdict(b) for b in self.backups]}
+
+
+@dataclass(frozen=True)
+class RekeyReport:
+    results: tuple[RekeyResult, ...]
+
+    checklist = False
+    title = "Backup ZIPs re-encrypted"
+    columns = ("backup", "outcome", "secrets", "reason")
+
+    @property
+    def left_alone(self) -> tuple[RekeyResult, ...]:
+        return tuple(r for r in self.results if r.left_alone)
+
+    def rows(self) -> list[tuple[str, ...]]:
+        return [(r.path, r.outcome, str(r.rotated), r.reason) for r in self.results]
+
+    def notes(self) -> list[str]:
+        notes = [f"LEFT AS IT IS (still opens only with its old key, if at all): {r.path}: {r.reason}"
+                 for r in self.left_alone]
+        if any(r.outcome == "rekeyed" for r in self.results):
+            notes.append("The copies of travel.db extracted to re-encrypt them were deleted. Copies of these ZIPs "
+                         "made before today (off-site, other disks) still open with the old key.")
+        return notes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "command": "rekey-backup",
+                "results": [asdict(r) for r in self.results]}

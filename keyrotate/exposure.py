@@ -66,6 +66,7 @@ class ExposureReport:
     not_opened: int = 0  # tokens the suspected key does not open
     command: str = "exposure"
 
+    checklist = True
     title = "Secrets readable with the suspected key"
     columns = ("what", "owner", "where", "revoke or reissue at")
 

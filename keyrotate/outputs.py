@@ -17,6 +17,8 @@ FORMATS = ("text", "json", "markdown", "csv")
 
 
 class Renderable(Protocol):
+    checklist: bool  # rows are things to do: text and markdown show a box per row
+
     @property
     def title(self) -> str: ...
 
@@ -48,7 +50,7 @@ def _text(report: Renderable) -> str:
     width = max(len(c) for c in report.columns)
     for number, row in enumerate(rows, 1):
         first, *rest = row
-        lines.append(f"[ ] {number}. {first}")
+        lines.append(f"{'[ ] ' if report.checklist else ''}{number}. {first}")
         lines.extend(f"       {name.ljust(width)}  {cell}" for name, cell in zip(report.columns[1:], rest, strict=True))
     lines.append("")
     lines.extend(report.notes())
@@ -60,7 +62,7 @@ def _markdown(report: Renderable) -> str:
     for row in report.rows():
         first, *rest = (_md(cell) for cell in row)
         details = "; ".join(f"{name}: {cell}" for name, cell in zip(report.columns[1:], rest, strict=True))
-        lines.append(f"- [ ] **{first}** ({details})")
+        lines.append(f"- {'[ ] ' if report.checklist else ''}**{first}** ({details})")
     notes = report.notes()
     if notes:
         lines += ["", "### Notes", ""] + [f"- {_md(n)}" for n in notes]
