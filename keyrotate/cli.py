@@ -170,13 +170,21 @@ def main() -> None:
 @click.option("--encrypt-plaintext", is_flag=True,
               help="Also encrypt legacy plaintext found where this TREK version expects ciphertext.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before writing.")
+@click.option("--generate-new-key", is_flag=True,
+              help="Generate the new key and save it to --new-key-out FILE before the database is touched.")
+@click.option("--new-key-out", type=click.Path(path_type=Path), help="New file for --generate-new-key (mode 0600).")
+@click.option("--rekey-backups", is_flag=True,
+              help="Also re-encrypt TREK's backup ZIPs in the database's backups/ directory.")
+@click.option("--incident", is_flag=True,
+              help="The old key leaked: print the checklist of secrets it opened and of copies still under it.")
 @wait_option
 @json_option
 @quiet_option
 def rotate(
     db: Path | None, data_dir: Path | None, old_key_file: tuple[Path, ...], old_key_env: tuple[str, ...],
     new_key_file: Path | None, new_key_env: str | None, backup_path: Path | None, no_backup: bool, dry_run: bool,
-    skip_undecryptable: bool, encrypt_plaintext: bool, yes: bool, wait: float, json_output: bool, quiet: bool,
+    skip_undecryptable: bool, encrypt_plaintext: bool, yes: bool, generate_new_key: bool, new_key_out: Path | None,
+    rekey_backups: bool, incident: bool, wait: float, json_output: bool, quiet: bool,
 ) -> None:
     """Re-encrypt every secret in the database under a new key.
 
@@ -201,18 +209,20 @@ def rotate(
             resolution = resolve_trek_key(data_dir)
             old_keys = [resolution.key]
             if resolution.origin == "jwt_secret_fallback":
-                warn(resolution.explanation)
+                warn(ops.fallback_explanation(resolution) or resolution.explanation)
         if not old_keys:
             old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", confirm=False)]
             interactive = True
+        generated = ops.new_key_for_rotation(generate_new_key, new_key_out, new_key_file, new_key_env)
         new_keys = _keys([new_key_file] if new_key_file else [], [new_key_env] if new_key_env else [], "new", warn)
-        if new_keys:
+        if generated is not None:
+            new_key = generated
+        elif new_keys:
             new_key = new_keys[0]
         else:
             new_key = _prompt_key("New ENCRYPTION_KEY", "new", confirm=True)
             interactive = True
-        env_key = os.environ.get("ENCRYPTION_KEY", "")
-        if env_key.strip() and any(k.same_secret_as(Key(env_key, "$ENCRYPTION_KEY")) for k in old_keys):
+        if ops.environment_holds(old_keys):
             warn("ENCRYPTION_KEY in this shell holds the old key. Change or unset it wherever TREK runs.")
         backup = None
         if not dry_run and not no_backup:
@@ -227,12 +237,22 @@ def rotate(
             confirm = _confirm_plan
         progress = _progress(json_output, quiet)
         try:
+            exposure = ops.incident_before(path, old_keys, incident, wait)
             report = rotate_database(options, progress=progress.callback(), confirm=confirm)
+        except KeyrotateError as error:
+            raise (ops.not_used_note(error, new_key_out) if generated and new_key_out else error) from None
         finally:
             progress.close()
-        if json_output:
-            _emit_json(report.to_json())
         _say(render_rotation(report), quiet=quiet)
+        extras = ops.finish_rotation(
+            report, path=path, data_dir=data_dir, old_keys=old_keys, new_key=new_key,
+            new_key_file=new_key_out if generated else new_key_file, rekey=rekey_backups,
+            encrypt_plaintext=encrypt_plaintext, exposure=exposure, quiet=quiet,
+        )
+        if json_output:
+            _emit_json({**report.to_json(), **extras.json})
+        elif extras.stdout:
+            click.echo(extras.stdout)
         return int(ExitCode.OK)
 
     _run(action)
@@ -329,3 +349,7 @@ def demo(keep: Path | None) -> None:
     from keyrotate.demo import run_demo
 
     _run(lambda: run_demo(keep, lambda line: click.echo(line, err=True)))
+
+
+# The operations commands register themselves on `main`; imported last because they use the helpers above.
+from keyrotate import cli_operations as ops  # noqa: E402

@@ -32,7 +32,7 @@ _ARRAY_INDEX = re.compile(r"^\$\[(\d+)\]")
 _FIELD = re.compile(r"^\$\.([^.\[]+)$")
 # Copies of travel.db that keyrotate (and TREK's own script) leave next to it.
 COPY_PATTERNS = (
-    ("*.keyrotate-backup-*", "keyrotate's backup from an earlier rotation"),
+    ("*.keyrotate-backup-*", "keyrotate's pre-rotation backup"),
     ("*.backup-*", "copy left by TREK's migrate-encryption script"),
 )
 
@@ -46,7 +46,10 @@ class ExposedSecret:
     location: str  # catalogue label, or "table.column (outside the catalogue)"
     owner_id: int | None = None
     owner_name: str | None = None
-    row: dict[str, Any] = field(default_factory=dict)
+    table: str = ""
+    column: str = ""
+    row: dict[str, Any] = field(default_factory=dict)  # the row's identifying columns
+    path: str = ""  # inside a JSON value, e.g. $[1].options.secretAccessKey
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,8 @@ class ExposureReport:
             "key_sources": list(self.key_sources),
             "secrets": [
                 {"what": s.what, "owner": s.owner, "owner_id": s.owner_id, "owner_name": s.owner_name,
-                 "location": s.location, "row": s.row, "where": s.where, "action": s.action}
+                 "location": s.location, "table": s.table, "column": s.column, "row": s.row, "path": s.path,
+                 "where": s.where, "action": s.action}
                 for s in self.secrets
             ],
             "copies": [{"path": c.path, "kind": c.kind, "note": c.note} for c in self.copies],
@@ -202,7 +206,7 @@ class _Describer:
             what, action = self._what(loc, row, rowid, path), loc.revoke_hint
         if loc is not None and loc.scheme is Scheme.MFA:
             action = MFA_ADVICE
-        return ExposedSecret(what, owner, where, action, label, owner_id, name, ident)
+        return ExposedSecret(what, owner, where, action, label, owner_id, name, table, column, ident, path)
 
     def _what(self, loc: SecretLocation, row: dict[str, Any], rowid: int, path: str) -> str:
         if loc.json_secrets is JsonSecrets.S3_BACKENDS:
