@@ -23,7 +23,7 @@ from typing import Any
 
 from keyrotate.database import fsync_directory
 from keyrotate.engine import RotateOptions, rotate_database, verify_database
-from keyrotate.errors import KeyrotateError
+from keyrotate.errors import KeyrotateError, WrongKeyError
 from keyrotate.keys import Key
 from keyrotate.report import SCHEMA_VERSION
 from keyrotate.ziparchive import ZipLayoutError, read_layout, replace_member
@@ -171,6 +171,10 @@ def rekey_backup(
                     RotateOptions(db, tuple(old_keys), new_key, backup_path=None, dry_run=dry_run,
                                   encrypt_plaintext=encrypt_plaintext)
                 )
+            except WrongKeyError:
+                return RekeyResult(str(zip_path), "left as it is",
+                                   "none of the old keys opens its secrets: it was made under another key; give that "
+                                   "key too (--old-key-file is repeatable)")
             except KeyrotateError as exc:
                 return RekeyResult(str(zip_path), "left as it is", _clean(exc.message, db, zip_path))
             if dry_run:
