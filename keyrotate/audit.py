@@ -92,13 +92,13 @@ def audit_database(db_path: Path, *, busy_timeout: float = 10.0) -> AuditReport:
         scanner.run("audit")
         by_label = {loc.label: loc for loc in CATALOGUE}
         for tally in scanner.tallies.values():
-            loc = by_label.get(tally.label)
-            if not tally.catalogued or loc is None or not tally.plaintext:
+            known = by_label.get(tally.label)
+            if not tally.catalogued or known is None or not tally.plaintext:
                 continue
             fix = (ENCRYPT_COMMAND if tally.encryptable_plaintext == tally.plaintext else
                    f"{ENCRYPT_COMMAND} ({tally.plaintext - tally.encryptable_plaintext} value(s) it cannot rewrite "
                    "safely: re-enter those in TREK)")
-            findings.append(AuditFinding("legacy plaintext", tally.label, loc.what, tally.plaintext, fix))
+            findings.append(AuditFinding("legacy plaintext", tally.label, known.what, tally.plaintext, fix))
         findings.extend(_uncatalogued(conn, info.schema))
         conn.execute("ROLLBACK")
     except sqlite3.Error as exc:

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from keyrotate.database import fsync_directory
 from keyrotate.engine import RotateOptions, rotate_database, verify_database
@@ -220,6 +220,13 @@ def _write_archive(zip_path: Path, new_db: Path) -> None:
         raise
 
 
+def _sha256(handle: IO[bytes]) -> bytes:
+    digest = hashlib.sha256()
+    while chunk := handle.read(1 << 20):
+        digest.update(chunk)
+    return digest.digest()
+
+
 def _check_archive(original: Path, rewritten: Path, new_db: Path) -> None:
     """Same members in the same order with the same names, times and contents; travel.db is the new one."""
     with zipfile.ZipFile(original) as old, zipfile.ZipFile(rewritten) as new:
@@ -236,9 +243,9 @@ def _check_archive(original: Path, rewritten: Path, new_db: Path) -> None:
             if not same:
                 raise ZipLayoutError(f"member {before.filename!r} changed while rewriting; the original was kept")
         with new.open(DB_MEMBER) as member:
-            inside = hashlib.file_digest(member, "sha256").digest()
+            inside = _sha256(member)
     with new_db.open("rb") as handle:
-        if hashlib.file_digest(handle, "sha256").digest() != inside:
+        if _sha256(handle) != inside:
             raise ZipLayoutError("travel.db inside the rewritten ZIP does not match the rotated copy; the original was kept")
 
 
@@ -254,7 +261,7 @@ class BackupListing:
     columns = ("backup", "date", "size", "opens with")
 
     def rows(self) -> list[tuple[str, ...]]:
-        out = []
+        out: list[tuple[str, ...]] = []
         for b in self.backups:
             opens = b.problem and f"cannot be checked: {b.problem}" or "; ".join(
                 f"{v.key_source}: {v.opens} ({v.opened}/{v.total})" for v in b.keys)

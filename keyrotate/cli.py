@@ -18,6 +18,7 @@ from keyrotate.database import locate_database
 from keyrotate.engine import RotateOptions, RotationPlan, rotate_database, verify_database
 from keyrotate.errors import ExitCode, KeyrotateError
 from keyrotate.keys import Key, create_key_file, generate_key_text, key_from_env, key_from_file, resolve_trek_key
+from keyrotate.lifecycle import environment_holds, fallback_explanation
 from keyrotate.report import render_rotation, render_verify
 from keyrotate.scanning import ProgressCallback
 
@@ -209,7 +210,7 @@ def rotate(
             resolution = resolve_trek_key(data_dir)
             old_keys = [resolution.key]
             if resolution.origin == "jwt_secret_fallback":
-                warn(ops.fallback_explanation(resolution) or resolution.explanation)
+                warn(fallback_explanation(resolution) or resolution.explanation)
         if not old_keys:
             old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", confirm=False)]
             interactive = True
@@ -222,7 +223,7 @@ def rotate(
         else:
             new_key = _prompt_key("New ENCRYPTION_KEY", "new", confirm=True)
             interactive = True
-        if ops.environment_holds(old_keys):
+        if environment_holds(old_keys):
             warn("ENCRYPTION_KEY in this shell holds the old key. Change or unset it wherever TREK runs.")
         backup = None
         if not dry_run and not no_backup:
