@@ -25,6 +25,7 @@ from keyrotate.cli import (
     _prompt_key,
     _run,
     _say,
+    _warn,
     data_dir_option,
     db_option,
     main,
@@ -40,10 +41,6 @@ from keyrotate.report import RotationReport
 
 format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
                              help="Report format on stdout: text for a terminal, json, markdown or csv for a ticket.")
-
-
-def _warn(message: str) -> None:
-    _say(f"WARNING: {message}")
 
 
 def _trek_key(data_dir: Path | None, purpose: str) -> list[Key]:
@@ -176,11 +173,12 @@ def rekey_backup(
                 raise InputNotFoundError(f"Backup {path} does not exist or is not a file.")
         old_keys = _keys(old_key_file, old_key_env, "old", _warn) or _trek_key(data_dir, "old")
         if not old_keys:
-            old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", confirm=False)]
+            old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]
         if new_key_file and new_key_env:
             raise click.UsageError("Give the new key once: --new-key-file or --new-key-env.")
         new_keys = _keys([new_key_file] if new_key_file else [], [new_key_env] if new_key_env else [], "new", _warn)
-        new_key = new_keys[0] if new_keys else _prompt_key("New ENCRYPTION_KEY", "new", confirm=True)
+        new_key = new_keys[0] if new_keys else _prompt_key("New ENCRYPTION_KEY", "new", "--new-key-file FILE or --new-key-env NAME",
+                                                         confirm=True)
         report = RekeyReport(rekey_backups(zips, old_keys, new_key, encrypt_plaintext=encrypt_plaintext,
                                            dry_run=dry_run))
         click.echo(render(report, fmt))
@@ -216,7 +214,8 @@ def exposure(
         path = _database(db, data_dir)
         keys = _keys(key_file, key_env, "suspected", _warn) or _trek_key(data_dir, "suspected")
         if not keys:
-            keys = [_prompt_key("Suspected ENCRYPTION_KEY", "suspected", confirm=False)]
+            keys = [_prompt_key("Suspected ENCRYPTION_KEY", "suspected", "--key-file FILE or --key-env NAME",
+                               confirm=False)]
         progress = _progress(fmt == "json", quiet)
         try:
             report = find_exposure(path, keys, busy_timeout=wait, progress=progress.callback(),

@@ -126,7 +126,14 @@ def rotate_database(
             _refuse_if_unopenable(plan, failures, options, keys)
             if not plan.has_work:
                 conn.execute("ROLLBACK")
-                return _report(options, info, keys, resolved, check.tallies, failures, committed=False)
+                # Everything already opens under the new key (a rerun after a crash between the commit
+                # and the key file, or a database with no secrets yet): the key file must follow.
+                key_file_written = None
+                if options.key_file is not None and not options.dry_run and not plan.failed:
+                    write_key_file(options.key_file, options.new_key, None)
+                    key_file_written = str(options.key_file)
+                return _report(options, info, keys, resolved, check.tallies, failures, committed=False,
+                               key_file_written=key_file_written)
             if confirm is not None and not options.dry_run and not confirm(plan):
                 raise CancelledError("Cancelled; nothing was written.")
             if options.backup_path is not None and not options.dry_run:
@@ -362,7 +369,9 @@ def _report(
             "(--skip-undecryptable). TREK will read them as 'not set'."
         )
     steps = []
-    if committed and options.key_file is not None:
+    if key_file_written and not committed:
+        steps.append(f"nothing needed re-encrypting; {key_file_written} now holds the new key")
+    if (committed or key_file_written) and options.key_file is not None:
         steps.append(
             "if TREK's environment sets ENCRYPTION_KEY (docker-compose.yml, .env, systemd unit), change it to the "
             "new key or remove it before restarting TREK; otherwise TREK puts the old key back"

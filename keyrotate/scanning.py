@@ -257,7 +257,8 @@ class Scanner:
         loc = target.location
         assert loc is not None
         col = quote_identifier(loc.column)
-        where, params = f"({col} IS NULL OR {col} = '')", ()
+        where = f"({col} IS NULL OR {col} = '')"
+        params: tuple[str, ...] = ()
         if loc.setting_key is not None:
             where += ' AND "key" = ?'
             params = (loc.setting_key,)
