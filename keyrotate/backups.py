@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -213,11 +213,19 @@ def _write_archive(zip_path: Path, new_db: Path) -> None:
             os.fsync(out.fileno())
         _check_archive(zip_path, partial, new_db)
         os.chmod(partial, 0o600)
+        _keep_owner(zip_path, partial)
         os.replace(partial, zip_path)
         fsync_directory(zip_path.parent)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def _keep_owner(original: Path, replacement: Path) -> None:
+    """Run as root against a TREK volume, the new ZIP must still belong to TREK's user."""
+    info = original.stat()
+    with suppress(PermissionError):  # not root: the file is ours, as the original was
+        os.chown(replacement, info.st_uid, info.st_gid)
 
 
 def _sha256(handle: IO[bytes]) -> bytes:
