@@ -243,6 +243,7 @@ def rotate(
             exposure = ops.incident_before(path, old_keys, incident, wait)
             report = rotate_database(options, progress=progress.callback(), confirm=confirm)
         except KeyrotateError as error:
+            ops.incident_despite_failure(exposure, path, old_keys)
             raise (ops.not_used_note(error, new_key_out) if generated and new_key_out else error) from None
         finally:
             progress.close()

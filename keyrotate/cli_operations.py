@@ -87,6 +87,12 @@ def incident_before(path: Path, old_keys: Sequence[Key], incident: bool, wait: f
     return find_exposure(path, old_keys, busy_timeout=wait, check_copies=False) if incident else None
 
 
+def incident_despite_failure(exposure: ExposureReport | None, path: Path, old_keys: Sequence[Key]) -> None:
+    """A rotation that fails must not swallow the leak checklist: revoking does not wait for the database."""
+    if exposure is not None:
+        click.echo(render(dataclasses.replace(exposure, copies=find_exposed_copies(path, old_keys)), "text"))
+
+
 def finish_rotation(
     report: RotationReport, *, path: Path, data_dir: Path | None, old_keys: Sequence[Key], new_key: Key,
     new_key_file: Path | None, rekey: bool, encrypt_plaintext: bool, exposure: ExposureReport | None, quiet: bool,

@@ -19,6 +19,7 @@ from keyrotate.backups import rekey_backup
 from keyrotate.cli import main
 from keyrotate.database import backup_database
 from keyrotate.exposure import find_exposure
+from keyrotate.formats import Cipher, Scheme
 from keyrotate.keys import Key
 from keyrotate.outputs import FORMATS, render
 
@@ -131,3 +132,19 @@ def test_exposure_cli_and_rotate_incident(trek4: TrekCopy, tmp_path: Path) -> No
     assert (trek4.data_dir / ".encryption_key").read_text() == new_key.reveal()
     assert find_exposure(trek4.db, [old_key], check_copies=False).secrets == ()
     assert len(find_exposure(trek4.db, [new_key], check_copies=False).secrets) == 219
+
+
+def test_incident_checklist_is_printed_even_when_the_rotation_refuses(trek4: TrekCopy, tmp_path: Path) -> None:
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        conn.execute("UPDATE users SET maps_api_key = ? WHERE id = 2",
+                     (Cipher(Key("a third key", "x"), Scheme.API).seal(b"whatever"),))
+        conn.commit()
+    before = table_dump(trek4.db)
+    result = CliRunner().invoke(
+        main, ["rotate", "--data-dir", str(trek4.data_dir), "--generate-new-key", "--new-key-out",
+               str(tmp_path / "new.key"), "--incident"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 8
+    assert result.stdout.startswith("Secrets readable with the suspected key: 218")
+    assert table_dump(trek4.db) == before
