@@ -148,3 +148,17 @@ def test_incident_checklist_is_printed_even_when_the_rotation_refuses(trek4: Tre
     assert result.exit_code == 8
     assert result.stdout.startswith("Secrets readable with the suspected key: 218")
     assert table_dump(trek4.db) == before
+
+
+def test_tokens_outside_the_catalogue_are_named_with_their_owner(trek4: TrekCopy) -> None:
+    token = Cipher(trek4.key, Scheme.API).seal(b"a token someone pasted into a trip")
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        trip_id = conn.execute("INSERT INTO trips (user_id, title, description) VALUES (3, 'Lisbon', ?)",
+                               (f"door code in {token} ok",)).lastrowid
+        conn.commit()
+    report = find_exposure(trek4.db, [trek4.key])
+    outside = [s for s in report.secrets if s.table == "trips"]
+    assert len(report.secrets) == 220 and len(outside) == 1
+    assert outside[0].what == "unknown secret found outside the catalogue in trips.description"
+    assert outside[0].owner == "user 3 (user1)" and outside[0].row == {"id": trip_id, "user_id": 3}
+    assert token not in render(report, "json")
