@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
@@ -107,7 +108,7 @@ def _extracted_database(zip_path: Path) -> Iterator[tuple[Path, zipfile.ZipInfo]
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as out, archive.open(info) as member:
                     shutil.copyfileobj(member, out, 1 << 20)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, ValueError, zlib.error) as exc:
             raise _Unusable(f"cannot be read as a ZIP ({exc})") from None
         except OSError as exc:
             raise _Unusable(f"cannot be read ({exc.strerror or exc})") from None

@@ -66,12 +66,20 @@ class ZipLayout:
 
 
 def read_layout(handle: BinaryIO) -> ZipLayout:
+    try:
+        return _read_layout(handle)
+    except struct.error:
+        raise ZipLayoutError("damaged ZIP structure") from None
+
+
+def _read_layout(handle: BinaryIO) -> ZipLayout:
     size = handle.seek(0, 2)
     tail_len = min(size, _EOCD_FIXED + _MAX_COMMENT)
     handle.seek(size - tail_len)
     tail = handle.read(tail_len)
     at = tail.rfind(_EOCD_SIG)
-    while at >= 0 and at + _EOCD_FIXED + struct.unpack_from("<H", tail, at + 20)[0] != len(tail):
+    while at >= 0 and (at + _EOCD_FIXED > len(tail)
+                       or at + _EOCD_FIXED + struct.unpack_from("<H", tail, at + 20)[0] != len(tail)):
         at = tail.rfind(_EOCD_SIG, 0, at)
     if at < 0:
         raise ZipLayoutError("no end-of-central-directory record (truncated or not a ZIP)")

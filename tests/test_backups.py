@@ -128,14 +128,25 @@ def _flip_upload_byte(zip_path: Path) -> None:
     zip_path.write_bytes(bytes(data))
 
 
+def _flip_deflated_byte(zip_path: Path) -> None:
+    data = bytearray(zip_path.read_bytes())
+    with zipfile.ZipFile(zip_path) as archive:
+        info = archive.getinfo("uploads/files/itinerary.pdf")
+    start = info.header_offset + 30 + len(info.filename)
+    for offset in range(start, start + info.compress_size, 7):  # wreck the deflate stream itself
+        data[offset] ^= 0x5A
+    zip_path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize(
     "damage, reason",
     [
         (_flip_upload_byte, "CRC"),
+        (_flip_deflated_byte, "cannot be read as a ZIP"),
         (lambda p: p.write_bytes(p.read_bytes()[:-200]), "ZIP"),
         (lambda p: p.write_bytes(b"this is not a zip"), "ZIP"),
     ],
-    ids=["bad-crc-in-uploads", "truncated", "not-a-zip"],
+    ids=["bad-crc-in-uploads", "bad-deflate-stream", "truncated", "not-a-zip"],
 )
 def test_damaged_zip_is_left_untouched_and_named(trek4: TrekCopy, damage: object, reason: str) -> None:
     zip_path = build_backup_zip(trek4.db, backups_dir(trek4) / "backup-1.zip")
