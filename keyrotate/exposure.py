@@ -220,7 +220,7 @@ class _Describer:
             return f"plugin {scope} '{field_label}' ({field_key}) for {plugin}"
         if loc.table == "plugin_oauth_tokens":
             return f"{loc.what} for {plugin}"
-        if loc.table == "trip_album_links" and row.get("provider"):
+        if loc.table in ("trip_album_links", "trek_photos") and row.get("provider"):
             return f"{loc.what} ({row['provider']})"
         return loc.what
 

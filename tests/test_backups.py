@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -215,3 +216,24 @@ def test_rekey_backup_command_exit_code_names_the_zip_left_alone(trek4: TrekCopy
     assert rows[1].startswith(f"{stale},left as it is,0,")
     assert rows[2].startswith(f"{good},rekeyed,{len(trek4.encrypted_entries())},")
     assert stale.read_bytes() == stale_bytes
+
+
+def test_backups_command_lists_dates_and_verdicts(trek4: TrekCopy, tmp_path: Path) -> None:
+    folder = backups_dir(trek4)
+    build_backup_zip(trek4.db, folder / "backup-2026-03-14.zip")
+    (folder / "auto-backup-2026-03-15.zip").write_bytes(b"not a zip")
+    other = tmp_path / "other.key"
+    create_key_file(other, NEW.reveal())
+    result = CliRunner().invoke(
+        main, ["backups", "--data-dir", str(trek4.data_dir), "--key-file", str(other), "--format", "json"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0
+    listed = {Path(b["path"]).name: b for b in json.loads(result.stdout)["backups"]}
+    assert listed["backup-2026-03-14.zip"]["date"] == "2026-03-14 02:30:00"
+    assert [k["opens"] for k in listed["backup-2026-03-14.zip"]["keys"]] == ["none"]
+    assert "not a zip" in listed["auto-backup-2026-03-15.zip"]["problem"]
+
+    text = CliRunner().invoke(main, ["backups", "--data-dir", str(trek4.data_dir)], catch_exceptions=False).stdout
+    total = len(trek4.encrypted_entries())
+    assert f"current key TREK uses from {trek4.data_dir}: all ({total}/{total})" in text
