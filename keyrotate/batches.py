@@ -50,6 +50,7 @@ class BatchSpec:
     new_index: int | None = None  # position in key_order to re-encrypt to; None: read only
     encrypt_plaintext: bool = False
     fingerprint_salt: bytes | None = None
+    report_tokens: bool = False  # list every token's row and the key that opened it
 
 
 @dataclass
@@ -65,6 +66,7 @@ class BatchResult:
     unopened: list[int] = field(default_factory=list)  # row ids; never values
     fingerprint: int = 0
     fingerprinted: int = 0
+    tokens: list[tuple[int, int]] = field(default_factory=list)  # (rowid, key position or -1) when asked
 
 
 class CryptoContext:
@@ -98,7 +100,7 @@ def process_batch(context: CryptoContext, spec: BatchSpec, rows: Sequence[Row]) 
     :class:`VerificationError` naming the row, and nothing gets written.
     """
     aeads = context.aeads(spec.scheme, spec.key_order)
-    first = aeads[0]
+    first = aeads[0] if aeads else None  # no keys at all: only classify
     api = spec.scheme is Scheme.API
     prefix = API_PREFIX if api else ""
     skip = len(prefix)
@@ -115,6 +117,7 @@ def process_batch(context: CryptoContext, spec: BatchSpec, rows: Sequence[Row]) 
     a2b = binascii.a2b_base64
     b2a = binascii.b2a_base64
     from_bytes = int.from_bytes
+    tokens = result.tokens if spec.report_tokens else None
 
     for rowid, value in rows:
         if value.__class__ is not str:
@@ -136,19 +139,23 @@ def process_batch(context: CryptoContext, spec: BatchSpec, rows: Sequence[Row]) 
                 sealed = node_base64_decode(body)
             iv, data = sealed[:IV_BYTES], sealed[MIN_SEALED_BYTES:] + sealed[IV_BYTES:MIN_SEALED_BYTES]
             try:
-                if len(sealed) < MIN_SEALED_BYTES:
+                if first is None or len(sealed) < MIN_SEALED_BYTES:
                     raise InvalidTag
                 plaintext = first.decrypt(iv, data, None)
                 index = 0
             except InvalidTag:
                 index, plaintext = _open_with_others(aeads, iv, data, len(sealed))
                 if index < 0:
+                    if tokens is not None:
+                        tokens.append((rowid, -1))
                     if not api and _looks_like_plain_totp_seed(value, sealed):
                         result.plaintext += 1
                     else:
                         result.unopened.append(rowid)
                     continue
             opened_by[index] += 1
+            if tokens is not None:
+                tokens.append((rowid, index))
         if fp_base is not None:
             digest = fp_base.copy()
             digest.update(b"%s%d\x00\x00%s" % (fp_prefix, rowid, plaintext))

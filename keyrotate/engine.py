@@ -173,7 +173,7 @@ def _rotate(
                 _refuse_if_unopenable(plan, failures, options, keys)
                 if not plan.has_work:
                     conn.execute("ROLLBACK")
-                    return _report(options, info, keys, resolved, check.tallies, failures, committed=False)
+                    return _nothing_to_do(options, info, keys, resolved, check.tallies, failures, plan)
                 if not confirm(plan):
                     raise CancelledError("Cancelled; nothing was written.")
             fingerprint = new_fingerprint()
@@ -192,9 +192,12 @@ def _rotate(
             failures = _failures(conn, writer.tallies)
             plan = _plan(writer.tallies, resolved, new_index, options.encrypt_plaintext)
             _refuse_if_unopenable(plan, failures, options, keys)
-            if options.dry_run or not plan.has_work:
+            if options.dry_run:
                 conn.execute("ROLLBACK")
                 return _report(options, info, keys, resolved, writer.tallies, failures, committed=False)
+            if not plan.has_work:
+                conn.execute("ROLLBACK")
+                return _nothing_to_do(options, info, keys, resolved, writer.tallies, failures, plan)
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -222,6 +225,25 @@ def _rotate(
         options, info, keys, resolved, writer.tallies, failures, committed=True, backup=backup,
         key_file_written=key_file_written, verified=True,
     )
+
+
+def _nothing_to_do(
+    options: RotateOptions,
+    info: DatabaseInfo,
+    keys: Sequence[Key],
+    resolved: Sequence[ResolvedLocation],
+    tallies: dict[str, Tally],
+    failures: tuple[FailedSecret, ...],
+    plan: RotationPlan,
+) -> RotationReport:
+    """Everything already opens under the new key (a rerun after a crash between the commit
+    and the key file, or a database with no secrets yet): the key file must follow."""
+    key_file_written = None
+    if options.key_file is not None and not options.dry_run and not plan.failed:
+        write_key_file(options.key_file, options.new_key, None)
+        key_file_written = str(options.key_file)
+    return _report(options, info, keys, resolved, tallies, failures, committed=False,
+                   key_file_written=key_file_written)
 
 
 def verify_database(
@@ -420,7 +442,9 @@ def _report(
             "(--skip-undecryptable). TREK will read them as 'not set'."
         )
     steps = []
-    if committed and options.key_file is not None:
+    if key_file_written and not committed:
+        steps.append(f"nothing needed re-encrypting; {key_file_written} now holds the new key")
+    if (committed or key_file_written) and options.key_file is not None:
         steps.append(
             "if TREK's environment sets ENCRYPTION_KEY (docker-compose.yml, .env, systemd unit), change it to the "
             "new key or remove it before restarting TREK; otherwise TREK puts the old key back"

@@ -146,6 +146,8 @@ class Rewrite:
 
 
 ProgressCallback = Callable[[str, str, int, int | None], None]  # phase, label, advanced, total
+# label, table, column, rowid, path inside the value, index of the key that opened it (None: no key)
+TokenCallback = Callable[[str, str, str, int, str, int | None], None]
 
 
 class Scanner:
@@ -165,10 +167,12 @@ class Scanner:
         *,
         fingerprint: Fingerprint | None = None,
         rewrite: Rewrite | None = None,
+        on_token: TokenCallback | None = None,
         pool: CryptoPool | None = None,
         before_first_write: Callable[[], None] | None = None,
     ) -> None:
         self.conn = conn
+        self.on_token = on_token
         self.info = info
         self.resolved = resolved
         self.keyring = keyring
@@ -267,6 +271,7 @@ class Scanner:
             new_index=rw.new_index if rw is not None else None,
             encrypt_plaintext=rw.encrypt_plaintext if rw is not None else False,
             fingerprint_salt=self.fingerprint.salt if self.fingerprint is not None else None,
+            report_tokens=self.on_token is not None,
         )
 
     def _submit(self, target: Target, spec: BatchSpec, batch: list[tuple[Any, ...]]) -> None:
@@ -296,6 +301,9 @@ class Scanner:
         tally.encryptable_plaintext += result.encryptable_plaintext
         tally.encrypted_plaintext += result.encrypted_plaintext
         tally.rewritten += result.rewritten
+        if self.on_token is not None:
+            for rowid, index in result.tokens:
+                self.on_token(loc.label, loc.table, loc.column, rowid, "", None if index < 0 else index)
         for rowid in result.unopened:
             tally.fail(FailedValue(loc.table, loc.column, rowid, "", NOT_OPENED))
         if self.fingerprint is not None:
@@ -437,6 +445,8 @@ class Scanner:
     ) -> str | None:
         """Classify one token; return its replacement when it must be rewritten."""
         opened = self.keyring.open(stored, scheme)
+        if self.on_token is not None:
+            self.on_token(tally.label, table, column, rowid, path, None if opened is None else opened[0])
         if opened is None:
             if blocking:
                 if scheme is Scheme.MFA and _looks_like_plain_totp_seed(stored):
