@@ -95,9 +95,14 @@ class CryptoContext:
 def process_batch(context: CryptoContext, spec: BatchSpec, rows: Sequence[Row]) -> BatchResult:
     """Classify every row; when ``spec.new_index`` is set, re-encrypt what needs it.
 
-    Each new value is decoded from the exact text that will be stored and
-    decrypted again before it is handed back; a mismatch raises
+    Each new value is checked before it is handed back: its stored text must
+    decode to exactly the IV, tag and ciphertext just made, and those must
+    decrypt under the new key to the original plaintext. A mismatch raises
     :class:`VerificationError` naming the row, and nothing gets written.
+
+    Runs once per value for the whole database, so it is written for speed:
+    everything it touches per value is a local, and no exception is raised on
+    the common path.
     """
     aeads = context.aeads(spec.scheme, spec.key_order)
     first = aeads[0] if aeads else None  # no keys at all: only classify
@@ -107,27 +112,31 @@ def process_batch(context: CryptoContext, spec: BatchSpec, rows: Sequence[Row]) 
     result = BatchResult([], [0] * len(aeads))
     opened_by = result.opened_by
     updates = result.updates
-    rewriting = spec.new_index is not None
-    new_aead = aeads[spec.new_index] if spec.new_index is not None else None
-    ivs = os.urandom(IV_BYTES * len(rows)) if rewriting else b""
+    unopened = result.unopened
+    new_index = spec.new_index
+    new_aead = aeads[new_index] if new_index is not None else None
+    encrypt_plaintext = new_aead is not None and spec.encrypt_plaintext
+    ivs = os.urandom(IV_BYTES * len(rows)) if new_aead is not None else b""
     iv_at = 0
     fp_base = blake2b(key=spec.fingerprint_salt, digest_size=16) if spec.fingerprint_salt is not None else None
-    fp_value = 0
+    fp_value = fingerprinted = 0
     fp_prefix = (spec.label + "\x00").encode()
+    plain = encryptable = encrypted_plain = rewritten = 0
     a2b = binascii.a2b_base64
     b2a = binascii.b2a_base64
     from_bytes = int.from_bytes
+    append = updates.append
     tokens = result.tokens if spec.report_tokens else None
 
     for rowid, value in rows:
         if value.__class__ is not str:
-            result.plaintext += 1  # a number or blob where TREK expects text: left alone
+            plain += 1  # a number or blob where TREK expects text: left alone
             continue
         if api and not value.startswith(API_PREFIX):
             # Legacy plaintext in an api location.
-            result.plaintext += 1
-            result.encryptable_plaintext += 1
-            if not (rewriting and spec.encrypt_plaintext):
+            plain += 1
+            encryptable += 1
+            if not encrypt_plaintext:
                 continue
             plaintext = value.encode("utf-8")
             index = -1
@@ -149,9 +158,9 @@ def process_batch(context: CryptoContext, spec: BatchSpec, rows: Sequence[Row]) 
                     if tokens is not None:
                         tokens.append((rowid, -1))
                     if not api and _looks_like_plain_totp_seed(value, sealed):
-                        result.plaintext += 1
+                        plain += 1
                     else:
-                        result.unopened.append(rowid)
+                        unopened.append(rowid)
                     continue
             opened_by[index] += 1
             if tokens is not None:
@@ -160,31 +169,35 @@ def process_batch(context: CryptoContext, spec: BatchSpec, rows: Sequence[Row]) 
             digest = fp_base.copy()
             digest.update(b"%s%d\x00\x00%s" % (fp_prefix, rowid, plaintext))
             fp_value ^= from_bytes(digest.digest(), "big")
-            result.fingerprinted += 1
-        if new_aead is None or index == spec.new_index:
+            fingerprinted += 1
+        if new_aead is None or index == new_index:
             continue
         iv = ivs[iv_at : iv_at + IV_BYTES]
         iv_at += IV_BYTES
-        out = new_aead.encrypt(iv, plaintext, None)
-        new_value = prefix + b2a(iv + out[-TAG_BYTES:] + out[:-TAG_BYTES], newline=False).decode("ascii")
-        # Read back from the text itself, as TREK will.
-        check = a2b(new_value[skip:] if skip else new_value, strict_mode=True)
+        out = new_aead.encrypt(iv, plaintext, None)  # ciphertext || tag
+        sealed = iv + out[-TAG_BYTES:] + out[:-TAG_BYTES]  # TREK's order: iv || tag || ciphertext
+        new_value = prefix + b2a(sealed, newline=False).decode("ascii")
         try:
-            same = new_aead.decrypt(check[:IV_BYTES], check[MIN_SEALED_BYTES:] + check[IV_BYTES:MIN_SEALED_BYTES],
-                                    None) == plaintext
-        except InvalidTag:
+            same = (a2b(new_value[skip:] if skip else new_value, strict_mode=True) == sealed
+                    and new_aead.decrypt(iv, out, None) == plaintext)
+        except (InvalidTag, binascii.Error, ValueError):
             same = False
         if not same:
             raise VerificationError(
                 f"Re-encrypted value in {spec.table}.{spec.column} row {rowid} did not read back; "
                 "nothing was committed."
             )
-        updates.append((new_value, rowid))
+        append((new_value, rowid))
         if index < 0:
-            result.encrypted_plaintext += 1
+            encrypted_plain += 1
         else:
-            result.rewritten += 1
+            rewritten += 1
+    result.plaintext = plain
+    result.encryptable_plaintext = encryptable
+    result.encrypted_plaintext = encrypted_plain
+    result.rewritten = rewritten
     result.fingerprint = fp_value
+    result.fingerprinted = fingerprinted
     return result
 
 
