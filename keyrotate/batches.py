@@ -64,6 +64,9 @@ class BatchResult:
     encrypted_plaintext: int = 0
     rewritten: int = 0
     unopened: list[int] = field(default_factory=list)  # row ids; never values
+    # Keyed digest of the batch's (rowid, plaintext) records, one hash per batch: a
+    # rotation reads the same batches before and after (the same rows stay non-empty),
+    # so the post-commit pass must arrive at the same digests.
     fingerprint: int = 0
     fingerprinted: int = 0
     tokens: list[tuple[int, int]] = field(default_factory=list)  # (rowid, key position or -1) when asked
@@ -118,9 +121,8 @@ def process_batch(context: CryptoContext, spec: BatchSpec, rows: Sequence[Row]) 
     encrypt_plaintext = new_aead is not None and spec.encrypt_plaintext
     ivs = os.urandom(IV_BYTES * len(rows)) if new_aead is not None else b""
     iv_at = 0
-    fp_base = blake2b(key=spec.fingerprint_salt, digest_size=16) if spec.fingerprint_salt is not None else None
-    fp_value = fingerprinted = 0
-    fp_prefix = (spec.label + "\x00").encode()
+    # (rowid, plaintext) records of the batch, hashed once at the end (see BatchResult.fingerprint)
+    records: list[bytes] | None = [] if spec.fingerprint_salt is not None else None
     plain = encryptable = encrypted_plain = rewritten = 0
     a2b = binascii.a2b_base64
     b2a = binascii.b2a_base64
@@ -165,11 +167,8 @@ def process_batch(context: CryptoContext, spec: BatchSpec, rows: Sequence[Row]) 
             opened_by[index] += 1
             if tokens is not None:
                 tokens.append((rowid, index))
-        if fp_base is not None:
-            digest = fp_base.copy()
-            digest.update(b"%s%d\x00\x00%s" % (fp_prefix, rowid, plaintext))
-            fp_value ^= from_bytes(digest.digest(), "big")
-            fingerprinted += 1
+        if records is not None:
+            records.append(b"%d\x00%d\x00%s" % (rowid, len(plaintext), plaintext))
         if new_aead is None or index == new_index:
             continue
         iv = ivs[iv_at : iv_at + IV_BYTES]
@@ -196,8 +195,12 @@ def process_batch(context: CryptoContext, spec: BatchSpec, rows: Sequence[Row]) 
     result.encryptable_plaintext = encryptable
     result.encrypted_plaintext = encrypted_plain
     result.rewritten = rewritten
-    result.fingerprint = fp_value
-    result.fingerprinted = fingerprinted
+    if records:
+        digest = blake2b(key=spec.fingerprint_salt or b"", digest_size=16, person=b"keyrotate-batch")
+        digest.update(spec.label.encode() + b"\x00")
+        digest.update(b"".join(records))
+        result.fingerprint = from_bytes(digest.digest(), "big")
+        result.fingerprinted = len(records)
     return result
 
 

@@ -121,7 +121,9 @@ class Fingerprint:
 
     Lets the post-commit check prove that every plaintext came back unchanged
     without holding any plaintext in memory. Keyed with a per-run random key,
-    so the digest says nothing about the secrets.
+    so the digest says nothing about the secrets. Whole-value locations add one
+    digest per batch of rows (:class:`keyrotate.batches.BatchResult`), JSON
+    fields and discovered tokens one per value.
     """
 
     def __init__(self, salt: bytes) -> None:

@@ -15,7 +15,6 @@ from keyrotate.errors import KeyrotateError, UndecryptableError
 from keyrotate.formats import Cipher, Scheme
 from keyrotate.keys import Key
 from keyrotate.sample import build_sample_database
-from keyrotate.scanning import Fingerprint
 
 from .conftest import TrekCopy, listing, opens_under, table_dump
 
@@ -61,15 +60,21 @@ def test_batch_rewrites_to_the_new_key_and_the_result_opens() -> None:
     assert {rowid: new.open(value) for value, rowid in result.updates} == expected
 
 
-def test_batch_fingerprint_matches_the_scanners_own() -> None:
-    """Batches and the JSON/discovery code share one fingerprint, or the post-commit check could never match."""
-    rows = _rows()
-    result = process_batch(CryptoContext((OLD, OTHER, NEW)), _spec(), rows)
-    reference = Fingerprint(SALT)
-    for rowid, plaintext in ((1, "pässwörd 🔐".encode()), (2, b"under the other key"), (3, b"already new"),
-                             (7, b"lenient base64")):
-        reference.add(f"users.maps_api_key\x00{rowid}\x00", plaintext)
-    assert (result.fingerprint, result.fingerprinted) == (reference.value, reference.count)
+def test_batch_fingerprint_survives_the_rewrite_and_catches_a_changed_plaintext() -> None:
+    """The post-commit pass must arrive at the write pass's digest, and only if every plaintext is the same."""
+    context = CryptoContext((OLD, OTHER, NEW))
+    rows = [row for row in _rows() if row[0] != 4]  # the plaintext row is not fingerprinted unless encrypted
+    written = process_batch(context, _spec(new_index=2), rows)
+    rewritten = dict((rowid, value) for value, rowid in written.updates)
+    after = [(rowid, rewritten.get(rowid, value)) for rowid, value in rows]
+    reread = process_batch(context, _spec(key_order=(2, 0, 1)), after)
+    assert reread.opened_by[0] == written.fingerprinted == 4
+    assert (reread.fingerprint, reread.fingerprinted) == (written.fingerprint, written.fingerprinted)
+    tampered = [(1, Cipher(NEW, Scheme.API).seal(b"another plaintext")) if rowid == 1 else (rowid, value)
+                for rowid, value in after]
+    assert process_batch(context, _spec(key_order=(2, 0, 1)), tampered).fingerprint != written.fingerprint
+    other_salt = process_batch(context, _spec(key_order=(2, 0, 1), fingerprint_salt=bytes(32)), after)
+    assert other_salt.fingerprint != written.fingerprint
 
 
 def test_a_worker_gives_the_same_result_and_reports_its_failures() -> None:
