@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -226,6 +227,61 @@ def backup_database(path: Path, destination: Path) -> None:
                 "nothing was changed."
             ) from None
         raise
+
+
+class BackupJob:
+    """:func:`backup_database`, run in a thread alongside the rotation when that is safe.
+
+    In WAL mode the backup's read snapshot cannot see the rotation's uncommitted
+    writes, so the copy is the pre-rotation database even while the rotation
+    writes; SQLite runs the copy and its integrity check without holding
+    Python's lock, so they overlap the crypto. In other journal modes the copy
+    is made in place, before the first write. :meth:`wait` must return before
+    the rotation commits; :meth:`discard` removes the copy when nothing was
+    committed.
+    """
+
+    def __init__(self, source: Path, destination: Path, *, in_background: bool) -> None:
+        self.source = source
+        self.destination = destination
+        self.in_background = in_background
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.started = False
+
+    def start(self) -> None:
+        self.started = True
+        if not self.in_background:
+            backup_database(self.source, self.destination)
+            return
+        self._thread = threading.Thread(target=self._run, name="keyrotate-backup", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            backup_database(self.source, self.destination)
+        except BaseException as exc:  # handed to the caller by wait()
+            self._error = exc
+
+    def wait(self) -> Path | None:
+        """The finished backup (None if never started); raises what the copy raised."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            self.started = False
+            raise error
+        return self.destination if self.started else None
+
+    def discard(self) -> None:
+        """Nothing was committed: wait for the copy, then delete it (it only adds exposure)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self.started and self._error is None:
+            self.destination.unlink(missing_ok=True)
+        self.started = False
 
 
 def fsync_directory(directory: Path) -> None:

@@ -23,8 +23,8 @@ from keyrotate.batches import CryptoPool, worker_count
 from keyrotate.catalogue import Presence, ResolvedLocation, resolve_catalogue
 from keyrotate.database import (
     WRITE_CACHE_KIB,
+    BackupJob,
     DatabaseInfo,
-    backup_database,
     check_integrity,
     check_sqlite_header,
     check_writable,
@@ -156,12 +156,14 @@ def _rotate(
     resolved = resolve_catalogue(info.schema, info.version)
     backup: Path | None = None
     committed = False
+    backup_job = None
+    if options.backup_path is not None and not options.dry_run:
+        in_wal = conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        backup_job = BackupJob(options.db_path, options.backup_path, in_background=in_wal)
 
     def take_backup() -> None:
-        nonlocal backup
-        if options.backup_path is not None and not options.dry_run:
-            backup_database(options.db_path, options.backup_path)
-            backup = options.backup_path
+        if backup_job is not None:
+            backup_job.start()
 
     try:
         with write_transaction(conn, options.db_path):
@@ -189,6 +191,8 @@ def _rotate(
             writer = Scanner(conn, info, resolved, Keyring(keys), fingerprint=fingerprint, rewrite=rewrite,
                              pool=pool, before_first_write=take_backup)
             writer.run("rotate", progress)
+            if backup_job is not None:
+                backup = backup_job.wait()  # a finished, checked backup before any decision to commit
             failures = _failures(conn, writer.tallies)
             plan = _plan(writer.tallies, resolved, new_index, options.encrypt_plaintext)
             _refuse_if_unopenable(plan, failures, options, keys)
@@ -205,13 +209,13 @@ def _rotate(
             committed = True
         checkpoint(conn)
     except sqlite3.Error as exc:
-        if not committed and backup is not None:
-            backup.unlink(missing_ok=True)
+        if not committed and backup_job is not None:
+            backup_job.discard()
         error = translate_error(exc, options.db_path)
         raise error from None
     except BaseException:
-        if not committed and backup is not None:
-            backup.unlink(missing_ok=True)  # nothing was written, so the copy only adds exposure
+        if not committed and backup_job is not None:
+            backup_job.discard()  # nothing was written, so the copy only adds exposure
         raise
     finally:
         conn.close()

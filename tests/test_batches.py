@@ -127,3 +127,17 @@ def test_generated_database_rotates_the_same_with_and_without_workers(tmp_path: 
         assert report.rotated == sample.count
         reports.append([(loc.label, loc.rewritten, loc.plaintext, loc.empty) for loc in report.locations])
     assert reports[0] == reports[1]
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_backup_is_the_database_before_the_rotation_in_either_journal_mode(tmp_path: Path, journal_mode: str) -> None:
+    """In WAL mode the backup is copied while the rotation writes; it must still hold the old ciphertexts."""
+    db = tmp_path / "travel.db"
+    build_sample_database(db, OLD, users=60, photos_per_user=20, seed=5, keep_secrets=False)
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute(f"PRAGMA journal_mode={journal_mode}")
+    before = table_dump(db)
+    report = rotate_database(RotateOptions(db, (OLD,), NEW, tmp_path / "backup.db", workers=1))
+    assert report.committed and report.backup == str(tmp_path / "backup.db")
+    assert table_dump(tmp_path / "backup.db") == before
+    assert table_dump(db) != before
