@@ -14,7 +14,7 @@ import json
 import re
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from os import urandom
@@ -172,6 +172,7 @@ class Scanner:
         on_token: TokenCallback | None = None,
         pool: CryptoPool | None = None,
         before_first_write: Callable[[], None] | None = None,
+        discovery_tables: Collection[str] | None = None,
     ) -> None:
         self.conn = conn
         self.on_token = on_token
@@ -183,6 +184,7 @@ class Scanner:
         self.pool = pool
         self.tallies: dict[str, Tally] = {}
         self._before_first_write = before_first_write
+        self._discovery_tables = discovery_tables  # None: look for stray tokens in every table
         self._context = pool.context if pool is not None else CryptoContext(keyring.keys)
         self._key_order = tuple(self._context.index_of(key) for key in keyring.keys)
         self._pending: deque[tuple[Target, PendingBatch]] = deque()
@@ -199,6 +201,8 @@ class Scanner:
             targets.append(Target(kind, loc.table, loc.label, (loc.column,), loc))
         for table, columns in self.info.schema.items():
             if table in self.info.without_rowid:
+                continue
+            if self._discovery_tables is not None and table not in self._discovery_tables:
                 continue
             excluded: list[str] = []
             scanned: list[str] = []
