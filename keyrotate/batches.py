@@ -18,6 +18,7 @@ import binascii
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
@@ -281,6 +282,22 @@ class PendingBatch:
         return payload  # type: ignore[no-any-return]
 
 
+PIPE_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+def _pipe() -> tuple[Connection, Connection]:
+    """A duplex pipe whose buffers hold a whole batch, so neither side waits for the other to read.
+
+    The kernel may grant less (net.core.wmem_max); that only costs some waiting.
+    """
+    ends = socket.socketpair()
+    for end in ends:
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            with suppress(OSError):
+                end.setsockopt(socket.SOL_SOCKET, option, PIPE_BUFFER_BYTES)
+    return Connection(ends[0].detach()), Connection(ends[1].detach())
+
+
 class CryptoPool:
     """Worker processes that run :func:`process_batch` for one set of keys.
 
@@ -299,7 +316,7 @@ class CryptoPool:
         self._workers: list[_Worker] = []
         try:
             for _ in range(workers):
-                here, there = ctx.Pipe()
+                here, there = _pipe()
                 process = ctx.Process(target=_serve, args=(self.context.keys, there), daemon=True)
                 process.start()
                 there.close()
