@@ -132,8 +132,8 @@ data_dir_option = click.option(
 )
 workers_option = click.option(
     "--workers", type=click.IntRange(0, 64), default=None,
-    help="Worker processes for the decryption and encryption (0: none). Default: one per core, up to 4, "
-         "for databases larger than 8 MB.",
+    help="Worker processes for the decryption and encryption, besides this one (0: none). Default: one per "
+         "core beyond the first, at most 3, for databases larger than 8 MB.",
 )
 json_option = click.option("--json", "json_output", is_flag=True, help="Write a JSON report to stdout.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="Only errors on stderr; no progress bars.")
