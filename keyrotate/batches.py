@@ -72,6 +72,41 @@ class BatchResult:
     fingerprinted: int = 0
     tokens: list[tuple[int, int]] = field(default_factory=list)  # (rowid, key position or -1) when asked
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Sent back from a worker: the new values travel as one string (base64 text holds
+        # no NUL), which pickles far faster than thousands of small tuples.
+        others = tuple(getattr(self, name) for name in _RESULT_FIELDS)
+        return _unpack_result, ("\x00".join(value for value, _ in self.updates),
+                                [rowid for _, rowid in self.updates], others)
+
+
+_RESULT_FIELDS = ("opened_by", "plaintext", "encryptable_plaintext", "encrypted_plaintext", "rewritten", "unopened",
+                  "fingerprint", "fingerprinted", "tokens")
+
+
+def _unpack_result(values: str, rowids: list[int], others: tuple[Any, ...]) -> BatchResult:
+    updates = list(zip(values.split("\x00"), rowids, strict=True)) if rowids else []
+    return BatchResult(updates, **dict(zip(_RESULT_FIELDS, others, strict=True)))
+
+
+def _pack_rows(rows: list[Row]) -> tuple[list[int], str] | list[Row]:
+    """Rows for a worker: row ids and one NUL-joined string when every value is text without NUL."""
+    values = [row[1] for row in rows]
+    try:
+        joined = "\x00".join(values)
+    except TypeError:  # a number or blob among them
+        return rows
+    if joined.count("\x00") != len(values) - 1:
+        return rows
+    return [row[0] for row in rows], joined
+
+
+def _unpack_rows(packed: tuple[list[int], str] | list[Row]) -> list[Row]:
+    if isinstance(packed, list):
+        return packed
+    rowids, joined = packed
+    return list(zip(rowids, joined.split("\x00"), strict=True))
+
 
 class CryptoContext:
     """One AES-GCM instance per key and scheme, built once per process."""
@@ -242,9 +277,9 @@ def _serve(keys: tuple[Key, ...], conn: Connection) -> None:
             return
         if message is None:
             return
-        spec, rows = message
+        spec, packed = message
         try:
-            reply: tuple[bool, Any] = (True, process_batch(context, spec, rows))
+            reply: tuple[bool, Any] = (True, process_batch(context, spec, _unpack_rows(packed)))
         except KeyrotateError as exc:  # messages name rows, never values
             reply = (False, exc)
         except Exception as exc:  # noqa: BLE001 - anything else is a bug; its type is enough
@@ -334,7 +369,7 @@ class CryptoPool:
     def submit(self, spec: BatchSpec, rows: list[Row]) -> PendingBatch:
         worker = min(self._workers, key=lambda w: w.outstanding)
         try:
-            worker.conn.send((spec, rows))
+            worker.conn.send((spec, _pack_rows(rows)))
         except OSError:
             raise KeyrotateError("A crypto worker process stopped unexpectedly; nothing was committed.") from None
         worker.outstanding += 1

@@ -88,6 +88,22 @@ def test_a_worker_gives_the_same_result_and_reports_its_failures() -> None:
     assert not multiprocessing.active_children()
 
 
+@pytest.mark.parametrize("extra", [(9, "legacy\x00with a NUL"), (9, "plain text"), (9, b"a blob")])
+def test_rows_and_results_cross_the_pipe_unchanged(extra: tuple[int, object]) -> None:
+    rows = [row for row in _rows() if isinstance(row[1], str)] + [extra]
+    spec = _spec(new_index=2, encrypt_plaintext=True)
+    with CryptoPool((OLD, OTHER, NEW), 1) as pool:
+        in_worker = pool.submit(spec, rows).get()
+    here = process_batch(CryptoContext((OLD, OTHER, NEW)), spec, rows)
+    # New ciphertexts differ (fresh IVs); everything else must not.
+    assert [rowid for _, rowid in in_worker.updates] == [rowid for _, rowid in here.updates]
+    assert (in_worker.opened_by, in_worker.plaintext, in_worker.encrypted_plaintext, in_worker.rewritten,
+            in_worker.unopened, in_worker.fingerprint) == (here.opened_by, here.plaintext, here.encrypted_plaintext,
+                                                          here.rewritten, here.unopened, here.fingerprint)
+    new = Cipher(NEW, Scheme.API)
+    assert [new.open(v) for v, _ in in_worker.updates] == [new.open(v) for v, _ in here.updates]
+
+
 def test_worker_count_decides_from_cores_and_size() -> None:
     assert worker_count(3, 0) == 3
     assert worker_count(None, 1024) == 0  # tiny database: not worth a process
