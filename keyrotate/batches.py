@@ -17,6 +17,7 @@ from __future__ import annotations
 import binascii
 import multiprocessing
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -262,7 +263,10 @@ _BASE32_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 
 # -- the worker pool -----------------------------------------------------------
 
-BATCHES_PER_WORKER = 1  # more could deadlock: both sides blocked sending messages larger than the pipe buffer
+# A worker holds the batch it is working on plus, when it fits in the pipe's buffer, the next one.
+# A second batch is only sent when the kernel can take all of it at once: the sender then never
+# blocks, so the two sides can never both be stuck sending to each other.
+BATCHES_PER_WORKER = 2
 
 
 def _serve(keys: tuple[Key, ...], conn: Connection) -> None:
@@ -288,9 +292,10 @@ def _serve(keys: tuple[Key, ...], conn: Connection) -> None:
 
 
 class _Worker:
-    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+    def __init__(self, process: BaseProcess, conn: Connection, send_room: int) -> None:
         self.process = process
         self.conn = conn
+        self.send_room = send_room  # bytes the pipe surely takes without waiting for the worker
         self.outstanding = 0
 
 
@@ -320,24 +325,28 @@ class PendingBatch:
 PIPE_BUFFER_BYTES = 4 * 1024 * 1024
 
 
-def _pipe() -> tuple[Connection, Connection]:
+def _pipe() -> tuple[Connection, Connection, int]:
     """A duplex pipe whose buffers hold a whole batch, so neither side waits for the other to read.
 
-    The kernel may grant less (net.core.wmem_max); that only costs some waiting.
+    Returns both ends and how many bytes a send surely fits without blocking: a
+    quarter of what the kernel granted (it may grant less than asked, and counts
+    its own bookkeeping against the buffer).
     """
     ends = socket.socketpair()
     for end in ends:
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             with suppress(OSError):
                 end.setsockopt(socket.SOL_SOCKET, option, PIPE_BUFFER_BYTES)
-    return Connection(ends[0].detach()), Connection(ends[1].detach())
+    granted = min(ends[0].getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+                  ends[1].getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+    return Connection(ends[0].detach()), Connection(ends[1].detach()), granted // 4
 
 
 class CryptoPool:
     """Worker processes that run :func:`process_batch` for one set of keys.
 
     The caller keeps working too: it hands a batch to a worker while one has
-    room (:meth:`has_room`) and processes the batch itself otherwise, so
+    room (:meth:`try_submit`) and processes the batch itself otherwise, so
     ``workers`` is best one less than the number of cores. Results come back
     over each worker's pipe in the order its batches went out; no helper
     threads. Create the pool before opening the database: the workers are
@@ -351,11 +360,11 @@ class CryptoPool:
         self._workers: list[_Worker] = []
         try:
             for _ in range(workers):
-                here, there = _pipe()
+                here, there, send_room = _pipe()
                 process = ctx.Process(target=_serve, args=(self.context.keys, there), daemon=True)
                 process.start()
                 there.close()
-                self._workers.append(_Worker(process, here))
+                self._workers.append(_Worker(process, here, send_room))
         except BaseException:
             self.close()
             raise
@@ -363,13 +372,20 @@ class CryptoPool:
     def __repr__(self) -> str:
         return f"CryptoPool({self.workers} workers)"
 
-    def has_room(self) -> bool:
-        return any(w.outstanding < BATCHES_PER_WORKER for w in self._workers)
+    def try_submit(self, spec: BatchSpec, rows: list[Row]) -> PendingBatch | None:
+        """Hand the batch to a worker if one can take it now; None: the caller does it itself.
 
-    def submit(self, spec: BatchSpec, rows: list[Row]) -> PendingBatch:
+        An idle worker always takes it (it is reading, so the send completes). A
+        busy one takes a second batch only if the whole message fits in its pipe.
+        """
         worker = min(self._workers, key=lambda w: w.outstanding)
+        if worker.outstanding >= BATCHES_PER_WORKER:
+            return None
+        message = pickle.dumps((spec, _pack_rows(rows)), pickle.HIGHEST_PROTOCOL)
+        if worker.outstanding and len(message) > worker.send_room:
+            return None
         try:
-            worker.conn.send((spec, _pack_rows(rows)))
+            worker.conn.send_bytes(message)
         except OSError:
             raise KeyrotateError("A crypto worker process stopped unexpectedly; nothing was committed.") from None
         worker.outstanding += 1

@@ -285,8 +285,9 @@ class Scanner:
         pool = self.pool
         if pool is not None:
             self._collect(wait=False)
-            if pool.has_room():
-                self._pending.append((target, pool.submit(spec, batch)))
+            handed = pool.try_submit(spec, batch)
+            if handed is not None:
+                self._pending.append((target, handed))
                 return
         self._merge(target, process_batch(self._context, spec, batch))
 

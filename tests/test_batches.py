@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.batches import BatchSpec, CryptoContext, CryptoPool, process_batch, worker_count
+from keyrotate.batches import BatchSpec, CryptoContext, CryptoPool, PendingBatch, process_batch, worker_count
 from keyrotate.engine import RotateOptions, rotate_database, verify_database
 from keyrotate.errors import KeyrotateError, UndecryptableError
 from keyrotate.formats import Cipher, Scheme
@@ -41,6 +41,12 @@ def _spec(**kwargs: object) -> BatchSpec:
     defaults: dict[str, object] = {"key_order": (0, 1, 2), "fingerprint_salt": SALT}
     defaults.update(kwargs)
     return BatchSpec("users.maps_api_key", "users", "maps_api_key", Scheme.API, **defaults)  # type: ignore[arg-type]
+
+
+def _submitted(pool: CryptoPool, spec: BatchSpec, rows: list[tuple[int, object]]) -> PendingBatch:
+    handed = pool.try_submit(spec, rows)
+    assert handed is not None  # an idle worker always takes a batch
+    return handed
 
 
 def test_batch_classifies_every_kind_of_value() -> None:
@@ -80,11 +86,11 @@ def test_batch_fingerprint_survives_the_rewrite_and_catches_a_changed_plaintext(
 def test_a_worker_gives_the_same_result_and_reports_its_failures() -> None:
     context_keys = (OLD, OTHER, NEW)
     with CryptoPool(context_keys, 1) as pool:
-        in_worker = pool.submit(_spec(), _rows()).get()
+        in_worker = _submitted(pool, _spec(), _rows()).get()
         assert in_worker == process_batch(CryptoContext(context_keys), _spec(), _rows())
         with pytest.raises(KeyrotateError, match="crypto worker failed"):
-            pool.submit(_spec(key_order=(7,)), _rows()).get()
-        assert pool.submit(_spec(), _rows()[:1]).get().opened_by == [1, 0, 0]  # still serving
+            _submitted(pool, _spec(key_order=(7,)), _rows()).get()
+        assert _submitted(pool, _spec(), _rows()[:1]).get().opened_by == [1, 0, 0]  # still serving
     assert not multiprocessing.active_children()
 
 
@@ -93,7 +99,7 @@ def test_rows_and_results_cross_the_pipe_unchanged(extra: tuple[int, object]) ->
     rows = [row for row in _rows() if isinstance(row[1], str)] + [extra]
     spec = _spec(new_index=2, encrypt_plaintext=True)
     with CryptoPool((OLD, OTHER, NEW), 1) as pool:
-        in_worker = pool.submit(spec, rows).get()
+        in_worker = _submitted(pool, spec, rows).get()
     here = process_batch(CryptoContext((OLD, OTHER, NEW)), spec, rows)
     # New ciphertexts differ (fresh IVs); everything else must not.
     assert [rowid for _, rowid in in_worker.updates] == [rowid for _, rowid in here.updates]
