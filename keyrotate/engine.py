@@ -384,7 +384,8 @@ def _verify_after_commit(
         with closing(connect(options.db_path, busy_timeout=options.busy_timeout)) as conn:
             conn.execute("BEGIN")
             scanner = Scanner(conn, info, resolved, Keyring((options.new_key, *options.old_keys)),
-                              fingerprint=fingerprint, pool=pool, discovery_tables=found_outside)
+                              fingerprint=fingerprint, pool=pool, discovery_tables=found_outside,
+                              count_empty=False)  # only leftovers and the fingerprint matter here
             scanner.run("verify", progress)
             conn.execute("ROLLBACK")
     except sqlite3.Error as exc:

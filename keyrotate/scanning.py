@@ -173,6 +173,7 @@ class Scanner:
         pool: CryptoPool | None = None,
         before_first_write: Callable[[], None] | None = None,
         discovery_tables: Collection[str] | None = None,
+        count_empty: bool = True,
     ) -> None:
         self.conn = conn
         self.on_token = on_token
@@ -185,6 +186,7 @@ class Scanner:
         self.tallies: dict[str, Tally] = {}
         self._before_first_write = before_first_write
         self._discovery_tables = discovery_tables  # None: look for stray tokens in every table
+        self._count_empty_values = count_empty
         self._context = pool.context if pool is not None else CryptoContext(keyring.keys)
         self._key_order = tuple(self._context.index_of(key) for key in keyring.keys)
         self._pending: deque[tuple[Target, PendingBatch]] = deque()
@@ -252,7 +254,7 @@ class Scanner:
         return self.tallies
 
     def run_target(self, target: Target, phase: str, progress: ProgressCallback | None) -> None:
-        if target.kind is TargetKind.WHOLE:
+        if target.kind is TargetKind.WHOLE and self._count_empty_values:
             self._count_empty(target)
         total = self._count(target) if progress else None
         if progress:
