@@ -170,13 +170,18 @@ def main() -> None:
 @click.option("--encrypt-plaintext", is_flag=True,
               help="Also encrypt legacy plaintext found where this TREK version expects ciphertext.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before writing.")
+@click.option("--allow-running", is_flag=True,
+              help="Rotate even though another process (TREK?) has the database open. Only if it never writes secrets.")
+@click.option("--vacuum", is_flag=True,
+              help="Compact the database after the commit, so no free page is left where old ciphertexts were.")
 @wait_option
 @json_option
 @quiet_option
 def rotate(
     db: Path | None, data_dir: Path | None, old_key_file: tuple[Path, ...], old_key_env: tuple[str, ...],
     new_key_file: Path | None, new_key_env: str | None, backup_path: Path | None, no_backup: bool, dry_run: bool,
-    skip_undecryptable: bool, encrypt_plaintext: bool, yes: bool, wait: float, json_output: bool, quiet: bool,
+    skip_undecryptable: bool, encrypt_plaintext: bool, yes: bool, allow_running: bool, vacuum: bool, wait: float,
+    json_output: bool, quiet: bool,
 ) -> None:
     """Re-encrypt every secret in the database under a new key.
 
@@ -216,18 +221,23 @@ def rotate(
             warn("ENCRYPTION_KEY in this shell holds the old key. Change or unset it wherever TREK runs.")
         backup = None
         if not dry_run and not no_backup:
-            backup = backup_path or path.with_name(f"{path.name}.keyrotate-backup-{_timestamp()}")
+            backup = backup_path or _free_backup_name(path)
         options = RotateOptions(
             db_path=path, old_keys=tuple(old_keys), new_key=new_key, backup_path=backup, dry_run=dry_run,
             skip_undecryptable=skip_undecryptable, encrypt_plaintext=encrypt_plaintext, busy_timeout=wait,
             key_file=(data_dir / ".encryption_key") if data_dir is not None else None,
+            allow_running=allow_running, vacuum=vacuum,
         )
+        if not dry_run:
+            _say("If this run is interrupted (power cut, kill), run the same command again: it finishes the job.",
+                 quiet=quiet)
         confirm = None
         if interactive and not yes and not dry_run:
             confirm = _confirm_plan
         progress = _progress(json_output, quiet)
         try:
-            report = rotate_database(options, progress=progress.callback(), confirm=confirm)
+            report = rotate_database(options, progress=progress.callback(), confirm=confirm,
+                                     notice=lambda message: _say(message))
         finally:
             progress.close()
         if json_output:
@@ -257,6 +267,16 @@ def _confirm_plan(plan: RotationPlan) -> bool:
 
 def _timestamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _free_backup_name(db: Path) -> Path:
+    """``travel.db.keyrotate-backup-<time>``, with a counter if a run in the same second made one."""
+    base = db.with_name(f"{db.name}.keyrotate-backup-{_timestamp()}")
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
 
 
 @main.command(epilog=EXIT_CODES_HELP)

@@ -9,6 +9,7 @@ callback and the outcome comes back as a report.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -16,7 +17,9 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from keyrotate import crashpoints
 from keyrotate.catalogue import Presence, ResolvedLocation, resolve_catalogue
+from keyrotate.crashpoints import crash_point
 from keyrotate.database import (
     DatabaseInfo,
     backup_database,
@@ -42,6 +45,7 @@ from keyrotate.errors import (
 )
 from keyrotate.formats import Cipher, Scheme
 from keyrotate.keys import Key
+from keyrotate.processes import refuse_if_open_elsewhere
 from keyrotate.report import FailedSecret, LocationResult, RotationReport, VerifyReport
 from keyrotate.scanning import Fingerprint, Keyring, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
 
@@ -57,6 +61,8 @@ class RotateOptions:
     encrypt_plaintext: bool = False
     busy_timeout: float = 10.0
     key_file: Path | None = None  # data/.encryption_key to update after the commit
+    allow_running: bool = False  # skip the check for other processes holding the database open
+    vacuum: bool = False  # compact the database after the commit (no free pages left behind)
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class RotationPlan:
 
 
 ConfirmCallback = Callable[[RotationPlan], bool]
+NoticeCallback = Callable[[str], None]  # one line for the person running keyrotate
 
 
 def check_keys(old_keys: Sequence[Key], new_key: Key) -> None:
@@ -107,18 +114,34 @@ def rotate_database(
     *,
     progress: ProgressCallback | None = None,
     confirm: ConfirmCallback | None = None,
+    notice: NoticeCallback | None = None,
 ) -> RotationReport:
-    check_keys(options.old_keys, options.new_key)
+    if _already_rotated(options):
+        # data/.encryption_key already holds the new key (an earlier run got that far):
+        # no old key is left, so this run only checks that the new key opens everything.
+        options = dataclasses.replace(options, old_keys=())
+    else:
+        check_keys(options.old_keys, options.new_key)
     if options.key_file is not None and not options.dry_run:
         check_writable_directory(options.key_file.parent)
+    if not options.allow_running:
+        refuse_if_open_elsewhere(options.db_path)
+    if crashpoints.armed():
+        progress = _with_batch_crash_point(progress)
     keys = (*options.old_keys, options.new_key)
     new_index = len(options.old_keys)
     conn, info = open_database(options.db_path, options.busy_timeout, for_writing=not options.dry_run)
     resolved = resolve_catalogue(info.schema, info.version)
     backup: Path | None = None
     committed = False
+    on_wait = None
+    if notice is not None:
+        on_wait = lambda: notice(  # noqa: E731
+            f"Another program is writing to {options.db_path}; waiting up to {options.busy_timeout:g} s for it to finish..."
+        )
+    after_commit: list[str] = []
     try:
-        with write_transaction(conn, options.db_path):
+        with write_transaction(conn, options.db_path, on_wait=on_wait):
             check = Scanner(conn, info, resolved, Keyring(keys))
             check.run("check", progress)
             failures = _failures(conn, check.tallies)
@@ -126,12 +149,13 @@ def rotate_database(
             _refuse_if_unopenable(plan, failures, options, keys)
             if not plan.has_work:
                 conn.execute("ROLLBACK")
-                return _report(options, info, keys, resolved, check.tallies, failures, committed=False)
+                return _nothing_to_do(options, info, keys, resolved, check.tallies, failures)
             if confirm is not None and not options.dry_run and not confirm(plan):
                 raise CancelledError("Cancelled; nothing was written.")
             if options.backup_path is not None and not options.dry_run:
                 backup_database(options.db_path, options.backup_path)
                 backup = options.backup_path
+                crash_point("backup-done")
             fingerprint = new_fingerprint()
             rewrite = Rewrite(
                 new_index,
@@ -146,12 +170,15 @@ def rotate_database(
             if options.dry_run:
                 conn.execute("ROLLBACK")
                 return _report(options, info, keys, resolved, writer.tallies, failures, committed=False)
+            crash_point("before-commit")
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise translate_error(exc, options.db_path) from None
             committed = True
-        checkpoint(conn)
+        crash_point("after-commit")
+        after_commit = _scrub_after_commit(conn, options)
+        crash_point("after-checkpoint")
     except sqlite3.Error as exc:
         error = translate_error(exc, options.db_path)
         raise error from None
@@ -163,14 +190,94 @@ def rotate_database(
         conn.close()
 
     _verify_after_commit(options, info, resolved, fingerprint, backup, progress)
+    crash_point("after-verify")
     key_file_written = None
     if options.key_file is not None:
         write_key_file(options.key_file, options.new_key, backup)
         key_file_written = str(options.key_file)
     return _report(
         options, info, keys, resolved, writer.tallies, failures, committed=True, backup=backup,
-        key_file_written=key_file_written, verified=True,
+        key_file_written=key_file_written, verified=True, notes=after_commit,
     )
+
+
+def _already_rotated(options: RotateOptions) -> bool:
+    """The only old key given is the new key, and the key file already holds it."""
+    if options.key_file is None or not options.old_keys:
+        return False
+    if not all(old.same_secret_as(options.new_key) for old in options.old_keys):
+        return False
+    return _key_file_holds(options.key_file, options.new_key)
+
+
+def _key_file_holds(path: Path, key: Key) -> bool:
+    try:
+        on_disk = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(on_disk) and key.same_secret_as(Key(on_disk, "key file"))
+
+
+def _nothing_to_do(
+    options: RotateOptions,
+    info: DatabaseInfo,
+    keys: Sequence[Key],
+    resolved: Sequence[ResolvedLocation],
+    tallies: dict[str, Tally],
+    failures: tuple[FailedSecret, ...],
+) -> RotationReport:
+    """No value is under an old key. The key file may still lag behind the database:
+    a run stopped between its commit and writing the key file. Finish that job."""
+    notes = []
+    written = None
+    if options.key_file is not None and not options.dry_run and not _key_file_holds(options.key_file, options.new_key):
+        write_key_file(options.key_file, options.new_key, None)
+        written = str(options.key_file)
+        notes.append(
+            f"No secret was under the old key any more (an earlier run probably stopped after its commit), "
+            f"so only {options.key_file} was behind: it now holds the new key."
+        )
+    elif not options.old_keys:
+        notes.append(f"{options.key_file} already holds the new key and every secret opens under it: nothing to do.")
+    return _report(options, info, keys, resolved, tallies, failures, committed=False, key_file_written=written,
+                   notes=notes)
+
+
+def _scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions) -> list[str]:
+    """Compact (if asked) and empty the -wal, so old ciphertexts leave the database files.
+
+    The rotation is committed by now: a failure here is a warning, not a reason to
+    stop before the key file is written.
+    """
+    warnings = []
+    if options.vacuum:
+        try:
+            conn.execute("VACUUM")
+        except sqlite3.Error as exc:
+            warnings.append(f"The rotation is committed, but VACUUM failed ({exc}); free pages were zeroed anyway.")
+    try:
+        emptied = checkpoint(conn)
+    except sqlite3.Error as exc:
+        emptied = False
+        warnings.append(f"Emptying {options.db_path}-wal failed ({exc}).")
+    if not emptied:
+        warnings.append(
+            f"{options.db_path}-wal could not be emptied (another program has the database open): until TREK's next "
+            "checkpoint, the main file may still hold pages with the old ciphertexts."
+        )
+    return warnings
+
+
+def _with_batch_crash_point(progress: ProgressCallback | None) -> ProgressCallback:
+    """Test hook only (see crashpoints): a kill point after each batch written."""
+
+    def wrapped(phase: str, label: str, advanced: int, total: int | None) -> None:
+        if progress is not None:
+            progress(phase, label, advanced, total)
+        if phase == "rotate" and advanced:
+            crash_point("rotate-batch")
+
+    return wrapped
 
 
 def verify_database(
@@ -216,6 +323,11 @@ def _refuse_if_unopenable(
     if not plan.failed:
         return
     total = plan.to_rotate + plan.already_new + plan.failed
+    if not options.old_keys:
+        raise KeyProblemError(
+            f"{options.key_file} already holds the new key, but it opens only {plan.already_new} of {total} secrets. "
+            "Give the key the others are under with --old-key-file. Nothing was written."
+        )
     if plan.to_rotate == 0 and plan.already_new == 0:
         sources = ", ".join(k.source for k in options.old_keys)
         raise WrongKeyError(
@@ -322,15 +434,18 @@ def write_key_file(path: Path, key: Key, backup: Path | None) -> None:
     """Atomically replace ``path`` with the key: temp file, fsync, rename, mode 0600."""
     partial = path.with_name(f".{path.name}.keyrotate-partial")
     try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        partial.unlink(missing_ok=True)  # left by a run that was killed here; never follow a planted link
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, key.reveal().encode("utf-8"))
             os.fsync(fd)
         finally:
             os.close(fd)
         os.chmod(partial, 0o600)
+        crash_point("key-file-temp")
         os.replace(partial, path)
         fsync_directory(path.parent)
+        crash_point("key-file-renamed")
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise CannotWriteError(
@@ -353,8 +468,9 @@ def _report(
     backup: Path | None = None,
     key_file_written: str | None = None,
     verified: bool = False,
+    notes: Sequence[str] = (),
 ) -> RotationReport:
-    warnings = []
+    warnings = list(notes)
     skipped = [f for f in failures if f.catalogued]
     if skipped and options.skip_undecryptable:
         warnings.append(
@@ -362,7 +478,7 @@ def _report(
             "(--skip-undecryptable). TREK will read them as 'not set'."
         )
     steps = []
-    if committed and options.key_file is not None:
+    if (committed or key_file_written) and options.key_file is not None:
         steps.append(
             "if TREK's environment sets ENCRYPTION_KEY (docker-compose.yml, .env, systemd unit), change it to the "
             "new key or remove it before restarting TREK; otherwise TREK puts the old key back"

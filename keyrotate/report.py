@@ -213,6 +213,8 @@ def render_rotation(report: RotationReport) -> str:
     if report.backup:
         text.add(f"Backup (still readable with the OLD key; keep it safe or delete it): {report.backup}")
         text.add(f"To restore it (TREK stopped): {report.restore_command}")
+    if report.key_file_written:
+        text.add(f"The new key is now in {report.key_file_written} (mode 0600).")
     if report.dry_run:
         text.add("Dry run: nothing was written.")
     elif report.committed:
