@@ -172,8 +172,8 @@ def main() -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before writing.")
 @click.option("--allow-running", is_flag=True,
               help="Rotate even though another process (TREK?) has the database open. Only if it never writes secrets.")
-@click.option("--vacuum", is_flag=True,
-              help="Compact the database after the commit, so no free page is left where old ciphertexts were.")
+@click.option("--vacuum/--no-vacuum", default=True, show_default=True,
+              help="Rebuild the database file after the commit, so no unused space still holds old ciphertexts.")
 @wait_option
 @json_option
 @quiet_option
