@@ -228,9 +228,6 @@ def rotate(
             key_file=(data_dir / ".encryption_key") if data_dir is not None else None,
             allow_running=allow_running, vacuum=vacuum,
         )
-        if not dry_run:
-            _say("If this run is interrupted (power cut, kill), run the same command again: it finishes the job.",
-                 quiet=quiet)
         confirm = None
         if interactive and not yes and not dry_run:
             confirm = _confirm_plan

@@ -163,7 +163,9 @@ def translate_error(exc: sqlite3.Error, path: Path) -> Exception:
     if "full" in text or "disk i/o" in text:
         return CannotWriteError(f"Writing {path} failed ({exc}). Free some space; nothing was changed.")
     if "not a database" in text or "malformed" in text or "corrupt" in text:
-        return NotADatabaseError(f"{path} is damaged or not a database ({exc}).")
+        return NotADatabaseError(
+            f"{path} is damaged or not a database ({exc}). Restore it from a backup first; nothing was changed."
+        )
     return exc
 
 

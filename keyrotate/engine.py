@@ -154,6 +154,9 @@ def rotate_database(
                 return _nothing_to_do(options, info, keys, resolved, check.tallies, failures)
             if confirm is not None and not options.dry_run and not confirm(plan):
                 raise CancelledError("Cancelled; nothing was written.")
+            if notice is not None and not options.dry_run:
+                notice("Writing now. If this run is interrupted (power cut, kill), run the same command again: "
+                       "it finishes the job.")
             if options.backup_path is not None and not options.dry_run:
                 backup_database(options.db_path, options.backup_path)
                 backup = options.backup_path
