@@ -39,7 +39,7 @@ def crash_point(name: str) -> None:
     if not wanted:
         return
     point, _, nth = wanted.partition(":")
-    if point != name:
+    if point != name or not (nth or "1").isdigit():
         return
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] >= int(nth or 1):
