@@ -207,6 +207,8 @@ def rotate(
             old_keys = [resolution.key]
             if resolution.origin == "jwt_secret_fallback":
                 warn(resolution.explanation)
+            for warning in resolution.warnings:
+                warn(warning)
         if not old_keys:
             old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", confirm=False)]
             interactive = True
@@ -302,7 +304,10 @@ def verify(
         path = _database(db, data_dir)
         keys = _keys(key_file, key_env, "verify", lambda m: _say(f"WARNING: {m}"))
         if not keys and data_dir is not None:
-            keys = [resolve_trek_key(data_dir).key]
+            resolution = resolve_trek_key(data_dir)
+            keys = [resolution.key]
+            for warning in resolution.warnings:
+                _say(f"WARNING: {warning}")
         if not keys:
             keys = [_prompt_key("ENCRYPTION_KEY to verify", "verify", confirm=False)]
         progress = _progress(json_output, quiet)

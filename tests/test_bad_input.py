@@ -259,6 +259,17 @@ def test_a_world_readable_key_file_is_warned_about(trek4: TrekCopy, tmp_path: Pa
     assert f"WARNING: Key file {new} can be read by other users (mode 0644); consider: chmod 600 {new}" in result.output
 
 
+def test_a_world_readable_encryption_key_in_the_data_dir_is_warned_about(trek4: TrekCopy) -> None:
+    key = trek4.data_dir / ".encryption_key"
+    key.chmod(0o644)
+    result = CliRunner().invoke(main, ["verify", "--data-dir", str(trek4.data_dir)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"WARNING: Key file {key} can be read by other users (mode 0644)" in result.output
+    key.chmod(0o600)
+    quiet = CliRunner().invoke(main, ["verify", "--data-dir", str(trek4.data_dir)], catch_exceptions=False)
+    assert "WARNING" not in quiet.output
+
+
 def test_damaged_ciphertext_in_a_json_field_is_named_by_path(trek4: TrekCopy, tmp_path: Path) -> None:
     with closing(sqlite3.connect(trek4.db)) as conn:
         plugin_id, config = conn.execute("SELECT id, config FROM plugins WHERE config LIKE '%enc:v1:%' LIMIT 1").fetchone()
