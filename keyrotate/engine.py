@@ -17,9 +17,8 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyrotate import crashpoints
 from keyrotate.catalogue import Presence, ResolvedLocation, resolve_catalogue
-from keyrotate.crashpoints import crash_point
+from keyrotate.crashpoints import armed, crash_point
 from keyrotate.database import (
     DatabaseInfo,
     backup_database,
@@ -128,7 +127,7 @@ def rotate_database(
         check_writable_directory(options.key_file.parent)
     if not options.allow_running:
         refuse_if_open_elsewhere(options.db_path)
-    if crashpoints.armed():
+    if armed():
         progress = _with_batch_crash_point(progress)
     keys = (*options.old_keys, options.new_key)
     new_index = len(options.old_keys)
@@ -136,11 +135,11 @@ def rotate_database(
     resolved = resolve_catalogue(info.schema, info.version)
     backup: Path | None = None
     committed = False
-    on_wait = None
-    if notice is not None:
-        on_wait = lambda: notice(  # noqa: E731
-            f"Another program is writing to {options.db_path}; waiting up to {options.busy_timeout:g} s for it to finish..."
-        )
+    def on_wait() -> None:
+        if notice is not None:
+            notice(f"Another program is writing to {options.db_path}; waiting up to {options.busy_timeout:g} s "
+                   "for it to finish...")
+
     after_commit: list[str] = []
     try:
         with write_transaction(conn, options.db_path, on_wait=on_wait):
@@ -202,7 +201,7 @@ def rotate_database(
         key_file_written = str(options.key_file)
     return _report(
         options, info, keys, resolved, writer.tallies, failures, committed=True, backup=backup,
-        key_file_written=key_file_written, verified=True, notes=after_commit,
+        key_file_written=key_file_written, verified=True, extra_warnings=after_commit,
     )
 
 
@@ -482,8 +481,9 @@ def _report(
     key_file_written: str | None = None,
     verified: bool = False,
     notes: Sequence[str] = (),
+    extra_warnings: Sequence[str] = (),
 ) -> RotationReport:
-    warnings = list(notes)
+    warnings = list(extra_warnings)
     skipped = [f for f in failures if f.catalogued]
     if skipped and options.skip_undecryptable:
         warnings.append(
@@ -514,6 +514,7 @@ def _report(
         key_file_written=key_file_written,
         verified_after_commit=verified,
         warnings=tuple(warnings),
+        notes=tuple(notes),
         next_steps=tuple(steps),
     )
 
