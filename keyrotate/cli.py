@@ -195,7 +195,10 @@ def rotate(
 
     def action() -> int:
         path = _database(db, data_dir)
-        warn = lambda message: _say(f"WARNING: {message}")  # noqa: E731
+
+        def warn(message: str) -> None:
+            _say(f"WARNING: {message}")
+
         if new_key_file and new_key_env:
             raise click.UsageError("Give the new key once: --new-key-file or --new-key-env.")
         if backup_path and no_backup:
