@@ -2,8 +2,11 @@
 
 ``KEYROTATE_TEST_KILL_AT=<point>`` (or ``<point>:<n>`` for the n-th time the
 point is reached) makes the process send itself SIGKILL there: no cleanup, no
-``finally``, exactly like a power cut or ``kill -9``. Without the variable,
-:func:`crash_point` only compares a string, so normal runs are unaffected.
+``finally``, exactly like a power cut or ``kill -9``.
+``KEYROTATE_TEST_MARK_AT=<point>:<file>`` instead creates ``file`` there and
+carries on, so a harness can kill a few milliseconds later, inside COMMIT.
+Without the variables, :func:`crash_point` only reads the environment, so
+normal runs are unaffected.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import signal
 
 ENVIRONMENT_VARIABLE = "KEYROTATE_TEST_KILL_AT"
+MARK_VARIABLE = "KEYROTATE_TEST_MARK_AT"
 
 # In the order a rotation reaches them.
 POINTS = (
@@ -30,11 +34,15 @@ _hits: dict[str, int] = {}
 
 
 def armed() -> bool:
-    return ENVIRONMENT_VARIABLE in os.environ
+    return ENVIRONMENT_VARIABLE in os.environ or MARK_VARIABLE in os.environ
 
 
 def crash_point(name: str) -> None:
     """SIGKILL this process if the test hook names this point."""
+    mark = os.environ.get(MARK_VARIABLE)
+    if mark and mark.partition(":")[0] == name:
+        with open(mark.partition(":")[2], "w"):
+            pass
     wanted = os.environ.get(ENVIRONMENT_VARIABLE)
     if not wanted:
         return

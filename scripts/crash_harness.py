@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Long crash-safety run: SIGKILL real rotations of a bigger database many times.
 
-Every named kill point (several times mid-batch), plus kills at random moments
-across a whole rotation (backup, rewrite, COMMIT, checkpoint, verify, key file),
+Every named kill point (several times mid-batch), kills at random moments
+across a whole rotation, and kills 0-50 ms after COMMIT starts (inside COMMIT, VACUUM, checkpoint),
 for a WAL database and a rollback-journal one. After each kill: integrity
 check, every secret under exactly one key and all under the same one, the key
 file matching the database (or lagging one step, which the rerun repairs), and
@@ -39,6 +39,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--photos-per-user", type=float, default=20.0)
     parser.add_argument("--random", type=int, default=60, help="kills at random moments, per journal mode")
+    parser.add_argument("--commit", type=int, default=30, help="kills 0-50 ms into COMMIT, per journal mode")
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -56,17 +57,19 @@ def main() -> int:
                 print(finished.stderr, file=sys.stderr)
                 return 1
             print(f"[{mode}] {len(template.secrets)} secrets, a full rotation takes {duration:.2f} s", flush=True)
-            plan = [(p, None) for p in POINTS]
-            plan += [(f"rotate-batch:{n}", None) for n in (2, 5, 10, 20, 30)]
-            plan += [(f"backup-copy:{n}", None) for n in (2, 50)]
-            plan += [(None, rng.uniform(0.05, duration * 1.1)) for _ in range(args.random)]
-            for n, (point, after) in enumerate(plan):
+            plan: list[tuple[str | None, float | None, str | None]] = [(p, None, None) for p in POINTS]
+            plan += [(f"rotate-batch:{n}", None, None) for n in (2, 5, 10, 20, 30)]
+            plan += [(f"backup-copy:{n}", None, None) for n in (2, 50)]
+            plan += [(None, rng.uniform(0.05, duration * 1.1), None) for _ in range(args.random)]
+            # Aimed at COMMIT itself: a few milliseconds after "before-commit" is reached.
+            plan += [(None, rng.uniform(0.0, 0.05), "before-commit") for _ in range(args.commit)]
+            for n, (point, after, from_point) in enumerate(plan):
                 scenario = copy_of(template, Path(work) / f"{mode}-{n}")
-                label = point or f"after {after:.3f}s"
-                result = kill_and_rerun(scenario, label, kill_at=point, kill_after=after)
+                label = point or f"{after * 1000:.1f} ms after {from_point or 'start'}"
+                result = kill_and_rerun(scenario, label, kill_at=point, kill_after=after, from_point=from_point)
                 shutil.rmtree(scenario.data_dir.parent)
                 if point is not None and not result.killed:
-                    print(f"[{mode}] {label:<22} not reached in this database; not counted", flush=True)
+                    print(f"[{mode}] {label:<28} not reached in this database; not counted", flush=True)
                     continue
                 tried += 1
                 if result.survived:
@@ -75,7 +78,7 @@ def main() -> int:
                 else:
                     failures.append(result)
                     status = "FAILED"
-                print(f"[{mode}] {label:<22} killed={result.killed!s:<5} state={result.after_kill.under}/"
+                print(f"[{mode}] {label:<28} killed={result.killed!s:<5} state={result.after_kill.under}/"
                       f"key file {result.after_kill.key_file}  {status}", flush=True)
     print(f"\nkills survived / tried: {survived} / {tried}")
     for result in failures:

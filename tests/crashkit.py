@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keyrotate.crashpoints import ENVIRONMENT_VARIABLE
+from keyrotate.crashpoints import ENVIRONMENT_VARIABLE, MARK_VARIABLE
 from keyrotate.formats import Scheme, decrypt_text
 from keyrotate.keys import Key, create_key_file
 from keyrotate.sample import add_plugin_users, build_sample_database
@@ -73,6 +73,7 @@ def environment(kill_at: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop(ENVIRONMENT_VARIABLE, None)
+    env.pop(MARK_VARIABLE, None)
     if kill_at:
         env[ENVIRONMENT_VARIABLE] = kill_at
     return env
@@ -83,10 +84,16 @@ def run_rotation(scenario: Scenario, kill_at: str | None = None, *, quiet: bool 
     return subprocess.run(command, env=environment(kill_at), capture_output=True, text=True, timeout=600, check=False)
 
 
-def run_and_kill_after(scenario: Scenario, seconds: float) -> int:
-    """Start a rotation and SIGKILL it after ``seconds`` (if it is still running)."""
-    process = subprocess.Popen(rotate_command(scenario), env=environment(), stdout=subprocess.DEVNULL,
+def run_and_kill_after(scenario: Scenario, seconds: float, *, from_point: str | None = None) -> int:
+    """Start a rotation and SIGKILL it ``seconds`` after it starts (or after it reaches ``from_point``)."""
+    env = environment()
+    marker = scenario.data_dir.parent / "reached"
+    if from_point:
+        env[MARK_VARIABLE] = f"{from_point}:{marker}"
+    process = subprocess.Popen(rotate_command(scenario), env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
+    while from_point and not marker.exists() and process.poll() is None:
+        time.sleep(0.001)
     deadline = time.monotonic() + seconds
     while process.poll() is None and time.monotonic() < deadline:
         time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
@@ -171,12 +178,12 @@ class KillResult:
 
 
 def kill_and_rerun(scenario: Scenario, label: str, *, kill_at: str | None = None,
-                   kill_after: float | None = None) -> KillResult:
+                   kill_after: float | None = None, from_point: str | None = None) -> KillResult:
     if kill_at is not None:
         code = run_rotation(scenario, kill_at).returncode
     else:
         assert kill_after is not None
-        code = run_and_kill_after(scenario, kill_after)
+        code = run_and_kill_after(scenario, kill_after, from_point=from_point)
     killed = code == -signal.SIGKILL
     after_kill = inspect(scenario)
     rerun = run_rotation(scenario, quiet=False)
