@@ -4,7 +4,6 @@ everything else lives in the library modules it calls."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from keyrotate.database import locate_database
 from keyrotate.engine import RotateOptions, RotationPlan, rotate_database, verify_database
 from keyrotate.errors import ExitCode, KeyrotateError
 from keyrotate.keys import Key, create_key_file, generate_key_text, key_from_env, key_from_file, resolve_trek_key
+from keyrotate.lifecycle import environment_holds, fallback_explanation
 from keyrotate.report import render_rotation, render_verify
 from keyrotate.scanning import ProgressCallback
 
@@ -36,6 +36,10 @@ Exit codes:
 def _say(message: str, *, quiet: bool = False) -> None:
     if not quiet:
         click.echo(message, err=True)
+
+
+def _warn(message: str) -> None:
+    _say(f"WARNING: {message}")
 
 
 class Progress:
@@ -108,12 +112,12 @@ def _keys(files: Sequence[Path], envs: Sequence[str], label: str, warn: Callable
     return keys
 
 
-def _prompt_key(prompt: str, label: str, *, confirm: bool) -> Key:
-    if not sys.stdin.isatty() and not os.environ.get("KEYROTATE_ALLOW_PIPED_PROMPT"):
-        raise click.UsageError(
-            f"No {label} key given and no terminal to ask on. Use --{label}-key-file FILE or --{label}-key-env NAME."
-        )
-    text = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True)
+def _prompt_key(prompt: str, label: str, options_hint: str, *, confirm: bool) -> Key:
+    """Ask on the terminal with echo off; a pipe works too (keys stay out of argv)."""
+    try:
+        text = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True)
+    except click.Abort:
+        raise click.UsageError(f"No {label} key given and none could be read from the prompt. Use {options_hint}.") from None
     return Key(text, f"{label} key typed at the prompt")
 
 
@@ -174,13 +178,21 @@ def main() -> None:
               help="Rotate even though another process (TREK?) has the database open. Only if it never writes secrets.")
 @click.option("--vacuum/--no-vacuum", default=True, show_default=True,
               help="Rebuild the database file after the commit, so no unused space still holds old ciphertexts.")
+@click.option("--generate-new-key", is_flag=True,
+              help="Generate the new key and save it to --new-key-out FILE before the database is touched.")
+@click.option("--new-key-out", type=click.Path(path_type=Path), help="New file for --generate-new-key (mode 0600).")
+@click.option("--rekey-backups", is_flag=True,
+              help="Also re-encrypt TREK's backup ZIPs in the database's backups/ directory.")
+@click.option("--incident", is_flag=True,
+              help="The old key leaked: print the checklist of secrets it opened and of copies still under it.")
 @wait_option
 @json_option
 @quiet_option
 def rotate(
     db: Path | None, data_dir: Path | None, old_key_file: tuple[Path, ...], old_key_env: tuple[str, ...],
     new_key_file: Path | None, new_key_env: str | None, backup_path: Path | None, no_backup: bool, dry_run: bool,
-    skip_undecryptable: bool, encrypt_plaintext: bool, yes: bool, allow_running: bool, vacuum: bool, wait: float,
+    skip_undecryptable: bool, encrypt_plaintext: bool, yes: bool, allow_running: bool, vacuum: bool,
+    generate_new_key: bool, new_key_out: Path | None, rekey_backups: bool, incident: bool, wait: float,
     json_output: bool, quiet: bool,
 ) -> None:
     """Re-encrypt every secret in the database under a new key.
@@ -195,35 +207,33 @@ def rotate(
 
     def action() -> int:
         path = _database(db, data_dir)
-
-        def warn(message: str) -> None:
-            _say(f"WARNING: {message}")
-
         if new_key_file and new_key_env:
             raise click.UsageError("Give the new key once: --new-key-file or --new-key-env.")
         if backup_path and no_backup:
             raise click.UsageError("--backup and --no-backup contradict each other.")
-        old_keys = _keys(old_key_file, old_key_env, "old", warn)
+        old_keys = _keys(old_key_file, old_key_env, "old", _warn)
         interactive = False
         if not old_keys and data_dir is not None:
             resolution = resolve_trek_key(data_dir)
             old_keys = [resolution.key]
             if resolution.origin == "jwt_secret_fallback":
-                warn(resolution.explanation)
+                _warn(fallback_explanation(resolution) or resolution.explanation)
             for warning in resolution.warnings:
-                warn(warning)
+                _warn(warning)
         if not old_keys:
-            old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", confirm=False)]
+            old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]
             interactive = True
-        new_keys = _keys([new_key_file] if new_key_file else [], [new_key_env] if new_key_env else [], "new", warn)
-        if new_keys:
+        generated = ops.new_key_for_rotation(generate_new_key, new_key_out, new_key_file, new_key_env)
+        new_keys = _keys([new_key_file] if new_key_file else [], [new_key_env] if new_key_env else [], "new", _warn)
+        if generated is not None:
+            new_key = generated
+        elif new_keys:
             new_key = new_keys[0]
         else:
-            new_key = _prompt_key("New ENCRYPTION_KEY", "new", confirm=True)
+            new_key = _prompt_key("New ENCRYPTION_KEY", "new", "--new-key-file FILE or --new-key-env NAME", confirm=True)
             interactive = True
-        env_key = os.environ.get("ENCRYPTION_KEY", "")
-        if env_key.strip() and any(k.same_secret_as(Key(env_key, "$ENCRYPTION_KEY")) for k in old_keys):
-            warn("ENCRYPTION_KEY in this shell holds the old key. Change or unset it wherever TREK runs.")
+        if environment_holds(old_keys):
+            _warn("ENCRYPTION_KEY in this shell holds the old key. Change or unset it wherever TREK runs.")
         backup = None
         if not dry_run and not no_backup:
             backup = backup_path or _free_backup_name(path)
@@ -238,13 +248,23 @@ def rotate(
             confirm = _confirm_plan
         progress = _progress(json_output, quiet)
         try:
-            report = rotate_database(options, progress=progress.callback(), confirm=confirm,
-                                     notice=lambda message: _say(message))
+            exposure = ops.incident_before(path, old_keys, incident, wait)
+            report = rotate_database(options, progress=progress.callback(), confirm=confirm, notice=_say)
+        except KeyrotateError as error:
+            ops.incident_despite_failure(exposure, path, old_keys)
+            raise (ops.not_used_note(error, new_key_out) if generated and new_key_out else error) from None
         finally:
             progress.close()
-        if json_output:
-            _emit_json(report.to_json())
         _say(render_rotation(report), quiet=quiet)
+        extras = ops.finish_rotation(
+            report, path=path, data_dir=data_dir, old_keys=old_keys, new_key=new_key,
+            new_key_file=new_key_out if generated else new_key_file, rekey=rekey_backups,
+            encrypt_plaintext=encrypt_plaintext, exposure=exposure, quiet=quiet,
+        )
+        if json_output:
+            _emit_json({**report.to_json(), **extras.json})
+        elif extras.stdout:
+            click.echo(extras.stdout)
         return int(ExitCode.OK)
 
     _run(action)
@@ -255,8 +275,8 @@ def _confirm_plan(plan: RotationPlan) -> bool:
     for loc in plan.locations:
         if loc.catalogued and loc.presence == "active" and loc.tokens:
             click.echo(f"  {loc.label}: {loc.tokens} secret(s)", err=True)
-        elif not loc.catalogued and sum(loc.opened_by):
-            click.echo(f"  {loc.label}: {sum(loc.opened_by)} secret(s) found outside the catalogue", err=True)
+        elif not loc.catalogued and loc.tokens - loc.unopened:
+            click.echo(f"  {loc.label}: {loc.tokens - loc.unopened} secret(s) found outside the catalogue", err=True)
     click.echo(
         f"{plan.to_rotate} secret(s) to re-encrypt, {plan.already_new} already under the new key"
         + (f", {plan.to_encrypt} plaintext value(s) to encrypt" if plan.to_encrypt else "")
@@ -305,14 +325,14 @@ def verify(
 
     def action() -> int:
         path = _database(db, data_dir)
-        keys = _keys(key_file, key_env, "verify", lambda m: _say(f"WARNING: {m}"))
+        keys = _keys(key_file, key_env, "verify", _warn)
         if not keys and data_dir is not None:
             resolution = resolve_trek_key(data_dir)
             keys = [resolution.key]
             for warning in resolution.warnings:
                 _say(f"WARNING: {warning}")
         if not keys:
-            keys = [_prompt_key("ENCRYPTION_KEY to verify", "verify", confirm=False)]
+            keys = [_prompt_key("ENCRYPTION_KEY to verify", "the", "--key-file FILE or --key-env NAME", confirm=False)]
         progress = _progress(json_output, quiet)
         try:
             report = verify_database(path, keys, busy_timeout=wait, progress=progress.callback())
@@ -354,3 +374,7 @@ def demo(keep: Path | None) -> None:
     from keyrotate.demo import run_demo
 
     _run(lambda: run_demo(keep, lambda line: click.echo(line, err=True)))
+
+
+# The operations commands register themselves on `main`; imported last because they use the helpers above.
+from keyrotate import cli_operations as ops  # noqa: E402

@@ -150,7 +150,7 @@ def rotate_database(
             _refuse_if_unopenable(plan, failures, options, keys)
             if not plan.has_work:
                 conn.execute("ROLLBACK")
-                return _nothing_to_do(options, info, keys, resolved, check.tallies, failures)
+                return _nothing_to_do(options, info, keys, resolved, check.tallies, failures, blocked=bool(plan.failed))
             if confirm is not None and not options.dry_run and not confirm(plan):
                 raise CancelledError("Cancelled; nothing was written.")
             if notice is not None and not options.dry_run:
@@ -229,18 +229,19 @@ def _nothing_to_do(
     resolved: Sequence[ResolvedLocation],
     tallies: dict[str, Tally],
     failures: tuple[FailedSecret, ...],
+    *,
+    blocked: bool,
 ) -> RotationReport:
-    """No value is under an old key. The key file may still lag behind the database:
-    a run stopped between its commit and writing the key file. Finish that job."""
+    """No value is under an old key (a rerun after a crash between the commit and the key file,
+    or a database with no secrets yet): the key file must follow, unless some secret opens under
+    no key at all."""
     notes = []
     written = None
-    if options.key_file is not None and not options.dry_run and not _key_file_holds(options.key_file, options.new_key):
+    if (options.key_file is not None and not options.dry_run and not blocked
+            and not _key_file_holds(options.key_file, options.new_key)):
         write_key_file(options.key_file, options.new_key, None)
         written = str(options.key_file)
-        notes.append(
-            f"No secret was under the old key any more (an earlier run probably stopped after its commit), "
-            f"so only {options.key_file} was behind: it now holds the new key."
-        )
+        notes.append("No secret was under the old key any more: an earlier run probably stopped after its commit.")
     elif not options.old_keys:
         notes.append(f"{options.key_file} already holds the new key and every secret opens under it: nothing to do.")
     return _report(options, info, keys, resolved, tallies, failures, committed=False, key_file_written=written,
@@ -491,6 +492,8 @@ def _report(
             "(--skip-undecryptable). TREK will read them as 'not set'."
         )
     steps = []
+    if key_file_written and not committed:
+        steps.append(f"nothing needed re-encrypting; {key_file_written} now holds the new key")
     if (committed or key_file_written) and options.key_file is not None:
         steps.append(
             "if TREK's environment sets ENCRYPTION_KEY (docker-compose.yml, .env, systemd unit), change it to the "

@@ -136,6 +136,8 @@ class Rewrite:
 
 
 ProgressCallback = Callable[[str, str, int, int | None], None]  # phase, label, advanced, total
+# label, table, column, rowid, path inside the value, index of the key that opened it (None: no key)
+TokenCallback = Callable[[str, str, str, int, str, int | None], None]
 
 
 class Scanner:
@@ -150,8 +152,10 @@ class Scanner:
         *,
         fingerprint: Fingerprint | None = None,
         rewrite: Rewrite | None = None,
+        on_token: TokenCallback | None = None,
     ) -> None:
         self.conn = conn
+        self.on_token = on_token
         self.info = info
         self.resolved = resolved
         self.keyring = keyring
@@ -253,7 +257,8 @@ class Scanner:
         loc = target.location
         assert loc is not None
         col = quote_identifier(loc.column)
-        where, params = f"({col} IS NULL OR {col} = '')", ()
+        where = f"({col} IS NULL OR {col} = '')"
+        params: tuple[str, ...] = ()
         if loc.setting_key is not None:
             where += ' AND "key" = ?'
             params = (loc.setting_key,)
@@ -357,6 +362,8 @@ class Scanner:
     ) -> str | None:
         """Classify one token; return its replacement when it must be rewritten."""
         opened = self.keyring.open(stored, scheme)
+        if self.on_token is not None:
+            self.on_token(tally.label, table, column, rowid, path, None if opened is None else opened[0])
         if opened is None:
             if blocking:
                 if scheme is Scheme.MFA and _looks_like_plain_totp_seed(stored):

@@ -184,3 +184,16 @@ def test_tokens_outside_the_catalogue_are_found_and_rotated(trek4: TrekCopy) -> 
     assert description.endswith(" and enc:v1:this-is-only-a-note")
     embedded = description.split()[1]
     assert Cipher(NEW, Scheme.API).open(embedded) == b"stray secret"
+
+
+def test_rerun_after_crash_before_key_file_write_fixes_the_key_file(trek4: TrekCopy) -> None:
+    """The process died after COMMIT but before .encryption_key was replaced."""
+    rotate(trek4)  # no key_file: simulates the missing key-file write
+    key_file = trek4.data_dir / ".encryption_key"
+    assert key_file.read_text() != NEW.reveal()
+    report = rotate(trek4, key_file=key_file, backup=trek4.data_dir / "second.db")
+    assert report.rotated == 0 and not report.committed
+    assert report.key_file_written == str(key_file)
+    assert key_file.read_text() == NEW.reveal()
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert not (trek4.data_dir / "second.db").exists()

@@ -23,6 +23,8 @@ from keyrotate.formats import Cipher, Scheme
 from keyrotate.keys import Key, create_key_file
 from keyrotate.sample import add_plugin_users, build_sample_database
 
+from .ziphelpers import build_backup_zip
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OLD = "CANARY-OLD-KEY-5be1c0d2a8f34e6b9f00"
 NEW = "CANARY-NEW-KEY-c47d9e1f0b2a83657e11"
@@ -99,9 +101,18 @@ def files(root: Path) -> dict[Path, float]:
 def test_no_canary_escapes_any_command(canaries: Canaries) -> None:
     data, root = canaries.data_dir, canaries.root
     db = str(data / "travel.db")
-    corrupt_copy = root / "corrupt"
-    corrupt_copy.mkdir()
+    (data / "backups").mkdir()
+    trek_zip = build_backup_zip(data / "travel.db", data / "backups" / "backup-2026-03-14T02-30-00.zip")
+    trek_zip.chmod(0o600)
     runs: list[tuple[str, list[str], str, dict[str, str] | None, set[int]]] = [
+        ("backups", ["backups", "--data-dir", str(data), "--key-env", "CANARY_OLD", "--format", "json"], "",
+         {"CANARY_OLD": OLD}, {0}),
+        ("exposure", ["exposure", "--data-dir", str(data), "--format", "markdown"], "", None, {0}),
+        ("exposure --format csv, wrong key", ["exposure", "--db", db, "--key-file", str(root / "wrong.key"),
+                                               "--format", "csv"], "", None, {0}),
+        ("audit", ["audit", "--data-dir", str(data), "--format", "json"], "", None, {0}),
+        ("rekey-backup --dry-run", ["rekey-backup", "--data-dir", str(data), "--new-key-file", str(root / "new.key"),
+                                    "--dry-run", str(trek_zip)], "", None, {0}),
         ("generate-key --out", ["generate-key", "--out", str(root / "generated.key")], "", None, {0}),
         ("verify --data-dir", ["verify", "--data-dir", str(data)], "", None, {0}),
         ("verify --json, wrong key first", ["verify", "--db", db, "--key-file", str(root / "wrong.key"),
@@ -116,12 +127,15 @@ def test_no_canary_escapes_any_command(canaries: Canaries) -> None:
          ["rotate", "--db", db], f"{OLD}\n{NEW}\n{NEW}\nn\n", {"KEYROTATE_ALLOW_PIPED_PROMPT": "1"}, {12}),
         ("rotate killed before COMMIT", ["rotate", "--data-dir", str(data), "--new-key-file", str(root / "new.key")],
          "", {"KEYROTATE_TEST_KILL_AT": "before-commit"}, {-9}),
-        ("rotate --json", ["rotate", "--data-dir", str(data), "--new-key-file", str(root / "new.key"), "--json",
-                           "--backup", str(root / "travel.db.backup")], "", None, {0}),
+        ("rotate --json --incident --rekey-backups",
+         ["rotate", "--data-dir", str(data), "--new-key-file", str(root / "new.key"), "--json", "--incident",
+          "--rekey-backups", "--backup", str(root / "travel.db.backup")], "", None, {0}),
         ("rotate again", ["rotate", "--data-dir", str(data), "--new-key-file", str(root / "new.key"), "--json"],
          "", None, {0}),
         ("verify after", ["verify", "--data-dir", str(data), "--key-file", str(root / "wrong.key"), "--json"], "",
          None, {9}),
+        ("rotate --generate-new-key", ["rotate", "--data-dir", str(data), "--generate-new-key", "--new-key-out",
+                                       str(root / "generated-new.key"), "--no-backup"], "", None, {0}),
     ]
     outputs: list[tuple[str, str]] = []
     created: dict[Path, str] = {}
@@ -140,20 +154,21 @@ def test_no_canary_escapes_any_command(canaries: Canaries) -> None:
     with closing(sqlite3.connect(data / "travel.db")) as conn:
         conn.execute("CREATE TRIGGER refuse BEFORE UPDATE ON users BEGIN SELECT RAISE(ABORT, 'read only'); END")
         conn.commit()
-    code, out, err = keyrotate(canaries, "rotate", "--data-dir", str(data), "--old-key-file", str(root / "new.key"),
-                               "--new-key-file", str(root / "wrong.key"), "--no-backup")
+    code, out, err = keyrotate(canaries, "rotate", "--data-dir", str(data), "--new-key-file", str(root / "wrong.key"),
+                               "--no-backup")
     assert code == 1 and "Traceback" in err
     outputs.append(("traceback", out + err))
 
-    secrets = [*canaries.keys, *canaries.plaintexts]
+    generated = (root / "generated-new.key").read_text().strip()
+    secrets = [*canaries.keys, generated, *canaries.plaintexts]
     for label, text in outputs:
         assert not leaks(secrets, text), f"{label} printed {len(leaks(secrets, text))} canaries"
     database_files = {data / name for name in TREK_FILES}
     for path, label in created.items():
-        if path in database_files or path.name.startswith("travel.db"):
-            continue  # the database and its backup hold ciphertexts by design
+        if path in database_files or path.name.startswith("travel.db") or path.suffix == ".zip":
+            continue  # the database, its backup and TREK's backup ZIPs hold ciphertexts by design
         content = path.read_bytes().decode("utf-8", errors="replace")
-        holds_keys = path.name in (".encryption_key", "generated.key")
+        holds_keys = path.name in (".encryption_key", "generated.key", "generated-new.key")
         leaked = leaks(canaries.plaintexts if holds_keys else secrets, content)
         assert not leaked, f"{path.name} (written by {label}) holds {len(leaked)} canaries"
     for path, label in created.items():

@@ -1,0 +1,258 @@
+"""The operations commands (``backups``, ``rekey-backup``, ``exposure``, ``audit``) and the
+extra steps ``rotate`` takes with ``--generate-new-key``, ``--rekey-backups`` and ``--incident``.
+
+Kept apart from ``cli.py`` so the core commands stay short; registered on the
+same click group. Reports go to stdout, summaries and warnings to stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from keyrotate.audit import audit_database
+from keyrotate.backups import BackupListing, RekeyReport, find_backups, list_backups, rekey_backups
+from keyrotate.cli import (
+    EXIT_CODES_HELP,
+    _database,
+    _keys,
+    _progress,
+    _prompt_key,
+    _run,
+    _say,
+    _warn,
+    data_dir_option,
+    db_option,
+    main,
+    quiet_option,
+    wait_option,
+)
+from keyrotate.errors import ExitCode, InputNotFoundError, KeyrotateError
+from keyrotate.exposure import ExposureReport, find_exposed_copies, find_exposure
+from keyrotate.keys import Key, resolve_trek_key
+from keyrotate.lifecycle import environment_holds, fallback_explanation, generate_new_key, next_steps
+from keyrotate.outputs import FORMATS, render
+from keyrotate.report import RotationReport
+
+format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+                             help="Report format on stdout: text for a terminal, json, markdown or csv for a ticket.")
+
+
+def _trek_key(data_dir: Path | None, purpose: str) -> list[Key]:
+    if data_dir is None:
+        return []
+    resolution = resolve_trek_key(data_dir)
+    explanation = fallback_explanation(resolution)
+    if explanation:
+        _warn(explanation)
+    return [dataclasses.replace(resolution.key, source=f"{purpose} key TREK uses from {data_dir}")]
+
+
+# -- rotate's extra steps ----------------------------------------------------
+
+
+def new_key_for_rotation(generate: bool, out: Path | None, file: Path | None, env: str | None) -> Key | None:
+    """With --generate-new-key, the new key, already on disk; None otherwise."""
+    if not generate:
+        if out is not None:
+            raise click.UsageError("--new-key-out only goes with --generate-new-key.")
+        return None
+    if file or env:
+        raise click.UsageError("--generate-new-key makes the new key; do not also give --new-key-file/--new-key-env.")
+    if out is None:
+        raise click.UsageError("--generate-new-key needs --new-key-out FILE, where the key is saved before anything else.")
+    key = generate_new_key(out)
+    _say(f"Generated the new key into {out} (mode 0600) before touching the database. Keep it: it is the only copy.")
+    return key
+
+
+def not_used_note(error: KeyrotateError, out: Path) -> KeyrotateError:
+    return type(error)(f"{error.message}\nThe new key in {out} was not used; delete it, or reuse it with "
+                       f"--new-key-file {out}.")
+
+
+@dataclass
+class RotationExtras:
+    json: dict[str, Any] = field(default_factory=dict)
+    stdout: str | None = None
+
+
+def incident_before(path: Path, old_keys: Sequence[Key], incident: bool, wait: float) -> ExposureReport | None:
+    """The secrets the old key opens, read before the rotation changes them."""
+    return find_exposure(path, old_keys, busy_timeout=wait, check_copies=False) if incident else None
+
+
+def incident_despite_failure(exposure: ExposureReport | None, path: Path, old_keys: Sequence[Key]) -> None:
+    """A rotation that fails must not swallow the leak checklist: revoking does not wait for the database."""
+    if exposure is not None:
+        click.echo(render(dataclasses.replace(exposure, copies=find_exposed_copies(path, old_keys)), "text"))
+
+
+def finish_rotation(
+    report: RotationReport, *, path: Path, data_dir: Path | None, old_keys: Sequence[Key], new_key: Key,
+    new_key_file: Path | None, rekey: bool, encrypt_plaintext: bool, exposure: ExposureReport | None, quiet: bool,
+) -> RotationExtras:
+    extras = RotationExtras()
+    if rekey:
+        results = RekeyReport(rekey_backups(find_backups(path.parent), old_keys, new_key,
+                                            encrypt_plaintext=encrypt_plaintext, dry_run=report.dry_run))
+        extras.json["backups"] = results.to_json()["results"]
+        if results.results:
+            _say(render(results, "text"), quiet=quiet)
+        else:
+            _say(f"No backup ZIPs in {path.parent / 'backups'}.", quiet=quiet)
+        for result in results.left_alone:
+            _warn(f"backup {result.path} was left as it is: {result.reason}")
+    if exposure is not None:
+        exposure = dataclasses.replace(exposure, copies=find_exposed_copies(path, old_keys))
+        extras.json["exposure"] = exposure.to_json()
+        extras.stdout = render(exposure, "text")
+    if report.committed:
+        steps = next_steps(
+            data_dir=data_dir, new_key_file=new_key_file, key_file_written=report.key_file_written is not None,
+            shell_has_old_key=environment_holds(old_keys), backup=report.backup,
+        )
+        extras.json["operator_steps"] = steps
+        _say("\n".join(f"Step: {step}" for step in steps), quiet=quiet)
+    return extras
+
+
+# -- new commands ------------------------------------------------------------
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="TREK's data directory.")
+@click.option("--key-file", type=click.Path(path_type=Path), multiple=True, help="File holding a key to try. Repeatable.")
+@click.option("--key-env", multiple=True, metavar="NAME", help="Environment variable holding a key to try. Repeatable.")
+@format_option
+def backups(data_dir: Path, key_file: tuple[Path, ...], key_env: tuple[str, ...], fmt: str) -> None:
+    """List TREK's backup ZIPs and which keys open the secrets in each (all / some / none).
+
+    Without --key-file/--key-env, tries the key TREK uses from DATA_DIR.
+    Read-only: each travel.db is extracted to a private temporary directory
+    and deleted again.
+    """
+
+    def action() -> int:
+        if not data_dir.is_dir():
+            raise InputNotFoundError(f"Data directory {data_dir} does not exist.")
+        keys = _keys(key_file, key_env, "tried", _warn) or _trek_key(data_dir, "current")
+        listing = BackupListing(str(data_dir / "backups"), list_backups(data_dir, keys))
+        click.echo(render(listing, fmt))
+        return int(ExitCode.OK)
+
+    _run(action)
+
+
+@main.command("rekey-backup", epilog=EXIT_CODES_HELP)
+@click.argument("zips", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="TREK's data directory: its current key is the default old key.")
+@click.option("--old-key-file", type=click.Path(path_type=Path), multiple=True, help="File holding an old key. Repeatable.")
+@click.option("--old-key-env", multiple=True, metavar="NAME", help="Environment variable holding an old key. Repeatable.")
+@click.option("--new-key-file", type=click.Path(path_type=Path), help="File holding the new key.")
+@click.option("--new-key-env", metavar="NAME", help="Environment variable holding the new key.")
+@click.option("--encrypt-plaintext", is_flag=True, help="Also encrypt legacy plaintext, as rotate does.")
+@click.option("--dry-run", is_flag=True, help="Check each ZIP and say what would happen; write nothing.")
+@format_option
+def rekey_backup(
+    zips: tuple[Path, ...], data_dir: Path | None, old_key_file: tuple[Path, ...], old_key_env: tuple[str, ...],
+    new_key_file: Path | None, new_key_env: str | None, encrypt_plaintext: bool, dry_run: bool, fmt: str,
+) -> None:
+    """Re-encrypt the travel.db inside TREK backup ZIPs under the new key.
+
+    Same checks as `rotate` (all secrets open first, every new value read back,
+    the whole database verified after the commit), done on a copy in a private
+    temporary directory. The new ZIP replaces the old one atomically (mode 0600)
+    with every other member byte-identical. A ZIP that cannot be fully opened is
+    left as it is and named; the exit code is then 8.
+    """
+
+    def action() -> int:
+        for path in zips:
+            if not path.is_file():
+                raise InputNotFoundError(f"Backup {path} does not exist or is not a file.")
+        old_keys = _keys(old_key_file, old_key_env, "old", _warn) or _trek_key(data_dir, "old")
+        if not old_keys:
+            old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]
+        if new_key_file and new_key_env:
+            raise click.UsageError("Give the new key once: --new-key-file or --new-key-env.")
+        new_keys = _keys([new_key_file] if new_key_file else [], [new_key_env] if new_key_env else [], "new", _warn)
+        new_key = new_keys[0] if new_keys else _prompt_key("New ENCRYPTION_KEY", "new", "--new-key-file FILE or --new-key-env NAME",
+                                                         confirm=True)
+        report = RekeyReport(rekey_backups(zips, old_keys, new_key, encrypt_plaintext=encrypt_plaintext,
+                                           dry_run=dry_run))
+        click.echo(render(report, fmt))
+        return int(ExitCode.UNDECRYPTABLE if report.left_alone else ExitCode.OK)
+
+    _run(action)
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@db_option
+@data_dir_option
+@click.option("--key-file", type=click.Path(path_type=Path), multiple=True,
+              help="File holding the suspected key. Repeatable.")
+@click.option("--key-env", multiple=True, metavar="NAME", help="Environment variable holding the suspected key.")
+@click.option("--no-copies", is_flag=True, help="Do not look for old copies and backup ZIPs next to the database.")
+@format_option
+@wait_option
+@quiet_option
+def exposure(
+    db: Path | None, data_dir: Path | None, key_file: tuple[Path, ...], key_env: tuple[str, ...], no_copies: bool,
+    fmt: str, wait: float, quiet: bool,
+) -> None:
+    """Leak response: every secret readable with a suspected key, as a checklist.
+
+    For each secret: what it is, whose it is, where to revoke or reissue it
+    (never the value). Also lists what a rotation cannot fix: TREK's backup
+    ZIPs and other copies of the database that open with that key. Without a
+    key option, the suspected key is the one TREK uses from --data-dir.
+    Read-only.
+    """
+
+    def action() -> int:
+        path = _database(db, data_dir)
+        keys = _keys(key_file, key_env, "suspected", _warn) or _trek_key(data_dir, "suspected")
+        if not keys:
+            keys = [_prompt_key("Suspected ENCRYPTION_KEY", "suspected", "--key-file FILE or --key-env NAME",
+                               confirm=False)]
+        progress = _progress(fmt == "json", quiet)
+        try:
+            report = find_exposure(path, keys, busy_timeout=wait, progress=progress.callback(),
+                                   check_copies=not no_copies)
+        finally:
+            progress.close()
+        click.echo(render(report, fmt))
+        _say(f"{len(report.secrets)} secret(s) to revoke or reissue; {len(report.copies)} old copy(ies) flagged.",
+             quiet=quiet or fmt == "text")
+        return int(ExitCode.OK)
+
+    _run(action)
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@db_option
+@data_dir_option
+@format_option
+@wait_option
+def audit(db: Path | None, data_dir: Path | None, fmt: str, wait: float) -> None:
+    """Secrets TREK keeps in plaintext, and the command that encrypts those it can.
+
+    Reports catalogued locations still holding legacy plaintext, locations
+    this TREK version reads as plaintext (e.g. users.unsplash_api_key in
+    3.0.15), and columns or settings named like secrets that TREK never
+    encrypts. Counts only, never values. Read-only; needs no key.
+    """
+
+    def action() -> int:
+        report = audit_database(_database(db, data_dir), busy_timeout=wait)
+        click.echo(render(report, fmt))
+        return int(ExitCode.OK)
+
+    _run(action)

@@ -1,0 +1,83 @@
+"""The key's life around a rotation: born before the database is touched, handed to TREK after.
+
+A generated key is written to its file (new, 0600, fsynced) before anything
+else happens, so no crash can leave a database under a key that exists
+nowhere. After the commit, what the operator still has to do depends on how
+TREK gets its key (TREK-FORMAT.md section 2): these are spelled out as steps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from keyrotate.keys import Key, TrekKeyResolution, create_key_file, generate_key_text
+
+# Test-only: names a point at which the process kills itself, to prove what is on disk by then.
+CRASH_HOOK_ENV = "KEYROTATE_TEST_CRASH_AT"
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get(CRASH_HOOK_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def generate_new_key(out: Path) -> Key:
+    """A new random key, already safe on disk at ``out`` when this returns."""
+    text = generate_key_text()
+    create_key_file(out, text)
+    crash_point("after-new-key")
+    return Key(text, f"new key generated into {out}")
+
+
+def fallback_explanation(resolution: TrekKeyResolution) -> str | None:
+    """Why an install on the ``.jwt_secret`` fallback matters, or None for a normal one."""
+    if resolution.origin != "jwt_secret_fallback":
+        return None
+    return (
+        f"{resolution.explanation}. This install still encrypts with its session-signing secret: whoever can sign "
+        "TREK sessions can also read its stored secrets. After this rotation the two are separate; .jwt_secret "
+        "itself is not changed (rotating it only signs everyone out)."
+    )
+
+
+def environment_holds(keys: Sequence[Key], environ: Mapping[str, str] | None = None) -> bool:
+    """True when this shell's ENCRYPTION_KEY is one of ``keys`` (used as is, as TREK uses it)."""
+    value = (os.environ if environ is None else environ).get("ENCRYPTION_KEY", "")
+    if not value.strip():
+        return False
+    probe = Key(value, "$ENCRYPTION_KEY")
+    return any(k.same_secret_as(probe) for k in keys)
+
+
+def next_steps(
+    *, data_dir: Path | None, new_key_file: Path | None, key_file_written: bool, shell_has_old_key: bool,
+    backup: str | None,
+) -> list[str]:
+    """What to do between the commit and a healthy TREK, for Docker Compose and for a plain host."""
+    key_src = f"the contents of {new_key_file}" if new_key_file else "the new key"
+    where = f"{data_dir}/.encryption_key" if data_dir else "data/.encryption_key"
+    steps = []
+    if not key_file_written:
+        steps.append(f"Put {key_src} into {where} (mode 600), or TREK cannot read its secrets.")
+    if shell_has_old_key:
+        steps.append("This shell's ENCRYPTION_KEY still holds the OLD key: `unset ENCRYPTION_KEY`, and remove it "
+                     "from ~/.profile or wherever you exported it.")
+    steps += [
+        "Docker Compose: if docker-compose.yml or .env sets ENCRYPTION_KEY, set it to "
+        f"{key_src} or delete the line (TREK then reads {where}); then `docker compose up -d trek` "
+        "(recreates the container; `docker compose restart` keeps the old environment), and watch "
+        "`docker compose logs -f trek`.",
+        "Plain host (systemd): if the unit or its EnvironmentFile sets ENCRYPTION_KEY, change or remove it "
+        "(`systemctl edit trek`), then `systemctl daemon-reload && systemctl restart trek`.",
+        "If the old key stays in TREK's environment, TREK writes it back into .encryption_key at start and "
+        "cannot read any secret.",
+        f"Check: `keyrotate verify --data-dir {data_dir or 'DIR'}` must say OK once TREK is running again.",
+    ]
+    if backup:
+        steps.append(f"Once TREK runs fine, delete {backup}: it still opens with the old key.")
+    if new_key_file:
+        steps.append(f"Keep {new_key_file} somewhere safe (a password manager), then delete the file.")
+    return steps

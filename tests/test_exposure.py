@@ -1,0 +1,164 @@
+"""The leak-response checklist against the real 4.2-shape fixture."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sqlite3
+from collections import Counter
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from keyrotate.backups import rekey_backup
+from keyrotate.cli import main
+from keyrotate.database import backup_database
+from keyrotate.exposure import find_exposure
+from keyrotate.formats import Cipher, Scheme
+from keyrotate.keys import Key
+from keyrotate.outputs import FORMATS, render
+
+from .conftest import TrekCopy, table_dump
+from .ziphelpers import build_backup_zip
+
+NEW = Key("the new key for exposure tests", "new test key")
+
+
+def manifest_address(entry: dict[str, Any]) -> tuple[str, str, tuple[tuple[str, Any], ...], str]:
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in entry.get("json_path") or ())
+    return entry["table"], entry["column"], tuple(sorted(entry["key"].items())), ("$" + path) if path else ""
+
+
+def test_every_manifest_secret_is_named_exactly_once(trek4: TrekCopy) -> None:
+    report = find_exposure(trek4.db, [trek4.key])
+    named = Counter((s.table, s.column, tuple(sorted(s.row.items())), s.path) for s in report.secrets)
+    expected = [manifest_address(e) for e in trek4.encrypted_entries()]
+    assert len(expected) == 219
+    for address in expected:
+        assert named[address] == 1, address
+    assert sum(named.values()) == len(expected)  # nothing named twice, nothing extra
+    assert report.plaintext == sum(e["scheme"] == "legacy-plain" for e in trek4.manifest)
+    assert report.not_opened == 0
+
+
+def test_descriptions_are_specific(trek4: TrekCopy) -> None:
+    by_address = {(s.table, s.column, tuple(sorted(s.row.items())), s.path): s
+                  for s in find_exposure(trek4.db, [trek4.key]).secrets}
+    s3 = by_address[("app_settings", "value", (("key", "storage.backends"),), "$[1].options.secretAccessKey")]
+    assert s3.what == "S3 secret access key for backend 'offsite'" and s3.owner == "instance"
+    token = by_address[("plugin_oauth_tokens", "access_token",
+                        (("plugin_id", "trek-plugin-flighty"), ("user_id", 14)), "")]
+    assert token.what == "plugin OAuth access token for trek-plugin-flighty"
+    assert token.owner == "user 14 (user12)"
+    secret = by_address[("plugins", "config", (("id", "trek-plugin-splitwise"),), "$.oauth_client_secret")]
+    assert "Client secret" in secret.what and "trek-plugin-splitwise" in secret.what
+    mfa = [s for s in by_address.values() if s.column == "mfa_secret"]
+    assert len(mfa) == 10 and all("re-enrol MFA" in s.action for s in mfa)
+    smtp = by_address[("app_settings", "value", (("key", "smtp_pass"),), "")]
+    assert (smtp.what, smtp.owner) == ("SMTP password", "instance")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_no_value_and_no_key_in_any_format(trek4: TrekCopy, fmt: str) -> None:
+    text = render(find_exposure(trek4.db, [trek4.key]), fmt)
+    assert trek4.key.reveal() not in text
+    for entry in trek4.manifest:
+        assert entry["plaintext"] not in text, entry["table"]
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        stored = conn.execute("SELECT maps_api_key FROM users WHERE maps_api_key IS NOT NULL").fetchone()[0]
+    assert stored not in text  # not even the ciphertext
+
+
+def test_formats_carry_every_secret(trek4: TrekCopy) -> None:
+    report = find_exposure(trek4.db, [trek4.key])
+    n = len(report.secrets)
+    assert len(list(csv.DictReader(io.StringIO(render(report, "csv"))))) == n
+    assert len(json.loads(render(report, "json"))["secrets"]) == n
+    assert render(report, "markdown").count("\n- [ ] ") == n
+    assert render(report, "text").count("\n[ ] ") == n
+
+
+def test_a_key_that_opens_nothing_exposes_nothing(trek4: TrekCopy) -> None:
+    report = find_exposure(trek4.db, [Key("some other key", "other")])
+    assert report.secrets == () and report.not_opened == 219
+
+
+def test_copies_the_rotation_cannot_fix(trek4: TrekCopy) -> None:
+    before = table_dump(trek4.db)
+    keyrotate_copy = trek4.db.with_name("travel.db.keyrotate-backup-20260101T000000Z")
+    backup_database(trek4.db, keyrotate_copy)
+    script_copy = trek4.db.with_name("travel.db.backup-1767225600000")
+    script_copy.write_bytes(keyrotate_copy.read_bytes())
+    os.chmod(script_copy, 0o644)  # as TREK's script leaves it
+    folder = trek4.data_dir / "backups"
+    folder.mkdir()
+    old_zip = build_backup_zip(trek4.db, folder / "backup-old.zip")
+    rekeyed_zip = build_backup_zip(trek4.db, folder / "auto-backup-new.zip")
+    assert rekey_backup(rekeyed_zip, [trek4.key], NEW).outcome == "rekeyed"
+
+    copies = {Path(c.path).name: c for c in find_exposure(trek4.db, [trek4.key]).copies}
+
+    assert set(copies) == {keyrotate_copy.name, script_copy.name, old_zip.name}
+    assert "0644" in copies[script_copy.name].note
+    assert "opens all" in copies[old_zip.name].note
+    assert table_dump(trek4.db) == before  # read-only
+
+
+def test_exposure_cli_and_rotate_incident(trek4: TrekCopy, tmp_path: Path) -> None:
+    runner = CliRunner()
+    old_key = trek4.key  # read now: the rotation replaces data/.encryption_key
+    listed = runner.invoke(main, ["exposure", "--data-dir", str(trek4.data_dir), "--format", "json"],
+                           catch_exceptions=False)
+    assert listed.exit_code == 0
+    assert json.loads(listed.stdout)["totals"]["exposed"] == 219
+
+    new_key_file = tmp_path / "new.key"
+    rotated = runner.invoke(
+        main, ["rotate", "--data-dir", str(trek4.data_dir), "--generate-new-key", "--new-key-out", str(new_key_file),
+               "--incident"],
+        catch_exceptions=False,
+    )
+    assert rotated.exit_code == 0, rotated.stderr
+    assert rotated.stdout.startswith("Secrets readable with the suspected key: 219")
+    # The backup this very rotation made is still under the leaked key, and the checklist says so.
+    backup = next(trek4.data_dir.glob("travel.db.keyrotate-backup-*"))
+    assert f"NOT FIXED BY ROTATING: {backup}" in rotated.stdout
+    new_key = Key(new_key_file.read_text().strip(), "new")
+    assert (trek4.data_dir / ".encryption_key").read_text() == new_key.reveal()
+    assert find_exposure(trek4.db, [old_key], check_copies=False).secrets == ()
+    assert len(find_exposure(trek4.db, [new_key], check_copies=False).secrets) == 219
+
+
+def test_incident_checklist_is_printed_even_when_the_rotation_refuses(trek4: TrekCopy, tmp_path: Path) -> None:
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        conn.execute("UPDATE users SET maps_api_key = ? WHERE id = 2",
+                     (Cipher(Key("a third key", "x"), Scheme.API).seal(b"whatever"),))
+        conn.commit()
+    before = table_dump(trek4.db)
+    result = CliRunner().invoke(
+        main, ["rotate", "--data-dir", str(trek4.data_dir), "--generate-new-key", "--new-key-out",
+               str(tmp_path / "new.key"), "--incident"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 8
+    assert result.stdout.startswith("Secrets readable with the suspected key: 218")
+    assert table_dump(trek4.db) == before
+
+
+def test_tokens_outside_the_catalogue_are_named_with_their_owner(trek4: TrekCopy) -> None:
+    token = Cipher(trek4.key, Scheme.API).seal(b"a token someone pasted into a trip")
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        trip_id = conn.execute("INSERT INTO trips (user_id, title, description) VALUES (3, 'Lisbon', ?)",
+                               (f"door code in {token} ok",)).lastrowid
+        conn.commit()
+    report = find_exposure(trek4.db, [trek4.key])
+    outside = [s for s in report.secrets if s.table == "trips"]
+    assert len(report.secrets) == 220 and len(outside) == 1
+    assert outside[0].what == "unknown secret found outside the catalogue in trips.description"
+    assert outside[0].owner == "user 3 (user1)" and outside[0].row == {"id": trip_id, "user_id": 3}
+    assert token not in render(report, "json")

@@ -1,0 +1,124 @@
+"""Key lifecycle: the new key is on disk before the database is touched, and the operator is told what's next."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from keyrotate.cli import main
+from keyrotate.engine import verify_database
+from keyrotate.keys import Key, create_key_file
+
+from .conftest import TrekCopy, listing
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def fingerprint(directory: Path) -> dict[str, str]:
+    """Every file of the data directory and its bytes (as a hash)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def run_keyrotate(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "ENCRYPTION_KEY"}
+    environment.update(env, PYTHONPATH=str(REPO_ROOT))
+    return subprocess.run([sys.executable, "-m", "keyrotate", *args], env=environment, capture_output=True,
+                          text=True, check=False, timeout=120)
+
+
+def test_killed_right_after_key_generation_leaves_key_saved_and_database_untouched(
+    trek3: TrekCopy, tmp_path: Path
+) -> None:
+    before = fingerprint(trek3.data_dir)
+    old_key = trek3.key
+    key_file = tmp_path / "new.key"
+    args = ["rotate", "--data-dir", str(trek3.data_dir), "--generate-new-key", "--new-key-out", str(key_file), "--yes"]
+
+    crashed = run_keyrotate(args, KEYROTATE_TEST_CRASH_AT="after-new-key")
+
+    assert crashed.returncode == -9, crashed.stderr  # SIGKILL: no cleanup ran
+    assert re.fullmatch(r"[0-9a-f]{64}\n", key_file.read_text())
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert fingerprint(trek3.data_dir) == before  # no backup, no -wal, no new .encryption_key, same bytes
+    assert verify_database(trek3.db, [old_key]).ok
+
+    # The saved key is the one to carry on with.
+    resumed = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(key_file)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert verify_database(trek3.db, [Key(key_file.read_text().strip(), "saved key")]).ok
+
+
+def test_generate_refuses_to_overwrite_and_touches_nothing(trek4: TrekCopy, tmp_path: Path) -> None:
+    key_file = tmp_path / "new.key"
+    create_key_file(key_file, "an existing key someone relies on")
+    before = fingerprint(trek4.data_dir)
+    result = CliRunner().invoke(
+        main, ["rotate", "--data-dir", str(trek4.data_dir), "--generate-new-key", "--new-key-out", str(key_file)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 6
+    assert "will not overwrite" in result.stderr
+    assert key_file.read_text() == "an existing key someone relies on\n"
+    assert fingerprint(trek4.data_dir) == before
+
+
+def test_failed_rotation_says_the_generated_key_was_not_used(trek4: TrekCopy, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.key"
+    create_key_file(wrong, "not the key of this database")
+    key_file = tmp_path / "new.key"
+    result = CliRunner().invoke(
+        main, ["rotate", "--db", str(trek4.db), "--old-key-file", str(wrong), "--generate-new-key",
+               "--new-key-out", str(key_file)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 7
+    assert f"The new key in {key_file} was not used" in result.stderr
+    assert key_file.exists()
+
+
+def test_jwt_secret_fallback_is_explained(trek4: TrekCopy, tmp_path: Path) -> None:
+    (trek4.data_dir / ".jwt_secret").write_text(trek4.key.reveal() + "\n")
+    (trek4.data_dir / ".encryption_key").unlink()
+    key_file = tmp_path / "new.key"
+    result = CliRunner().invoke(
+        main, ["rotate", "--data-dir", str(trek4.data_dir), "--generate-new-key", "--new-key-out", str(key_file)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.stderr
+    assert ".encryption_key is missing" in result.stderr and "session-signing secret" in result.stderr
+    new_key = Key(key_file.read_text().strip(), "generated")
+    assert (trek4.data_dir / ".encryption_key").read_text() == new_key.reveal()
+    assert verify_database(trek4.db, [new_key]).ok
+
+
+def test_shell_still_holding_the_old_key_is_warned_with_next_steps(trek4: TrekCopy, tmp_path: Path) -> None:
+    old = trek4.key.reveal()
+    key_file = tmp_path / "new.key"
+    result = CliRunner(env={"ENCRYPTION_KEY": old}).invoke(
+        main, ["rotate", "--data-dir", str(trek4.data_dir), "--generate-new-key", "--new-key-out", str(key_file)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "ENCRYPTION_KEY in this shell holds the old key" in result.stderr
+    assert "`unset ENCRYPTION_KEY`" in result.stderr
+    assert "docker compose up -d trek" in result.stderr and "systemctl daemon-reload" in result.stderr
+    assert old not in result.output and key_file.read_text().strip() not in result.output
+
+
+def test_no_shell_warning_when_the_environment_is_clean(trek4: TrekCopy, tmp_path: Path) -> None:
+    key_file = tmp_path / "new.key"
+    files = listing(trek4.data_dir)
+    result = CliRunner(env={"ENCRYPTION_KEY": ""}).invoke(
+        main, ["rotate", "--data-dir", str(trek4.data_dir), "--generate-new-key", "--new-key-out", str(key_file)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0
+    assert "holds the old key" not in result.stderr and "unset ENCRYPTION_KEY" not in result.stderr
+    assert len(listing(trek4.data_dir) - files) == 1  # the keyrotate backup
