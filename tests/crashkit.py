@@ -7,7 +7,6 @@ moments, which also land inside SQLite's COMMIT).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -23,6 +22,8 @@ from keyrotate.crashpoints import ENVIRONMENT_VARIABLE, MARK_VARIABLE
 from keyrotate.formats import Scheme, decrypt_text
 from keyrotate.keys import Key, create_key_file
 from keyrotate.sample import add_plugin_users, build_sample_database
+
+from .conftest import stored_value
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OLD_TEXT = "crash-harness-old-key-0123456789abcdef"
@@ -102,16 +103,6 @@ def run_and_kill_after(scenario: Scenario, seconds: float, *, from_point: str | 
     return process.wait()
 
 
-def _stored(conn: sqlite3.Connection, secret: dict[str, Any]) -> Any:
-    where = " AND ".join(f'"{k}" = ?' for k in secret["key"])
-    row = conn.execute(f'SELECT "{secret["column"]}" FROM "{secret["table"]}" WHERE {where}',
-                       tuple(secret["key"].values())).fetchone()
-    value = row[0] if row else None
-    for step in secret.get("json_path") or ():
-        value = json.loads(value)[step] if isinstance(value, str) else None
-    return value
-
-
 @dataclass(frozen=True)
 class State:
     """What a kill left: problems found (empty = consistent) and which key the data is under."""
@@ -131,7 +122,7 @@ def inspect(scenario: Scenario) -> State:
                 problems.append(f"integrity_check: {check[:3]}")
             for secret in scenario.secrets:
                 scheme = Scheme.MFA if secret["scheme"] == "mfa" else Scheme.API
-                stored = _stored(conn, secret)
+                stored = stored_value(conn, secret)
                 opens = [name for name, key in (("old", scenario.old_key), ("new", scenario.new_key))
                          if isinstance(stored, str) and decrypt_text(stored, key, scheme) == secret["plaintext"]]
                 if len(opens) != 1:

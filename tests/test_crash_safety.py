@@ -12,7 +12,7 @@ import pytest
 
 from keyrotate.crashpoints import POINTS
 
-from .crashkit import KillResult, kill_and_rerun, make_scenario, run_rotation
+from .crashkit import KillResult, State, inspect, kill_and_rerun, make_scenario, run_rotation
 
 CASES = [*(("wal", p) for p in POINTS), ("wal", "rotate-batch:4"), ("wal", "rotate-batch:9"),
          ("wal", "backup-copy:2"),
@@ -50,7 +50,9 @@ def test_run_after_a_finished_rotation_reports_nothing_to_do(tmp_path: Path) -> 
     assert "already holds the new key and every secret opens under it" in again.stderr
 
 
-def test_the_hook_is_inert_without_its_variable(tmp_path: Path) -> None:
-    scenario = make_scenario(tmp_path)
-    finished = run_rotation(scenario)
-    assert finished.returncode == 0, finished.stderr
+def test_a_malformed_or_unknown_kill_point_is_ignored(tmp_path: Path) -> None:
+    for n, setting in enumerate(("rotate-batch:x", "no-such-point")):
+        scenario = make_scenario(tmp_path / str(n))
+        finished = run_rotation(scenario, setting)
+        assert finished.returncode == 0, finished.stderr
+        assert inspect(scenario) == State((), "new", "new")
