@@ -8,7 +8,7 @@ check, every secret under exactly one key and all under the same one, the key
 file matching the database (or lagging one step, which the rerun repairs), and
 a rerun of the same command that finishes the job.
 
-    python3 scripts/crash_harness.py                  # about 5 minutes on 2 cores
+    python3 scripts/crash_harness.py                  # about 15 minutes on 2 cores
     python3 scripts/crash_harness.py --random 20 --users 500   # quicker look
 """
 
