@@ -188,9 +188,10 @@ def write_transaction(
     waiting for it (up to the connection's busy timeout).
     """
     try:
-        if on_wait is None or not _try_begin_immediate(conn):
-            if on_wait is not None:
-                on_wait()
+        if on_wait is None:
+            conn.execute("BEGIN IMMEDIATE")
+        elif not _try_begin_immediate(conn):
+            on_wait()
             conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
         raise translate_error(exc, path) from None
