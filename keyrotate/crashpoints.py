@@ -17,7 +17,8 @@ import signal
 ENVIRONMENT_VARIABLE = "KEYROTATE_TEST_KILL_AT"
 MARK_VARIABLE = "KEYROTATE_TEST_MARK_AT"
 
-# In the order a rotation reaches them.
+# In the order a rotation reaches them. Outside this list: "after-new-key" (rotate --generate-new-key:
+# the new key file exists and the database is untouched), reached before any of these.
 POINTS = (
     "backup-copy",  # the backup is being copied (a partial file exists)
     "backup-done",  # the backup is in place, nothing rewritten yet
