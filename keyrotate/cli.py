@@ -179,6 +179,10 @@ def main() -> None:
 @click.option("--encrypt-plaintext", is_flag=True,
               help="Also encrypt legacy plaintext found where this TREK version expects ciphertext.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before writing.")
+@click.option("--allow-running", is_flag=True,
+              help="Rotate even though another process (TREK?) has the database open. Only if it never writes secrets.")
+@click.option("--vacuum/--no-vacuum", default=True, show_default=True,
+              help="Rebuild the database file after the commit, so no unused space still holds old ciphertexts.")
 @click.option("--generate-new-key", is_flag=True,
               help="Generate the new key and save it to --new-key-out FILE before the database is touched.")
 @click.option("--new-key-out", type=click.Path(path_type=Path), help="New file for --generate-new-key (mode 0600).")
@@ -193,8 +197,9 @@ def main() -> None:
 def rotate(
     db: Path | None, data_dir: Path | None, old_key_file: tuple[Path, ...], old_key_env: tuple[str, ...],
     new_key_file: Path | None, new_key_env: str | None, backup_path: Path | None, no_backup: bool, dry_run: bool,
-    skip_undecryptable: bool, encrypt_plaintext: bool, yes: bool, generate_new_key: bool, new_key_out: Path | None,
-    rekey_backups: bool, incident: bool, wait: float, workers: int | None, json_output: bool, quiet: bool,
+    skip_undecryptable: bool, encrypt_plaintext: bool, yes: bool, allow_running: bool, vacuum: bool,
+    generate_new_key: bool, new_key_out: Path | None, rekey_backups: bool, incident: bool, wait: float,
+    workers: int | None, json_output: bool, quiet: bool,
 ) -> None:
     """Re-encrypt every secret in the database under a new key.
 
@@ -219,6 +224,8 @@ def rotate(
             old_keys = [resolution.key]
             if resolution.origin == "jwt_secret_fallback":
                 _warn(fallback_explanation(resolution) or resolution.explanation)
+            for warning in resolution.warnings:
+                _warn(warning)
         if not old_keys:
             old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]
             interactive = True
@@ -235,11 +242,12 @@ def rotate(
             _warn("ENCRYPTION_KEY in this shell holds the old key. Change or unset it wherever TREK runs.")
         backup = None
         if not dry_run and not no_backup:
-            backup = backup_path or path.with_name(f"{path.name}.keyrotate-backup-{_timestamp()}")
+            backup = backup_path or _free_backup_name(path)
         options = RotateOptions(
             db_path=path, old_keys=tuple(old_keys), new_key=new_key, backup_path=backup, dry_run=dry_run,
             skip_undecryptable=skip_undecryptable, encrypt_plaintext=encrypt_plaintext, busy_timeout=wait,
-            key_file=(data_dir / ".encryption_key") if data_dir is not None else None, workers=workers,
+            key_file=(data_dir / ".encryption_key") if data_dir is not None else None,
+            allow_running=allow_running, vacuum=vacuum, workers=workers,
         )
         confirm = None
         if interactive and not yes and not dry_run:
@@ -247,7 +255,7 @@ def rotate(
         progress = _progress(json_output, quiet)
         try:
             exposure = ops.incident_before(path, old_keys, incident, wait)
-            report = rotate_database(options, progress=progress.callback(), confirm=confirm)
+            report = rotate_database(options, progress=progress.callback(), confirm=confirm, notice=_say)
         except KeyrotateError as error:
             ops.incident_despite_failure(exposure, path, old_keys)
             raise (ops.not_used_note(error, new_key_out) if generated and new_key_out else error) from None
@@ -289,6 +297,16 @@ def _timestamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
+def _free_backup_name(db: Path) -> Path:
+    """``travel.db.keyrotate-backup-<time>``, with a counter if a run in the same second made one."""
+    base = db.with_name(f"{db.name}.keyrotate-backup-{_timestamp()}")
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
 @main.command(epilog=EXIT_CODES_HELP)
 @db_option
 @data_dir_option
@@ -316,7 +334,10 @@ def verify(
         path = _database(db, data_dir)
         keys = _keys(key_file, key_env, "verify", _warn)
         if not keys and data_dir is not None:
-            keys = [resolve_trek_key(data_dir).key]
+            resolution = resolve_trek_key(data_dir)
+            keys = [resolution.key]
+            for warning in resolution.warnings:
+                _say(f"WARNING: {warning}")
         if not keys:
             keys = [_prompt_key("ENCRYPTION_KEY to verify", "the", "--key-file FILE or --key-env NAME", confirm=False)]
         progress = _progress(json_output, quiet)

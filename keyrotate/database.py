@@ -10,12 +10,13 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from keyrotate import crashpoints
 from keyrotate.catalogue import TrekVersion, detect_trek_version
 from keyrotate.errors import (
     CannotWriteError,
@@ -144,6 +145,8 @@ def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
     try:
         result = [row[0] for row in conn.execute("PRAGMA integrity_check(5)")]
     except sqlite3.DatabaseError as exc:
+        if _is_busy(exc):
+            raise translate_error(exc, path) from None
         raise NotADatabaseError(f"{path} is damaged: {exc}. Restore it from a backup first.") from None
     if result != ["ok"]:
         raise NotADatabaseError(
@@ -155,17 +158,25 @@ def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
 def translate_error(exc: sqlite3.Error, path: Path) -> Exception:
     """Turn a SQLite error into a keyrotate error that says what to do."""
     text = str(exc).lower()
-    if "locked" in text or "busy" in text:
+    if _is_busy(exc):
         return DatabaseBusyError(
-            f"{path} is locked by another program (is TREK still running?). Stop TREK, then run keyrotate again."
+            f"{path} is locked by another program (is TREK still running?). Stop TREK, then run keyrotate again "
+            "(--wait sets how long keyrotate waits for the lock). Nothing was changed."
         )
     if "readonly" in text or "read-only" in text:
         return CannotWriteError(f"{path} cannot be written ({exc}). Nothing was changed.")
     if "full" in text or "disk i/o" in text:
         return CannotWriteError(f"Writing {path} failed ({exc}). Free some space; nothing was changed.")
     if "not a database" in text or "malformed" in text or "corrupt" in text:
-        return NotADatabaseError(f"{path} is damaged or not a database ({exc}).")
+        return NotADatabaseError(
+            f"{path} is damaged or not a database ({exc}). Restore it from a backup first; nothing was changed."
+        )
     return exc
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def quote_identifier(name: str) -> str:
@@ -173,10 +184,20 @@ def quote_identifier(name: str) -> str:
 
 
 @contextmanager
-def write_transaction(conn: sqlite3.Connection, path: Path) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` ... caller commits; rolls back on any exception."""
+def write_transaction(
+    conn: sqlite3.Connection, path: Path, *, on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... caller commits; rolls back on any exception.
+
+    ``on_wait`` is called once if another connection holds the write lock, before
+    waiting for it (up to the connection's busy timeout).
+    """
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        if on_wait is None:
+            conn.execute("BEGIN IMMEDIATE")
+        elif not _try_begin_immediate(conn):
+            on_wait()
+            conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
         raise translate_error(exc, path) from None
     try:
@@ -185,6 +206,21 @@ def write_transaction(conn: sqlite3.Connection, path: Path) -> Iterator[None]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _try_begin_immediate(conn: sqlite3.Connection) -> bool:
+    """``BEGIN IMMEDIATE`` without waiting; False if another writer holds the lock."""
+    timeout = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        return True
+    except sqlite3.OperationalError as exc:
+        if not _is_busy(exc):
+            raise
+        return False
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {timeout}")
 
 
 def backup_database(path: Path, destination: Path) -> None:
@@ -199,8 +235,11 @@ def backup_database(path: Path, destination: Path) -> None:
     parent = destination.parent
     if not parent.is_dir():
         raise CannotWriteError(f"Backup directory {parent} does not exist.")
-    partial = parent / f".{destination.name}.partial"
+    # One fixed name per directory: a run killed mid-backup leaves it behind, the next run replaces it.
+    partial = parent / f".{path.name}.keyrotate-backup.partial"
     try:
+        for leftover in (partial, Path(f"{partial}-journal")):
+            leftover.unlink(missing_ok=True)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
     except OSError as exc:
@@ -209,7 +248,10 @@ def backup_database(path: Path, destination: Path) -> None:
         with closing(sqlite3.connect(_uri(path, "ro"), uri=True)) as source, closing(
             sqlite3.connect(str(partial), isolation_level=None)
         ) as target:
-            source.backup(target)
+            if crashpoints.armed():  # test hook: copy in steps so a kill can land mid-copy
+                source.backup(target, pages=16, progress=lambda *_: crashpoints.crash_point("backup-copy"))
+            else:
+                source.backup(target)
             # One self-contained file: no -wal to forget when restoring.
             target.execute("PRAGMA journal_mode=DELETE")
             check_integrity(target, partial)
@@ -292,10 +334,15 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def checkpoint(conn: sqlite3.Connection) -> None:
-    """Move everything into the main file and empty the ``-wal`` (old ciphertexts included)."""
-    if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+def checkpoint(conn: sqlite3.Connection) -> bool:
+    """Move everything into the main file and empty the ``-wal`` (old ciphertexts included).
+
+    False when another connection kept SQLite from finishing the checkpoint.
+    """
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        return True
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return int(busy) == 0
 
 
 def restore_command(backup: Path, db: Path) -> str:

@@ -15,7 +15,7 @@ from keyrotate.sample import add_plugin_users, build_sample_database
 
 def run_demo(keep: Path | None, say: Callable[[str], None]) -> int:
     if keep is not None:
-        keep.mkdir(parents=True, exist_ok=False)
+        keep.mkdir(mode=0o700, parents=True, exist_ok=False)
         return _demo_in(keep, say)
     with tempfile.TemporaryDirectory(prefix="keyrotate-demo-") as workdir:
         return _demo_in(Path(workdir), say)
@@ -23,7 +23,7 @@ def run_demo(keep: Path | None, say: Callable[[str], None]) -> int:
 
 def _demo_in(workdir: Path, say: Callable[[str], None]) -> int:
     data = workdir / "data"
-    data.mkdir()
+    data.mkdir(mode=0o700)
     create_key_file(data / ".encryption_key", generate_key_text())
     old = resolve_trek_key(data).key
     sample = build_sample_database(data / "travel.db", old, users=12, seed=7)

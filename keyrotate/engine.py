@@ -2,16 +2,18 @@
 
 Order of work in :func:`rotate_database`: take the write lock, then one pass
 that checks every value opens, re-encrypts it and decrypts the new value again
-before writing it (the backup is taken just before the first write), then the
-decision: if any catalogued secret did not open, roll everything back;
-otherwise commit, and reopen the database on a fresh connection to verify
-everything once more. When someone must confirm the plan first, a read-only
-check pass runs before the rotation pass. Nothing here prints; progress goes
-to a callback and the outcome comes back as a report.
+before writing it (the backup starts just before the first write and must be
+finished before the commit), then the decision: if any catalogued secret did
+not open, roll everything back; otherwise commit, compact, and reopen the
+database on a fresh connection to verify everything once more. When someone
+must confirm the plan first, a read-only check pass runs before the rotation
+pass. Nothing here prints; progress goes to a callback and the outcome comes
+back as a report.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from keyrotate.batches import CryptoPool, worker_count
 from keyrotate.catalogue import Presence, ResolvedLocation, resolve_catalogue
+from keyrotate.crashpoints import armed, crash_point
 from keyrotate.database import (
     WRITE_CACHE_KIB,
     BackupJob,
@@ -47,6 +50,7 @@ from keyrotate.errors import (
 )
 from keyrotate.formats import Cipher, Scheme
 from keyrotate.keys import Key
+from keyrotate.processes import refuse_if_open_elsewhere
 from keyrotate.report import FailedSecret, LocationResult, RotationReport, VerifyReport
 from keyrotate.scanning import Fingerprint, Keyring, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
 
@@ -62,6 +66,10 @@ class RotateOptions:
     encrypt_plaintext: bool = False
     busy_timeout: float = 10.0
     key_file: Path | None = None  # data/.encryption_key to update after the commit
+    allow_running: bool = False  # skip the check for other processes holding the database open
+    # Rebuild the file after the commit. secure_delete zeroes what this run frees, but SQLite leaves stale
+    # copies of cells in pages it reorganised long before (TREK's own fixture has 278 copies of 219 tokens).
+    vacuum: bool = True
     workers: int | None = None  # crypto worker processes; None decides from the cores and the database size
 
 
@@ -81,6 +89,7 @@ class RotationPlan:
 
 
 ConfirmCallback = Callable[[RotationPlan], bool]
+NoticeCallback = Callable[[str], None]  # one line for the person running keyrotate
 
 
 def check_keys(old_keys: Sequence[Key], new_key: Key) -> None:
@@ -134,13 +143,23 @@ def rotate_database(
     *,
     progress: ProgressCallback | None = None,
     confirm: ConfirmCallback | None = None,
+    notice: NoticeCallback | None = None,
 ) -> RotationReport:
-    check_keys(options.old_keys, options.new_key)
+    if _already_rotated(options):
+        # data/.encryption_key already holds the new key (an earlier run got that far):
+        # no old key is left, so this run only checks that the new key opens everything.
+        options = dataclasses.replace(options, old_keys=())
+    else:
+        check_keys(options.old_keys, options.new_key)
     if options.key_file is not None and not options.dry_run:
         check_writable_directory(options.key_file.parent)
+    if not options.allow_running:
+        refuse_if_open_elsewhere(options.db_path)
+    if armed():
+        progress = _with_batch_crash_point(progress)
     keys = (*options.old_keys, options.new_key)
     with crypto_pool(options.db_path, keys, options.workers) as pool:
-        return _rotate(options, keys, pool, progress, confirm)
+        return _rotate(options, keys, pool, progress, confirm, notice)
 
 
 def _rotate(
@@ -149,6 +168,7 @@ def _rotate(
     pool: CryptoPool | None,
     progress: ProgressCallback | None,
     confirm: ConfirmCallback | None,
+    notice: NoticeCallback | None,
 ) -> RotationReport:
     new_index = len(options.old_keys)
     conn, info = open_database(options.db_path, options.busy_timeout, for_writing=not options.dry_run)
@@ -165,8 +185,14 @@ def _rotate(
         if backup_job is not None:
             backup_job.start()
 
+    def on_wait() -> None:
+        if notice is not None:
+            notice(f"Another program is writing to {options.db_path}; waiting up to {options.busy_timeout:g} s "
+                   "for it to finish...")
+
+    after_commit: list[str] = []
     try:
-        with write_transaction(conn, options.db_path):
+        with write_transaction(conn, options.db_path, on_wait=on_wait):
             if confirm is not None and not options.dry_run:
                 check = Scanner(conn, info, resolved, Keyring(keys), pool=pool)
                 check.run("check", progress)
@@ -175,9 +201,13 @@ def _rotate(
                 _refuse_if_unopenable(plan, failures, options, keys)
                 if not plan.has_work:
                     conn.execute("ROLLBACK")
-                    return _nothing_to_do(options, info, keys, resolved, check.tallies, failures, plan)
+                    return _nothing_to_do(options, info, keys, resolved, check.tallies, failures,
+                                          blocked=bool(plan.failed))
                 if not confirm(plan):
                     raise CancelledError("Cancelled; nothing was written.")
+            if notice is not None and not options.dry_run:
+                notice("Writing now. If this run is interrupted (power cut, kill), run the same command again: "
+                       "it finishes the job.")
             fingerprint = new_fingerprint()
             rewrite = Rewrite(
                 new_index,
@@ -193,6 +223,8 @@ def _rotate(
             writer.run("rotate", progress)
             if backup_job is not None:
                 backup = backup_job.wait()  # a finished, checked backup before any decision to commit
+                if backup is not None:
+                    crash_point("backup-done")
             failures = _failures(conn, writer.tallies)
             plan = _plan(writer.tallies, resolved, new_index, options.encrypt_plaintext)
             _refuse_if_unopenable(plan, failures, options, keys)
@@ -201,13 +233,17 @@ def _rotate(
                 return _report(options, info, keys, resolved, writer.tallies, failures, committed=False)
             if not plan.has_work:
                 conn.execute("ROLLBACK")
-                return _nothing_to_do(options, info, keys, resolved, writer.tallies, failures, plan)
+                return _nothing_to_do(options, info, keys, resolved, writer.tallies, failures,
+                                      blocked=bool(plan.failed))
+            crash_point("before-commit")
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise translate_error(exc, options.db_path) from None
             committed = True
-        checkpoint(conn)
+        crash_point("after-commit")
+        after_commit = _scrub_after_commit(conn, options)
+        crash_point("after-checkpoint")
     except sqlite3.Error as exc:
         if not committed and backup_job is not None:
             backup_job.discard()
@@ -223,14 +259,32 @@ def _rotate(
     # Tables where stray tokens were found and rewritten; the others hold none this rotation touched.
     found_outside = frozenset(t.table for t in writer.tallies.values() if not t.catalogued and sum(t.opened_by))
     _verify_after_commit(options, info, resolved, fingerprint, backup, progress, pool, found_outside)
+    crash_point("after-verify")
     key_file_written = None
     if options.key_file is not None:
         write_key_file(options.key_file, options.new_key, backup)
         key_file_written = str(options.key_file)
     return _report(
         options, info, keys, resolved, writer.tallies, failures, committed=True, backup=backup,
-        key_file_written=key_file_written, verified=True,
+        key_file_written=key_file_written, verified=True, extra_warnings=after_commit,
     )
+
+
+def _already_rotated(options: RotateOptions) -> bool:
+    """The only old key given is the new key, and the key file already holds it."""
+    if options.key_file is None or not options.old_keys:
+        return False
+    if not all(old.same_secret_as(options.new_key) for old in options.old_keys):
+        return False
+    return _key_file_holds(options.key_file, options.new_key)
+
+
+def _key_file_holds(path: Path, key: Key) -> bool:
+    try:
+        on_disk = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(on_disk) and key.same_secret_as(Key(on_disk, "key file"))
 
 
 def _nothing_to_do(
@@ -240,16 +294,68 @@ def _nothing_to_do(
     resolved: Sequence[ResolvedLocation],
     tallies: dict[str, Tally],
     failures: tuple[FailedSecret, ...],
-    plan: RotationPlan,
+    *,
+    blocked: bool,
 ) -> RotationReport:
-    """Everything already opens under the new key (a rerun after a crash between the commit
-    and the key file, or a database with no secrets yet): the key file must follow."""
-    key_file_written = None
-    if options.key_file is not None and not options.dry_run and not plan.failed:
+    """No value is under an old key (a rerun after a crash between the commit and the key file,
+    or a database with no secrets yet): the key file must follow, unless some secret opens under
+    no key at all."""
+    notes = []
+    written = None
+    if (options.key_file is not None and not options.dry_run and not blocked
+            and not _key_file_holds(options.key_file, options.new_key)):
         write_key_file(options.key_file, options.new_key, None)
-        key_file_written = str(options.key_file)
-    return _report(options, info, keys, resolved, tallies, failures, committed=False,
-                   key_file_written=key_file_written)
+        written = str(options.key_file)
+        notes.append("No secret was under the old key any more: an earlier run probably stopped after its commit.")
+    elif not options.old_keys:
+        notes.append(f"{options.key_file} already holds the new key and every secret opens under it: nothing to do.")
+    return _report(options, info, keys, resolved, tallies, failures, committed=False, key_file_written=written,
+                   notes=notes)
+
+
+def _scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions) -> list[str]:
+    """Compact (if asked) and empty the -wal, so old ciphertexts leave the database files.
+
+    The rotation is committed by now: a failure here is a warning, not a reason to
+    stop before the key file is written.
+    """
+    warnings = []
+    if options.vacuum:
+        try:
+            conn.execute("VACUUM")
+        except sqlite3.Error as exc:
+            warnings.append(
+                f"The rotation is committed, but compacting the database failed ({exc}): unused space in "
+                f"{options.db_path} may still hold old ciphertexts. Free some space and run: "
+                f"sqlite3 {options.db_path} 'VACUUM'"
+            )
+    else:
+        warnings.append(
+            f"Not compacted (--no-vacuum): unused space in {options.db_path} may still hold old ciphertexts."
+        )
+    try:
+        emptied = checkpoint(conn)
+    except sqlite3.Error as exc:
+        emptied = False
+        warnings.append(f"Emptying {options.db_path}-wal failed ({exc}).")
+    if not emptied:
+        warnings.append(
+            f"{options.db_path}-wal could not be emptied (another program has the database open): until TREK's next "
+            "checkpoint, the main file may still hold pages with the old ciphertexts."
+        )
+    return warnings
+
+
+def _with_batch_crash_point(progress: ProgressCallback | None) -> ProgressCallback:
+    """Test hook only (see crashpoints): a kill point after each batch written."""
+
+    def wrapped(phase: str, label: str, advanced: int, total: int | None) -> None:
+        if progress is not None:
+            progress(phase, label, advanced, total)
+        if phase == "rotate" and advanced:
+            crash_point("rotate-batch")
+
+    return wrapped
 
 
 def verify_database(
@@ -301,6 +407,11 @@ def _refuse_if_unopenable(
     if not plan.failed:
         return
     total = plan.to_rotate + plan.already_new + plan.failed
+    if not options.old_keys:
+        raise KeyProblemError(
+            f"{options.key_file} already holds the new key, but it opens only {plan.already_new} of {total} secrets. "
+            "Give the key the others are under with --old-key-file. Nothing was written."
+        )
     if plan.to_rotate == 0 and plan.already_new == 0:
         sources = ", ".join(k.source for k in options.old_keys)
         raise WrongKeyError(
@@ -412,15 +523,18 @@ def write_key_file(path: Path, key: Key, backup: Path | None) -> None:
     """Atomically replace ``path`` with the key: temp file, fsync, rename, mode 0600."""
     partial = path.with_name(f".{path.name}.keyrotate-partial")
     try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        partial.unlink(missing_ok=True)  # left by a run that was killed here; never follow a planted link
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, key.reveal().encode("utf-8"))
             os.fsync(fd)
         finally:
             os.close(fd)
         os.chmod(partial, 0o600)
+        crash_point("key-file-temp")
         os.replace(partial, path)
         fsync_directory(path.parent)
+        crash_point("key-file-renamed")
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise CannotWriteError(
@@ -443,8 +557,10 @@ def _report(
     backup: Path | None = None,
     key_file_written: str | None = None,
     verified: bool = False,
+    notes: Sequence[str] = (),
+    extra_warnings: Sequence[str] = (),
 ) -> RotationReport:
-    warnings = []
+    warnings = list(extra_warnings)
     skipped = [f for f in failures if f.catalogued]
     if skipped and options.skip_undecryptable:
         warnings.append(
@@ -477,6 +593,7 @@ def _report(
         key_file_written=key_file_written,
         verified_after_commit=verified,
         warnings=tuple(warnings),
+        notes=tuple(notes),
         next_steps=tuple(steps),
     )
 

@@ -67,11 +67,7 @@ def key_from_file(path: Path, label: str) -> tuple[Key, list[str]]:
         raise KeyProblemError(f"Cannot read key file {path}: {exc.strerror}.") from None
     if stat.S_ISDIR(info.st_mode):
         raise KeyProblemError(f"{path} is a directory; --{label}-file needs a file holding the key.")
-    if info.st_mode & 0o077:
-        warnings.append(
-            f"Key file {path} can be read by other users (mode {stat.S_IMODE(info.st_mode):04o}); "
-            f"consider: chmod 600 {path}"
-        )
+    warnings.extend(_readable_by_others(path, info.st_mode))
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -83,6 +79,12 @@ def key_from_file(path: Path, label: str) -> tuple[Key, list[str]]:
     if not text:
         raise KeyProblemError(f"Key file {path} is empty. It should hold the key on one line.")
     return Key(text, f"{label} key file {path}"), warnings
+
+
+def _readable_by_others(path: Path, mode: int) -> list[str]:
+    if not mode & 0o077:
+        return []
+    return [f"Key file {path} can be read by other users (mode {stat.S_IMODE(mode):04o}); consider: chmod 600 {path}"]
 
 
 def key_from_env(name: str, label: str) -> Key:
@@ -102,6 +104,7 @@ class TrekKeyResolution:
     key: Key
     origin: str  # "encryption_key_file" | "jwt_secret_fallback"
     explanation: str
+    warnings: tuple[str, ...] = ()
 
 
 def resolve_trek_key(data_dir: Path) -> TrekKeyResolution:
@@ -119,13 +122,15 @@ def resolve_trek_key(data_dir: Path) -> TrekKeyResolution:
             raise KeyProblemError(f"Cannot read {path}: {exc}.") from None
         if not text:
             continue
+        warnings = tuple(_readable_by_others(path, path.stat().st_mode))
         if origin == "encryption_key_file":
-            return TrekKeyResolution(Key(text, f"old key from {path}"), origin, f"TREK reads {path}")
+            return TrekKeyResolution(Key(text, f"old key from {path}"), origin, f"TREK reads {path}", warnings)
         return TrekKeyResolution(
             Key(text, f"old key from {path}"),
             origin,
             f"{enc} is missing, so TREK falls back to {path} (an install from before April 2026); "
             "after the rotation keyrotate writes the new key to .encryption_key and the fallback is no longer used",
+            warnings,
         )
     raise InputNotFoundError(
         f"{data_dir} has neither .encryption_key nor .jwt_secret, so keyrotate cannot tell which key TREK uses. "

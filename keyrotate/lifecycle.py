@@ -9,19 +9,11 @@ TREK gets its key (TREK-FORMAT.md section 2): these are spelled out as steps.
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from keyrotate.crashpoints import crash_point
 from keyrotate.keys import Key, TrekKeyResolution, create_key_file, generate_key_text
-
-# Test-only: names a point at which the process kills itself, to prove what is on disk by then.
-CRASH_HOOK_ENV = "KEYROTATE_TEST_CRASH_AT"
-
-
-def crash_point(name: str) -> None:
-    if os.environ.get(CRASH_HOOK_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def generate_new_key(out: Path) -> Key:

@@ -67,6 +67,7 @@ class RotationReport:
     warnings: tuple[str, ...] = ()
     next_steps: tuple[str, ...] = ()
     command: str = "rotate"
+    notes: tuple[str, ...] = ()  # what a rerun found and finished (see engine._nothing_to_do)
 
     def _sum(self, name: str, catalogued: bool | None = None) -> int:
         return sum(
@@ -210,9 +211,12 @@ def render_rotation(report: RotationReport) -> str:
         text.add(f"  {'FAILED' if failure.catalogued else 'left alone'}: {failure.describe()}")
     for warning in report.warnings:
         text.add(f"WARNING: {warning}")
+    text.lines.extend(report.notes)
     if report.backup:
         text.add(f"Backup (still readable with the OLD key; keep it safe or delete it): {report.backup}")
         text.add(f"To restore it (TREK stopped): {report.restore_command}")
+    if report.key_file_written:
+        text.add(f"The new key is now in {report.key_file_written} (mode 0600).")
     if report.dry_run:
         text.add("Dry run: nothing was written.")
     elif report.committed:

@@ -8,6 +8,7 @@ so the same arguments give the same database.
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import string
@@ -145,6 +146,8 @@ def build_sample_database(
         raise FileExistsError(path)
     rng = random.Random(seed)
     writer = _Writer(key, rng, keep_secrets)
+    # It holds secrets: mode 0600 from the first byte (SQLite gives the -wal and -shm the same mode).
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(_V3_SCHEMA + (_V4_SCHEMA if major >= 4 else ""))

@@ -500,8 +500,8 @@ class Scanner:
                 continue
             try:
                 document = json.loads(value)
-            except ValueError:
-                # Not JSON: whatever tokens it holds are found like any stray token.
+            except (ValueError, RecursionError):
+                # Not JSON (or nested too deep to be TREK's): its tokens are found like any stray token.
                 new = self._embedded(outside, loc.table, loc.column, rowid, value)
                 if new is not None:
                     updates.append((new, rowid))
@@ -567,7 +567,7 @@ class Scanner:
         if stripped[:1] in ("{", "["):
             try:
                 document = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):  # a note like "[[[[..." is text, not a crash
                 pass
             else:
                 replacements: dict[str, str] = {}
@@ -614,14 +614,16 @@ def _outside_label(table: str, column: str) -> str:
 
 
 def _json_strings(document: Any, path: JsonPath = ()) -> Iterator[tuple[JsonPath, str]]:
-    if isinstance(document, str):
-        yield path, document
-    elif isinstance(document, dict):
-        for name, item in document.items():
-            yield from _json_strings(item, (*path, name))
-    elif isinstance(document, list):
-        for index, item in enumerate(document):
-            yield from _json_strings(item, (*path, index))
+    # With a stack, not recursion: json.loads accepts nesting deep enough to exhaust Python's.
+    stack: list[tuple[JsonPath, Any]] = [(path, document)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            yield where, item
+        elif isinstance(item, dict):
+            stack.extend(reversed([((*where, name), child) for name, child in item.items()]))
+        elif isinstance(item, list):
+            stack.extend(reversed([((*where, index), child) for index, child in enumerate(item)]))
 
 
 def _path_text(path: JsonPath) -> str:

@@ -12,11 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from keyrotate.formats import Scheme, decrypt_text
 from keyrotate.keys import Key, create_key_file, generate_key_text
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# pytest --hypothesis-profile=long: the long fuzzing mode (scripts/fuzz_long.sh).
+settings.register_profile("long", max_examples=2000)
 FIXTURE_NAMES = ("trek-3.0.15", "trek-4.2-shape")
 
 

@@ -41,7 +41,7 @@ def test_killed_right_after_key_generation_leaves_key_saved_and_database_untouch
     key_file = tmp_path / "new.key"
     args = ["rotate", "--data-dir", str(trek3.data_dir), "--generate-new-key", "--new-key-out", str(key_file), "--yes"]
 
-    crashed = run_keyrotate(args, KEYROTATE_TEST_CRASH_AT="after-new-key")
+    crashed = run_keyrotate(args, KEYROTATE_TEST_KILL_AT="after-new-key")
 
     assert crashed.returncode == -9, crashed.stderr  # SIGKILL: no cleanup ran
     assert re.fullmatch(r"[0-9a-f]{64}\n", key_file.read_text())
