@@ -5,7 +5,8 @@ For each size: build (or reuse) a database with scripts/make_trek_db.py, then
 several times over a fresh copy:
 
 * keyrotate: ``python3 -m keyrotate rotate`` in a subprocess (backup, discovery
-  scan, checks before and after the commit, key file untouched), progress off;
+  scan, checks before and after the commit, VACUUM unless --no-vacuum, key
+  file untouched), progress off;
 * floor: the bare loop in a subprocess (``--floor``): read the same catalogued
   values in rowid batches, decrypt, re-encrypt, one UPDATE statement per batch,
   one transaction, with the same page cache size as keyrotate's writer; no
@@ -164,13 +165,14 @@ def fresh_copy(source: Path, work: Path) -> Path:
     return work / "data" / "travel.db"
 
 
-def bench_size(out: Path, secrets: int, runs: int, seed: int, workers: str | None) -> dict[str, object]:
+def bench_size(out: Path, secrets: int, runs: int, seed: int, workers: str | None, vacuum: bool) -> dict[str, object]:
     source, info = prepare(out, secrets, seed)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("ENCRYPTION_KEY", None)
     work = out / "work"
     old_key_file = source / "data" / ".encryption_key"
     extra = ["--workers", workers] if workers is not None else []
+    rotate_extra = [] if vacuum else ["--no-vacuum"]
     rotated_walls, floor_walls, verify_walls, rss, floor_rss = [], [], [], [], []
     rotated_cpu: list[float] = []
     floor_cpu: list[float] = []
@@ -189,7 +191,8 @@ def bench_size(out: Path, secrets: int, runs: int, seed: int, workers: str | Non
                 continue
             wall, cpu, peak, text = measure(
                 [sys.executable, "-m", "keyrotate", "rotate", "--db", str(db), "--old-key-file", str(old_key_file),
-                 "--new-key-file", str(work / "new.key"), "--backup", str(work / "backup.db"), "--json", *extra], env)
+                 "--new-key-file", str(work / "new.key"), "--backup", str(work / "backup.db"), "--json", *extra,
+                 *rotate_extra], env)
             report = json.loads(text)
             rotated = report["totals"]["rotated"]
             assert report["verified_after_commit"], "rotation did not verify"
@@ -220,6 +223,7 @@ def main() -> None:
     parser.add_argument("--max-runs-1m", type=int, default=3, help="runs for sizes of 1,000,000 secrets and more")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", help="passed to keyrotate --workers (default: keyrotate decides)")
+    parser.add_argument("--no-vacuum", action="store_true", help="pass --no-vacuum to keyrotate rotate")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     parser.add_argument("--floor", type=Path, help=argparse.SUPPRESS)  # internal: run the floor on this database
@@ -234,7 +238,7 @@ def main() -> None:
     results = []
     for secrets in args.secrets:
         runs = min(args.runs, args.max_runs_1m) if secrets >= 1_000_000 else args.runs
-        results.append(bench_size(args.out, secrets, runs, args.seed, args.workers))
+        results.append(bench_size(args.out, secrets, runs, args.seed, args.workers, not args.no_vacuum))
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", file=sys.stderr)
     print("| secrets | runs | keyrotate wall (median) | µs/secret | peak RSS | floor (median) | ratio | verify (median) "
           "| CPU keyrotate / floor |")
