@@ -2,37 +2,23 @@
 
 A batch is a list of ``(rowid, stored value)`` rows of one catalogued location.
 :func:`process_batch` is a pure function of the keys and the rows, so it runs
-the same in this process or in a worker of a :class:`CryptoPool`. The crypto is
-CPU-bound, so on a machine with several cores the pool spreads batches over
-them while the calling process keeps all SQLite I/O to itself: every write
-still goes through the one connection and the one transaction.
-
-Keys reach the workers through the pool's initializer (inherited memory on
-Linux, the pool's pipe elsewhere), never through argv, the environment or a
-file. Results carry counts, row ids and new ciphertexts, never a plaintext.
+the same in this process or in a worker (:mod:`keyrotate.workers`). Results
+carry counts, row ids and new ciphertexts, never a plaintext.
 """
 
 from __future__ import annotations
 
 import binascii
-import multiprocessing
 import os
-import pickle
-import signal
-import socket
-import sys
 from collections.abc import Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keyrotate.errors import KeyrotateError, VerificationError
+from keyrotate.errors import VerificationError
 from keyrotate.formats import API_PREFIX, IV_BYTES, MIN_SEALED_BYTES, TAG_BYTES, Scheme, node_base64_decode
 from keyrotate.keys import Key
 
@@ -88,25 +74,6 @@ _RESULT_FIELDS = ("opened_by", "plaintext", "encryptable_plaintext", "encrypted_
 def _unpack_result(values: str, rowids: list[int], others: tuple[Any, ...]) -> BatchResult:
     updates = list(zip(values.split("\x00"), rowids, strict=True)) if rowids else []
     return BatchResult(updates, **dict(zip(_RESULT_FIELDS, others, strict=True)))
-
-
-def _pack_rows(rows: list[Row]) -> tuple[list[int], str] | list[Row]:
-    """Rows for a worker: row ids and one NUL-joined string when every value is text without NUL."""
-    values = [row[1] for row in rows]
-    try:
-        joined = "\x00".join(values)
-    except TypeError:  # a number or blob among them
-        return rows
-    if joined.count("\x00") != len(values) - 1:
-        return rows
-    return [row[0] for row in rows], joined
-
-
-def _unpack_rows(packed: tuple[list[int], str] | list[Row]) -> list[Row]:
-    if isinstance(packed, list):
-        return packed
-    rowids, joined = packed
-    return list(zip(rowids, joined.split("\x00"), strict=True))
 
 
 class CryptoContext:
@@ -260,165 +227,3 @@ def _looks_like_plain_totp_seed(value: str, decoded: bytes) -> bool:
 
 
 _BASE32_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-
-# -- the worker pool -----------------------------------------------------------
-
-# A worker holds the batch it is working on plus, when it fits in the pipe's buffer, the next one.
-# A second batch is only sent when the kernel can take all of it at once: the sender then never
-# blocks, so the two sides can never both be stuck sending to each other.
-BATCHES_PER_WORKER = 2
-
-
-def _serve(keys: tuple[Key, ...], conn: Connection) -> None:
-    """A worker's loop: batches in, results out, until told to stop."""
-    # Ctrl-C is the parent's to handle: it rolls back and stops the workers.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    context = CryptoContext(keys)
-    while True:
-        try:
-            message = conn.recv()
-        except EOFError:
-            return
-        if message is None:
-            return
-        spec, packed = message
-        try:
-            reply: tuple[bool, Any] = (True, process_batch(context, spec, _unpack_rows(packed)))
-        except KeyrotateError as exc:  # messages name rows, never values
-            reply = (False, exc)
-        except Exception as exc:  # noqa: BLE001 - anything else is a bug; its type is enough
-            reply = (False, KeyrotateError(f"A crypto worker failed ({type(exc).__name__}); nothing was committed."))
-        conn.send(reply)
-
-
-class _Worker:
-    def __init__(self, process: BaseProcess, conn: Connection, send_room: int) -> None:
-        self.process = process
-        self.conn = conn
-        self.send_room = send_room  # bytes the pipe surely takes without waiting for the worker
-        self.outstanding = 0
-
-
-class PendingBatch:
-    """A batch handed to a worker; :meth:`get` waits for its result."""
-
-    __slots__ = ("_worker",)
-
-    def __init__(self, worker: _Worker) -> None:
-        self._worker = worker
-
-    def ready(self) -> bool:
-        return self._worker.conn.poll()
-
-    def get(self) -> BatchResult:
-        worker = self._worker
-        try:
-            ok, payload = worker.conn.recv()
-        except (EOFError, OSError):
-            raise KeyrotateError("A crypto worker process stopped unexpectedly; nothing was committed.") from None
-        worker.outstanding -= 1
-        if not ok:
-            raise payload
-        return payload  # type: ignore[no-any-return]
-
-
-PIPE_BUFFER_BYTES = 4 * 1024 * 1024
-
-
-def _pipe() -> tuple[Connection, Connection, int]:
-    """A duplex pipe whose buffers hold a whole batch, so neither side waits for the other to read.
-
-    Returns both ends and how many bytes a send surely fits without blocking: a
-    quarter of what the kernel granted (it may grant less than asked, and counts
-    its own bookkeeping against the buffer).
-    """
-    ends = socket.socketpair()
-    for end in ends:
-        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-            with suppress(OSError):
-                end.setsockopt(socket.SOL_SOCKET, option, PIPE_BUFFER_BYTES)
-    granted = min(ends[0].getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
-                  ends[1].getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-    return Connection(ends[0].detach()), Connection(ends[1].detach()), granted // 4
-
-
-class CryptoPool:
-    """Worker processes that run :func:`process_batch` for one set of keys.
-
-    The caller keeps working too: it hands a batch to a worker while one has
-    room (:meth:`try_submit`) and processes the batch itself otherwise, so
-    ``workers`` is best one less than the number of cores. Results come back
-    over each worker's pipe in the order its batches went out; no helper
-    threads. Create the pool before opening the database: the workers are
-    forked at once, so they never inherit an open SQLite connection.
-    """
-
-    def __init__(self, keys: Sequence[Key], workers: int) -> None:
-        self.context = CryptoContext(keys)
-        self.workers = workers
-        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
-        self._workers: list[_Worker] = []
-        try:
-            for _ in range(workers):
-                here, there, send_room = _pipe()
-                process = ctx.Process(target=_serve, args=(self.context.keys, there), daemon=True)
-                process.start()
-                there.close()
-                self._workers.append(_Worker(process, here, send_room))
-        except BaseException:
-            self.close()
-            raise
-
-    def __repr__(self) -> str:
-        return f"CryptoPool({self.workers} workers)"
-
-    def try_submit(self, spec: BatchSpec, rows: list[Row]) -> PendingBatch | None:
-        """Hand the batch to a worker if one can take it now; None: the caller does it itself.
-
-        An idle worker always takes it (it is reading, so the send completes). A
-        busy one takes a second batch only if the whole message fits in its pipe.
-        """
-        worker = min(self._workers, key=lambda w: w.outstanding)
-        if worker.outstanding >= BATCHES_PER_WORKER:
-            return None
-        message = pickle.dumps((spec, _pack_rows(rows)), pickle.HIGHEST_PROTOCOL)
-        if worker.outstanding and len(message) > worker.send_room:
-            return None
-        try:
-            worker.conn.send_bytes(message)
-        except OSError:
-            raise KeyrotateError("A crypto worker process stopped unexpectedly; nothing was committed.") from None
-        worker.outstanding += 1
-        return PendingBatch(worker)
-
-    def close(self) -> None:
-        for worker in self._workers:
-            with suppress(OSError):
-                worker.conn.send(None)
-        for worker in self._workers:
-            worker.process.join(timeout=2)
-            if worker.process.is_alive():
-                worker.process.terminate()
-                worker.process.join()
-            worker.conn.close()
-        self._workers = []
-
-    def __enter__(self) -> CryptoPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-PARALLEL_MIN_BYTES = 8 * 1024 * 1024  # below this a pool costs more than it saves
-
-
-def worker_count(requested: int | None, database_bytes: int) -> int:
-    """How many worker processes to use: ``requested``, or one less than the cores (at most 3)
-    when the database is big enough to gain from them."""
-    if requested is not None:
-        return max(0, requested)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if cores < 2 or database_bytes < PARALLEL_MIN_BYTES:
-        return 0
-    return min(cores - 1, 3)

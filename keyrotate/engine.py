@@ -21,7 +21,6 @@ from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyrotate.batches import CryptoPool, worker_count
 from keyrotate.catalogue import Presence, ResolvedLocation, resolve_catalogue
 from keyrotate.crashpoints import armed, crash_point
 from keyrotate.database import (
@@ -53,6 +52,7 @@ from keyrotate.keys import Key
 from keyrotate.processes import refuse_if_open_elsewhere
 from keyrotate.report import FailedSecret, LocationResult, RotationReport, VerifyReport
 from keyrotate.scanning import Fingerprint, Keyring, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
+from keyrotate.workers import CryptoPool, worker_count
 
 
 @dataclass(frozen=True)

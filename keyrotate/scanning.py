@@ -20,20 +20,13 @@ from hashlib import blake2b
 from os import urandom
 from typing import Any
 
-from keyrotate.batches import (
-    NOT_OPENED,
-    BatchResult,
-    BatchSpec,
-    CryptoContext,
-    CryptoPool,
-    PendingBatch,
-    process_batch,
-)
+from keyrotate.batches import NOT_OPENED, BatchResult, BatchSpec, CryptoContext, process_batch
 from keyrotate.catalogue import NOT_SECRETS, JsonSecrets, Presence, ResolvedLocation, SecretLocation
 from keyrotate.database import DatabaseInfo, quote_identifier
 from keyrotate.errors import VerificationError
 from keyrotate.formats import API_PREFIX, EMBEDDED_TOKEN, MIN_SEALED_BYTES, Cipher, Scheme, node_base64_decode
 from keyrotate.keys import Key
+from keyrotate.workers import CryptoPool, PendingBatch
 
 BATCH_ROWS = 2000
 _BASE32 = re.compile(r"[A-Z2-7]+=*")

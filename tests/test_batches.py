@@ -1,4 +1,4 @@
-"""The batch hot path and the worker pool: same answers in a worker as in-process, and as the scanner's own code."""
+"""The batch hot path (batches) and the worker pool (workers): same answers in a worker as in-process, and as the scanner's own code."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.batches import BatchSpec, CryptoContext, CryptoPool, PendingBatch, process_batch, worker_count
+from keyrotate.batches import BatchSpec, CryptoContext, process_batch
 from keyrotate.engine import RotateOptions, rotate_database, verify_database
 from keyrotate.errors import KeyrotateError, UndecryptableError
 from keyrotate.formats import Cipher, Scheme
 from keyrotate.keys import Key
 from keyrotate.sample import build_sample_database
+from keyrotate.workers import CryptoPool, PendingBatch, worker_count
 
 from .conftest import TrekCopy, listing, opens_under, table_dump
 
