@@ -257,7 +257,7 @@ def _rotate(
         conn.close()
 
     # Tables where stray tokens were found and rewritten; the others hold none this rotation touched.
-    found_outside = frozenset(t.table for t in writer.tallies.values() if not t.catalogued and sum(t.opened_by))
+    found_outside = frozenset(t.table for t in writer.tallies.values() if not t.catalogued and any(t.opened_by))
     _verify_after_commit(options, info, resolved, fingerprint, backup, progress, pool, found_outside)
     crash_point("after-verify")
     key_file_written = None
