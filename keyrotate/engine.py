@@ -177,8 +177,8 @@ def _rotate(
     backup: Path | None = None
     committed = False
     backup_job = None
+    in_wal = conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     if options.backup_path is not None and not options.dry_run:
-        in_wal = conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         backup_job = BackupJob(options.db_path, options.backup_path, in_background=in_wal)
 
     def take_backup() -> None:
@@ -220,6 +220,8 @@ def _rotate(
             # Values are checked as they are rewritten; the decision comes after the pass, before the commit.
             writer = Scanner(conn, info, resolved, Keyring(keys), fingerprint=fingerprint, rewrite=rewrite,
                              pool=pool, before_first_write=take_backup)
+            if in_wal:
+                writer.search_in_background(options.db_path)
             writer.run("rotate", progress)
             if backup_job is not None:
                 backup = backup_job.wait()  # a finished, checked backup before any decision to commit

@@ -13,16 +13,19 @@ import enum
 import json
 import re
 import sqlite3
+import threading
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from os import urandom
+from pathlib import Path
 from typing import Any
 
 from keyrotate.batches import NOT_OPENED, BatchResult, BatchSpec, CryptoContext, process_batch
 from keyrotate.catalogue import NOT_SECRETS, JsonSecrets, Presence, ResolvedLocation, SecretLocation
-from keyrotate.database import DatabaseInfo, quote_identifier
+from keyrotate.database import DatabaseInfo, connect, quote_identifier
 from keyrotate.errors import VerificationError
 from keyrotate.formats import API_PREFIX, EMBEDDED_TOKEN, MIN_SEALED_BYTES, Cipher, Scheme, node_base64_decode
 from keyrotate.keys import Key
@@ -145,6 +148,46 @@ ProgressCallback = Callable[[str, str, int, int | None], None]  # phase, label, 
 TokenCallback = Callable[[str, str, str, int, str, int | None], None]
 
 
+class DiscoverySearch:
+    """The full-table scans for stray tokens, run in a thread on a connection of their own.
+
+    Only for a rotation of a WAL database, started once the write lock is held:
+    this connection's snapshot is then the database as the rotation found it
+    (no other writer can commit, and the rotation's own writes stay invisible
+    until its commit). Those writes touch only catalogued cells, which the
+    search excludes, so it finds exactly the rows the rotation's own scan would.
+    SQLite scans without holding Python's lock, so the search overlaps the crypto.
+    It hands over row ids only; the rotation reads and rewrites the rows itself.
+    """
+
+    def __init__(self, path: Path, queries: dict[str, str]) -> None:
+        self._path = path
+        self._queries = queries
+        self._found: dict[str, list[int]] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._search, name="keyrotate-discovery", daemon=True)
+        self._thread.start()
+
+    def _search(self) -> None:
+        try:
+            with closing(connect(self._path)) as conn:  # reads only
+                conn.execute("BEGIN")  # one snapshot for every table
+                for table, sql in self._queries.items():
+                    self._found[table] = [row[0] for row in conn.execute(sql)]
+                conn.execute("ROLLBACK")
+        except BaseException as exc:  # handed to the rotation by rowids()
+            self._error = exc
+
+    def rowids(self, table: str) -> list[int]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._found.get(table, [])
+
+    def close(self) -> None:
+        self._thread.join()
+
+
 class Scanner:
     """Walks every target of a database with one keyring.
 
@@ -179,6 +222,7 @@ class Scanner:
         self.tallies: dict[str, Tally] = {}
         self._before_first_write = before_first_write
         self._discovery_tables = discovery_tables  # None: look for stray tokens in every table
+        self._discovery_search: DiscoverySearch | None = None  # see search_in_background()
         self._count_empty_values = count_empty
         self._context = pool.context if pool is not None else CryptoContext(keyring.keys)
         self._key_order = tuple(self._context.index_of(key) for key in keyring.keys)
@@ -387,7 +431,25 @@ class Scanner:
             cols.append('"plugin_id"')
         return cols
 
+    def search_in_background(self, path: Path) -> None:
+        """Find the rows holding stray tokens on another connection while this scanner does the rest.
+
+        Only sound where :class:`DiscoverySearch` says so: a WAL database under this scanner's write lock.
+        """
+        self._discovery_search = DiscoverySearch(path, self._discovery_queries())
+
+    def _discovery_queries(self) -> dict[str, str]:
+        queries = {}
+        for target in self.targets():
+            if target.kind is TargetKind.DISCOVERY:
+                where, _ = self._where(target)
+                queries[target.table] = f"SELECT rowid FROM {quote_identifier(target.table)} WHERE {where} ORDER BY rowid"
+        return queries
+
     def _batches(self, target: Target) -> Iterator[list[tuple[Any, ...]]]:
+        if target.kind is TargetKind.DISCOVERY and self._discovery_search is not None:
+            yield from self._rows_by_id(target, self._discovery_search.rowids(target.table))
+            return
         where, params = self._where(target)
         sql = (
             f"SELECT rowid, {', '.join(self._select_columns(target))} FROM {quote_identifier(target.table)} "
@@ -400,6 +462,14 @@ class Scanner:
                 return
             yield batch
             last = batch[-1][0]
+
+    def _rows_by_id(self, target: Target, rowids: Sequence[int]) -> Iterator[list[tuple[Any, ...]]]:
+        columns = ", ".join(self._select_columns(target))
+        for start in range(0, len(rowids), BATCH_ROWS):
+            chunk = rowids[start : start + BATCH_ROWS]
+            sql = (f"SELECT rowid, {columns} FROM {quote_identifier(target.table)} "
+                   f"WHERE rowid IN ({', '.join('?' * len(chunk))}) ORDER BY rowid")
+            yield self.conn.execute(sql, tuple(chunk)).fetchall()
 
     def _write(self, target: Target, updates: list[tuple[str, int]] | list[tuple[str, int, str]]) -> None:
         if self._before_first_write is not None:

@@ -167,9 +167,11 @@ def test_encrypt_plaintext_respects_trek_version(trek: TrekCopy) -> None:
     assert sum(loc.encrypted_plaintext for loc in report.locations) == expected
 
 
-def test_tokens_outside_the_catalogue_are_found_and_rotated(trek4: TrekCopy) -> None:
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])  # background search vs. inline scan
+def test_tokens_outside_the_catalogue_are_found_and_rotated(trek4: TrekCopy, journal_mode: str) -> None:
     token = Cipher(trek4.key, Scheme.API).seal(b"stray secret")
     with closing(sqlite3.connect(trek4.db)) as conn:
+        assert conn.execute(f"PRAGMA journal_mode={journal_mode}").fetchone()[0] == journal_mode
         conn.execute("INSERT INTO settings (user_id, key, value) VALUES (2, 'future_api_key', ?)", (token,))
         conn.execute("UPDATE trips SET description = ? WHERE id = (SELECT min(id) FROM trips)",
                      (f"see {token} and enc:v1:this-is-only-a-note",))
