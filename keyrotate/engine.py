@@ -88,6 +88,16 @@ class RotationPlan:
         return bool(self.to_rotate or self.to_encrypt)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every report of one rotation shares."""
+
+    options: RotateOptions
+    info: DatabaseInfo
+    keys: tuple[Key, ...]
+    resolved: tuple[ResolvedLocation, ...]
+
+
 ConfirmCallback = Callable[[RotationPlan], bool]
 NoticeCallback = Callable[[str], None]  # one line for the person running keyrotate
 
@@ -174,6 +184,7 @@ def _rotate(
     conn, info = open_database(options.db_path, options.busy_timeout, for_writing=not options.dry_run)
     conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
     resolved = resolve_catalogue(info.schema, info.version)
+    run = _Run(options, info, keys, tuple(resolved))
     backup: Path | None = None
     committed = False
     backup_job = None
@@ -201,8 +212,7 @@ def _rotate(
                 _refuse_if_unopenable(plan, failures, options, keys)
                 if not plan.has_work:
                     conn.execute("ROLLBACK")
-                    return _nothing_to_do(options, info, keys, resolved, check.tallies, failures,
-                                          blocked=bool(plan.failed))
+                    return _nothing_to_do(run, check.tallies, failures, blocked=bool(plan.failed))
                 if not confirm(plan):
                     raise CancelledError("Cancelled; nothing was written.")
             if notice is not None and not options.dry_run:
@@ -232,11 +242,10 @@ def _rotate(
             _refuse_if_unopenable(plan, failures, options, keys)
             if options.dry_run:
                 conn.execute("ROLLBACK")
-                return _report(options, info, keys, resolved, writer.tallies, failures, committed=False)
+                return _report(run, writer.tallies, failures, committed=False)
             if not plan.has_work:
                 conn.execute("ROLLBACK")
-                return _nothing_to_do(options, info, keys, resolved, writer.tallies, failures,
-                                      blocked=bool(plan.failed))
+                return _nothing_to_do(run, writer.tallies, failures, blocked=bool(plan.failed))
             crash_point("before-commit")
             try:
                 conn.execute("COMMIT")
@@ -267,7 +276,7 @@ def _rotate(
         write_key_file(options.key_file, options.new_key, backup)
         key_file_written = str(options.key_file)
     return _report(
-        options, info, keys, resolved, writer.tallies, failures, committed=True, backup=backup,
+        run, writer.tallies, failures, committed=True, backup=backup,
         key_file_written=key_file_written, verified=True, extra_warnings=after_commit,
     )
 
@@ -289,19 +298,12 @@ def _key_file_holds(path: Path, key: Key) -> bool:
     return bool(on_disk) and key.same_secret_as(Key(on_disk, "key file"))
 
 
-def _nothing_to_do(
-    options: RotateOptions,
-    info: DatabaseInfo,
-    keys: Sequence[Key],
-    resolved: Sequence[ResolvedLocation],
-    tallies: dict[str, Tally],
-    failures: tuple[FailedSecret, ...],
-    *,
-    blocked: bool,
-) -> RotationReport:
+def _nothing_to_do(run: _Run, tallies: dict[str, Tally], failures: tuple[FailedSecret, ...], *,
+                   blocked: bool) -> RotationReport:
     """No value is under an old key (a rerun after a crash between the commit and the key file,
     or a database with no secrets yet): the key file must follow, unless some secret opens under
     no key at all."""
+    options = run.options
     notes = []
     written = None
     if (options.key_file is not None and not options.dry_run and not blocked
@@ -311,8 +313,7 @@ def _nothing_to_do(
         notes.append("No secret was under the old key any more: an earlier run probably stopped after its commit.")
     elif not options.old_keys:
         notes.append(f"{options.key_file} already holds the new key and every secret opens under it: nothing to do.")
-    return _report(options, info, keys, resolved, tallies, failures, committed=False, key_file_written=written,
-                   notes=notes)
+    return _report(run, tallies, failures, committed=False, key_file_written=written, notes=notes)
 
 
 def _scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions) -> list[str]:
@@ -548,10 +549,7 @@ def write_key_file(path: Path, key: Key, backup: Path | None) -> None:
 
 
 def _report(
-    options: RotateOptions,
-    info: DatabaseInfo,
-    keys: Sequence[Key],
-    resolved: Sequence[ResolvedLocation],
+    run: _Run,
     tallies: dict[str, Tally],
     failures: tuple[FailedSecret, ...],
     *,
@@ -562,6 +560,7 @@ def _report(
     notes: Sequence[str] = (),
     extra_warnings: Sequence[str] = (),
 ) -> RotationReport:
+    options = run.options
     warnings = list(extra_warnings)
     skipped = [f for f in failures if f.catalogued]
     if skipped and options.skip_undecryptable:
@@ -584,11 +583,11 @@ def _report(
         )
     return RotationReport(
         database=str(options.db_path),
-        trek_version=info.version.evidence,
-        key_sources=tuple(k.source for k in keys),
+        trek_version=run.info.version.evidence,
+        key_sources=tuple(k.source for k in run.keys),
         dry_run=options.dry_run,
         committed=committed,
-        locations=_locations(resolved, tallies),
+        locations=_locations(run.resolved, tallies),
         failures=failures,
         backup=str(backup) if backup else None,
         restore_command=restore_command(backup, options.db_path) if backup else None,
