@@ -137,6 +137,18 @@ workers_option = click.option(
 )
 json_option = click.option("--json", "json_output", is_flag=True, help="Write a JSON report to stdout.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="Only errors on stderr; no progress bars.")
+def key_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--key-file`` and ``--key-env``, both repeatable; ``what`` says which key they hold."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option("--key-env", multiple=True, metavar="NAME",
+                               help=f"Environment variable holding {what}. Repeatable.")(command)
+        return click.option("--key-file", type=click.Path(path_type=Path), multiple=True,
+                            help=f"File holding {what}. Repeatable.")(command)
+
+    return decorate
+
+
 wait_option = click.option(
     "--wait", type=click.FloatRange(0, 600), default=10.0, show_default=True,
     help="Seconds to wait for another program's lock on the database before giving up.",
@@ -310,9 +322,7 @@ def _free_backup_name(db: Path) -> Path:
 @main.command(epilog=EXIT_CODES_HELP)
 @db_option
 @data_dir_option
-@click.option("--key-file", type=click.Path(path_type=Path), multiple=True,
-              help="File holding a key to test. Repeatable; the first is the one that must open everything.")
-@click.option("--key-env", multiple=True, metavar="NAME", help="Environment variable holding a key. Repeatable.")
+@key_options("a key to test (the first one given is the one that must open everything)")
 @wait_option
 @workers_option
 @json_option

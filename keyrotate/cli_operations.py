@@ -28,6 +28,7 @@ from keyrotate.cli import (
     _warn,
     data_dir_option,
     db_option,
+    key_options,
     main,
     quiet_option,
     wait_option,
@@ -127,8 +128,7 @@ def finish_rotation(
 
 @main.command(epilog=EXIT_CODES_HELP)
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="TREK's data directory.")
-@click.option("--key-file", type=click.Path(path_type=Path), multiple=True, help="File holding a key to try. Repeatable.")
-@click.option("--key-env", multiple=True, metavar="NAME", help="Environment variable holding a key to try. Repeatable.")
+@key_options("a key to try")
 @format_option
 def backups(data_dir: Path, key_file: tuple[Path, ...], key_env: tuple[str, ...], fmt: str) -> None:
     """List TREK's backup ZIPs and which keys open the secrets in each (all / some / none).
@@ -196,9 +196,7 @@ def rekey_backup(
 @main.command(epilog=EXIT_CODES_HELP)
 @db_option
 @data_dir_option
-@click.option("--key-file", type=click.Path(path_type=Path), multiple=True,
-              help="File holding the suspected key. Repeatable.")
-@click.option("--key-env", multiple=True, metavar="NAME", help="Environment variable holding the suspected key.")
+@key_options("the suspected key")
 @click.option("--no-copies", is_flag=True, help="Do not look for old copies and backup ZIPs next to the database.")
 @format_option
 @wait_option
