@@ -273,7 +273,8 @@ def rotate(
             raise (ops.not_used_note(error, new_key_out) if generated and new_key_out else error) from None
         finally:
             progress.close()
-        _say(render_rotation(report), quiet=quiet)
+        # After a commit, finish_rotation prints fuller operator steps than the report's own.
+        _say(render_rotation(report, with_next_steps=not report.committed), quiet=quiet)
         extras = ops.finish_rotation(
             report, path=path, data_dir=data_dir, old_keys=old_keys, new_key=new_key,
             new_key_file=new_key_out if generated else new_key_file, rekey=rekey_backups,

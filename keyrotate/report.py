@@ -178,7 +178,8 @@ def _table(rows: Iterable[tuple[str, ...]], header: tuple[str, ...]) -> list[str
     return out
 
 
-def render_rotation(report: RotationReport) -> str:
+def render_rotation(report: RotationReport, *, with_next_steps: bool = True) -> str:
+    """The summary for stderr; ``with_next_steps=False`` when the caller prints its own, fuller steps."""
     text = TextReport()
     verb = "would be" if report.dry_run else "were"
     text.add(f"Database: {report.database} (TREK {report.trek_version})")
@@ -221,7 +222,7 @@ def render_rotation(report: RotationReport) -> str:
         text.add("Dry run: nothing was written.")
     elif report.committed:
         text.add("Committed" + (" and verified on a fresh connection." if report.verified_after_commit else "."))
-    for step in report.next_steps:
+    for step in report.next_steps if with_next_steps else ():
         text.add(f"Next: {step}")
     return str(text)
 
