@@ -213,13 +213,16 @@ def rotate(
     generate_new_key: bool, new_key_out: Path | None, rekey_backups: bool, incident: bool, wait: float,
     workers: int | None, json_output: bool, quiet: bool,
 ) -> None:
-    """Re-encrypt every secret in the database under a new key.
+    """Re-encrypt every secret in the database under a new key. Stop TREK first.
 
-    Checks that every secret opens before writing anything, backs the database
-    up (mode 0600, through SQLite, so nothing waiting in travel.db-wal is lost),
-    rewrites all values in one transaction, checks each new value before the
-    commit and the whole database again after it. With --data-dir the new key
-    is then written to data/.encryption_key.
+    All or nothing: every value is re-encrypted in one transaction and each new
+    value is checked before it is written; if any catalogued secret opens under
+    none of the keys, everything is rolled back and nothing changes. Before the
+    first write the database is backed up (mode 0600, through SQLite, so nothing
+    waiting in travel.db-wal is lost). After the commit the whole database is
+    verified again on a fresh connection, and with --data-dir the new key is
+    written to data/.encryption_key. Run it again after any interruption: it
+    finishes the job.
     """
     quiet = quiet or json_output
 
