@@ -219,12 +219,7 @@ def _rotate(
                 notice("Writing now. If this run is interrupted (power cut, kill), run the same command again: "
                        "it finishes the job.")
             fingerprint = new_fingerprint()
-            rewrite = Rewrite(
-                new_index,
-                {scheme: Cipher(options.new_key, scheme) for scheme in Scheme},
-                options.encrypt_plaintext,
-                options.skip_undecryptable,
-            )
+            rewrite = Rewrite(new_index, Cipher(options.new_key, Scheme.API), options.encrypt_plaintext)
             if not options.dry_run:
                 conn.execute("PRAGMA secure_delete = ON")
             # Values are checked as they are rewritten; the decision comes after the pass, before the commit.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 import sqlite3
 import threading
 from collections import deque
@@ -27,12 +26,11 @@ from keyrotate.batches import NOT_OPENED, BatchResult, BatchSpec, CryptoContext,
 from keyrotate.catalogue import NOT_SECRETS, JsonSecrets, Presence, ResolvedLocation, SecretLocation
 from keyrotate.database import DatabaseInfo, connect, quote_identifier
 from keyrotate.errors import VerificationError
-from keyrotate.formats import API_PREFIX, EMBEDDED_TOKEN, MIN_SEALED_BYTES, Cipher, Scheme, node_base64_decode
+from keyrotate.formats import API_PREFIX, EMBEDDED_TOKEN, Cipher, Scheme, node_base64_decode
 from keyrotate.keys import Key
 from keyrotate.workers import CryptoPool, PendingBatch
 
 BATCH_ROWS = 2000
-_BASE32 = re.compile(r"[A-Z2-7]+=*")
 FAILURE_DETAIL_LIMIT = 200  # failures listed one by one; beyond that only counted
 JsonPath = tuple[str | int, ...]
 
@@ -86,7 +84,6 @@ class FailedValue:
     rowid: int
     path: str
     reason: str
-    identity: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -138,9 +135,8 @@ class Rewrite:
     """What a pass does besides classifying: re-encrypt for ``new_index``."""
 
     new_index: int
-    cipher_for: dict[Scheme, Cipher]
+    cipher: Cipher  # the new key, api scheme: what JSON fields and stray tokens are re-encrypted with
     encrypt_plaintext: bool
-    skip_unopened: bool
 
 
 ProgressCallback = Callable[[str, str, int, int | None], None]  # phase, label, advanced, total
@@ -264,9 +260,6 @@ class Scanner:
                            exclusions=tuple(excluded))
                 )
         return targets
-
-    def skipped_tables(self) -> list[str]:
-        return sorted(self.info.without_rowid)
 
     def _load_plugin_fields(self) -> dict[tuple[str, str], frozenset[str]]:
         if "plugin_settings_fields" not in self.info.schema:
@@ -506,27 +499,23 @@ class Scanner:
         plaintext = value.encode("utf-8")
         if self.fingerprint is not None:
             self.fingerprint.add(f"{loc.label}\x00{rowid}\x00{path}", plaintext)
-        new = rw.cipher_for[loc.scheme].seal(plaintext)
-        self._check_sealed(new, loc.scheme, plaintext, loc.table, loc.column, rowid)
+        new = rw.cipher.seal(plaintext)
+        self._check_sealed(new, plaintext, loc.table, loc.column, rowid)
         tally.encrypted_plaintext += 1
         return new
 
     def _token(
-        self, tally: Tally, table: str, column: str, rowid: int, path: str, stored: str, scheme: Scheme,
-        *, blocking: bool,
+        self, tally: Tally, table: str, column: str, rowid: int, path: str, stored: str, *, blocking: bool
     ) -> str | None:
-        """Classify one token; return its replacement when it must be rewritten."""
-        opened = self.keyring.open(stored, scheme)
+        """Classify one api token inside a JSON value or a text; return its replacement when it must be rewritten.
+
+        (mfa values only ever fill whole columns, which :func:`process_batch` handles.)
+        """
+        opened = self.keyring.open(stored, Scheme.API)
         if self.on_token is not None:
             self.on_token(tally.label, table, column, rowid, path, None if opened is None else opened[0])
         if opened is None:
-            if blocking:
-                if scheme is Scheme.MFA and _looks_like_plain_totp_seed(stored):
-                    tally.plaintext += 1
-                    return None
-                reason = "opens under none of the keys"
-            else:
-                reason = "looks like a token but opens under none of the keys; left as it is"
+            reason = NOT_OPENED if blocking else "looks like a token but opens under none of the keys; left as it is"
             tally.fail(FailedValue(table, column, rowid, path, reason))
             return None
         index, plaintext = opened
@@ -536,16 +525,15 @@ class Scanner:
         rw = self.rewrite
         if rw is None or index == rw.new_index:
             return None
-        new = rw.cipher_for[scheme].seal(plaintext)
-        self._check_sealed(new, scheme, plaintext, table, column, rowid)
+        new = rw.cipher.seal(plaintext)
+        self._check_sealed(new, plaintext, table, column, rowid)
         tally.rewritten += 1
         return new
 
-    def _check_sealed(self, new: str, scheme: Scheme, plaintext: bytes, table: str, column: str, rowid: int) -> None:
+    def _check_sealed(self, new: str, plaintext: bytes, table: str, column: str, rowid: int) -> None:
         """Before anything is written: the new ciphertext must give back the same bytes."""
         assert self.rewrite is not None
-        cipher = self.rewrite.cipher_for[scheme]
-        if cipher.open(new) != plaintext:
+        if self.rewrite.cipher.open(new) != plaintext:
             raise VerificationError(
                 f"Re-encrypted value in {table}.{column} row {rowid} did not read back; nothing was committed."
             )
@@ -571,7 +559,8 @@ class Scanner:
                 continue
             secret_paths = self._secret_paths(loc, document, row)
             replacements: dict[str, str] = {}
-            for path, item in _json_strings(document):
+            strings = list(_json_strings(document))
+            for path, item in strings:
                 if path in secret_paths:
                     if item == "":
                         tally.empty += 1
@@ -584,15 +573,15 @@ class Scanner:
                             replacements[quoted] = new_item
                     else:
                         new_item = self._token(tally, loc.table, loc.column, rowid, _path_text(path), item,
-                                               Scheme.API, blocking=True)
+                                               blocking=True)
                         if new_item is not None:
                             replacements[item] = new_item
                 elif item.startswith(API_PREFIX):
                     new_item = self._token(outside, loc.table, loc.column, rowid, _path_text(path), item,
-                                           Scheme.API, blocking=False)
+                                           blocking=False)
                     if new_item is not None:
                         replacements[item] = new_item
-            tally.empty += len(secret_paths - {p for p, _ in _json_strings(document)})
+            tally.empty += len(secret_paths - {p for p, _ in strings})  # secret fields not there at all
             if replacements:
                 updates.append((_replace_json_strings(value, replacements, loc.label, rowid), rowid))
         return updates
@@ -625,7 +614,7 @@ class Scanner:
     def _embedded(self, tally: Tally, table: str, column: str, rowid: int, value: str) -> str | None:
         """Tokens anywhere in a text: the whole value, JSON strings, or runs in free text."""
         if value.startswith(API_PREFIX) and EMBEDDED_TOKEN.fullmatch(value.strip()):
-            return self._token(tally, table, column, rowid, "", value, Scheme.API, blocking=False)
+            return self._token(tally, table, column, rowid, "", value, blocking=False)
         stripped = value.lstrip()
         if stripped[:1] in ("{", "["):
             try:
@@ -636,8 +625,7 @@ class Scanner:
                 replacements: dict[str, str] = {}
                 for path, item in _json_strings(document):
                     if item.startswith(API_PREFIX):
-                        new_item = self._token(tally, table, column, rowid, _path_text(path), item, Scheme.API,
-                                               blocking=False)
+                        new_item = self._token(tally, table, column, rowid, _path_text(path), item, blocking=False)
                         if new_item is not None:
                             replacements[item] = new_item
                 if not replacements:
@@ -647,19 +635,13 @@ class Scanner:
         last = 0
         changed = False
         for match in EMBEDDED_TOKEN.finditer(value):
-            new_item = self._token(tally, table, column, rowid, f"@{match.start()}", match.group(), Scheme.API,
-                                   blocking=False)
+            new_item = self._token(tally, table, column, rowid, f"@{match.start()}", match.group(), blocking=False)
             pieces.append(value[last : match.start()])
             pieces.append(new_item if new_item is not None else match.group())
             changed = changed or new_item is not None
             last = match.end()
         pieces.append(value[last:])
         return "".join(pieces) if changed else None
-
-
-def _looks_like_plain_totp_seed(value: str) -> bool:
-    """An unencrypted base32 seed: base32 letters only, too short to be sealed."""
-    return bool(_BASE32.fullmatch(value.strip())) and len(node_base64_decode(value)) < MIN_SEALED_BYTES
 
 
 def _empty(column: str) -> str:
