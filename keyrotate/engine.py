@@ -21,7 +21,7 @@ from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyrotate.catalogue import Presence, ResolvedLocation, resolve_catalogue
+from keyrotate.catalogue import CATALOGUE, Presence, ResolvedLocation, resolve_catalogue
 from keyrotate.crashpoints import armed, crash_point
 from keyrotate.database import (
     WRITE_CACHE_KIB,
@@ -431,22 +431,25 @@ def _refuse_if_unopenable(
 
 
 def _failures(conn: sqlite3.Connection, tallies: dict[str, Tally]) -> tuple[FailedSecret, ...]:
-    """Name each failing value by its row's identifying columns (never its content)."""
-    from keyrotate.catalogue import CATALOGUE
-
+    """Name each failing value by its row's identifying columns (never its content): one query per location."""
     identities = {(loc.table, loc.column): loc.identity for loc in CATALOGUE}
     out = []
     for tally in tallies.values():
+        if not tally.failures:
+            continue
+        columns = identities.get((tally.table, tally.column), ("rowid",))
+        select = ", ".join(quote_identifier(c) if c != "rowid" else "rowid" for c in columns)
+        rowids = sorted({failure.rowid for failure in tally.failures})
+        try:
+            rows = conn.execute(
+                f"SELECT rowid, {select} FROM {quote_identifier(tally.table)} "
+                f"WHERE rowid IN ({', '.join('?' * len(rowids))})", rowids,
+            ).fetchall()
+        except sqlite3.Error:
+            rows = []
+        found = {row[0]: dict(zip(columns, row[1:], strict=True)) for row in rows}
         for failure in tally.failures:
-            columns = identities.get((failure.table, failure.column), ("rowid",))
-            select = ", ".join(quote_identifier(c) if c != "rowid" else "rowid" for c in columns)
-            try:
-                row = conn.execute(
-                    f"SELECT {select} FROM {quote_identifier(failure.table)} WHERE rowid = ?", (failure.rowid,)
-                ).fetchone()
-            except sqlite3.Error:
-                row = None
-            identity = dict(zip(columns, row, strict=True)) if row else {"rowid": failure.rowid}
+            identity = found.get(failure.rowid, {"rowid": failure.rowid})
             out.append(FailedSecret(tally.label, failure.table, failure.column, identity, failure.path, failure.reason,
                                     tally.catalogued))
     return tuple(out)
