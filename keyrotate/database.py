@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from keyrotate import crashpoints
@@ -31,6 +32,8 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 # large transaction spill dirty pages to the journal again and again (a users row
 # is rewritten once per secret column); 16 MB keeps memory flat and the spills rare.
 WRITE_CACHE_KIB = 16 * 1024
+
+T = TypeVar("T")
 TREK_TABLES = ("users", "settings", "app_settings")
 
 
@@ -271,6 +274,33 @@ def backup_database(path: Path, destination: Path) -> None:
         raise
 
 
+class InThread(Generic[T]):
+    """``work`` run in a daemon thread; :meth:`result` waits for it and raises what it raised.
+
+    For reads on a connection of their own that overlap the rotation pass: SQLite
+    does its work without holding Python's lock.
+    """
+
+    def __init__(self, work: Callable[[], T], name: str) -> None:
+        self._work = work
+        self._outcome: tuple[bool, Any] = (False, None)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._outcome = (True, self._work())
+        except BaseException as exc:  # handed to the caller by result()
+            self._outcome = (False, exc)
+
+    def result(self) -> T:
+        self._thread.join()
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+
 class BackupJob:
     """:func:`backup_database`, run in a thread alongside the rotation when that is safe.
 
@@ -287,8 +317,7 @@ class BackupJob:
         self.source = source
         self.destination = destination
         self.in_background = in_background
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._copy: InThread[None] | None = None
         self.started = False
 
     def start(self) -> None:
@@ -296,33 +325,27 @@ class BackupJob:
         if not self.in_background:
             backup_database(self.source, self.destination)
             return
-        self._thread = threading.Thread(target=self._run, name="keyrotate-backup", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            backup_database(self.source, self.destination)
-        except BaseException as exc:  # handed to the caller by wait()
-            self._error = exc
+        self._copy = InThread(lambda: backup_database(self.source, self.destination), "keyrotate-backup")
 
     def wait(self) -> Path | None:
         """The finished backup (None if never started); raises what the copy raised."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            self.started = False
-            raise error
+        copy, self._copy = self._copy, None
+        if copy is not None:
+            try:
+                copy.result()
+            except BaseException:
+                self.started = False
+                raise
         return self.destination if self.started else None
 
     def discard(self) -> None:
         """Nothing was committed: wait for the copy, then delete it (it only adds exposure)."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self.started and self._error is None:
-            self.destination.unlink(missing_ok=True)
+        try:
+            done = self.wait()
+        except BaseException:  # a failed copy cleans up after itself
+            done = None
+        if done is not None:
+            done.unlink(missing_ok=True)
         self.started = False
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import json
 import sqlite3
-import threading
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import closing
@@ -24,7 +23,7 @@ from typing import Any
 
 from keyrotate.batches import NOT_OPENED, BatchResult, BatchSpec, CryptoContext, process_batch
 from keyrotate.catalogue import NOT_SECRETS, JsonSecrets, Presence, ResolvedLocation, SecretLocation
-from keyrotate.database import DatabaseInfo, connect, quote_identifier
+from keyrotate.database import DatabaseInfo, InThread, connect, quote_identifier
 from keyrotate.errors import VerificationError
 from keyrotate.formats import API_PREFIX, EMBEDDED_TOKEN, Cipher, Scheme, node_base64_decode
 from keyrotate.keys import Key
@@ -159,29 +158,17 @@ class DiscoverySearch:
     def __init__(self, path: Path, queries: dict[str, str]) -> None:
         self._path = path
         self._queries = queries
-        self._found: dict[str, list[int]] = {}
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._search, name="keyrotate-discovery", daemon=True)
-        self._thread.start()
+        self._found = InThread(self._search, "keyrotate-discovery")
 
-    def _search(self) -> None:
-        try:
-            with closing(connect(self._path)) as conn:  # reads only
-                conn.execute("BEGIN")  # one snapshot for every table
-                for table, sql in self._queries.items():
-                    self._found[table] = [row[0] for row in conn.execute(sql)]
-                conn.execute("ROLLBACK")
-        except BaseException as exc:  # handed to the rotation by rowids()
-            self._error = exc
+    def _search(self) -> dict[str, list[int]]:
+        with closing(connect(self._path)) as conn:  # reads only
+            conn.execute("BEGIN")  # one snapshot for every table
+            found = {table: [row[0] for row in conn.execute(sql)] for table, sql in self._queries.items()}
+            conn.execute("ROLLBACK")
+        return found
 
     def rowids(self, table: str) -> list[int]:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._found.get(table, [])
-
-    def close(self) -> None:
-        self._thread.join()
+        return self._found.result().get(table, [])
 
 
 class Scanner:
