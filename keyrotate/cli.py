@@ -3,6 +3,7 @@ everything else lives in the library modules it calls."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -110,6 +111,24 @@ def _keys(files: Sequence[Path], envs: Sequence[str], label: str, warn: Callable
         keys.append(key)
     keys.extend(key_from_env(name, label) for name in envs)
     return keys
+
+
+def _trek_keys(data_dir: Path | None, purpose: str | None = None) -> list[Key]:
+    """The key TREK would use from ``data_dir`` (none without one), with what the operator should know about it.
+
+    ``purpose`` relabels the key in reports ("suspected key TREK uses from DIR").
+    """
+    if data_dir is None:
+        return []
+    resolution = resolve_trek_key(data_dir)
+    explanation = fallback_explanation(resolution)
+    if explanation:
+        _warn(explanation)
+    for warning in resolution.warnings:
+        _warn(warning)
+    if purpose is None:
+        return [resolution.key]
+    return [dataclasses.replace(resolution.key, source=f"{purpose} key TREK uses from {data_dir}")]
 
 
 def _prompt_key(prompt: str, label: str, options_hint: str, *, confirm: bool) -> Key:
@@ -234,13 +253,7 @@ def rotate(
             raise click.UsageError("--backup and --no-backup contradict each other.")
         old_keys = _keys(old_key_file, old_key_env, "old", _warn)
         interactive = False
-        if not old_keys and data_dir is not None:
-            resolution = resolve_trek_key(data_dir)
-            old_keys = [resolution.key]
-            if resolution.origin == "jwt_secret_fallback":
-                _warn(fallback_explanation(resolution) or resolution.explanation)
-            for warning in resolution.warnings:
-                _warn(warning)
+        old_keys = old_keys or _trek_keys(data_dir)
         if not old_keys:
             old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]
             interactive = True
@@ -346,12 +359,7 @@ def verify(
 
     def action() -> int:
         path = _database(db, data_dir)
-        keys = _keys(key_file, key_env, "verify", _warn)
-        if not keys and data_dir is not None:
-            resolution = resolve_trek_key(data_dir)
-            keys = [resolution.key]
-            for warning in resolution.warnings:
-                _say(f"WARNING: {warning}")
+        keys = _keys(key_file, key_env, "verify", _warn) or _trek_keys(data_dir)
         if not keys:
             keys = [_prompt_key("ENCRYPTION_KEY to verify", "the", "--key-file FILE or --key-env NAME", confirm=False)]
         progress = _progress(json_output, quiet)

@@ -25,6 +25,7 @@ from keyrotate.cli import (
     _prompt_key,
     _run,
     _say,
+    _trek_keys,
     _warn,
     data_dir_option,
     db_option,
@@ -35,23 +36,13 @@ from keyrotate.cli import (
 )
 from keyrotate.errors import ExitCode, InputNotFoundError, KeyrotateError
 from keyrotate.exposure import ExposureReport, find_exposed_copies, find_exposure
-from keyrotate.keys import Key, resolve_trek_key
-from keyrotate.lifecycle import environment_holds, fallback_explanation, generate_new_key, next_steps
+from keyrotate.keys import Key
+from keyrotate.lifecycle import environment_holds, generate_new_key, next_steps
 from keyrotate.outputs import FORMATS, render
 from keyrotate.report import RotationReport
 
 format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
                              help="Report format on stdout: text for a terminal, json, markdown or csv for a ticket.")
-
-
-def _trek_key(data_dir: Path | None, purpose: str) -> list[Key]:
-    if data_dir is None:
-        return []
-    resolution = resolve_trek_key(data_dir)
-    explanation = fallback_explanation(resolution)
-    if explanation:
-        _warn(explanation)
-    return [dataclasses.replace(resolution.key, source=f"{purpose} key TREK uses from {data_dir}")]
 
 
 # -- rotate's extra steps ----------------------------------------------------
@@ -141,7 +132,7 @@ def backups(data_dir: Path, key_file: tuple[Path, ...], key_env: tuple[str, ...]
     def action() -> int:
         if not data_dir.is_dir():
             raise InputNotFoundError(f"Data directory {data_dir} does not exist.")
-        keys = _keys(key_file, key_env, "tried", _warn) or _trek_key(data_dir, "current")
+        keys = _keys(key_file, key_env, "tried", _warn) or _trek_keys(data_dir, "current")
         listing = BackupListing(str(data_dir / "backups"), list_backups(data_dir, keys))
         click.echo(render(listing, fmt))
         return int(ExitCode.OK)
@@ -177,7 +168,7 @@ def rekey_backup(
         for path in zips:
             if not path.is_file():
                 raise InputNotFoundError(f"Backup {path} does not exist or is not a file.")
-        old_keys = _keys(old_key_file, old_key_env, "old", _warn) or _trek_key(data_dir, "old")
+        old_keys = _keys(old_key_file, old_key_env, "old", _warn) or _trek_keys(data_dir, "old")
         if not old_keys:
             old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]
         if new_key_file and new_key_env:
@@ -216,7 +207,7 @@ def exposure(
 
     def action() -> int:
         path = _database(db, data_dir)
-        keys = _keys(key_file, key_env, "suspected", _warn) or _trek_key(data_dir, "suspected")
+        keys = _keys(key_file, key_env, "suspected", _warn) or _trek_keys(data_dir, "suspected")
         if not keys:
             keys = [_prompt_key("Suspected ENCRYPTION_KEY", "suspected", "--key-file FILE or --key-env NAME",
                                confirm=False)]
