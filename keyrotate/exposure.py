@@ -130,6 +130,7 @@ def find_exposure(
                           on_token=on_token)
         scanner.run("exposure", progress)
         describer = _Describer(conn, info.schema)
+        describer.load({(hit[1], hit[3]) for hit in hits})
         secrets = sorted((describer.describe(*hit) for hit in hits), key=_order)
         conn.execute("ROLLBACK")
     except sqlite3.Error as exc:
@@ -180,6 +181,7 @@ class _Describer:
         self.schema = schema
         self.by_label = {loc.label: loc for loc in CATALOGUE}
         self._usernames: dict[int, str | None] = {}
+        self._rows: dict[tuple[str, int], dict[str, Any]] = {}
         self._field_labels: dict[tuple[str, str], str] = {}
         if "plugin_settings_fields" in schema and "label" in schema["plugin_settings_fields"]:
             for plugin_id, key, label in conn.execute("SELECT plugin_id, field_key, label FROM plugin_settings_fields"):
@@ -188,9 +190,7 @@ class _Describer:
     def describe(self, label: str, table: str, column: str, rowid: int, path: str) -> ExposedSecret:
         loc = self.by_label.get(label)
         identity = loc.identity if loc else tuple(c for c in ("id", "user_id", "key") if c in self.schema[table])
-        wanted = list(dict.fromkeys((*identity, *(c for c in ("user_id", "owner_id", "plugin_id", "provider")
-                                                   if c in self.schema[table]))))
-        row = self._row(table, rowid, wanted)
+        row = self._rows.get((table, rowid), {})
         ident = {c: row.get(c) for c in identity} or {"rowid": rowid}
         owner_column = loc.owner_column if loc else ("user_id" if "user_id" in row else None)
         owner_id = row.get(owner_column) if owner_column else None
@@ -235,18 +235,40 @@ class _Describer:
             name = None
         return str(name) if name else path
 
-    def _row(self, table: str, rowid: int, columns: Sequence[str]) -> dict[str, Any]:
-        if not columns:
-            return {}
-        select = ", ".join(quote_identifier(c) for c in columns)
-        found = self.conn.execute(f"SELECT {select} FROM {quote_identifier(table)} WHERE rowid = ?", (rowid,)).fetchone()
-        return dict(zip(columns, found, strict=True)) if found else {}
+    def load(self, rows: set[tuple[str, int]]) -> None:
+        """Read the identifying columns of every (table, rowid) to describe, and their users' names, in bulk."""
+        by_table: dict[str, list[int]] = {}
+        for table, rowid in rows:
+            by_table.setdefault(table, []).append(rowid)
+        for table, rowids in by_table.items():
+            columns = self._identifying_columns(table)
+            if not columns:
+                continue
+            select = ", ".join(quote_identifier(c) for c in columns)
+            for chunk in _chunks(sorted(rowids)):
+                found = self.conn.execute(
+                    f"SELECT rowid, {select} FROM {quote_identifier(table)} WHERE rowid IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for rowid, *values in found:
+                    self._rows[(table, rowid)] = dict(zip(columns, values, strict=True))
+        if "username" in self.schema.get("users", ()):
+            owners = {v for row in self._rows.values() for c, v in row.items()
+                      if c in ("id", "user_id", "owner_id") and isinstance(v, int)}
+            for chunk in _chunks(sorted(owners)):
+                found = self.conn.execute(
+                    f"SELECT id, username FROM users WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+                self._usernames.update((uid, str(name) if name is not None else None) for uid, name in found)
+
+    def _identifying_columns(self, table: str) -> list[str]:
+        """Every column any description of this table's rows reads (identity, owner, plugin, provider)."""
+        identities = [c for loc in CATALOGUE if loc.table == table for c in loc.identity]
+        candidates = (*identities, "id", "user_id", "key", "owner_id", "plugin_id", "provider")
+        return [c for c in dict.fromkeys(candidates) if c in self.schema[table]]
 
     def _username(self, user_id: int) -> str | None:
-        if user_id not in self._usernames:
-            name = None
-            if "username" in self.schema.get("users", ()):
-                found = self.conn.execute("SELECT username FROM users WHERE id = ?", (user_id,)).fetchone()
-                name = str(found[0]) if found and found[0] is not None else None
-            self._usernames[user_id] = name
-        return self._usernames[user_id]
+        return self._usernames.get(user_id)
+
+
+def _chunks(items: Sequence[int], size: int = 500) -> list[list[int]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
