@@ -34,9 +34,22 @@ Exit codes:
 """
 
 
+def exit_codes_help(meanings: dict[int, str]) -> str:
+    """A command's own exit-code epilog: only the codes it can return, in its own words."""
+    common = {1: "internal error (a bug)", 2: "usage error", 12: "cancelled or interrupted"}
+    rows = sorted({**common, **meanings}.items())
+    return "\b\nExit codes:\n" + "".join(f"  {code:>2}  {meaning}\n" for code, meaning in rows)
+
+
 def _say(message: str, *, quiet: bool = False) -> None:
-    if not quiet:
+    if not quiet and not _quiet_requested():
         click.echo(message, err=True)
+
+
+def _quiet_requested() -> bool:
+    """The running command was given --quiet: stderr then carries errors only, warnings included."""
+    context = click.get_current_context(silent=True)
+    return context is not None and bool(context.params.get("quiet"))
 
 
 def _warn(message: str) -> None:
@@ -204,7 +217,10 @@ def main() -> None:
 @click.option("--backup", "backup_path", type=click.Path(path_type=Path),
               help="Where to write the backup. Default: next to the database, named with the time.")
 @click.option("--no-backup", is_flag=True, help="Do not back up first. Only if you have your own backup.")
-@click.option("--dry-run", is_flag=True, help="Do everything except the backup, then roll back. Nothing is written.")
+@click.option("--dry-run", is_flag=True,
+              help="Do everything except the backup, then roll back: the database is not changed and no backup is "
+                   "made. Only --generate-new-key still saves the new key to --new-key-out, so the real run can "
+                   "reuse it with --new-key-file.")
 @click.option("--skip-undecryptable", is_flag=True,
               help="Leave values that open under no key as they are and rotate the rest.")
 @click.option("--encrypt-plaintext", is_flag=True,
@@ -359,7 +375,8 @@ def verify(
 
     def action() -> int:
         path = _database(db, data_dir)
-        keys = _keys(key_file, key_env, "verify", _warn) or _trek_keys(data_dir)
+        # Not "old key": after a rotation the key TREK uses is the new one.
+        keys = _keys(key_file, key_env, "verify", _warn) or _trek_keys(data_dir, "the")
         if not keys:
             keys = [_prompt_key("ENCRYPTION_KEY to verify", "the", "--key-file FILE or --key-env NAME", confirm=False)]
         progress = _progress(json_output, quiet)

@@ -18,7 +18,6 @@ import click
 from keyrotate.audit import audit_database
 from keyrotate.backups import BackupListing, RekeyReport, find_backups, list_backups, rekey_backups
 from keyrotate.cli import (
-    EXIT_CODES_HELP,
     _database,
     _keys,
     _progress,
@@ -29,6 +28,7 @@ from keyrotate.cli import (
     _warn,
     data_dir_option,
     db_option,
+    exit_codes_help,
     key_options,
     main,
     quiet_option,
@@ -40,6 +40,26 @@ from keyrotate.keys import Key
 from keyrotate.lifecycle import environment_holds, generate_new_key, next_steps
 from keyrotate.outputs import FORMATS, render
 from keyrotate.report import RotationReport
+
+_OPENS_DATABASE = {
+    3: "database or data directory not found", 4: "not SQLite, or damaged", 5: "SQLite, but not TREK's",
+    10: "database in use (another program holds its lock longer than --wait)",
+}
+BACKUPS_HELP = exit_codes_help({
+    0: "listed (a ZIP the key does not open is reported, not an error)",
+    3: "data directory not found, or no key file TREK would read in it",
+    6: "unusable key (empty, key file missing or unreadable)",
+})
+REKEY_BACKUP_HELP = exit_codes_help({
+    0: "every ZIP rekeyed or already on the new key (--dry-run: every ZIP would be)",
+    3: "a ZIP or the data directory not found", 6: "unusable key (empty, same as the other, unreadable key file)",
+    8: "some ZIP was (or, with --dry-run, would be) left as it is; the report says why",
+})
+EXPOSURE_HELP = exit_codes_help({
+    0: "report written (whatever the key opens)", **_OPENS_DATABASE,
+    6: "unusable key (empty, unreadable key file)",
+})
+AUDIT_HELP = exit_codes_help({0: "report written (plaintext found or not)", **_OPENS_DATABASE})
 
 format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
                              help="Report format on stdout: text for a terminal, json, markdown or csv for a ticket.")
@@ -117,7 +137,7 @@ def finish_rotation(
 # -- new commands ------------------------------------------------------------
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@main.command(epilog=BACKUPS_HELP)
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="TREK's data directory.")
 @key_options("a key to try")
 @format_option
@@ -140,7 +160,7 @@ def backups(data_dir: Path, key_file: tuple[Path, ...], key_env: tuple[str, ...]
     _run(action)
 
 
-@main.command("rekey-backup", epilog=EXIT_CODES_HELP)
+@main.command("rekey-backup", epilog=REKEY_BACKUP_HELP)
 @click.argument("zips", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--data-dir", type=click.Path(path_type=Path),
               help="TREK's data directory: its current key is the default old key.")
@@ -184,7 +204,7 @@ def rekey_backup(
     _run(action)
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@main.command(epilog=EXPOSURE_HELP)
 @db_option
 @data_dir_option
 @key_options("the suspected key")
@@ -225,7 +245,7 @@ def exposure(
     _run(action)
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@main.command(epilog=AUDIT_HELP)
 @db_option
 @data_dir_option
 @format_option

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +26,16 @@ def _demo_in(workdir: Path, say: Callable[[str], None]) -> int:
     data = workdir / "data"
     data.mkdir(mode=0o700)
     create_key_file(data / ".encryption_key", generate_key_text())
-    old = resolve_trek_key(data).key
-    sample = build_sample_database(data / "travel.db", old, users=12, seed=7)
+    old = dataclasses.replace(resolve_trek_key(data).key, source=f"the key TREK uses from {data}")
+    build_sample_database(data / "travel.db", old, users=12, seed=7)
     add_plugin_users(data / "travel.db", old, range(1, 5), seed=7)
-    say(f"A TREK-shaped database with {sample.count}+ encrypted secrets is in {data}/travel.db,")
+    # Counted once, by the same scan every step below reports on, so the numbers agree.
+    before = verify_database(data / "travel.db", [old])
+    catalogued = before.catalogued_tokens
+    elsewhere = sum(sum(loc.opened_by) for loc in before.locations if not loc.catalogued)
+    say(f"A TREK-shaped database with {catalogued + elsewhere} encrypted secrets is in {data}/travel.db"
+        + (f" ({catalogued} where TREK keeps them, {elsewhere} found elsewhere by keyrotate's search)," if elsewhere
+           else ","))
     say("under the key in data/.encryption_key, just as TREK leaves it. (TREK must be stopped for a rotation.)\n")
 
     new_key_path = workdir / "new.key"
@@ -40,7 +47,7 @@ def _demo_in(workdir: Path, say: Callable[[str], None]) -> int:
 
     say("Step 2. Check that the current key really opens everything (read-only):")
     say(f"  $ keyrotate verify --data-dir {data}")
-    say(_indent(render_verify(verify_database(data / "travel.db", [old]))) + "\n")
+    say(_indent(render_verify(before)) + "\n")
 
     say("Step 3. Rehearse: a dry run does all the work inside a transaction, then rolls it back:")
     say(f"  $ keyrotate rotate --data-dir {data} --new-key-file {new_key_path} --dry-run")
@@ -56,7 +63,7 @@ def _demo_in(workdir: Path, say: Callable[[str], None]) -> int:
 
     say("Step 5. Confirm, read-only, that the key TREK will now read opens everything:")
     say(f"  $ keyrotate verify --data-dir {data}")
-    after = verify_database(data / "travel.db", [resolve_trek_key(data).key])
+    after = verify_database(data / "travel.db", [dataclasses.replace(resolve_trek_key(data).key, source=old.source)])
     say(_indent(render_verify(after)) + "\n")
     say("Done. On a real install, also change or remove ENCRYPTION_KEY in TREK's environment before restarting it.")
     return int(ExitCode.OK if after.ok else ExitCode.VERIFY_FAILED)

@@ -511,8 +511,21 @@ def _verify_after_commit(
                        f"({expected.count})")
         else:
             return
-    restore = f" Restore the backup with: {restore_command(backup, options.db_path)}" if backup else ""
-    raise VerificationError(f"The rotation was committed but the check on a fresh connection failed: {problem}.{restore}")
+    raise VerificationError(f"The rotation was committed but the check on a fresh connection failed: {problem}."
+                            f"{_restore_advice(options, backup)}")
+
+
+def _restore_advice(options: RotateOptions, backup: Path | None) -> str:
+    if backup is None:
+        return ""
+    command = restore_command(backup, options.db_path)
+    if not options.allow_running:
+        return f" Restore the backup with: {command}"
+    # The other program kept writing after the backup was taken; restoring would silently drop that.
+    return (" The database was open in another program (--allow-running): restoring the backup would discard "
+            "everything written since it was taken. Instead, stop that program (TREK) and run the same command "
+            "again without --allow-running: it re-encrypts what is still under the old key. Restore only if that "
+            f"fails, knowing those writes are lost: {command}")
 
 
 def check_writable_directory(directory: Path) -> None:

@@ -1,0 +1,133 @@
+"""What the operator reads: --quiet, key labels, the demo's counts, help texts, advice after a failure."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from keyrotate import engine
+from keyrotate.cli import main
+from keyrotate.errors import ExitCode
+from keyrotate.keys import create_key_file, generate_key_text
+from keyrotate.scanning import Fingerprint
+
+from .conftest import TrekCopy, listing
+from .test_lifecycle import run_keyrotate
+
+
+def invoke(args: list[str]) -> Result:
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def test_quiet_rotation_prints_nothing_but_errors(trek4: TrekCopy, tmp_path: Path) -> None:
+    new = tmp_path / "new.key"
+    create_key_file(new, generate_key_text())
+    new.chmod(0o644)  # a key file others can read: a warning without --quiet
+    args = ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new)]
+
+    quiet = run_keyrotate([*args, "--quiet"])
+
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    wrong = tmp_path / "wrong.key"
+    create_key_file(wrong, generate_key_text())
+    wrong.chmod(0o644)
+    other = tmp_path / "other.key"
+    create_key_file(other, generate_key_text())
+    failing = run_keyrotate(["rotate", "--db", str(trek4.db), "--old-key-file", str(wrong), "--new-key-file",
+                             str(other), "--quiet"])  # a wrong old key: the error still shows
+    assert failing.returncode == ExitCode.WRONG_KEY
+    assert failing.stderr.startswith("Error: ")
+    assert "WARNING" not in failing.stderr
+
+
+def test_rotation_without_quiet_still_warns(trek4: TrekCopy, tmp_path: Path) -> None:
+    new = tmp_path / "new.key"
+    create_key_file(new, generate_key_text())
+    new.chmod(0o644)
+    loud = run_keyrotate(["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new)])
+    assert loud.returncode == 0, loud.stderr
+    assert "WARNING: Key file" in loud.stderr and "Writing now" in loud.stderr
+
+
+def test_verify_after_a_rotation_names_the_key_trek_uses(trek4: TrekCopy, new_key_file: Path) -> None:
+    rotated = invoke(["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new_key_file)])
+    assert rotated.exit_code == 0, rotated.output
+
+    result = invoke(["verify", "--data-dir", str(trek4.data_dir)])
+
+    assert result.exit_code == 0, result.output
+    assert "old key" not in result.output
+    assert f"OK: the first key (the key TREK uses from {trek4.data_dir}) opens all" in result.output
+
+
+class _PhantomFingerprint(Fingerprint):
+    """Test-side fault: the read-back check counts one value more than was written."""
+
+    def __init__(self, salt: bytes) -> None:
+        super().__init__(salt)
+        self.count = 1
+
+
+@pytest.mark.parametrize("allow_running", [False, True])
+def test_failed_check_after_commit_says_what_a_restore_would_lose(
+    trek4: TrekCopy, new_key_file: Path, monkeypatch: pytest.MonkeyPatch, allow_running: bool
+) -> None:
+    monkeypatch.setattr(engine, "Fingerprint", _PhantomFingerprint)
+    args = ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new_key_file)]
+
+    result = invoke([*args, "--allow-running"] if allow_running else args)
+
+    assert result.exit_code == ExitCode.VERIFY_FAILED, result.output
+    assert "Restore the backup with: cat " in result.output or "knowing those writes are lost: cat " in result.output
+    if allow_running:
+        assert "would discard everything written since it was taken" in result.output
+        assert "run the same command again without --allow-running" in result.output
+    else:
+        assert "discard" not in result.output
+
+
+def test_demo_counts_the_database_once() -> None:
+    result = invoke(["demo"])
+    assert result.exit_code == 0, result.stderr
+    intro = re.search(r"with (\d+) encrypted secrets .*\((\d+) where TREK keeps them, (\d+) found elsewhere", result.stderr)
+    assert intro is not None, result.stderr
+    total, catalogued, elsewhere = map(int, intro.groups())
+    assert total == catalogued + elsewhere
+    assert "+ encrypted" not in result.stderr
+    assert set(map(int, re.findall(r"opens all (\d+) catalogued secrets", result.stderr))) == {catalogued}
+    assert set(map(int, re.findall(r"(\d+) secrets (?:would be|were) re-encrypted", result.stderr))) == {total}
+
+
+def test_dry_run_help_says_what_it_writes_and_writes_only_that(trek4: TrekCopy, tmp_path: Path) -> None:
+    help_text = "".join(invoke(["rotate", "--help"]).stdout.split())  # click wraps inside option names
+    assert "Nothingiswritten" not in help_text
+    assert "Only--generate-new-keystillsavesthenewkeyto--new-key-out" in help_text
+    before = listing(trek4.data_dir)
+    key_out = tmp_path / "keys" / "new.key"
+    key_out.parent.mkdir()
+
+    result = invoke(["rotate", "--data-dir", str(trek4.data_dir), "--generate-new-key", "--new-key-out", str(key_out),
+                     "--dry-run"])
+
+    assert result.exit_code == 0, result.output
+    assert listing(trek4.data_dir) == before
+    assert listing(key_out.parent) == {"new.key"}
+
+
+@pytest.mark.parametrize(
+    ("command", "codes"),
+    [
+        ("audit", {0, 1, 2, 3, 4, 5, 10, 12}),
+        ("exposure", {0, 1, 2, 3, 4, 5, 6, 10, 12}),
+        ("backups", {0, 1, 2, 3, 6, 12}),
+        ("rekey-backup", {0, 1, 2, 3, 6, 8, 12}),
+    ],
+)
+def test_each_operations_command_documents_its_own_exit_codes(command: str, codes: set[int]) -> None:
+    help_text = invoke([command, "--help"]).stdout
+    table = help_text[help_text.index("Exit codes:"):]
+    assert {int(code) for code in re.findall(r"^\s+(\d+)  ", table, flags=re.MULTILINE)} == codes
