@@ -17,14 +17,14 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from keyrotate.database import fsync_directory
 from keyrotate.engine import RotateOptions, rotate_database, verify_database
 from keyrotate.errors import KeyrotateError, WrongKeyError
+from keyrotate.files import new_file, replacing
 from keyrotate.keys import Key
 from keyrotate.report import SCHEMA_VERSION
 from keyrotate.ziparchive import ZipLayoutError, read_layout, replace_member
@@ -105,8 +105,7 @@ def _extracted_database(zip_path: Path) -> Iterator[tuple[Path, zipfile.ZipInfo]
                     raise _Unusable(f"also holds {', '.join(side)}; keyrotate only rewrites a self-contained travel.db")
                 info = archive.getinfo(DB_MEMBER)
                 target = workdir / DB_MEMBER
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as out, archive.open(info) as member:
+                with new_file(target) as out, archive.open(info) as member:
                     shutil.copyfileobj(member, out, 1 << 20)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, ValueError, zlib.error) as exc:
             raise _Unusable(f"cannot be read as a ZIP ({exc})") from None
@@ -165,6 +164,9 @@ def rekey_backup(
     member, fsynced and renamed over it, so a crash leaves either the old ZIP
     or the new one, never half of either.
     """
+    if zip_path.is_symlink():
+        return RekeyResult(str(zip_path), "left as it is", "it is a symbolic link and keyrotate never writes through "
+                           "one; rekey the file it points to")
     try:
         with _extracted_database(zip_path) as (db, _info):
             try:
@@ -203,30 +205,12 @@ def rekey_backups(
 
 
 def _write_archive(zip_path: Path, new_db: Path) -> None:
-    partial = zip_path.with_name(f".{zip_path.name}.keyrotate-partial")
-    partial.unlink(missing_ok=True)  # only ever our own leftover from an interrupted run
-    try:
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w+b") as out, zip_path.open("rb") as source:
-            layout = read_layout(source)
-            replace_member(source, layout, DB_MEMBER, new_db, out)
-            out.flush()
-            os.fsync(out.fileno())
+    # Run as root against a TREK volume, the new ZIP must still belong to TREK's user.
+    with replacing(zip_path, owner_like=zip_path) as (partial, out), zip_path.open("rb") as source:
+        layout = read_layout(source)
+        replace_member(source, layout, DB_MEMBER, new_db, out)
+        out.flush()
         _check_archive(zip_path, partial, new_db)
-        os.chmod(partial, 0o600)
-        _keep_owner(zip_path, partial)
-        os.replace(partial, zip_path)
-        fsync_directory(zip_path.parent)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
-def _keep_owner(original: Path, replacement: Path) -> None:
-    """Run as root against a TREK volume, the new ZIP must still belong to TREK's user."""
-    info = original.stat()
-    with suppress(PermissionError):  # not root: the file is ours, as the original was
-        os.chown(replacement, info.st_uid, info.st_gid)
 
 
 def _sha256(handle: IO[bytes]) -> bytes:

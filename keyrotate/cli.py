@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -346,7 +347,7 @@ def _free_backup_name(db: Path) -> Path:
     """``travel.db.keyrotate-backup-<time>``, with a counter if a run in the same second made one."""
     base = db.with_name(f"{db.name}.keyrotate-backup-{_timestamp()}")
     candidate, n = base, 1
-    while candidate.exists():
+    while os.path.lexists(candidate):  # a planted link counts as taken: the backup never goes through it
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate

@@ -26,6 +26,7 @@ from keyrotate.errors import (
     NotADatabaseError,
     NotTrekError,
 )
+from keyrotate.files import publish, temporary_beside
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Page cache for the rotation's write connection. SQLite's default (2 MB) makes a
@@ -226,52 +227,44 @@ def _try_begin_immediate(conn: sqlite3.Connection) -> bool:
         conn.execute(f"PRAGMA busy_timeout = {timeout}")
 
 
+def refuse_existing_backup(destination: Path) -> None:
+    """Nothing may be at the backup's name yet: not a file, and not a link to follow."""
+    if destination.is_symlink():
+        raise CannotWriteError(f"Backup {destination} is a symbolic link; keyrotate never writes through one. "
+                               "Remove it or choose another --backup path; nothing was changed.")
+    if destination.exists():
+        raise CannotWriteError(f"Backup {destination} already exists; choose another --backup path.")
+
+
 def backup_database(path: Path, destination: Path) -> None:
     """A consistent copy through SQLite's backup API, mode 0600, integrity-checked.
 
-    Written to a temporary name next to ``destination`` and renamed into place
-    only once it checks out, so a half-written backup never carries its name.
+    Written to a new temporary file next to ``destination`` and linked to its
+    name only once it checks out, so a half-written backup never carries its
+    name, and nothing already at that name (a planted link) is followed or replaced.
     """
-    destination = destination.resolve()
-    if destination.exists():
-        raise CannotWriteError(f"Backup {destination} already exists; choose another --backup path.")
     parent = destination.parent
+    refuse_existing_backup(destination)
     if not parent.is_dir():
         raise CannotWriteError(f"Backup directory {parent} does not exist.")
-    # One fixed name per directory: a run killed mid-backup leaves it behind, the next run replaces it.
-    partial = parent / f".{path.name}.keyrotate-backup.partial"
     try:
-        for leftover in (partial, Path(f"{partial}-journal")):
-            leftover.unlink(missing_ok=True)
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-    except OSError as exc:
-        raise CannotWriteError(f"Cannot create the backup in {parent}: {exc.strerror}. Nothing was changed.") from None
-    try:
-        with closing(sqlite3.connect(_uri(path, "ro"), uri=True)) as source, closing(
-            sqlite3.connect(str(partial), isolation_level=None)
-        ) as target:
-            if crashpoints.armed():  # test hook: copy in steps so a kill can land mid-copy
-                source.backup(target, pages=16, progress=lambda *_: crashpoints.crash_point("backup-copy"))
-            else:
-                source.backup(target)
-            # One self-contained file: no -wal to forget when restoring.
-            target.execute("PRAGMA journal_mode=DELETE")
-            check_integrity(target, partial)
-        with partial.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(partial, 0o600)
-        os.rename(partial, destination)
-        fsync_directory(parent)
-    except BaseException as exc:
-        for leftover in (partial, Path(f"{partial}-journal")):
-            leftover.unlink(missing_ok=True)
-        if isinstance(exc, sqlite3.Error | OSError):
-            raise CannotWriteError(
-                f"The backup to {destination} failed ({exc}). Free some space or choose another --backup path; "
-                "nothing was changed."
-            ) from None
-        raise
+        with temporary_beside(destination, f"{path.name}.keyrotate-backup") as (partial, fd):
+            with closing(sqlite3.connect(_uri(path, "ro"), uri=True)) as source, closing(
+                sqlite3.connect(str(partial), isolation_level=None)
+            ) as target:
+                if crashpoints.armed():  # test hook: copy in steps so a kill can land mid-copy
+                    source.backup(target, pages=16, progress=lambda *_: crashpoints.crash_point("backup-copy"))
+                else:
+                    source.backup(target)
+                # One self-contained file: no -wal to forget when restoring.
+                target.execute("PRAGMA journal_mode=DELETE")
+                check_integrity(target, partial)
+            publish(partial, fd, destination)
+    except (sqlite3.Error, OSError) as exc:
+        raise CannotWriteError(
+            f"The backup to {destination} failed ({exc}). Free some space or choose another --backup path; "
+            "nothing was changed."
+        ) from None
 
 
 class InThread(Generic[T]):
@@ -347,14 +340,6 @@ class BackupJob:
         if done is not None:
             done.unlink(missing_ok=True)
         self.started = False
-
-
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def checkpoint(conn: sqlite3.Connection) -> bool:

@@ -32,9 +32,9 @@ from keyrotate.database import (
     check_writable,
     checkpoint,
     connect,
-    fsync_directory,
     inspect_database,
     quote_identifier,
+    refuse_existing_backup,
     restore_command,
     translate_error,
     write_transaction,
@@ -47,6 +47,7 @@ from keyrotate.errors import (
     VerificationError,
     WrongKeyError,
 )
+from keyrotate.files import check_replaceable, replacing
 from keyrotate.formats import Cipher, Scheme
 from keyrotate.keys import Key
 from keyrotate.processes import refuse_if_open_elsewhere
@@ -163,6 +164,9 @@ def rotate_database(
         check_keys(options.old_keys, options.new_key)
     if options.key_file is not None and not options.dry_run:
         check_writable_directory(options.key_file.parent)
+        check_replaceable(options.key_file)
+    if options.backup_path is not None and not options.dry_run:
+        refuse_existing_backup(options.backup_path)
     if not options.allow_running:
         refuse_if_open_elsewhere(options.db_path)
     if armed():
@@ -533,26 +537,18 @@ def check_writable_directory(directory: Path) -> None:
         raise CannotWriteError(f"Cannot write the new key file into {directory}. Nothing was changed.")
 
 
-def write_key_file(path: Path, key: Key, backup: Path | None) -> None:
-    """Atomically replace ``path`` with the key: temp file, fsync, rename, mode 0600."""
-    partial = path.with_name(f".{path.name}.keyrotate-partial")
+def write_key_file(path: Path, key: Key, backup: Path | None, owner_like: Path | None = None) -> None:
+    """Atomically replace ``path`` with the key (mode 0600, fsynced, never through a link)."""
     try:
-        partial.unlink(missing_ok=True)  # left by a run that was killed here; never follow a planted link
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, key.reveal().encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(partial, 0o600)
-        crash_point("key-file-temp")
-        os.replace(partial, path)
-        fsync_directory(path.parent)
+        with replacing(path, owner_like=owner_like) as (_partial, handle):
+            handle.write(key.reveal().encode("utf-8"))
+            handle.flush()
+            crash_point("key-file-temp")
         crash_point("key-file-renamed")
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
+    except (OSError, CannotWriteError) as exc:
+        reason = exc.message if isinstance(exc, CannotWriteError) else exc.strerror
         raise CannotWriteError(
-            f"The database is rotated and verified, but writing the new key to {path} failed ({exc.strerror}). "
+            f"The database is rotated and verified, but writing the new key to {path} failed ({reason}). "
             f"Put the new key into {path} yourself (mode 600) before starting TREK, or TREK will not be able to "
             "read its secrets."
             + (f" The backup {backup} still opens with the old key." if backup else "")

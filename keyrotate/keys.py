@@ -10,7 +10,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keyrotate.errors import CannotWriteError, InputNotFoundError, KeyProblemError
+from keyrotate.errors import InputNotFoundError, KeyProblemError
+from keyrotate.files import write_new_file
 
 API_DOMAIN = "api_keys"
 MFA_DOMAIN = "mfa"
@@ -138,16 +139,8 @@ def resolve_trek_key(data_dir: Path) -> TrekKeyResolution:
     )
 
 
-def create_key_file(path: Path, text: str) -> None:
-    """Write a key to a new file, mode 0600, fsynced; never overwrite one."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise KeyProblemError(f"{path} already exists; keyrotate will not overwrite a key file.") from None
-    except OSError as exc:
-        raise CannotWriteError(f"Cannot create {path}: {exc.strerror}.") from None
-    try:
-        os.write(fd, (text + "\n").encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def create_key_file(path: Path, text: str, *, owner_like: Path | None = None) -> None:
+    """Write a key to a new file, mode 0600, fsynced; never overwrite one, never follow a link."""
+    if path.exists() and not path.is_symlink():
+        raise KeyProblemError(f"{path} already exists; keyrotate will not overwrite a key file.")
+    write_new_file(path, (text + "\n").encode("utf-8"), owner_like=owner_like)

@@ -8,7 +8,6 @@ so the same arguments give the same database.
 
 from __future__ import annotations
 
-import os
 import random
 import sqlite3
 import string
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keyrotate.files import write_new_file
 from keyrotate.formats import IV_BYTES, Cipher, Scheme
 from keyrotate.keys import Key
 
@@ -147,7 +147,7 @@ def build_sample_database(
     rng = random.Random(seed)
     writer = _Writer(key, rng, keep_secrets)
     # It holds secrets: mode 0600 from the first byte (SQLite gives the -wal and -shm the same mode).
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    write_new_file(path, b"")
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(_V3_SCHEMA + (_V4_SCHEMA if major >= 4 else ""))
