@@ -20,7 +20,7 @@ from keyrotate.engine import RotateOptions, RotationPlan, rotate_database, verif
 from keyrotate.errors import ExitCode, KeyrotateError
 from keyrotate.keys import Key, create_key_file, generate_key_text, key_from_env, key_from_file, resolve_trek_key
 from keyrotate.lifecycle import environment_holds, fallback_explanation
-from keyrotate.report import render_rotation, render_verify
+from keyrotate.report import printable, render_rotation, render_verify
 from keyrotate.scanning import ProgressCallback
 
 EXIT_CODES_HELP = """\b
@@ -90,7 +90,8 @@ def _progress(json_output: bool, quiet: bool) -> Progress:
 
 
 def _fail(error: KeyrotateError) -> NoReturn:
-    click.echo(f"Error: {error.message}", err=True)
+    # Messages name tables, rows and paths found in the database: no control character gets through.
+    click.echo("Error: " + "\n".join(printable(line) for line in error.message.split("\n")), err=True)
     sys.exit(int(error.exit_code))
 
 

@@ -51,7 +51,14 @@ from keyrotate.files import check_replaceable, replacing
 from keyrotate.formats import Cipher, Scheme
 from keyrotate.keys import Key
 from keyrotate.processes import refuse_if_open_elsewhere
-from keyrotate.report import FailedSecret, LocationResult, RotationReport, VerifyReport
+from keyrotate.report import (
+    FailedSecret,
+    LocationResult,
+    RotationReport,
+    VerifyReport,
+    summarise_failures,
+    unopened_by_label,
+)
 from keyrotate.scanning import Fingerprint, Keyring, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
 from keyrotate.workers import CryptoPool, worker_count
 
@@ -423,11 +430,11 @@ def _refuse_if_unopenable(
         )
     if options.skip_undecryptable:
         return
-    listed = "\n".join(f"  - {f.describe()}" for f in failures if f.catalogued)
-    more = plan.failed - len(failures)
+    listed = "\n".join(f"  - {line}" for _, line in
+                       summarise_failures([f for f in failures if f.catalogued], unopened_by_label(plan.locations)))
     raise UndecryptableError(
         f"{plan.failed} of {total} catalogued secrets open under none of the given keys, so nothing was written:\n"
-        f"{listed}" + (f"\n  ... and {more} more" if more > 0 else "") + "\n"
+        f"{listed}\n"
         "If another old key exists (for example after an interrupted rotation), give it too "
         "(--old-key-file may be repeated). To rotate everything else and leave these values as they are, "
         "add --skip-undecryptable."

@@ -13,6 +13,8 @@ import io
 import json
 from typing import Any, Protocol
 
+from keyrotate.report import printable
+
 FORMATS = ("text", "json", "markdown", "csv")
 
 
@@ -46,19 +48,19 @@ def render(report: Renderable, fmt: str) -> str:
 
 def _text(report: Renderable) -> str:
     rows = report.rows()
-    lines = [f"{report.title}: {len(rows)}"]
+    lines = [f"{printable(report.title)}: {len(rows)}"]
     width = max(len(c) for c in report.columns)
     for number, row in enumerate(rows, 1):
-        first, *rest = row
+        first, *rest = (printable(cell) for cell in row)
         lines.append(f"{'[ ] ' if report.checklist else ''}{number}. {first}")
         lines.extend(f"       {name.ljust(width)}  {cell}" for name, cell in zip(report.columns[1:], rest, strict=True))
     lines.append("")
-    lines.extend(report.notes())
+    lines.extend(printable(note) for note in report.notes())
     return "\n".join(lines)
 
 
 def _markdown(report: Renderable) -> str:
-    lines = [f"## {report.title}", ""]
+    lines = [f"## {_md(report.title)}", ""]
     for row in report.rows():
         first, *rest = (_md(cell) for cell in row)
         details = "; ".join(f"{name}: {cell}" for name, cell in zip(report.columns[1:], rest, strict=True))
@@ -70,7 +72,7 @@ def _markdown(report: Renderable) -> str:
 
 
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("*", "\\*").replace("\n", " ")
+    return printable(text).replace("|", "\\|").replace("*", "\\*")
 
 
 def _csv(report: Renderable) -> str:

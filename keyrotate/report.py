@@ -12,6 +12,26 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
+# Characters that move the cursor, end a line or reorder text on a terminal or in a rendered ticket: a username
+# holding "\r" or an escape sequence must not rewrite the lines of a report around it.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_HARMLESS = frozenset(" \u200c\u200d")  # space, and the joiners inside emoji and Indic names
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every control, line-separator and bidi character written as a visible escape."""
+    return "".join(_escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    if char.isprintable() and char not in _BIDI_CONTROLS or char in _HARMLESS:
+        return char
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
 
 @dataclass(frozen=True)
 class FailedSecret:
@@ -27,6 +47,41 @@ class FailedSecret:
         where = ", ".join(f"{k}={v}" for k, v in self.row.items())
         inside = f" at {self.path}" if self.path else ""
         return f"{self.location} ({where}){inside}: {self.reason}"
+
+
+FAILURE_EXAMPLES = 3  # row ids shown per location; the JSON report has the longer list
+
+
+def summarise_failures(failures: Iterable[FailedSecret], counts: Mapping[str, int]) -> list[tuple[FailedSecret, str]]:
+    """One line per location (with its first failure, for the label): a single value as before, several as
+    a count and a few row ids. ``counts`` holds the true number per location label: the list is capped."""
+    groups: dict[tuple[str, bool], list[FailedSecret]] = {}
+    for failure in failures:
+        groups.setdefault((failure.location, failure.catalogued), []).append(failure)
+    out = []
+    for (location, _), group in groups.items():
+        total = max(counts.get(location, 0), len(group))
+        if total == 1:
+            out.append((group[0], group[0].describe()))
+            continue
+        shown = group[:FAILURE_EXAMPLES]
+        reasons = {failure.reason for failure in group}
+        if len(reasons) == 1:
+            examples = "; ".join(_where(failure) for failure in shown)
+            line = f"{location}: {total} values: {group[0].reason} (for example {examples}"
+        else:
+            examples = "; ".join(f"{_where(failure)}: {failure.reason}" for failure in shown)
+            line = f"{location}: {total} values (for example {examples}"
+        out.append((group[0], line + ("; --json lists more)" if total > len(shown) else ")")))
+    return out
+
+
+def _where(failure: FailedSecret) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in failure.row.items()) + ")" + (f" at {failure.path}" if failure.path else "")
+
+
+def unopened_by_label(locations: Iterable[LocationResult]) -> dict[str, int]:
+    return {loc.label: loc.unopened for loc in locations}
 
 
 @dataclass(frozen=True)
@@ -164,7 +219,7 @@ class TextReport:
         self.lines.append(line)
 
     def __str__(self) -> str:
-        return "\n".join(self.lines)
+        return "\n".join(printable(line) for line in self.lines)
 
 
 def _table(rows: Iterable[tuple[str, ...]], header: tuple[str, ...]) -> list[str]:
@@ -208,8 +263,8 @@ def render_rotation(report: RotationReport, *, with_next_steps: bool = True) -> 
         text.add(f"{enc} plaintext value(s) {verb} encrypted under the new key.")
     elif plain:
         text.add(f"{plain} catalogued value(s) hold legacy plaintext; --encrypt-plaintext encrypts those TREK can read encrypted.")
-    for failure in report.failures:
-        text.add(f"  {'FAILED' if failure.catalogued else 'left alone'}: {failure.describe()}")
+    for failure, line in summarise_failures(report.failures, unopened_by_label(report.locations)):
+        text.add(f"  {'FAILED' if failure.catalogued else 'left alone'}: {line}")
     for warning in report.warnings:
         text.add(f"WARNING: {warning}")
     text.lines.extend(report.notes)
@@ -239,8 +294,8 @@ def render_verify(report: VerifyReport) -> str:
         rows.append((loc.label, str(first), str(other), str(loc.plaintext), str(loc.empty), str(loc.unopened)))
     text.lines.extend(_table(rows, ("location", "first key", "other key", "plaintext", "empty", "no key")))
     text.add()
-    for failure in report.failures:
-        text.add(f"  {'NO KEY' if failure.catalogued else 'left alone'}: {failure.describe()}")
+    for failure, line in summarise_failures(report.failures, unopened_by_label(report.locations)):
+        text.add(f"  {'NO KEY' if failure.catalogued else 'left alone'}: {line}")
     for warning in report.warnings:
         text.add(f"WARNING: {warning}")
     if report.ok:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -11,8 +14,11 @@ from click.testing import CliRunner, Result
 from keyrotate import engine
 from keyrotate.cli import main
 from keyrotate.errors import ExitCode
-from keyrotate.keys import create_key_file, generate_key_text
-from keyrotate.scanning import Fingerprint
+from keyrotate.formats import Scheme, encrypt_text
+from keyrotate.keys import Key, create_key_file, generate_key_text
+from keyrotate.report import FAILURE_EXAMPLES
+from keyrotate.sample import build_sample_database
+from keyrotate.scanning import FAILURE_DETAIL_LIMIT, Fingerprint
 
 from .conftest import TrekCopy, listing
 from .test_lifecycle import run_keyrotate
@@ -131,3 +137,78 @@ def test_each_operations_command_documents_its_own_exit_codes(command: str, code
     help_text = invoke([command, "--help"]).stdout
     table = help_text[help_text.index("Exit codes:"):]
     assert {int(code) for code in re.findall(r"^\s+(\d+)  ", table, flags=re.MULTILINE)} == codes
+
+
+def test_a_wrong_key_is_summarised_per_location_with_true_counts(tmp_path: Path) -> None:
+    db = tmp_path / "travel.db"
+    build_sample_database(db, Key("the key the database is under, 32+ chars", "sample key"), users=300, seed=3)
+    wrong = tmp_path / "wrong.key"
+    create_key_file(wrong, generate_key_text())
+    args = ["verify", "--db", str(db), "--key-file", str(wrong)]
+    counts = {loc["label"]: loc["unopened"] for loc in json.loads(invoke([*args, "--json"]).stdout)["locations"]
+              if loc["catalogued"] and loc["unopened"]}
+    assert max(counts.values()) > FAILURE_DETAIL_LIMIT  # beyond what the report lists one by one
+
+    text = invoke(args).stderr
+
+    lines = [line for line in text.splitlines() if "NO KEY:" in line]
+    assert len(lines) == len(counts)  # one line per location, not one per value
+    for label, count in counts.items():
+        [line] = [line for line in lines if line.startswith(f"  NO KEY: {label}")]
+        if count == 1:
+            assert f"{label} (" in line
+        else:
+            assert f"{label}: {count} values: opens under none of the keys (for example (" in line
+            assert line.count("(id=") <= FAILURE_EXAMPLES
+
+
+def test_undecryptable_refusal_is_summarised_too(tmp_path: Path) -> None:
+    db = tmp_path / "travel.db"
+    old = Key("the key most of the database is under", "sample key")
+    build_sample_database(db, old, users=300, seed=3)
+    with closing(sqlite3.connect(db)) as conn:  # re-encrypt one column under a key nobody has
+        lost = Key("a key nobody has any more", "lost key")
+        rows = conn.execute("SELECT id, maps_api_key FROM users WHERE maps_api_key LIKE 'enc:v1:%'").fetchall()
+        conn.executemany("UPDATE users SET maps_api_key = ? WHERE id = ?",
+                         [(encrypt_text(f"plain-{rowid}", lost, Scheme.API), rowid) for rowid, _ in rows])
+        conn.commit()
+    old_file, new_file = tmp_path / "old.key", tmp_path / "new.key"
+    create_key_file(old_file, old.reveal())
+    create_key_file(new_file, generate_key_text())
+
+    result = invoke(["rotate", "--db", str(db), "--old-key-file", str(old_file), "--new-key-file", str(new_file)])
+
+    assert result.exit_code == ExitCode.UNDECRYPTABLE
+    assert f"  - users.maps_api_key: {len(rows)} values: opens under none of the keys (for example (id=" in result.stderr
+    assert result.stderr.count("users.maps_api_key") == 1
+
+
+HOSTILE = "eve\r\x1b[2K\nadmin\u2028\u202eevil\x07"
+
+
+def _no_raw_controls(text: str) -> None:
+    assert not set(text) & {"\r", "\x1b", "\u2028", "\u202e", "\x07"}, repr(text)
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown"])
+def test_control_characters_in_usernames_are_escaped_in_reports(trek4: TrekCopy, fmt: str) -> None:
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        owner = conn.execute("SELECT user_id FROM plugin_oauth_tokens ORDER BY user_id LIMIT 1").fetchone()[0]
+        conn.execute("UPDATE users SET username = ? WHERE id = ?", (HOSTILE, owner))
+        conn.commit()
+    plain = invoke(["exposure", "--data-dir", str(trek4.data_dir), "--format", fmt, "--no-copies"]).stdout
+    _no_raw_controls(plain)
+    assert "eve\\r\\x1b[2K\\nadmin\\u2028\\u202eevil\\x07" in plain
+    assert len(plain.splitlines()) == len(invoke(
+        ["exposure", "--data-dir", str(trek4.data_dir), "--format", fmt, "--no-copies"]).stdout.splitlines())
+
+
+def test_control_characters_in_names_found_by_the_search_are_escaped(trek4: TrekCopy) -> None:
+    table = "notes\rFAKE OK line\x1b[1A"
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        conn.execute(f'CREATE TABLE "{table}" (id INTEGER PRIMARY KEY, body TEXT)')
+        conn.execute(f'INSERT INTO "{table}" (body) VALUES (?)', ("enc:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",))
+        conn.commit()
+    result = invoke(["verify", "--data-dir", str(trek4.data_dir)])
+    _no_raw_controls(result.stderr)
+    assert "notes\\rFAKE OK line\\x1b[1A" in result.stderr
