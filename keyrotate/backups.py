@@ -27,7 +27,7 @@ from keyrotate.errors import KeyrotateError, WrongKeyError
 from keyrotate.files import new_file, replacing
 from keyrotate.keys import Key
 from keyrotate.report import SCHEMA_VERSION
-from keyrotate.ziparchive import ZipLayoutError, read_layout, replace_member
+from keyrotate.ziparchive import ZipLayoutError, check_replaceable, read_layout, replace_member
 
 BACKUP_GLOBS = ("backup-*.zip", "auto-backup-*.zip")
 DB_MEMBER = "travel.db"
@@ -94,9 +94,6 @@ def _extracted_database(zip_path: Path) -> Iterator[tuple[Path, zipfile.ZipInfo]
         os.chmod(workdir, 0o700)
         try:
             with zipfile.ZipFile(zip_path) as archive:
-                bad = archive.testzip()
-                if bad is not None:
-                    raise _Unusable(f"member {bad!r} fails its CRC check (damaged ZIP)")
                 names = archive.namelist()
                 if names.count(DB_MEMBER) != 1:
                     raise _Unusable(f"holds {names.count(DB_MEMBER)} '{DB_MEMBER}' members at its top level, not 1")
@@ -104,9 +101,13 @@ def _extracted_database(zip_path: Path) -> Iterator[tuple[Path, zipfile.ZipInfo]
                 if side:
                     raise _Unusable(f"also holds {', '.join(side)}; keyrotate only rewrites a self-contained travel.db")
                 info = archive.getinfo(DB_MEMBER)
+                cap = _extraction_cap(info, workdir)  # before the CRC check, which inflates every member
+                bad = archive.testzip()
+                if bad is not None:
+                    raise _Unusable(f"member {bad!r} fails its CRC check (damaged ZIP)")
                 target = workdir / DB_MEMBER
                 with new_file(target) as out, archive.open(info) as member:
-                    shutil.copyfileobj(member, out, 1 << 20)
+                    _copy_capped(member, out, cap)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, ValueError, zlib.error) as exc:
             raise _Unusable(f"cannot be read as a ZIP ({exc})") from None
         except OSError as exc:
@@ -114,6 +115,41 @@ def _extracted_database(zip_path: Path) -> Iterator[tuple[Path, zipfile.ZipInfo]
         yield target, info
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# A travel.db deflates 3 to 10 times; a member claiming far more is a bomb (or a file of empty pages), and it is
+# extracted to the temporary directory, which is often a small tmpfs. Below RATIO_FLOOR the ratio is not checked.
+MAX_RATIO = 100
+RATIO_FLOOR = 256 << 20
+FREE_SPACE_MARGIN = 64 << 20  # left free for the rotation's journal and the rest of the system
+
+
+class _TooLarge(_Unusable):
+    pass
+
+
+def _extraction_cap(info: zipfile.ZipInfo, workdir: Path) -> int:
+    """The most bytes travel.db may inflate to; refuses before writing anything if its header claims more."""
+    free = shutil.disk_usage(workdir).free - FREE_SPACE_MARGIN
+    by_ratio = max(RATIO_FLOOR, info.compress_size * MAX_RATIO)
+    if info.file_size > free:
+        raise _TooLarge(f"{DB_MEMBER} would inflate to {info.file_size} bytes, more than the {max(free, 0)} free in "
+                        f"{workdir.parent} (set TMPDIR to a larger disk)")
+    if info.file_size > by_ratio:
+        raise _TooLarge(f"{DB_MEMBER} would inflate {info.file_size // max(info.compress_size, 1)} times "
+                        f"({info.compress_size} to {info.file_size} bytes): not a database TREK wrote")
+    return min(free, by_ratio)
+
+
+def _copy_capped(member: IO[bytes], out: IO[bytes], cap: int) -> None:
+    """Copy, stopping at ``cap`` bytes whatever the ZIP's header said."""
+    written = 0
+    while chunk := member.read(1 << 20):
+        written += len(chunk)
+        if written > cap:
+            raise _TooLarge(f"{DB_MEMBER} inflates to more than {cap} bytes, beyond what its header claims; "
+                            "not a database TREK wrote")
+        out.write(chunk)
 
 
 def _date(info: zipfile.ZipInfo) -> str:
@@ -168,6 +204,8 @@ def rekey_backup(
         return RekeyResult(str(zip_path), "left as it is", "it is a symbolic link and keyrotate never writes through "
                            "one; rekey the file it points to")
     try:
+        with zip_path.open("rb") as archive:
+            check_replaceable(archive, DB_MEMBER)  # before any work, so a dry run reports what the run will do
         with _extracted_database(zip_path) as (db, _info):
             try:
                 report = rotate_database(

@@ -136,14 +136,7 @@ def replace_member(
     ``out`` must be an empty, seekable file. ``check`` is called between
     members (with the member index) so a caller can cancel.
     """
-    target = [e for e in layout.entries if e.name == member]
-    if len(target) != 1:
-        raise ZipLayoutError(f"archive holds {len(target)} members named {member!r}")
-    chosen = target[0]
-    if chosen.flags & _FLAG_ENCRYPTED:
-        raise ZipLayoutError(f"{member} is encrypted inside the ZIP")
-    if chosen.method not in (_STORED, _DEFLATED):
-        raise ZipLayoutError(f"{member} uses ZIP compression method {chosen.method}")
+    chosen = _replaceable(source, layout, member)
     _copy_range(source, out, 0, layout.prefix_end)
     new_offsets: dict[int, int] = {}
     new_central: dict[int, bytes] = {}
@@ -169,14 +162,39 @@ def replace_member(
     out.write(eocd)
 
 
+def check_replaceable(source: BinaryIO, member: str) -> None:
+    """Raise :class:`ZipLayoutError` if :func:`replace_member` would refuse this archive: a dry run must say
+    what the real run will do."""
+    try:
+        _replaceable(source, read_layout(source), member)
+    except struct.error:
+        raise ZipLayoutError("damaged ZIP structure") from None
+
+
+def _replaceable(source: BinaryIO, layout: ZipLayout, member: str) -> RawEntry:
+    target = [e for e in layout.entries if e.name == member]
+    if len(target) != 1:
+        raise ZipLayoutError(f"archive holds {len(target)} members named {member!r}")
+    chosen = target[0]
+    if chosen.flags & _FLAG_ENCRYPTED:
+        raise ZipLayoutError(f"{member} is encrypted inside the ZIP")
+    if chosen.method not in (_STORED, _DEFLATED):
+        raise ZipLayoutError(f"{member} uses ZIP compression method {chosen.method}")
+    source.seek(chosen.local_offset + 26)
+    name_len, extra_len = struct.unpack("<HH", source.read(4))
+    local_extra = source.read(name_len + extra_len)[name_len:]
+    if _has_zip64_extra(local_extra) or _has_zip64_extra(_central_extra(chosen.central)):
+        raise ZipLayoutError(f"{member} carries ZIP64 sizes; keyrotate leaves those as they are")
+    return chosen
+
+
 def _write_replacement(source: BinaryIO, entry: RawEntry, replacement: Path, out: BinaryIO) -> bytes:
-    """A fresh local header and data for ``entry``; returns its new central record."""
+    """A fresh local header and data for ``entry`` (checked by :func:`_replaceable`); returns its new central
+    record."""
     source.seek(entry.local_offset)
     fixed = bytearray(source.read(_LOCAL_FIXED))
     name_len, extra_len = struct.unpack_from("<HH", fixed, 26)
     name_and_extra = source.read(name_len + extra_len)
-    if _has_zip64_extra(name_and_extra[name_len:]) or _has_zip64_extra(_central_extra(entry.central)):
-        raise ZipLayoutError(f"{entry.name} carries ZIP64 sizes")
     flags = (struct.unpack_from("<H", fixed, 6)[0]) & ~_FLAG_DATA_DESCRIPTOR
     header_at = out.tell()
     out.write(fixed)

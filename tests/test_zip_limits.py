@@ -1,0 +1,122 @@
+"""Backup ZIPs keyrotate must not unpack (bombs, too big for the disk) or cannot rewrite (ZIP64): refused up
+front, left byte for byte as they are, and a dry run says the same as the real run."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from keyrotate import backups
+from keyrotate.cli import main
+from keyrotate.errors import ExitCode
+from keyrotate.keys import create_key_file, generate_key_text
+
+from .conftest import TrekCopy
+from .ziphelpers import snapshot
+
+BOMB_ZEROS = 50 << 20  # deflates to about 50 KB: a 1,000:1 ratio
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """keyrotate's temporary directories land here, so the test can see what is left behind."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def make_bomb(trek: TrekCopy, zip_path: Path) -> Path:
+    """A backup whose travel.db is the real database followed by 50 MB of zeros."""
+    db = snapshot(trek.db, zip_path.with_suffix(".db")).read_bytes()
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("travel.db", db + bytes(BOMB_ZEROS))
+        archive.writestr("uploads/a.txt", b"a")
+    return zip_path
+
+
+def rekey(zip_path: Path, trek: TrekCopy, tmp_path: Path, *extra: str) -> Result:
+    new = tmp_path / "new.key"
+    if not new.exists():
+        create_key_file(new, generate_key_text())
+    return CliRunner().invoke(main, ["rekey-backup", str(zip_path), "--old-key-file",
+                                     str(trek.data_dir / ".encryption_key"), "--new-key-file", str(new), *extra],
+                              catch_exceptions=False)
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_member_beyond_a_sane_ratio_is_refused_and_nothing_is_extracted(
+    trek3: TrekCopy, tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch, dry_run: bool
+) -> None:
+    monkeypatch.setattr(backups, "RATIO_FLOOR", 1 << 20)  # so a 50 MB bomb is enough to show it
+    zip_path = make_bomb(trek3, tmp_path / "backup-bomb.zip")
+    before = zip_path.read_bytes()
+
+    result = rekey(zip_path, trek3, tmp_path, *(["--dry-run"] if dry_run else []))
+
+    assert result.exit_code == ExitCode.UNDECRYPTABLE, result.output
+    assert "left as it is" in result.stdout and "would inflate" in result.stdout
+    assert "not a database TREK wrote" in result.stdout
+    assert zip_path.read_bytes() == before
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_a_member_larger_than_the_free_space_is_refused(
+    trek3: TrekCopy, tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backups, "MAX_RATIO", 10**6)  # only the free space decides here
+    free = shutil.disk_usage(private_tmp).free
+    monkeypatch.setattr(backups, "FREE_SPACE_MARGIN", free - (10 << 20))  # as if only ~10 MB were free
+    zip_path = make_bomb(trek3, tmp_path / "backup-big.zip")
+    before = zip_path.read_bytes()
+
+    result = rekey(zip_path, trek3, tmp_path)
+
+    assert result.exit_code == ExitCode.UNDECRYPTABLE, result.output
+    assert "free in" in result.stdout and "TMPDIR" in result.stdout
+    assert zip_path.read_bytes() == before
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_the_copy_stops_at_the_cap_whatever_the_header_said() -> None:
+    out = io.BytesIO()
+    with pytest.raises(backups._TooLarge, match="beyond what its header claims"):
+        backups._copy_capped(io.BytesIO(bytes(3 << 20)), out, 2 << 20)
+    assert len(out.getvalue()) <= 2 << 20
+
+
+def test_backups_listing_reports_a_bomb_instead_of_unpacking_it(
+    trek3: TrekCopy, tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backups, "RATIO_FLOOR", 1 << 20)
+    (trek3.data_dir / "backups").mkdir()
+    make_bomb(trek3, trek3.data_dir / "backups" / "backup-2026-01-01.zip")
+    result = CliRunner().invoke(main, ["backups", "--data-dir", str(trek3.data_dir)], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert "cannot be checked" in result.stdout and "would inflate" in result.stdout
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_dry_run_reports_a_zip64_member_as_the_real_run_leaves_it(trek3: TrekCopy, tmp_path: Path) -> None:
+    db_copy = snapshot(trek3.db, tmp_path / "snap.db")
+    zip_path = tmp_path / "backup-64.zip"
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("travel.db", "w", force_zip64=True) as member:
+            member.write(db_copy.read_bytes())
+        archive.writestr("uploads/a.txt", b"a")
+    before = zip_path.read_bytes()
+
+    dry = rekey(zip_path, trek3, tmp_path, "--dry-run")
+    real = rekey(zip_path, trek3, tmp_path)
+
+    for result in (dry, real):
+        assert result.exit_code == ExitCode.UNDECRYPTABLE, result.output
+        assert "left as it is" in result.stdout and "ZIP64" in result.stdout
+        assert "would be rekeyed" not in result.stdout
+    assert zip_path.read_bytes() == before
