@@ -18,7 +18,16 @@ from keyrotate import __version__
 from keyrotate.database import locate_database
 from keyrotate.engine import RotateOptions, RotationPlan, rotate_database, verify_database
 from keyrotate.errors import ExitCode, KeyrotateError
-from keyrotate.keys import Key, create_key_file, generate_key_text, key_from_env, key_from_file, resolve_trek_key
+from keyrotate.keys import (
+    Key,
+    create_key_file,
+    generate_key_text,
+    key_from_env,
+    key_from_file,
+    new_key_warnings,
+    refuse_unreadable_new_key,
+    resolve_trek_key,
+)
 from keyrotate.lifecycle import environment_holds, fallback_explanation
 from keyrotate.report import printable, render_rotation, render_verify
 from keyrotate.scanning import ProgressCallback
@@ -155,6 +164,13 @@ def _prompt_key(prompt: str, label: str, options_hint: str, *, confirm: bool) ->
     return Key(text, f"{label} key typed at the prompt")
 
 
+def _check_new_key(key: Key) -> None:
+    """Refuse a new key TREK would not read back as given (exit 6); warn about a weak one."""
+    refuse_unreadable_new_key(key)
+    for warning in new_key_warnings(key):
+        _warn(warning)
+
+
 def _emit_json(document: dict[str, Any]) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=False, default=str))
 
@@ -284,6 +300,7 @@ def rotate(
         else:
             new_key = _prompt_key("New ENCRYPTION_KEY", "new", "--new-key-file FILE or --new-key-env NAME", confirm=True)
             interactive = True
+        _check_new_key(new_key)
         if environment_holds(old_keys):
             _warn("ENCRYPTION_KEY in this shell holds the old key. Change or unset it wherever TREK runs.")
         backup = None

@@ -18,6 +18,7 @@ import click
 from keyrotate.audit import audit_database
 from keyrotate.backups import BackupListing, RekeyReport, find_backups, list_backups, rekey_backups
 from keyrotate.cli import (
+    _check_new_key,
     _database,
     _keys,
     _progress,
@@ -196,6 +197,7 @@ def rekey_backup(
         new_keys = _keys([new_key_file] if new_key_file else [], [new_key_env] if new_key_env else [], "new", _warn)
         new_key = new_keys[0] if new_keys else _prompt_key("New ENCRYPTION_KEY", "new", "--new-key-file FILE or --new-key-env NAME",
                                                          confirm=True)
+        _check_new_key(new_key)
         report = RekeyReport(rekey_backups(zips, old_keys, new_key, encrypt_plaintext=encrypt_plaintext,
                                            dry_run=dry_run))
         click.echo(render(report, fmt))

@@ -49,7 +49,7 @@ from keyrotate.errors import (
 )
 from keyrotate.files import check_replaceable, replacing
 from keyrotate.formats import Cipher, Scheme
-from keyrotate.keys import Key
+from keyrotate.keys import Key, js_trim, refuse_unreadable_new_key
 from keyrotate.processes import refuse_if_open_elsewhere
 from keyrotate.report import (
     FailedSecret,
@@ -111,6 +111,7 @@ NoticeCallback = Callable[[str], None]  # one line for the person running keyrot
 
 
 def check_keys(old_keys: Sequence[Key], new_key: Key) -> None:
+    refuse_unreadable_new_key(new_key)
     if not old_keys:
         raise KeyProblemError("No old key was given.")
     for old in old_keys:
@@ -279,7 +280,7 @@ def _rotate(
     crash_point("after-verify")
     key_file_written = None
     if options.key_file is not None:
-        write_key_file(options.key_file, options.new_key, backup)
+        write_key_file(options.key_file, options.new_key, backup, options.db_path)
         key_file_written = str(options.key_file)
     return _report(
         run, writer.tallies, failures, committed=True, backup=backup,
@@ -298,7 +299,7 @@ def _already_rotated(options: RotateOptions) -> bool:
 
 def _key_file_holds(path: Path, key: Key) -> bool:
     try:
-        on_disk = path.read_text(encoding="utf-8").strip()
+        on_disk = js_trim(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):
         return False
     return bool(on_disk) and key.same_secret_as(Key(on_disk, "key file"))
@@ -314,7 +315,7 @@ def _nothing_to_do(run: _Run, tallies: dict[str, Tally], failures: tuple[FailedS
     written = None
     if (options.key_file is not None and not options.dry_run and not blocked
             and not _key_file_holds(options.key_file, options.new_key)):
-        write_key_file(options.key_file, options.new_key, None)
+        write_key_file(options.key_file, options.new_key, None, options.db_path)
         written = str(options.key_file)
         notes.append("No secret was under the old key any more: an earlier run probably stopped after its commit.")
     elif not options.old_keys:
@@ -544,10 +545,14 @@ def check_writable_directory(directory: Path) -> None:
         raise CannotWriteError(f"Cannot write the new key file into {directory}. Nothing was changed.")
 
 
-def write_key_file(path: Path, key: Key, backup: Path | None, owner_like: Path | None = None) -> None:
-    """Atomically replace ``path`` with the key (mode 0600, fsynced, never through a link)."""
+def write_key_file(path: Path, key: Key, backup: Path | None, db_path: Path) -> None:
+    """Atomically replace ``path`` with the key (mode 0600, fsynced, never through a link).
+
+    Run as root, the file keeps its owner (or gets the database's): a root-owned 0600
+    key file is one TREK's user cannot read, and TREK then silently falls back to .jwt_secret.
+    """
     try:
-        with replacing(path, owner_like=owner_like) as (_partial, handle):
+        with replacing(path, owner_like=path if path.is_file() else db_path) as (_partial, handle):
             handle.write(key.reveal().encode("utf-8"))
             handle.flush()
             crash_point("key-file-temp")

@@ -16,6 +16,21 @@ from keyrotate.files import write_new_file
 API_DOMAIN = "api_keys"
 MFA_DOMAIN = "mfa"
 
+# What JavaScript's String.prototype.trim() strips (ECMA-262 WhiteSpace and LineTerminator). TREK reads
+# .encryption_key and .jwt_secret with it. Python's str.strip() differs: it keeps U+FEFF (the BOM) and
+# strips U+001C-U+001F and U+0085, which JS keeps.
+JS_TRIMMED = (
+    "\t\n\x0b\x0c\r \u00a0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B))
+    + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+_LINE_BREAKS = "\n\r\x0b\x0c\x85\u2028\u2029"
+WEAK_KEY_LENGTH = 32
+
+
+def js_trim(text: str) -> str:
+    """``text.trim()`` exactly as JavaScript (and so TREK) does it."""
+    return text.strip(JS_TRIMMED)
+
 
 @dataclass(frozen=True, eq=False)
 class Key:
@@ -29,7 +44,7 @@ class Key:
     source: str
 
     def __post_init__(self) -> None:
-        if not self._text.strip():
+        if not js_trim(self._text):
             raise KeyProblemError(f"The key from {self.source} is empty. Give a non-empty key.")
 
     def __repr__(self) -> str:
@@ -74,7 +89,7 @@ def key_from_file(path: Path, label: str) -> tuple[Key, list[str]]:
     except OSError as exc:
         raise KeyProblemError(f"Cannot read key file {path}: {exc.strerror}.") from None
     try:
-        text = raw.decode("utf-8").strip()
+        text = js_trim(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise KeyProblemError(f"Key file {path} is not UTF-8 text.") from None
     if not text:
@@ -93,7 +108,7 @@ def key_from_env(name: str, label: str) -> Key:
     value = os.environ.get(name)
     if value is None:
         raise KeyProblemError(f"Environment variable {name} is not set.")
-    if not value.strip():
+    if not js_trim(value):
         raise KeyProblemError(f"Environment variable {name} is empty.")
     return Key(value, f"{label} key from ${name}")
 
@@ -116,7 +131,7 @@ def resolve_trek_key(data_dir: Path) -> TrekKeyResolution:
     jwt = data_dir / ".jwt_secret"
     for path, origin in ((enc, "encryption_key_file"), (jwt, "jwt_secret_fallback")):
         try:
-            text = path.read_text(encoding="utf-8").strip()
+            text = js_trim(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError) as exc:
@@ -137,6 +152,49 @@ def resolve_trek_key(data_dir: Path) -> TrekKeyResolution:
         f"{data_dir} has neither .encryption_key nor .jwt_secret, so keyrotate cannot tell which key TREK uses. "
         "Give the old key with --old-key-file or --old-key-env."
     )
+
+
+def refuse_unreadable_new_key(key: Key) -> None:
+    """A new key must be exactly what TREK reads back from ``.encryption_key`` (trimmed), and
+    fit on one line of an env file. Names the problem, never the key."""
+    text = key.reveal()
+    problem = None
+    if js_trim(text) != text:
+        end = "starts" if text[0] in JS_TRIMMED else "ends"
+        char = text[0] if end == "starts" else text[-1]
+        problem = (f"{end} with {_describe(char)}, which TREK strips when it reads .encryption_key, so TREK would "
+                   "read a different key than the one the secrets are under")
+    elif "\x00" in text:
+        problem = "holds a NUL character"
+    elif any(c in _LINE_BREAKS for c in text):
+        problem = "holds a line break, which no key file or environment line keeps intact"
+    else:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "is not valid UTF-8 text"
+    if problem:
+        raise KeyProblemError(f"The new key ({key.source}) {problem}. Nothing was written. Use a key of "
+                              "printable characters, e.g. one from: keyrotate generate-key --out FILE")
+
+
+def new_key_warnings(key: Key) -> list[str]:
+    """A usable but weak new key: short, or made of very few different characters."""
+    text = key.reveal()
+    if len(text) < WEAK_KEY_LENGTH:
+        weakness = f"is shorter than {WEAK_KEY_LENGTH} characters"
+    elif len(set(text)) < 8:
+        weakness = "uses fewer than 8 different characters"
+    else:
+        return []
+    return [f"The new key ({key.source}) {weakness}; a strong key is 64 random hex characters: "
+            "keyrotate generate-key --out FILE"]
+
+
+def _describe(char: str) -> str:
+    names = {"\n": "a line feed", "\r": "a carriage return", "\t": "a tab", " ": "a space",
+             "\ufeff": "a byte-order mark (U+FEFF)"}
+    return names.get(char, f"whitespace (U+{ord(char):04X})")
 
 
 def create_key_file(path: Path, text: str, *, owner_like: Path | None = None) -> None:
