@@ -235,6 +235,9 @@ def main() -> None:
 @click.option("--backup", "backup_path", type=click.Path(path_type=Path),
               help="Where to write the backup. Default: next to the database, named with the time.")
 @click.option("--no-backup", is_flag=True, help="Do not back up first. Only if you have your own backup.")
+@click.option("--discard-old-key", is_flag=True,
+              help="Do not save the old key from data/.encryption_key before replacing it. Default: it is saved "
+                   "beside the backup as <backup>.key (0600), since backups and backup ZIPs open only with it.")
 @click.option("--dry-run", is_flag=True,
               help="Do everything except the backup, then roll back: the database is not changed and no backup is "
                    "made. Only --generate-new-key still saves the new key to --new-key-out, so the real run can "
@@ -261,7 +264,8 @@ def main() -> None:
 @quiet_option
 def rotate(
     db: Path | None, data_dir: Path | None, old_key_file: tuple[Path, ...], old_key_env: tuple[str, ...],
-    new_key_file: Path | None, new_key_env: str | None, backup_path: Path | None, no_backup: bool, dry_run: bool,
+    new_key_file: Path | None, new_key_env: str | None, backup_path: Path | None, no_backup: bool,
+    discard_old_key: bool, dry_run: bool,
     skip_undecryptable: bool, encrypt_plaintext: bool, yes: bool, allow_running: bool, vacuum: bool,
     generate_new_key: bool, new_key_out: Path | None, rekey_backups: bool, incident: bool, wait: float,
     workers: int | None, json_output: bool, quiet: bool,
@@ -310,7 +314,7 @@ def rotate(
             db_path=path, old_keys=tuple(old_keys), new_key=new_key, backup_path=backup, dry_run=dry_run,
             skip_undecryptable=skip_undecryptable, encrypt_plaintext=encrypt_plaintext, busy_timeout=wait,
             key_file=(data_dir / ".encryption_key") if data_dir is not None else None,
-            allow_running=allow_running, vacuum=vacuum, workers=workers,
+            allow_running=allow_running, vacuum=vacuum, workers=workers, save_old_key=not discard_old_key,
         )
         confirm = None
         if interactive and not yes and not dry_run:

@@ -8,6 +8,7 @@ same click group. Reports go to stdout, summaries and warnings to stderr.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +36,10 @@ from keyrotate.cli import (
     quiet_option,
     wait_option,
 )
-from keyrotate.errors import ExitCode, InputNotFoundError, KeyrotateError
+from keyrotate.errors import ExitCode, InputNotFoundError, KeyProblemError, KeyrotateError
 from keyrotate.exposure import ExposureReport, find_exposed_copies, find_exposure
 from keyrotate.keys import Key
-from keyrotate.lifecycle import environment_holds, generate_new_key, next_steps
+from keyrotate.lifecycle import environment_holds, generate_new_key, next_steps, saved_old_keys
 from keyrotate.outputs import FORMATS, render
 from keyrotate.report import RotationReport
 
@@ -121,6 +122,8 @@ def finish_rotation(
             _say(f"No backup ZIPs in {path.parent / 'backups'}.", quiet=quiet)
         for result in results.left_alone:
             _warn(f"backup {result.path} was left as it is: {result.reason}")
+    if not rekey and report.committed:
+        _zips_left_under_old_key(report, path, data_dir, new_key_file, extras, quiet)
     if exposure is not None:
         exposure = dataclasses.replace(exposure, copies=find_exposed_copies(path, old_keys))
         extras.json["exposure"] = exposure.to_json()
@@ -128,11 +131,37 @@ def finish_rotation(
     if report.committed:
         steps = next_steps(
             data_dir=data_dir, new_key_file=new_key_file, key_file_written=report.key_file_written is not None,
-            shell_has_old_key=environment_holds(old_keys), backup=report.backup,
+            shell_has_old_key=environment_holds(old_keys), backup=report.backup, old_key_saved=report.old_key_saved,
         )
         extras.json["operator_steps"] = steps
         _say("\n".join(f"Step: {step}" for step in steps), quiet=quiet)
     return extras
+
+
+def _zips_left_under_old_key(report: RotationReport, path: Path, data_dir: Path | None, new_key_file: Path | None,
+                             extras: RotationExtras, quiet: bool) -> None:
+    """Name TREK's backup ZIPs a rotation without --rekey-backups left under the old key, with the command
+    that rekeys them now."""
+    zips = find_backups(path.parent)
+    if not zips:
+        return
+    command = ["keyrotate", "rekey-backup", *(str(z.absolute()) for z in zips)]
+    saved = Path(report.old_key_saved) if report.old_key_saved else None
+    if data_dir is not None:
+        command += ["--data-dir", str(data_dir.absolute())]  # its key is now the new one
+        if saved is not None and saved.parent.resolve() != path.parent.resolve():
+            command += ["--old-key-file", str(saved.absolute())]  # found by default only next to travel.db
+    else:
+        command += ["--old-key-file", "OLD.key", "--new-key-file", str(new_key_file.absolute() if new_key_file else "NEW.key")]
+    if saved is None and data_dir is not None:
+        command += ["--old-key-file", "OLD.key"]
+    where = f"saved at {saved}" if saved else "which keyrotate did not save: give it as OLD.key"
+    line = shlex.join(command)
+    extras.json["backups_under_old_key"] = {"zips": [str(z) for z in zips], "old_key_saved": report.old_key_saved,
+                                            "rekey_command": line}
+    _warn(f"{len(zips)} backup ZIP(s) stay under the old key ({where}): {', '.join(z.name for z in zips)}. "
+          "Re-encrypt them now with:")
+    _say(f"    {line}", quiet=quiet)
 
 
 # -- new commands ------------------------------------------------------------
@@ -164,7 +193,8 @@ def backups(data_dir: Path, key_file: tuple[Path, ...], key_env: tuple[str, ...]
 @main.command("rekey-backup", epilog=REKEY_BACKUP_HELP)
 @click.argument("zips", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--data-dir", type=click.Path(path_type=Path),
-              help="TREK's data directory: its current key is the default old key.")
+              help="TREK's data directory. Default old keys: those rotate saved next to travel.db, and the key TREK "
+                   "uses there; default new key: the key TREK uses there.")
 @click.option("--old-key-file", type=click.Path(path_type=Path), multiple=True, help="File holding an old key. Repeatable.")
 @click.option("--old-key-env", multiple=True, metavar="NAME", help="Environment variable holding an old key. Repeatable.")
 @click.option("--new-key-file", type=click.Path(path_type=Path), help="File holding the new key.")
@@ -189,14 +219,16 @@ def rekey_backup(
         for path in zips:
             if not path.is_file():
                 raise InputNotFoundError(f"Backup {path} does not exist or is not a file.")
-        old_keys = _keys(old_key_file, old_key_env, "old", _warn) or _trek_keys(data_dir, "old")
-        if not old_keys:
-            old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]
         if new_key_file and new_key_env:
             raise click.UsageError("Give the new key once: --new-key-file or --new-key-env.")
+        trek_key = _trek_keys(data_dir, "current")  # what TREK uses now: the new key after a rotation
         new_keys = _keys([new_key_file] if new_key_file else [], [new_key_env] if new_key_env else [], "new", _warn)
-        new_key = new_keys[0] if new_keys else _prompt_key("New ENCRYPTION_KEY", "new", "--new-key-file FILE or --new-key-env NAME",
-                                                         confirm=True)
+        old_keys = _keys(old_key_file, old_key_env, "old", _warn) or _default_old_keys(
+            data_dir, trek_key, new_keys[0] if new_keys else (trek_key[0] if trek_key else None))
+        if not old_keys:
+            old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]
+        new_key = (new_keys or trek_key or [_prompt_key("New ENCRYPTION_KEY", "new",
+                                                        "--new-key-file FILE or --new-key-env NAME", confirm=True)])[0]
         _check_new_key(new_key)
         report = RekeyReport(rekey_backups(zips, old_keys, new_key, encrypt_plaintext=encrypt_plaintext,
                                            dry_run=dry_run))
@@ -204,6 +236,22 @@ def rekey_backup(
         return int(ExitCode.UNDECRYPTABLE if report.left_alone else ExitCode.OK)
 
     _run(action)
+
+
+def _default_old_keys(data_dir: Path | None, trek_key: list[Key], new_key: Key | None) -> list[Key]:
+    """With --data-dir: the old keys keyrotate saved next to the database, then the key TREK uses,
+    leaving out the new key (after a rotation the key TREK uses is the new one)."""
+    if data_dir is None:
+        return []
+    found: list[Key] = []
+    for key in [*saved_old_keys(data_dir / "travel.db"), *trek_key]:
+        if not any(key.same_secret_as(k) for k in (*found, *([new_key] if new_key else []))):
+            found.append(key)
+    if not found:
+        raise KeyProblemError(f"The key TREK uses from {data_dir} is the new key and no saved old key "
+                              "(travel.db.keyrotate-*.key) is next to the database. Give the key the ZIPs were made "
+                              "under with --old-key-file.")
+    return found
 
 
 @main.command(epilog=EXPOSURE_HELP)

@@ -353,10 +353,20 @@ def checkpoint(conn: sqlite3.Connection) -> bool:
     return int(busy) == 0
 
 
-def restore_command(backup: Path, db: Path) -> str:
-    """The exact shell command that puts a backup back (TREK stopped)."""
-    b, d = str(backup), str(db.resolve())
-    return f"cat {_shell(b)} > {_shell(d)} && rm -f {_shell(d + '-wal')} {_shell(d + '-shm')}"
+def restore_command(backup: Path, db: Path, key_file: Path | None = None, saved_key: Path | None = None) -> str:
+    """One line of shell that puts a backup back (TREK stopped), absolute paths, quoted.
+
+    With ``key_file``, the key the backup opens with goes back too: ``saved_key``'s
+    content, or, without one, no key file at all (there was none before the rotation).
+    """
+    b, d = str(backup.absolute()), str(db.resolve())
+    command = f"cat {_shell(b)} > {_shell(d)} && rm -f {_shell(d + '-wal')} {_shell(d + '-shm')}"
+    if key_file is None:
+        return command
+    k = _shell(str(key_file.absolute()))
+    if saved_key is None:
+        return f"{command} && rm -f {k}"
+    return f"{command} && cat {_shell(str(saved_key.absolute()))} > {k}"
 
 
 def _shell(text: str) -> str:

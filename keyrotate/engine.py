@@ -43,6 +43,7 @@ from keyrotate.errors import (
     CancelledError,
     CannotWriteError,
     KeyProblemError,
+    KeyrotateError,
     UndecryptableError,
     VerificationError,
     WrongKeyError,
@@ -50,6 +51,7 @@ from keyrotate.errors import (
 from keyrotate.files import check_replaceable, replacing
 from keyrotate.formats import Cipher, Scheme
 from keyrotate.keys import Key, js_trim, refuse_unreadable_new_key
+from keyrotate.lifecycle import save_old_key
 from keyrotate.processes import refuse_if_open_elsewhere
 from keyrotate.report import (
     FailedSecret,
@@ -79,6 +81,7 @@ class RotateOptions:
     # copies of cells in pages it reorganised long before (TREK's own fixture has 278 copies of 219 tokens).
     vacuum: bool = True
     workers: int | None = None  # crypto worker processes; None decides from the cores and the database size
+    save_old_key: bool = False  # keep key_file's old key beside the backup before replacing it
 
 
 @dataclass(frozen=True)
@@ -278,14 +281,40 @@ def _rotate(
     found_outside = frozenset(t.table for t in writer.tallies.values() if not t.catalogued and any(t.opened_by))
     _verify_after_commit(options, info, resolved, fingerprint, backup, progress, pool, found_outside)
     crash_point("after-verify")
-    key_file_written = None
+    key_file_written, saved = None, _SavedKey()
     if options.key_file is not None:
-        write_key_file(options.key_file, options.new_key, backup, options.db_path)
+        saved = _replace_key_file(options, backup)
         key_file_written = str(options.key_file)
     return _report(
         run, writer.tallies, failures, committed=True, backup=backup,
-        key_file_written=key_file_written, verified=True, extra_warnings=after_commit,
+        key_file_written=key_file_written, verified=True, extra_warnings=after_commit, saved=saved,
     )
+
+
+@dataclass(frozen=True)
+class _SavedKey:
+    path: Path | None = None  # where the old key was saved
+    key_file_to_restore: Path | None = None  # the key file a restore puts back (None: no key part)
+
+
+def _replace_key_file(options: RotateOptions, backup: Path | None) -> _SavedKey:
+    """Save the old key (unless told not to), then write the new one: the old key is never lost."""
+    key_file = options.key_file
+    assert key_file is not None
+    existed = os.path.lexists(key_file)
+    saved = None
+    if options.save_old_key:
+        try:
+            saved = save_old_key(key_file, options.new_key, options.db_path, backup)
+        except (OSError, UnicodeDecodeError, KeyrotateError) as exc:
+            reason = exc.message if isinstance(exc, KeyrotateError) else str(exc)
+            raise CannotWriteError(
+                f"The database is rotated and verified, but saving the old key from {key_file} before replacing "
+                f"it failed ({reason}); {key_file} still holds the old key. Fix that (free space?) and run the same "
+                "command again: it finishes the job."
+            ) from None
+    write_key_file(key_file, options.new_key, backup, options.db_path)
+    return _SavedKey(saved, key_file if saved is not None or not existed else None)
 
 
 def _already_rotated(options: RotateOptions) -> bool:
@@ -312,15 +341,15 @@ def _nothing_to_do(run: _Run, tallies: dict[str, Tally], failures: tuple[FailedS
     no key at all."""
     options = run.options
     notes = []
-    written = None
+    written, saved = None, _SavedKey()
     if (options.key_file is not None and not options.dry_run and not blocked
             and not _key_file_holds(options.key_file, options.new_key)):
-        write_key_file(options.key_file, options.new_key, None, options.db_path)
+        saved = _replace_key_file(options, None)
         written = str(options.key_file)
         notes.append("No secret was under the old key any more: an earlier run probably stopped after its commit.")
     elif not options.old_keys:
         notes.append(f"{options.key_file} already holds the new key and every secret opens under it: nothing to do.")
-    return _report(run, tallies, failures, committed=False, key_file_written=written, notes=notes)
+    return _report(run, tallies, failures, committed=False, key_file_written=written, notes=notes, saved=saved)
 
 
 def _scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions) -> list[str]:
@@ -578,6 +607,7 @@ def _report(
     verified: bool = False,
     notes: Sequence[str] = (),
     extra_warnings: Sequence[str] = (),
+    saved: _SavedKey = _SavedKey(),
 ) -> RotationReport:
     options = run.options
     warnings = list(extra_warnings)
@@ -609,7 +639,9 @@ def _report(
         locations=_locations(run.resolved, tallies),
         failures=failures,
         backup=str(backup) if backup else None,
-        restore_command=restore_command(backup, options.db_path) if backup else None,
+        restore_command=(restore_command(backup, options.db_path, saved.key_file_to_restore, saved.path)
+                         if backup else None),
+        old_key_saved=str(saved.path) if saved.path else None,
         key_file_written=key_file_written,
         verified_after_commit=verified,
         warnings=tuple(warnings),

@@ -148,13 +148,18 @@ def find_exposed_copies(db_path: Path, suspected: Sequence[Key]) -> tuple[Expose
     seen: set[Path] = set()
     for pattern, kind in COPY_PATTERNS:
         for path in sorted(db_path.parent.glob(db_path.name + pattern[1:])):
-            if path in seen or not path.is_file() or path.name.endswith(("-wal", "-shm", "-journal")):
+            if path in seen or not path.is_file() or path.name.endswith(("-wal", "-shm", "-journal", ".key")):
                 continue
             seen.add(path)
             mode = stat.S_IMODE(path.stat().st_mode)
             readable = f" It is readable by other users (mode {mode:04o}): chmod 600 it now." if mode & 0o077 else ""
+            key = Path(f"{path}.key")  # the old key rotate saved beside its backup
+            beside = f" The old key itself is saved beside it in {key}: delete both together." if key.is_file() else ""
             out.append(ExposedCopy(str(path), kind, "opens with the old key; delete it once TREK runs fine on the new "
-                                   "key, or move it somewhere safe." + readable))
+                                   "key, or move it somewhere safe." + readable + beside))
+    for path in sorted(db_path.parent.glob(f"{db_path.name}.keyrotate-oldkey-*.key")):
+        out.append(ExposedCopy(str(path), "old key saved by keyrotate (--no-backup)", "the old key itself; delete it "
+                               "once nothing you keep is under the old key"))
     for zip_path in find_backups(db_path.parent):
         status = inspect_backup(zip_path, suspected)
         if status.problem:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from keyrotate.crashpoints import crash_point
-from keyrotate.keys import Key, TrekKeyResolution, create_key_file, generate_key_text
+from keyrotate.files import write_new_file
+from keyrotate.keys import Key, TrekKeyResolution, create_key_file, generate_key_text, js_trim
 
 
 def generate_new_key(out: Path) -> Key:
@@ -22,6 +24,51 @@ def generate_new_key(out: Path) -> Key:
     create_key_file(out, text)
     crash_point("after-new-key")
     return Key(text, f"new key generated into {out}")
+
+
+def save_old_key(key_file: Path, new_key: Key, db_path: Path, backup: Path | None) -> Path | None:
+    """Before ``key_file`` is replaced, keep the key TREK reads from it (its trimmed text).
+
+    Saved as ``<backup>.key`` beside the backup it opens, or without a backup as
+    ``travel.db.keyrotate-oldkey-<time>.key``: new, 0600, owned like the key file,
+    fsynced. None when the file is missing or already holds the new key. A key an
+    earlier, interrupted run saved already is not saved twice.
+    """
+    try:
+        text = js_trim(key_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    old = Key(text, f"old key from {key_file}") if text else None
+    if old is None or old.same_secret_as(new_key):
+        return None
+    for saved in saved_key_files(db_path):
+        if old.same_secret_as(Key(js_trim(saved.read_text(encoding="utf-8")) or "-", "saved key")):
+            return saved
+    if backup is not None and not os.path.lexists(f"{backup}.key"):
+        path = Path(f"{backup}.key")
+    else:  # no backup, or something (a planted link?) already holds that name
+        base = f"{db_path.name}.keyrotate-oldkey-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+        path, n = db_path.with_name(f"{base}.key"), 1
+        while os.path.lexists(path):
+            n += 1
+            path = db_path.with_name(f"{base}-{n}.key")
+    write_new_file(path, text.encode("utf-8"), owner_like=key_file)
+    return path
+
+
+def saved_key_files(db_path: Path) -> list[Path]:
+    """Old keys keyrotate saved next to the database, newest first."""
+    found = [p for p in db_path.parent.glob(f"{db_path.name}.keyrotate-*.key") if p.is_file() and not p.is_symlink()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def saved_old_keys(db_path: Path) -> list[Key]:
+    keys = []
+    for path in saved_key_files(db_path):
+        text = js_trim(path.read_text(encoding="utf-8"))
+        if text:
+            keys.append(Key(text, f"old key saved in {path}"))
+    return keys
 
 
 def fallback_explanation(resolution: TrekKeyResolution) -> str | None:
@@ -46,7 +93,7 @@ def environment_holds(keys: Sequence[Key], environ: Mapping[str, str] | None = N
 
 def next_steps(
     *, data_dir: Path | None, new_key_file: Path | None, key_file_written: bool, shell_has_old_key: bool,
-    backup: str | None,
+    backup: str | None, old_key_saved: str | None = None,
 ) -> list[str]:
     """What to do between the commit and a healthy TREK, for Docker Compose and for a plain host."""
     key_src = f"the contents of {new_key_file}" if new_key_file else "the new key"
@@ -70,6 +117,10 @@ def next_steps(
     ]
     if backup:
         steps.append(f"Once TREK runs fine, delete {backup}: it still opens with the old key.")
+    if old_key_saved:
+        steps.append(f"The old key is saved in {old_key_saved}" + (f" (the key {backup} opens with)" if backup else "")
+                     + ": keep it while you keep anything made under the old key (that backup, TREK's backup ZIPs "
+                     "not re-encrypted, off-site copies), then delete it.")
     if new_key_file:
         steps.append(f"Keep {new_key_file} somewhere safe (a password manager), then delete the file.")
     return steps

@@ -117,6 +117,7 @@ class RotationReport:
     failures: tuple[FailedSecret, ...] = ()
     backup: str | None = None
     restore_command: str | None = None
+    old_key_saved: str | None = None  # the key file's old key, saved before it was replaced
     key_file_written: str | None = None
     verified_after_commit: bool = False
     warnings: tuple[str, ...] = ()
@@ -268,9 +269,13 @@ def render_rotation(report: RotationReport, *, with_next_steps: bool = True) -> 
     for warning in report.warnings:
         text.add(f"WARNING: {warning}")
     text.lines.extend(report.notes)
+    if report.old_key_saved:
+        text.add(f"The old key is saved in {report.old_key_saved} (mode 0600): the backup and TREK's older backup "
+                 "ZIPs open only with it.")
     if report.backup:
         text.add(f"Backup (still readable with the OLD key; keep it safe or delete it): {report.backup}")
-        text.add(f"To restore it (TREK stopped): {report.restore_command}")
+        text.add("To restore it" + (" and the old key" if report.old_key_saved else "") + " (TREK stopped), run:")
+        text.add(f"    {report.restore_command}")
     if report.key_file_written:
         text.add(f"The new key is now in {report.key_file_written} (mode 0600).")
     if report.dry_run:

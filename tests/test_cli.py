@@ -37,9 +37,11 @@ def test_rotate_with_data_dir_rotates_writes_key_file_and_backup(trek: TrekCopy,
     key_file = trek.data_dir / ".encryption_key"
     assert key_file.read_text() == new_text
     assert key_file.stat().st_mode & 0o777 == 0o600
-    backups = [p for p in trek.data_dir.iterdir() if ".keyrotate-backup-" in p.name]
+    backups = [p for p in trek.data_dir.iterdir() if ".keyrotate-backup-" in p.name and p.suffix != ".key"]
     assert len(backups) == 1 and backups[0].stat().st_mode & 0o777 == 0o600
-    assert "To restore it (TREK stopped): cat " in result.stderr
+    saved = Path(f"{backups[0]}.key")  # the old key, beside the backup it opens
+    assert saved.read_text() == old_key.reveal() and saved.stat().st_mode & 0o777 == 0o600
+    assert "To restore it and the old key (TREK stopped), run:\n    cat " in result.stderr
     assert "ENCRYPTION_KEY" in result.stderr  # the reminder about TREK's environment
     new_key = Key(new_text, "new")
     with closing(sqlite3.connect(trek.db)) as conn:

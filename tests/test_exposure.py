@@ -126,8 +126,10 @@ def test_exposure_cli_and_rotate_incident(trek4: TrekCopy, tmp_path: Path) -> No
     assert rotated.exit_code == 0, rotated.stderr
     assert rotated.stdout.startswith("Secrets readable with the suspected key: 219")
     # The backup this very rotation made is still under the leaked key, and the checklist says so.
-    backup = next(trek4.data_dir.glob("travel.db.keyrotate-backup-*"))
+    backup = next(p for p in trek4.data_dir.glob("travel.db.keyrotate-backup-*") if p.suffix != ".key")
     assert f"NOT FIXED BY ROTATING: {backup}" in rotated.stdout
+    # ... and names the old key saved beside it, which opens it.
+    assert f"saved beside it in {backup}.key" in " ".join(rotated.stdout.split())
     new_key = Key(new_key_file.read_text().strip(), "new")
     assert (trek4.data_dir / ".encryption_key").read_text() == new_key.reveal()
     assert find_exposure(trek4.db, [old_key], check_copies=False).secrets == ()

@@ -121,4 +121,4 @@ def test_no_shell_warning_when_the_environment_is_clean(trek4: TrekCopy, tmp_pat
     )
     assert result.exit_code == 0
     assert "holds the old key" not in result.stderr and "unset ENCRYPTION_KEY" not in result.stderr
-    assert len(listing(trek4.data_dir) - files) == 1  # the keyrotate backup
+    assert len(listing(trek4.data_dir) - files) == 2  # the keyrotate backup and the old key saved beside it

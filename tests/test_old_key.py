@@ -1,0 +1,177 @@
+"""The old key is never lost: saved beside the backup, restored by the printed block, found by rekey-backup."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from keyrotate.backups import inspect_backup
+from keyrotate.engine import verify_database
+from keyrotate.keys import Key
+
+from .conftest import TrekCopy, copy_fixture
+from .test_lifecycle import REPO_ROOT, run_keyrotate
+from .ziphelpers import build_backup_zip
+
+
+def run_printed(line: str) -> subprocess.CompletedProcess[str]:
+    """Run what keyrotate printed, exactly, in bash; `keyrotate` is this checkout's."""
+    shim = f'keyrotate() {{ "{sys.executable}" -m keyrotate "$@"; }}\n'
+    environment = {k: v for k, v in os.environ.items() if k != "ENCRYPTION_KEY"}
+    environment["PYTHONPATH"] = str(REPO_ROOT)
+    return subprocess.run(["bash", "-c", shim + line], capture_output=True, text=True, env=environment,
+                          check=False, timeout=120)
+
+
+def printed_after(stderr: str, heading: str) -> str:
+    """The indented line printed right after the line starting with ``heading``."""
+    lines = stderr.splitlines()
+    index = next(n for n, line in enumerate(lines) if line.startswith(heading) or f" {heading}" in line)
+    assert lines[index + 1].startswith("    ")
+    return lines[index + 1].strip()
+
+
+@pytest.fixture
+def awkward(tmp_path: Path) -> TrekCopy:
+    """A fixture copy under a path that needs quoting in a shell."""
+    return copy_fixture("trek-3.0.15", tmp_path / "it's a $dir")
+
+
+def saved_keys(data_dir: Path) -> list[Path]:
+    return sorted(data_dir.glob("travel.db.keyrotate-*.key"))
+
+
+def test_the_printed_restore_block_brings_back_database_and_key(awkward: TrekCopy, new_key_file: Path) -> None:
+    old_key = awkward.key
+    rotated = run_keyrotate(["rotate", "--data-dir", str(awkward.data_dir), "--new-key-file", str(new_key_file)])
+    assert rotated.returncode == 0, rotated.stderr
+    (saved,) = saved_keys(awkward.data_dir)
+    assert saved.read_text() == old_key.reveal()  # the exact text TREK used, no newline
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert f"The old key is saved in {saved}" in rotated.stderr
+    assert verify_database(awkward.db, [old_key]).opened_by_first == 0  # rotated: the old key opens nothing now
+
+    restored = run_printed(printed_after(rotated.stderr, "To restore it and the old key"))
+
+    assert restored.returncode == 0, restored.stderr
+    assert run_keyrotate(["verify", "--data-dir", str(awkward.data_dir)]).returncode == 0
+    assert (awkward.data_dir / ".encryption_key").read_text() == old_key.reveal()
+
+
+def test_on_the_jwt_fallback_the_restore_block_removes_the_new_key_file(trek3: TrekCopy, new_key_file: Path) -> None:
+    enc = trek3.data_dir / ".encryption_key"
+    (trek3.data_dir / ".jwt_secret").write_text(enc.read_text())
+    enc.unlink()
+
+    rotated = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file)])
+    assert rotated.returncode == 0, rotated.stderr
+    assert saved_keys(trek3.data_dir) == []  # .jwt_secret is not replaced: the old key is still there
+    restored = run_printed(printed_after(rotated.stderr, "To restore it"))
+
+    assert restored.returncode == 0, restored.stderr
+    assert not enc.exists()
+    assert run_keyrotate(["verify", "--data-dir", str(trek3.data_dir)]).returncode == 0
+
+
+def test_with_no_backup_the_old_key_is_still_saved(trek3: TrekCopy, new_key_file: Path) -> None:
+    old_key = trek3.key
+    rotated = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file),
+                             "--no-backup"])
+    assert rotated.returncode == 0, rotated.stderr
+    (saved,) = saved_keys(trek3.data_dir)
+    assert saved.name.startswith("travel.db.keyrotate-oldkey-")
+    assert saved.read_text() == old_key.reveal()
+    assert str(saved) in rotated.stderr
+
+
+def test_discard_old_key_saves_nothing(trek3: TrekCopy, new_key_file: Path) -> None:
+    rotated = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file),
+                             "--no-backup", "--discard-old-key"])
+    assert rotated.returncode == 0, rotated.stderr
+    assert saved_keys(trek3.data_dir) == []
+
+
+def test_the_old_key_is_saved_before_the_key_file_is_replaced_and_only_once(
+    trek3: TrekCopy, new_key_file: Path
+) -> None:
+    old_key = trek3.key
+    args = ["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file)]
+    killed = run_keyrotate(args, KEYROTATE_TEST_KILL_AT="key-file-temp")
+    assert killed.returncode == -9
+    (saved,) = saved_keys(trek3.data_dir)
+    assert saved.read_text() == old_key.reveal()
+
+    finished = run_keyrotate(args)
+
+    assert finished.returncode == 0, finished.stderr
+    assert saved_keys(trek3.data_dir) == [saved]  # the rerun found it rather than saving a second copy
+
+
+def test_a_link_at_the_saved_key_name_is_not_followed(trek3: TrekCopy, new_key_file: Path, tmp_path: Path) -> None:
+    backup = tmp_path / "travel.db.backup"
+    victim = tmp_path / "victim"
+    Path(f"{backup}.key").symlink_to(victim)
+
+    rotated = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file),
+                             "--backup", str(backup)])
+
+    assert rotated.returncode == 0, rotated.stderr
+    assert not victim.exists()
+    (saved,) = saved_keys(trek3.data_dir)  # another name, next to the database
+    restored = run_printed(printed_after(rotated.stderr, "To restore it and the old key"))
+    assert restored.returncode == 0, restored.stderr
+    assert run_keyrotate(["verify", "--data-dir", str(trek3.data_dir)]).returncode == 0
+
+
+def test_zips_left_under_the_old_key_are_named_and_the_printed_command_rekeys_them(
+    trek3: TrekCopy, new_key_file: Path
+) -> None:
+    folder = trek3.data_dir / "backups"
+    folder.mkdir()
+    zips = [build_backup_zip(trek3.db, folder / name) for name in ("backup-1.zip", "auto-backup-2.zip")]
+
+    rotated = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file)])
+
+    assert rotated.returncode == 0, rotated.stderr
+    (saved,) = saved_keys(trek3.data_dir)
+    warning = next(line for line in rotated.stderr.splitlines() if "stay under the old key" in line)
+    assert f"saved at {saved}" in warning and "backup-1.zip" in warning and "auto-backup-2.zip" in warning
+    command = printed_after(rotated.stderr, "WARNING: 2 backup ZIP(s) stay under the old key")
+    assert command.startswith("keyrotate rekey-backup ")
+
+    rekeyed = run_printed(command)
+
+    assert rekeyed.returncode == 0, rekeyed.stdout + rekeyed.stderr
+    new_key = Key(new_key_file.read_text().strip(), "new")
+    for zip_path in zips:
+        assert inspect_backup(zip_path, [new_key]).keys[0].opens == "all"
+
+
+def test_rekey_backup_after_a_rotation_finds_the_saved_old_key(trek3: TrekCopy, new_key_file: Path) -> None:
+    folder = trek3.data_dir / "backups"
+    folder.mkdir()
+    zip_path = build_backup_zip(trek3.db, folder / "backup-1.zip")
+    rotated = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file)])
+    assert rotated.returncode == 0, rotated.stderr
+
+    # The advice printed after a rotation before this fix; it exited 8 ("the same as an old key").
+    rekeyed = run_keyrotate(["rekey-backup", str(zip_path), "--data-dir", str(trek3.data_dir),
+                             "--new-key-file", str(new_key_file)])
+
+    assert rekeyed.returncode == 0, rekeyed.stdout + rekeyed.stderr
+    assert inspect_backup(zip_path, [Key(new_key_file.read_text().strip(), "new")]).keys[0].opens == "all"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown")
+def test_run_as_root_the_saved_key_belongs_to_the_key_files_owner(trek3: TrekCopy, new_key_file: Path) -> None:
+    for path in [trek3.data_dir, *trek3.data_dir.iterdir()]:
+        os.chown(path, 1234, 1235)
+    rotated = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file)])
+    assert rotated.returncode == 0, rotated.stderr
+    (saved,) = saved_keys(trek3.data_dir)
+    assert (saved.stat().st_uid, saved.stat().st_gid) == (1234, 1235)
