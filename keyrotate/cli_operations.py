@@ -221,9 +221,11 @@ def rekey_backup(
                 raise InputNotFoundError(f"Backup {path} does not exist or is not a file.")
         if new_key_file and new_key_env:
             raise click.UsageError("Give the new key once: --new-key-file or --new-key-env.")
-        trek_key = _trek_keys(data_dir, "current")  # what TREK uses now: the new key after a rotation
         new_keys = _keys([new_key_file] if new_key_file else [], [new_key_env] if new_key_env else [], "new", _warn)
-        old_keys = _keys(old_key_file, old_key_env, "old", _warn) or _default_old_keys(
+        old_keys = _keys(old_key_file, old_key_env, "old", _warn)
+        # What TREK uses now (the new key after a rotation), needed only for what was not given.
+        trek_key = _trek_keys(data_dir, "current") if not (new_keys and old_keys) else []
+        old_keys = old_keys or _default_old_keys(
             data_dir, trek_key, new_keys[0] if new_keys else (trek_key[0] if trek_key else None))
         if not old_keys:
             old_keys = [_prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]

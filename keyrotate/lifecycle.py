@@ -41,8 +41,8 @@ def save_old_key(key_file: Path, new_key: Key, db_path: Path, backup: Path | Non
     old = Key(text, f"old key from {key_file}") if text else None
     if old is None or old.same_secret_as(new_key):
         return None
-    for saved in saved_key_files(db_path):
-        if old.same_secret_as(Key(js_trim(saved.read_text(encoding="utf-8")) or "-", "saved key")):
+    for saved, key in _saved_keys(db_path):
+        if old.same_secret_as(key):
             return saved
     if backup is not None and not os.path.lexists(f"{backup}.key"):
         path = Path(f"{backup}.key")
@@ -56,19 +56,24 @@ def save_old_key(key_file: Path, new_key: Key, db_path: Path, backup: Path | Non
     return path
 
 
-def saved_key_files(db_path: Path) -> list[Path]:
-    """Old keys keyrotate saved next to the database, newest first."""
-    found = [p for p in db_path.parent.glob(f"{db_path.name}.keyrotate-*.key") if p.is_file() and not p.is_symlink()]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+def _saved_keys(db_path: Path) -> list[tuple[Path, Key]]:
+    """Old keys keyrotate saved next to the database, newest first; unreadable ones are skipped."""
+    found = []
+    for path in db_path.parent.glob(f"{db_path.name}.keyrotate-*.key"):
+        try:
+            if path.is_symlink() or not path.is_file():
+                continue
+            text = js_trim(path.read_text(encoding="utf-8"))
+            mtime = path.stat().st_mtime
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text:
+            found.append((mtime, path, Key(text, f"old key saved in {path}")))
+    return [(path, key) for _, path, key in sorted(found, key=lambda item: item[0], reverse=True)]
 
 
 def saved_old_keys(db_path: Path) -> list[Key]:
-    keys = []
-    for path in saved_key_files(db_path):
-        text = js_trim(path.read_text(encoding="utf-8"))
-        if text:
-            keys.append(Key(text, f"old key saved in {path}"))
-    return keys
+    return [key for _, key in _saved_keys(db_path)]
 
 
 def fallback_explanation(resolution: TrekKeyResolution) -> str | None:

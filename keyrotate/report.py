@@ -270,8 +270,8 @@ def render_rotation(report: RotationReport, *, with_next_steps: bool = True) -> 
         text.add(f"WARNING: {warning}")
     text.lines.extend(report.notes)
     if report.old_key_saved:
-        text.add(f"The old key is saved in {report.old_key_saved} (mode 0600): the backup and TREK's older backup "
-                 "ZIPs open only with it.")
+        text.add(f"The old key is saved in {report.old_key_saved} (mode 0600): "
+                 + ("the backup and " if report.backup else "") + "TREK's older backup ZIPs open only with it.")
     if report.backup:
         text.add(f"Backup (still readable with the OLD key; keep it safe or delete it): {report.backup}")
         text.add("To restore it" + (" and the old key" if report.old_key_saved else "") + " (TREK stopped), run:")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -175,3 +176,31 @@ def test_run_as_root_the_saved_key_belongs_to_the_key_files_owner(trek3: TrekCop
     assert rotated.returncode == 0, rotated.stderr
     (saved,) = saved_keys(trek3.data_dir)
     assert (saved.stat().st_uid, saved.stat().st_gid) == (1234, 1235)
+
+
+def test_the_json_report_says_where_the_old_key_and_the_zip_command_are(trek3: TrekCopy, new_key_file: Path) -> None:
+    (trek3.data_dir / "backups").mkdir()
+    build_backup_zip(trek3.db, trek3.data_dir / "backups" / "backup-1.zip")
+    rotated = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file),
+                             "--json"])
+    assert rotated.returncode == 0, rotated.stderr
+    report = json.loads(rotated.stdout)
+    (saved,) = saved_keys(trek3.data_dir)
+    assert report["old_key_saved"] == str(saved)
+    assert str(saved) in report["restore_command"]
+    assert report["backups_under_old_key"]["rekey_command"].startswith("keyrotate rekey-backup ")
+
+
+def test_rekey_backup_with_both_keys_given_needs_no_key_file_in_the_data_dir(
+    trek3: TrekCopy, new_key_file: Path, tmp_path: Path
+) -> None:
+    zip_path = build_backup_zip(trek3.db, tmp_path / "backup-1.zip")
+    old = tmp_path / "old.key"
+    old.write_text(trek3.key.reveal())
+    for name in (".encryption_key", ".jwt_secret"):
+        (trek3.data_dir / name).unlink(missing_ok=True)
+
+    rekeyed = run_keyrotate(["rekey-backup", str(zip_path), "--data-dir", str(trek3.data_dir),
+                             "--old-key-file", str(old), "--new-key-file", str(new_key_file)])
+
+    assert rekeyed.returncode == 0, rekeyed.stdout + rekeyed.stderr
