@@ -113,16 +113,20 @@ def test_the_old_key_is_saved_before_the_key_file_is_replaced_and_only_once(
     assert saved_keys(trek3.data_dir) == [saved]  # the rerun found it rather than saving a second copy
 
 
-def test_a_link_at_the_saved_key_name_is_not_followed(trek3: TrekCopy, new_key_file: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["dangling", "existing"])
+def test_a_link_at_the_saved_key_name_is_not_followed(trek3: TrekCopy, new_key_file: Path, tmp_path: Path,
+                                                      kind: str) -> None:
     backup = tmp_path / "travel.db.backup"
     victim = tmp_path / "victim"
+    if kind == "existing":
+        victim.write_text("precious")
     Path(f"{backup}.key").symlink_to(victim)
 
     rotated = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file),
                              "--backup", str(backup)])
 
     assert rotated.returncode == 0, rotated.stderr
-    assert not victim.exists()
+    assert victim.read_text() == "precious" if kind == "existing" else not victim.exists()
     (saved,) = saved_keys(trek3.data_dir)  # another name, next to the database
     restored = run_printed(printed_after(rotated.stderr, "To restore it and the old key"))
     assert restored.returncode == 0, restored.stderr
