@@ -10,6 +10,7 @@ the environment or a file.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import pickle
@@ -52,15 +53,42 @@ def _unpack_rows(packed: tuple[list[int], str] | list[Row]) -> list[Row]:
 BATCHES_PER_WORKER = 2
 
 
-def _serve(keys: tuple[Key, ...], conn: Connection) -> None:
-    """A worker's loop: batches in, results out, until told to stop."""
-    # Ctrl-C is the parent's to handle: it rolls back and stops the workers.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this worker when the process that forked it dies, even by SIGKILL."""
+    if sys.platform != "linux":
+        return
+    with suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def _serve(keys: tuple[Key, ...], conn: Connection, parent: int, inherited: tuple[int, ...]) -> None:
+    """A worker's loop: batches in, results out, until told to stop or the parent is gone."""
+    # Interrupts are the parent's to handle: it rolls back (or finishes after a commit) and stops the workers.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    _die_with_parent(parent)
+    # A forked worker inherits the parent's end of every pipe (its own and earlier workers'). Holding one
+    # keeps that pipe open after the parent dies: this worker would never see EOF and live on with the keys.
+    for fd in inherited:
+        with suppress(OSError):
+            os.close(fd)
+    # Nor may it hold the parent's stdout: `keyrotate ... | cat` ends only when every writer is gone.
+    with suppress(OSError):
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
     context = CryptoContext(keys)
     while True:
         try:
             message = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
         if message is None:
             return
@@ -71,7 +99,10 @@ def _serve(keys: tuple[Key, ...], conn: Connection) -> None:
             reply = (False, exc)
         except Exception as exc:  # noqa: BLE001 - anything else is a bug; its type is enough
             reply = (False, KeyrotateError(f"A crypto worker failed ({type(exc).__name__}); nothing was committed."))
-        conn.send(reply)
+        try:
+            conn.send(reply)
+        except OSError:  # the parent closed its end: it is stopping or gone
+            return
 
 
 class _Worker:
@@ -139,12 +170,16 @@ class CryptoPool:
     def __init__(self, keys: Sequence[Key], workers: int) -> None:
         self.context = CryptoContext(keys)
         self.workers = workers
-        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+        forking = sys.platform == "linux"
+        ctx = multiprocessing.get_context("fork" if forking else None)
         self._workers: list[_Worker] = []
         try:
             for _ in range(workers):
                 here, there, send_room = _pipe()
-                process = ctx.Process(target=_serve, args=(self.context.keys, there), daemon=True)
+                # Parent ends a forked child inherits; a spawned child inherits none.
+                inherited = tuple(c.fileno() for c in (here, *(w.conn for w in self._workers))) if forking else ()
+                process = ctx.Process(target=_serve, args=(self.context.keys, there, os.getpid(), inherited),
+                                      daemon=True)
                 process.start()
                 there.close()
                 self._workers.append(_Worker(process, here, send_room))
@@ -178,12 +213,12 @@ class CryptoPool:
         for worker in self._workers:
             with suppress(OSError):
                 worker.conn.send(None)
+            worker.conn.close()  # a worker still sending a result gets an error and stops too
         for worker in self._workers:
             worker.process.join(timeout=2)
             if worker.process.is_alive():
-                worker.process.terminate()
+                worker.process.kill()  # it ignores SIGTERM
                 worker.process.join()
-            worker.conn.close()
         self._workers = []
 
     def __enter__(self) -> CryptoPool:
