@@ -42,6 +42,7 @@ from keyrotate.database import (
 from keyrotate.errors import (
     CancelledError,
     CannotWriteError,
+    DatabaseBusyError,
     KeyProblemError,
     KeyrotateError,
     UndecryptableError,
@@ -211,7 +212,16 @@ def _rotate(
         if backup_job is not None:
             backup_job.start()
 
+    # Another writer that commits while this run waits for the lock may be a rotation to a key this run does not
+    # know; then "the old key opens nothing" is about the race, not the key. (data_version moves on any commit by
+    # another connection.)
+    version_before = conn.execute("PRAGMA data_version").fetchone()[0]
+    waited = False
+    raced = False
+
     def on_wait() -> None:
+        nonlocal waited
+        waited = True
         if notice is not None:
             notice(f"Another program is writing to {options.db_path}; waiting up to {options.busy_timeout:g} s "
                    "for it to finish...")
@@ -219,6 +229,7 @@ def _rotate(
     after_commit: list[str] = []
     try:
         with write_transaction(conn, options.db_path, on_wait=on_wait):
+            raced = waited and conn.execute("PRAGMA data_version").fetchone()[0] != version_before
             if confirm is not None and not options.dry_run:
                 check = Scanner(conn, info, resolved, Keyring(keys), pool=pool)
                 check.run("check", progress)
@@ -270,6 +281,10 @@ def _rotate(
             backup_job.discard()
         error = translate_error(exc, options.db_path)
         raise error from None
+    except WrongKeyError as error:
+        if backup_job is not None:
+            backup_job.discard()
+        raise (_lost_lock_race(options) if raced else error) from None
     except BaseException:
         if not committed and backup_job is not None:
             backup_job.discard()  # nothing was written, so the copy only adds exposure
@@ -315,6 +330,15 @@ def _replace_key_file(options: RotateOptions, backup: Path | None) -> _SavedKey:
             ) from None
     write_key_file(key_file, options.new_key, backup, options.db_path)
     return _SavedKey(saved, key_file if saved is not None or not existed else None)
+
+
+def _lost_lock_race(options: RotateOptions) -> DatabaseBusyError:
+    return DatabaseBusyError(
+        f"While keyrotate waited for the lock on {options.db_path}, another program committed changes to it, and "
+        "now none of its secrets opens under the old or the new key: probably another rotation ran at the same "
+        "time. Nothing was written by this run. Stop TREK and any other keyrotate run, then find the key the "
+        "database is under with `keyrotate verify --key-file FILE`."
+    )
 
 
 def _already_rotated(options: RotateOptions) -> bool:
