@@ -38,7 +38,8 @@ def test_trek3_unsplash_stays_plaintext_and_legacy_webhook_is_flagged(trek3: Tre
 def test_trek4_legacy_plaintext_then_clean_after_encrypting(trek4: TrekCopy, new_key_file: Path) -> None:
     report = audit_database(trek4.db)
     legacy = [e for e in trek4.manifest if e["scheme"] == "legacy-plain"]
-    assert sum(f.values for f in report.findings if f.kind == "legacy plaintext") == len(legacy) == 11
+    assert sum(f.values for f in report.findings if f.kind == "legacy plaintext") == len(legacy)
+    assert legacy  # the fixture does hold legacy plaintext to find
     for fmt in FORMATS:
         text = render(report, fmt)
         for entry in legacy:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -140,7 +141,8 @@ def test_generate_key(tmp_path: Path) -> None:
     printed = invoke(["generate-key"])
     assert printed.exit_code == 0
     text = printed.stdout.strip()
-    assert len(text) == 64 and int(text, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{64}", text), "64 lowercase hex digits, like openssl rand -hex 32"
+    assert invoke(["generate-key"]).stdout.strip() != text  # random, not a constant
     out = tmp_path / "k"
     written = invoke(["generate-key", "--out", str(out)])
     assert written.exit_code == 0

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from keyrotate.errors import KeyProblemError
 from keyrotate.formats import API_PREFIX, Cipher, Scheme, decrypt_text, encrypt_text, node_base64_decode
 from keyrotate.keys import Key
 
@@ -109,6 +110,6 @@ def test_key_repr_never_shows_the_key() -> None:
     assert "super-secret" not in repr(key)
     assert "super-secret" not in str(key)
     assert "super-secret" not in repr(Cipher(key, Scheme.API))
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(KeyProblemError) as raised:
         Key("   ", "an empty source")
     assert "empty" in str(raised.value)

@@ -124,7 +124,7 @@ def test_no_canary_escapes_any_command(canaries: Canaries) -> None:
         ("rotate --dry-run --json", ["rotate", "--data-dir", str(data), "--new-key-file", str(root / "new.key"),
                                      "--dry-run", "--json"], "", None, {0}),
         ("rotate, keys typed at a (piped) prompt, then answering no",
-         ["rotate", "--db", db], f"{OLD}\n{NEW}\n{NEW}\nn\n", {"KEYROTATE_ALLOW_PIPED_PROMPT": "1"}, {12}),
+         ["rotate", "--db", db], f"{OLD}\n{NEW}\n{NEW}\nn\n", None, {12}),
         ("rotate killed before COMMIT", ["rotate", "--data-dir", str(data), "--new-key-file", str(root / "new.key")],
          "", {"KEYROTATE_TEST_KILL_AT": "before-commit"}, {-9}),
         ("rotate --json --incident --rekey-backups",

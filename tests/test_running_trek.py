@@ -36,7 +36,7 @@ sys.stdin.read()
 # Writes in a loop (each write its own transaction, as TREK does) until stdin closes,
 # then prints how many writes committed.
 WRITER = """
-import sqlite3, sys, threading
+import sqlite3, sys, threading, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=120)
 stop = threading.Event()
 threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
@@ -48,6 +48,7 @@ while not stop.is_set() or n < 20:
                  (f"writer-{n}",))
     conn.execute("UPDATE users SET email = ? WHERE id = 1 + ? % 5", (f"writer-{n}@example.org", n))
     conn.execute("COMMIT")
+    time.sleep(0.002)  # as TREK does between requests; lets a waiting writer get the lock
     if n == 20:
         print("ready", flush=True)
 print(n, flush=True)
