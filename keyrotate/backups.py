@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -233,13 +233,23 @@ def rekey_backup(
         return RekeyResult(str(zip_path), "left as it is", f"writing the new ZIP failed ({exc.strerror or exc})")
 
 
+# Called before each ZIP (result None) and after it: (number from 1, how many, result, path).
+RekeyProgress = Callable[[int, int, "RekeyResult | None", Path], None]
+
+
 def rekey_backups(
     paths: Sequence[Path], old_keys: Sequence[Key], new_key: Key, *, encrypt_plaintext: bool = False,
-    dry_run: bool = False,
+    dry_run: bool = False, on_each: RekeyProgress | None = None,
 ) -> tuple[RekeyResult, ...]:
-    return tuple(
-        rekey_backup(p, old_keys, new_key, encrypt_plaintext=encrypt_plaintext, dry_run=dry_run) for p in paths
-    )
+    """One ZIP after the other; an interrupt between or inside them leaves each ZIP whole, under one key."""
+    results = []
+    for number, path in enumerate(paths, 1):
+        if on_each is not None:
+            on_each(number, len(paths), None, path)
+        results.append(rekey_backup(path, old_keys, new_key, encrypt_plaintext=encrypt_plaintext, dry_run=dry_run))
+        if on_each is not None:
+            on_each(number, len(paths), results[-1], path)
+    return tuple(results)
 
 
 def _write_archive(zip_path: Path, new_db: Path) -> None:

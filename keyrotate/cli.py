@@ -14,7 +14,9 @@ from typing import Any, NoReturn
 
 import click
 
-from keyrotate import __version__
+from keyrotate import __version__, interrupts
+from keyrotate.backups import find_backups
+from keyrotate.cli_interrupts import rerun_command, signal_name, stopped_after_commit, stopped_before_commit
 from keyrotate.database import locate_database
 from keyrotate.engine import RotateOptions, RotationPlan, rotate_database, verify_database
 from keyrotate.errors import ExitCode, KeyrotateError
@@ -39,14 +41,15 @@ Exit codes:
   2  usage error                   9  verification failed
   3  file or directory not found  10  database in use (stop TREK)
   4  not SQLite, or damaged       11  cannot write (read-only, disk full, backup)
-  5  SQLite, but not TREK's       12  cancelled
+  5  SQLite, but not TREK's       12  cancelled or interrupted; nothing written
   6  unusable key (empty, same as the other, unreadable key file)
+ 13  interrupted after the commit: rotated; run the same command again to finish
 """
 
 
 def exit_codes_help(meanings: dict[int, str]) -> str:
     """A command's own exit-code epilog: only the codes it can return, in its own words."""
-    common = {1: "internal error (a bug)", 2: "usage error", 12: "cancelled or interrupted"}
+    common = {1: "internal error (a bug)", 2: "usage error", 12: "cancelled or interrupted; nothing written"}
     rows = sorted({**common, **meanings}.items())
     return "\b\nExit codes:\n" + "".join(f"  {code:>2}  {meaning}\n" for code, meaning in rows)
 
@@ -106,17 +109,19 @@ def _fail(error: KeyrotateError) -> NoReturn:
 
 def _run(action: Callable[[], int]) -> NoReturn:
     """One boundary for every command: library errors become messages and exit codes."""
+    previous = interrupts.install()  # SIGTERM and SIGHUP unwind like Ctrl-C: every finally runs
     try:
         code = action()
     except KeyrotateError as error:
         _fail(error)
-    except KeyboardInterrupt:
-        click.echo("Interrupted; the transaction was rolled back and nothing was written.", err=True)
-        sys.exit(int(ExitCode.CANCELLED))
+    except KeyboardInterrupt as interrupt:  # commands that write turn this into what they had done
+        _fail(stopped_before_commit(interrupt))
     except OSError as error:
         # Reported by kind only: paths are safe, but keep keyrotate's rule of no raw payloads.
         click.echo(f"Error: {error.strerror or type(error).__name__} ({getattr(error, 'filename', '') or ''})", err=True)
         sys.exit(int(ExitCode.CANNOT_WRITE))
+    finally:
+        interrupts.restore(previous)
     sys.exit(code)
 
 
@@ -320,26 +325,41 @@ def rotate(
         if interactive and not yes and not dry_run:
             confirm = _confirm_plan
         progress = _progress(json_output, quiet)
+        stopped_by = None  # the signal that stopped the run after its commit
+        exposure = None
         try:
             exposure = ops.incident_before(path, old_keys, incident, wait)
             report = rotate_database(options, progress=progress.callback(), confirm=confirm, notice=_say)
         except KeyrotateError as error:
             ops.incident_despite_failure(exposure, path, old_keys)
             raise (ops.not_used_note(error, new_key_out) if generated and new_key_out else error) from None
+        except interrupts.Interrupted as interrupt:
+            if interrupt.report is None:
+                raise stopped_before_commit(interrupt, new_key_out if generated else None) from None
+            report, stopped_by = interrupt.report, interrupt.signal_name
         finally:
             progress.close()
         # After a commit, finish_rotation prints fuller operator steps than the report's own.
         _say(render_rotation(report, with_next_steps=not report.committed), quiet=quiet)
-        extras = ops.finish_rotation(
-            report, path=path, data_dir=data_dir, old_keys=old_keys, new_key=new_key,
-            new_key_file=new_key_out if generated else new_key_file, rekey=rekey_backups,
-            encrypt_plaintext=encrypt_plaintext, exposure=exposure, quiet=quiet,
-        )
+        extras = ops.RotationExtras()
+        try:
+            ops.finish_rotation(
+                report, path=path, data_dir=data_dir, old_keys=old_keys, new_key=new_key,
+                new_key_file=new_key_out if generated else new_key_file, rekey=rekey_backups and not stopped_by,
+                encrypt_plaintext=encrypt_plaintext, exposure=None if stopped_by else exposure, quiet=quiet,
+                extras=extras,
+            )
+        except KeyboardInterrupt as interrupt:
+            stopped_by = signal_name(interrupt)
+        if stopped_by is not None:
+            left = [str(z) for z in find_backups(path.parent) if str(z) not in extras.zips_done] if rekey_backups else []
+            raise stopped_after_commit(stopped_by, report, zips_left=left,
+                                       rerun=rerun_command(new_key_out if generated else None))
         if json_output:
             _emit_json({**report.to_json(), **extras.json})
         elif extras.stdout:
             click.echo(extras.stdout)
-        return int(ExitCode.OK)
+        return int(ExitCode.UNDECRYPTABLE if extras.zips_left else ExitCode.OK)
 
     _run(action)
 
@@ -358,7 +378,11 @@ def _confirm_plan(plan: RotationPlan) -> bool:
         + ".",
         err=True,
     )
-    return click.confirm("Back up the database and rotate now?", default=False, err=True)
+    try:
+        return click.confirm("Back up the database and rotate now?", default=False, err=True)
+    except click.Abort:  # Ctrl-C or end of input at the question: a no, not click's "Aborted!"
+        click.echo("", err=True)
+        return False
 
 
 def _timestamp() -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from keyrotate.audit import audit_database
-from keyrotate.backups import BackupListing, RekeyReport, find_backups, list_backups, rekey_backups
+from keyrotate.backups import BackupListing, RekeyReport, RekeyResult, find_backups, list_backups, rekey_backups
 from keyrotate.cli import (
     _check_new_key,
     _database,
@@ -36,7 +36,8 @@ from keyrotate.cli import (
     quiet_option,
     wait_option,
 )
-from keyrotate.errors import ExitCode, InputNotFoundError, KeyProblemError, KeyrotateError
+from keyrotate.cli_interrupts import signal_name, stopped_before_commit
+from keyrotate.errors import ExitCode, InputNotFoundError, InterruptedAfterCommitError, KeyProblemError, KeyrotateError
 from keyrotate.exposure import ExposureReport, find_exposed_copies, find_exposure
 from keyrotate.keys import Key
 from keyrotate.lifecycle import environment_holds, generate_new_key, next_steps, saved_old_keys
@@ -80,7 +81,10 @@ def new_key_for_rotation(generate: bool, out: Path | None, file: Path | None, en
         raise click.UsageError("--generate-new-key makes the new key; do not also give --new-key-file/--new-key-env.")
     if out is None:
         raise click.UsageError("--generate-new-key needs --new-key-out FILE, where the key is saved before anything else.")
-    key = generate_new_key(out)
+    try:
+        key = generate_new_key(out)
+    except KeyboardInterrupt as interrupt:
+        raise stopped_before_commit(interrupt, out if out.exists() else None) from None
     _say(f"Generated the new key into {out} (mode 0600) before touching the database. Keep it: it is the only copy.")
     return key
 
@@ -94,6 +98,8 @@ def not_used_note(error: KeyrotateError, out: Path) -> KeyrotateError:
 class RotationExtras:
     json: dict[str, Any] = field(default_factory=dict)
     stdout: str | None = None
+    zips_done: list[str] = field(default_factory=list)  # backup ZIPs finished (rekeyed, or already on the new key)
+    zips_left: int = 0  # backup ZIPs left as they are
 
 
 def incident_before(path: Path, old_keys: Sequence[Key], incident: bool, wait: float) -> ExposureReport | None:
@@ -110,11 +116,24 @@ def incident_despite_failure(exposure: ExposureReport | None, path: Path, old_ke
 def finish_rotation(
     report: RotationReport, *, path: Path, data_dir: Path | None, old_keys: Sequence[Key], new_key: Key,
     new_key_file: Path | None, rekey: bool, encrypt_plaintext: bool, exposure: ExposureReport | None, quiet: bool,
+    extras: RotationExtras | None = None,
 ) -> RotationExtras:
-    extras = RotationExtras()
+    extras = extras if extras is not None else RotationExtras()
     if rekey:
-        results = RekeyReport(rekey_backups(find_backups(path.parent), old_keys, new_key,
-                                            encrypt_plaintext=encrypt_plaintext, dry_run=report.dry_run))
+        def each(index: int, total: int, result: RekeyResult | None, zip_path: Path) -> None:
+            if result is None:
+                _say(f"Backup ZIP {index} of {total}: {zip_path} ...", quiet=quiet)
+            elif not result.left_alone:
+                extras.zips_done.append(str(zip_path))
+
+        try:  # a rerun after the key file was written: the old key is the one saved beside the backup
+            zip_keys = _default_old_keys(data_dir, list(old_keys), new_key) if data_dir else list(old_keys)
+        except KeyrotateError:
+            zip_keys = []
+        results = RekeyReport(rekey_backups(find_backups(path.parent), zip_keys, new_key,
+                                            encrypt_plaintext=encrypt_plaintext, dry_run=report.dry_run,
+                                            on_each=each))
+        extras.zips_left = len(results.left_alone)
         extras.json["backups"] = results.to_json()["results"]
         if results.results:
             _say(render(results, "text"), quiet=quiet)
@@ -232,8 +251,24 @@ def rekey_backup(
         new_key = (new_keys or trek_key or [_prompt_key("New ENCRYPTION_KEY", "new",
                                                         "--new-key-file FILE or --new-key-env NAME", confirm=True)])[0]
         _check_new_key(new_key)
-        report = RekeyReport(rekey_backups(zips, old_keys, new_key, encrypt_plaintext=encrypt_plaintext,
-                                           dry_run=dry_run))
+        rewritten: list[str] = []
+
+        def each(index: int, total: int, result: RekeyResult | None, zip_path: Path) -> None:
+            if result is None:
+                _say(f"Backup ZIP {index} of {total}: {zip_path} ...")
+            elif result.outcome == "rekeyed":
+                rewritten.append(str(zip_path))
+
+        try:
+            report = RekeyReport(rekey_backups(zips, old_keys, new_key, encrypt_plaintext=encrypt_plaintext,
+                                               dry_run=dry_run, on_each=each))
+        except KeyboardInterrupt as interrupt:
+            if not rewritten:
+                raise stopped_before_commit(interrupt) from None
+            raise InterruptedAfterCommitError(
+                f"Interrupted ({signal_name(interrupt)}) after {len(rewritten)} ZIP(s) were re-encrypted: "
+                f"{', '.join(rewritten)}. Every ZIP is whole, under one key. Run the same command again to "
+                "finish: the ZIPs already under the new key are left as they are.") from None
         click.echo(render(report, fmt))
         return int(ExitCode.UNDECRYPTABLE if report.left_alone else ExitCode.OK)
 

@@ -51,6 +51,7 @@ from keyrotate.errors import (
 )
 from keyrotate.files import check_replaceable, replacing
 from keyrotate.formats import Cipher, Scheme
+from keyrotate.interrupts import COMMITTED, ROLLED_BACK, Hold, Interrupted, signal_number
 from keyrotate.keys import Key, js_trim, refuse_unreadable_new_key
 from keyrotate.lifecycle import save_old_key
 from keyrotate.processes import refuse_if_open_elsewhere
@@ -185,7 +186,19 @@ def rotate_database(
         progress = _with_batch_crash_point(progress)
     keys = (*options.old_keys, options.new_key)
     with crypto_pool(options.db_path, keys, options.workers) as pool:
-        return _rotate(options, keys, pool, progress, confirm, notice)
+        hold = Hold(notice)  # signals wait from the COMMIT until the key file holds the new key
+        try:
+            report = _rotate(options, keys, pool, progress, confirm, notice, hold)
+        except KeyboardInterrupt as interrupt:
+            hold.release()
+            raise Interrupted(signal_number(interrupt), stage=hold.stage) from None
+        except BaseException:
+            hold.release()
+            raise
+        signum = hold.release()
+        if signum is not None:
+            raise Interrupted(signum, stage=COMMITTED, report=report)
+        return report
 
 
 def _rotate(
@@ -195,6 +208,7 @@ def _rotate(
     progress: ProgressCallback | None,
     confirm: ConfirmCallback | None,
     notice: NoticeCallback | None,
+    hold: Hold,
 ) -> RotationReport:
     new_index = len(options.old_keys)
     conn, info = open_database(options.db_path, options.busy_timeout, for_writing=not options.dry_run)
@@ -230,6 +244,7 @@ def _rotate(
     try:
         with write_transaction(conn, options.db_path, on_wait=on_wait):
             raced = waited and conn.execute("PRAGMA data_version").fetchone()[0] != version_before
+            hold.stage = ROLLED_BACK  # from here an interrupt rolls back
             if confirm is not None and not options.dry_run:
                 check = Scanner(conn, info, resolved, Keyring(keys), pool=pool)
                 check.run("check", progress)
@@ -268,11 +283,14 @@ def _rotate(
                 conn.execute("ROLLBACK")
                 return _nothing_to_do(run, writer.tallies, failures, blocked=bool(plan.failed))
             crash_point("before-commit")
+            hold.start("committing the rotation")
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise translate_error(exc, options.db_path) from None
             committed = True
+            hold.stage = COMMITTED
+        hold.doing = "the rotation is committed; compacting the database and emptying its -wal"
         crash_point("after-commit")
         after_commit = _scrub_after_commit(conn, options)
         crash_point("after-checkpoint")
@@ -294,10 +312,12 @@ def _rotate(
 
     # Tables where stray tokens were found and rewritten; the others hold none this rotation touched.
     found_outside = frozenset(t.table for t in writer.tallies.values() if not t.catalogued and any(t.opened_by))
+    hold.doing = "the rotation is committed; checking every secret again on a fresh connection"
     _verify_after_commit(options, info, resolved, fingerprint, backup, progress, pool, found_outside)
     crash_point("after-verify")
     key_file_written, saved = None, _SavedKey()
     if options.key_file is not None:
+        hold.doing = f"the rotation is committed and verified; writing the new key to {options.key_file}"
         saved = _replace_key_file(options, backup)
         key_file_written = str(options.key_file)
     return _report(

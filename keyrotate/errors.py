@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     DATABASE_BUSY = 10
     CANNOT_WRITE = 11
     CANCELLED = 12
+    INTERRUPTED_AFTER_COMMIT = 13
 
 
 class KeyrotateError(Exception):
@@ -92,6 +93,12 @@ class CannotWriteError(KeyrotateError):
 
 
 class CancelledError(KeyrotateError):
-    """The user said no, or interrupted the run."""
+    """The user said no, or interrupted the run before anything was written."""
 
     exit_code = ExitCode.CANCELLED
+
+
+class InterruptedAfterCommitError(KeyrotateError):
+    """Interrupted once the rotation was committed: the message says what is left and the command that finishes it."""
+
+    exit_code = ExitCode.INTERRUPTED_AFTER_COMMIT

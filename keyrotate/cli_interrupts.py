@@ -1,0 +1,78 @@
+"""What the CLI says when a run is interrupted: only what is true at that moment.
+
+Before any write: nothing was written. Inside the transaction: it was rolled
+back. After the commit: the database is rotated; the message says what is done,
+what is left, and the one command that finishes it (exit code 13).
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+from pathlib import Path
+
+import click
+
+from keyrotate.errors import CancelledError, InterruptedAfterCommitError
+from keyrotate.interrupts import ROLLED_BACK, Interrupted, signal_number
+from keyrotate.report import RotationReport
+
+# rotate options a rerun after the commit leaves out: the backup exists now, a dry run never commits, the new
+# key is no longer generated but read from where it was saved, and the leak checklist needs the old key.
+_NOT_RERUN = {"backup_path", "no_backup", "dry_run", "generate_new_key", "new_key_out", "incident"}
+
+
+def signal_name(interrupt: KeyboardInterrupt) -> str:
+    return signal.Signals(signal_number(interrupt)).name
+
+
+def stopped_before_commit(interrupt: KeyboardInterrupt, unused_new_key: Path | None = None) -> CancelledError:
+    """Exit 12: nothing was written (the transaction, if it had begun, was rolled back)."""
+    stage = interrupt.stage if isinstance(interrupt, Interrupted) else None
+    what = ("the transaction was rolled back and nothing was written" if stage == ROLLED_BACK
+            else "nothing was written")
+    note = (f"\nThe new key in {unused_new_key} was not used; delete it, or reuse it with --new-key-file "
+            f"{unused_new_key}." if unused_new_key else "")
+    return CancelledError(f"Interrupted ({signal_name(interrupt)}); {what}.{note}")
+
+
+def rerun_command(new_key_out: Path | None) -> str:
+    """The running ``rotate`` command as it must be given again to finish the job."""
+    context = click.get_current_context()
+    words = ["keyrotate", context.info_name or "rotate"]
+    for param in context.command.params:
+        value = context.params.get(param.name or "")
+        if not isinstance(param, click.Option) or param.name in _NOT_RERUN or value in (None, (), False):
+            if isinstance(param, click.Option) and param.secondary_opts and value is False:
+                words.append(param.secondary_opts[0])  # --no-vacuum
+            continue
+        flag = max(param.opts, key=len)
+        if param.is_flag:
+            if value != param.default:
+                words.append(flag)
+            continue
+        for item in value if param.multiple else (value,):
+            words += [flag, str(item)]
+    if new_key_out is not None:
+        words += ["--new-key-file", str(new_key_out)]
+    return shlex.join(words)
+
+
+def stopped_after_commit(
+    signame: str, report: RotationReport, *, zips_left: list[str], rerun: str
+) -> InterruptedAfterCommitError:
+    """Exit 13: the database is rotated; what is done, what is left, and the command that finishes it."""
+    done = [f"every secret in {report.database} is under the new key and verified"]
+    if report.key_file_written:
+        done.append(f"{report.key_file_written} holds the new key")
+    if report.old_key_saved:
+        done.append(f"the old key is saved in {report.old_key_saved}")
+    if zips_left:
+        left = (f"Not done: {len(zips_left)} backup ZIP(s) still under the old key, each whole: "
+                + ", ".join(zips_left) + ".")
+    else:
+        left = "Nothing else was left to do; the command below only confirms it."
+    return InterruptedAfterCommitError(
+        f"Interrupted ({signame}) after the commit. Done: {'; '.join(done)}. {left}\n"
+        f"To finish, run the same command again:\n  {rerun}"
+    )

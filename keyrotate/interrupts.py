@@ -1,0 +1,111 @@
+"""Ctrl-C, SIGTERM and SIGHUP: where a run may stop, and what it had done when it did.
+
+SIGTERM and SIGHUP kill a Python process without running a single ``finally``
+(no rollback, temporary files left behind). :func:`install` makes all three
+raise :class:`Interrupted` instead, the way Ctrl-C raises KeyboardInterrupt.
+A :class:`Hold` defers them across a window that must not be cut short: from
+a rotation's COMMIT until the key file holds the new key, stopping halfway
+would leave TREK with a database it cannot read. Nothing here prints: a held
+signal is reported through the caller's notice callback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from types import FrameType
+from typing import Any, NoReturn
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+# Where an interrupted rotation stopped.
+BEFORE_WRITING = "before-writing"  # nothing was written
+ROLLED_BACK = "rolled-back"  # inside the transaction: rolled back, nothing was written
+COMMITTED = "committed"  # the rotation is committed (and, with a key file, the key file holds the new key)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal asked the run to stop. ``stage`` and ``report`` say what it had done by then."""
+
+    def __init__(self, signum: int = signal.SIGINT, *, stage: str | None = None, report: Any = None) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.stage = stage
+        self.report = report  # the RotationReport of a rotation that was committed
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+def signal_number(interrupt: KeyboardInterrupt) -> int:
+    return interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT
+
+
+def _raise(signum: int, _frame: FrameType | None) -> NoReturn:
+    raise Interrupted(signum)
+
+
+Handlers = dict[int, Any]
+
+
+def install() -> Handlers:
+    """SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` (main thread only); returns what they replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, _raise) for signum in SIGNALS}
+
+
+def restore(previous: Handlers) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+class Hold:
+    """Defers SIGINT, SIGTERM and SIGHUP from :meth:`start` until :meth:`release`.
+
+    ``doing`` says what is being finished; each signal that arrives meanwhile is
+    reported through ``notice`` with it. Outside the main thread no signal
+    arrives, so nothing is held.
+    """
+
+    def __init__(self, notice: Callable[[str], None] | None = None) -> None:
+        self.notice = notice
+        self.doing = ""
+        self.stage = BEFORE_WRITING
+        self._previous: Handlers | None = None
+        self._pending: int | None = None
+
+    def start(self, doing: str) -> None:
+        self.doing = doing
+        if self._previous is None and threading.current_thread() is threading.main_thread():
+            self._previous = {signum: signal.signal(signum, self._hold) for signum in SIGNALS}
+
+    def _hold(self, signum: int, _frame: FrameType | None) -> None:
+        if self._pending is None:
+            self._pending = signum
+        if self.notice is not None:
+            with suppress(Exception):  # never let the report of a signal break the work it waits for
+                self.notice(f"{signal.Signals(signum).name} received: finishing first ({self.doing}). "
+                            "keyrotate stops as soon as that is done; stopping earlier would leave TREK "
+                            "with a database it cannot read.")
+
+    def release(self) -> int | None:
+        """End the window. Returns a held signal whose previous handler is Python code (the caller
+        raises for it); one whose previous action was the default one is delivered again now."""
+        previous, self._previous = self._previous, None
+        pending, self._pending = self._pending, None
+        if previous is None:
+            return None
+        restore(previous)
+        if pending is None:
+            return None
+        handler = previous[pending]
+        if callable(handler):
+            return pending
+        if handler in (signal.SIG_DFL, None):
+            os.kill(os.getpid(), pending)  # what it would have done, only later
+        return None

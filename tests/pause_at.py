@@ -1,0 +1,69 @@
+"""Run the real ``keyrotate`` command, paused at one point, so a test can signal it exactly there.
+
+Usage: ``python -m tests.pause_at POINT MARKER GO keyrotate-arguments...``. At
+POINT the process creates the file MARKER, then waits (up to 60 s) until the
+file GO exists, and carries on. Points: the engine's named steps (see
+keyrotate.crashpoints.POINTS; ``key-file-temp`` is inside the key-file write),
+``zip:N`` (before the N-th backup ZIP is re-encrypted), ``zip-extracted:N``
+(the N-th ZIP's travel.db is in its temporary directory) and ``import``
+(while click is being imported). The pause is patched in from here, so the
+installed package carries no switch for it.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+POINT, MARKER, GO = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+
+
+def pause() -> None:
+    MARKER.touch()
+    deadline = time.monotonic() + 60
+    while not GO.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+class _SlowImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name: str, path: Sequence[str] | None, target: ModuleType | None = None) -> None:
+        if name == "click":
+            sys.meta_path.remove(self)
+            pause()
+
+
+def _counting(point: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    calls = [0]
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if f"{point}:{calls[0]}" == POINT:
+            pause()
+        return function(*args, **kwargs)
+
+    return wrapped
+
+
+if POINT == "import":
+    sys.meta_path.insert(0, _SlowImport())
+else:
+    from keyrotate import backups, engine, lifecycle
+
+    def named(name: str) -> None:
+        if name == POINT:
+            pause()
+
+    engine.crash_point = named  # type: ignore[assignment]
+    lifecycle.crash_point = named  # type: ignore[assignment]
+    backups.rekey_backup = _counting("zip", backups.rekey_backup)  # type: ignore[assignment]
+    backups.rotate_database = _counting("zip-extracted", backups.rotate_database)  # type: ignore[assignment]
+
+from keyrotate.__main__ import run  # noqa: E402
+
+sys.argv = ["keyrotate", *sys.argv[4:]]
+run()

@@ -1,0 +1,172 @@
+"""Interrupts tell the truth (issue 8 section 2): real SIGINT and SIGTERM sent to a real ``keyrotate`` process,
+paused at each step by tests/pause_at.py."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from keyrotate.cli import main
+
+from .crashkit import Scenario, environment, inspect, make_scenario
+from .ziphelpers import build_backup_zip, snapshot
+
+SIGNALS = [signal.SIGINT, signal.SIGTERM]
+IDS = ["SIGINT", "SIGTERM"]
+
+
+def rotate_args(scenario: Scenario, *extra: str) -> list[str]:
+    return ["rotate", "--data-dir", str(scenario.data_dir), "--new-key-file", str(scenario.new_key_path),
+            "--workers", "0", *extra]
+
+
+def interrupted(tmp_path: Path, args: list[str], point: str, signum: int, *, again: bool = False,
+                **env: str) -> subprocess.CompletedProcess[str]:
+    """Run keyrotate paused at ``point``, send ``signum`` there (twice with ``again``), let it go on."""
+    marker, go = tmp_path / "paused", tmp_path / "go"
+    marker.unlink(missing_ok=True)
+    go.unlink(missing_ok=True)
+    process = subprocess.Popen([sys.executable, "-m", "tests.pause_at", point, str(marker), str(go), *args],
+                               env={**environment(), **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    while not marker.exists() and process.poll() is None:
+        time.sleep(0.002)
+    assert process.poll() is None, f"never reached {point}: {process.communicate()}"
+    process.send_signal(signum)
+    if again:
+        time.sleep(0.2)
+        process.send_signal(signum)
+    time.sleep(0.2)  # the signal is handled (raised, or held) before the pause ends
+    go.touch()
+    stdout, stderr = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+def rerun(message: str) -> subprocess.CompletedProcess[str]:
+    """Runs exactly the command the interrupted run printed."""
+    line = message.split("To finish, run the same command again:\n", 1)[1].splitlines()[0]
+    words = shlex.split(line)
+    assert words[0] == "keyrotate"
+    return subprocess.run([sys.executable, "-m", "keyrotate", *words[1:]], env=environment(), capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+# Each step after the COMMIT: the interrupt waits until the key file is written, then says so.
+AFTER_COMMIT = ["after-commit", "after-checkpoint", "after-verify", "key-file-temp"]
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=IDS)
+@pytest.mark.parametrize("point", AFTER_COMMIT)
+def test_interrupt_after_commit_finishes_the_key_file_and_says_so(tmp_path: Path, point: str, signum: int) -> None:
+    scenario = make_scenario(tmp_path)
+    result = interrupted(tmp_path, rotate_args(scenario), point, signum, again=signum == signal.SIGINT)
+    assert result.returncode == 13, result.stderr
+    assert "rolled back" not in result.stderr and "nothing was written" not in result.stderr
+    assert f"Interrupted ({signal.Signals(signum).name}) after the commit" in result.stderr
+    assert f"{scenario.key_file} holds the new key" in result.stderr
+    assert inspect(scenario).problems == () and inspect(scenario).under == "new"
+    assert inspect(scenario).key_file == "new"
+    if signum == signal.SIGINT:  # the second Ctrl-C was told what is being finished
+        assert "SIGINT received: finishing first (the rotation is committed" in result.stderr
+    finished = rerun(result.stderr)
+    assert finished.returncode == 0, finished.stderr
+    assert "already holds the new key and every secret opens under it" in finished.stderr
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=IDS)
+def test_interrupt_before_commit_rolls_back_and_says_so(tmp_path: Path, signum: int) -> None:
+    scenario = make_scenario(tmp_path)
+    result = interrupted(tmp_path, rotate_args(scenario), "backup-done", signum)
+    assert result.returncode == 12, result.stderr
+    assert f"Interrupted ({signal.Signals(signum).name}); the transaction was rolled back and nothing was " \
+           "written." in result.stderr
+    assert inspect(scenario).under == "old" and inspect(scenario).key_file == "old"
+    assert sorted(p.name for p in scenario.data_dir.iterdir()) == [".encryption_key", "travel.db"]
+
+
+def test_interrupt_right_after_key_generation_says_the_key_was_not_used(tmp_path: Path) -> None:
+    scenario = make_scenario(tmp_path)
+    out = tmp_path / "generated.key"
+    args = ["rotate", "--data-dir", str(scenario.data_dir), "--generate-new-key", "--new-key-out", str(out)]
+    result = interrupted(tmp_path, args, "after-new-key", signal.SIGTERM)
+    assert result.returncode == 12, result.stderr
+    assert "Interrupted (SIGTERM); nothing was written." in result.stderr
+    assert f"The new key in {out} was not used" in result.stderr
+    assert inspect(scenario).under == "old"
+
+
+def _with_backups(scenario: Scenario, tmp_path: Path, count: int) -> list[Path]:
+    folder = scenario.data_dir / "backups"
+    folder.mkdir()
+    copy = snapshot(scenario.db, tmp_path / "snapshot.db")
+    return [build_backup_zip(copy, folder / f"backup-2026-01-0{n}.zip") for n in range(1, count + 1)]
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=IDS)
+def test_interrupt_during_rekey_backups_leaves_each_zip_whole_and_the_rerun_finishes(
+    tmp_path: Path, signum: int
+) -> None:
+    scenario = make_scenario(tmp_path)
+    zips = _with_backups(scenario, tmp_path, 3)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    args = rotate_args(scenario, "--rekey-backups")
+    result = interrupted(tmp_path, args, "zip-extracted:2", signum, TMPDIR=str(temp))
+    assert result.returncode == 13, result.stderr
+    assert f"Backup ZIP 1 of 3: {zips[0]}" in result.stderr and f"Backup ZIP 2 of 3: {zips[1]}" in result.stderr
+    assert f"Not done: 2 backup ZIP(s) still under the old key, each whole: {zips[1]}, {zips[2]}." in result.stderr
+    assert list(temp.iterdir()) == []  # the extracted travel.db went with its temporary directory
+    assert inspect(scenario).under == "new" and inspect(scenario).key_file == "new"
+    opens = _zip_keys(scenario, zips)
+    assert opens == ["new", "old", "old"]
+    assert not [p for p in (scenario.data_dir / "backups").iterdir() if p.name.startswith(".")]
+    finished = rerun(result.stderr)
+    assert finished.returncode == 0, finished.stderr
+    assert _zip_keys(scenario, zips) == ["new", "new", "new"]
+
+
+def _zip_keys(scenario: Scenario, zips: list[Path]) -> list[str]:
+    listing = subprocess.run([sys.executable, "-m", "keyrotate", "backups", "--data-dir", str(scenario.data_dir),
+                              "--key-file", str(scenario.new_key_path), "--format", "json"],
+                             env=environment(), capture_output=True, text=True, check=True)
+    verdicts = {b["path"]: b["keys"][0]["opens"] for b in json.loads(listing.stdout)["backups"]}
+    return ["new" if verdicts[str(z)] == "all" else "old" if verdicts[str(z)] == "none" else "?" for z in zips]
+
+
+def test_rotate_with_rekey_backups_exits_8_while_a_zip_is_left(tmp_path: Path) -> None:
+    scenario = make_scenario(tmp_path)
+    folder = scenario.data_dir / "backups"
+    folder.mkdir()
+    (folder / "backup-2026-01-01.zip").write_bytes(b"not a zip")
+    result = subprocess.run([sys.executable, "-m", "keyrotate", *rotate_args(scenario, "--rekey-backups")],
+                            env=environment(), capture_output=True, text=True, check=False)
+    assert result.returncode == 8, result.stderr
+    assert inspect(scenario).under == "new"
+
+
+def test_end_of_input_at_the_confirmation_cancels_with_12(tmp_path: Path) -> None:
+    scenario = make_scenario(tmp_path)
+    old, new = scenario.old_key.reveal(), scenario.new_key.reveal()
+    result = CliRunner().invoke(main, ["rotate", "--db", str(scenario.db)], input=f"{old}\n{new}\n{new}\n",
+                                catch_exceptions=False)
+    assert result.exit_code == 12, result.output
+    assert "Aborted!" not in result.output and "Cancelled; nothing was written." in result.output
+    assert inspect(scenario).under == "old"
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=IDS)
+def test_interrupt_during_imports_prints_no_traceback(tmp_path: Path, signum: int) -> None:
+    scenario = make_scenario(tmp_path)
+    result = interrupted(tmp_path, rotate_args(scenario), "import", signum)
+    assert result.returncode == 12, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr == "Interrupted before anything was done; nothing was written.\n"
+    assert result.stdout == ""
