@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keyrotate.catalogue import CATALOGUE, NOT_SECRETS, Presence, resolve_catalogue
+from keyrotate.catalogue import CATALOGUE, NOT_SECRETS, Presence, SecretLocation, resolve_catalogue
 from keyrotate.database import quote_identifier, translate_error
 from keyrotate.engine import open_database
 from keyrotate.report import SCHEMA_VERSION
@@ -26,12 +26,26 @@ from keyrotate.scanning import Keyring, Scanner
 # Names that say "secret"; hashes, expiry times, ids and flags about secrets say nothing.
 _SECRET_NAME = re.compile(r"(api_?key|secret|password|passwd|passphrase|token|_pass|_sid|access_?key)$", re.I)
 _NOT_SECRET_NAME = re.compile(r"(_hash|_expires_at|_id|_prefix|_version|^must_change_password)$", re.I)
+# Tables and columns that look like stored credentials (issue 12): *_token, *secret*, *api_key*, *password*, ...
+_CREDENTIAL_COLUMN = re.compile(r"(^|_)token$|secret|api_?key|password|passwd|passphrase|_pass$|_sid$|access_?key", re.I)
+_CREDENTIAL_TABLE = re.compile(r"token|secret|api_?key|password|passphrase|credential", re.I)
+_CREDENTIAL_TABLE_VALUES = frozenset({"value", "data", "config", "credential", "credentials", "key", "secret", "token"})
+UNKNOWN = "unknown possible plaintext secret"
+# TREK-FORMAT.md section 7: plaintext by TREK's design, named for what it is (hashes never match: see _NOT_SECRET_NAME).
+KNOWN_PLAINTEXT: dict[tuple[str, str], tuple[str, str]] = {
+    ("share_tokens", "token"): ("public trip share link tokens (plaintext by TREK's design)",
+                                "anyone holding one reads the shared trip: delete the share links in TREK and share again"),
+    ("journey_share_tokens", "token"): ("public journey share link tokens (plaintext by TREK's design)",
+                                        "delete the journey share links in TREK and share again"),
+    ("invite_tokens", "token"): ("registration invite tokens (plaintext by TREK's design)",
+                                 "delete unused invites in TREK's admin; anyone holding one can register until it expires"),
+}
 ENCRYPT_COMMAND = "keyrotate rotate --data-dir DIR --new-key-file NEW.key --encrypt-plaintext"
 
 
 @dataclass(frozen=True)
 class AuditFinding:
-    kind: str  # "plaintext in this TREK version" | "legacy plaintext" | "not encrypted by TREK"
+    kind: str  # "plaintext in this TREK version" | "legacy plaintext" | "not encrypted by TREK" | UNKNOWN
     location: str
     what: str
     values: int  # non-empty plaintext values found
@@ -58,10 +72,10 @@ class AuditReport:
 
     def notes(self) -> list[str]:
         if self.clean:
-            return [f"No plaintext secrets found in {self.database} (TREK {self.trek_version})."]
+            return [f"No plaintext secrets found in {self.database} ({self.trek_version})."]
         total = sum(f.values for f in self.findings)
         return [f"{total} plaintext value(s) in {len(self.findings)} location(s) of {self.database} "
-                f"(TREK {self.trek_version}). Anyone with a copy of the database reads them without a key."]
+                f"({self.trek_version}). Anyone with a copy of the database reads them without a key."]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,11 +95,11 @@ def audit_database(db_path: Path, *, busy_timeout: float = 10.0) -> AuditReport:
             if entry.presence is not Presence.PLAINTEXT_IN_THIS_VERSION:
                 continue
             loc = entry.location
-            count = _count_plaintext(conn, loc.table, loc.column, loc.setting_key)
+            count = _count_plaintext(conn, loc.table, loc.column, loc.setting_key, loc.key_column)
             if count:
                 findings.append(AuditFinding(
                     "plaintext in this TREK version", loc.label, loc.what, count,
-                    f"{entry.reason}. TREK {loc.encrypted_since}.x encrypts it: after upgrading, run {ENCRYPT_COMMAND}",
+                    f"{entry.reason}. TREK {_encrypted_from(loc)} encrypts it: after upgrading, run {ENCRYPT_COMMAND}",
                 ))
         # An empty keyring opens nothing, but the Scanner still counts plaintext where ciphertext belongs.
         scanner = Scanner(conn, info, resolved, Keyring(()))
@@ -108,13 +122,28 @@ def audit_database(db_path: Path, *, busy_timeout: float = 10.0) -> AuditReport:
     return AuditReport(str(db_path), info.version.evidence, tuple(findings))
 
 
-def _count_plaintext(conn: sqlite3.Connection, table: str, column: str, setting_key: str | None) -> int:
+def _looks_like_credential(table: str, column: str) -> bool:
+    if _NOT_SECRET_NAME.search(column):
+        return False
+    if _CREDENTIAL_COLUMN.search(column) or _SECRET_NAME.search(column):
+        return True
+    return bool(_CREDENTIAL_TABLE.search(table)) and column.lower() in _CREDENTIAL_TABLE_VALUES
+
+
+def _encrypted_from(loc: SecretLocation) -> str:
+    release = loc.encrypted_since or loc.since
+    return f"{release.name} (schema_version {release.schema_version}) and later"
+
+
+def _count_plaintext(
+    conn: sqlite3.Connection, table: str, column: str, setting_key: str | None, key_column: str = "key"
+) -> int:
     col = quote_identifier(column)
     # Text only: a flag column such as plugin_settings_fields.secret holds 0/1, not a secret.
     where = f"typeof({col}) = 'text' AND {col} != '' AND substr({col}, 1, 7) != 'enc:v1:'"
     params: tuple[str, ...] = ()
     if setting_key is not None:
-        where += ' AND "key" = ?'
+        where += f" AND {quote_identifier(key_column)} = ?"
         params = (setting_key,)
     row = conn.execute(f"SELECT count(*) FROM {quote_identifier(table)} WHERE {where}", params).fetchone()
     return int(row[0])
@@ -128,14 +157,19 @@ def _uncatalogued(conn: sqlite3.Connection, schema: dict[str, tuple[str, ...]]) 
         for column in columns:
             if (table, column) in covered or (table, column) in NOT_SECRETS:
                 continue
-            if not _SECRET_NAME.search(column) or _NOT_SECRET_NAME.search(column):
+            known = KNOWN_PLAINTEXT.get((table, column))
+            if known is None and not _looks_like_credential(table, column):
                 continue
             count = _count_plaintext(conn, table, column, None)
-            if count:
+            if not count:
+                continue
+            if known is not None:
+                out.append(AuditFinding("not encrypted by TREK", f"{table}.{column}", known[0], count, known[1]))
+            else:
                 out.append(AuditFinding(
-                    "not encrypted by TREK", f"{table}.{column}", "column named like a secret", count,
-                    "TREK stores this column as it is; keyrotate cannot encrypt it. Limit who can read the database "
-                    "and its backups, and report it to TREK if it holds a credential",
+                    UNKNOWN, f"{table}.{column}", "column or table named like a stored credential", count,
+                    "keyrotate does not know this location (a newer TREK version?): check what it holds, limit who "
+                    "can read the database and its backups, and report it to keyrotate and TREK if it is a credential",
                 ))
         if {"key", "value"} <= set(columns) and table in ("settings", "app_settings"):
             rows = conn.execute(
@@ -147,7 +181,7 @@ def _uncatalogued(conn: sqlite3.Connection, schema: dict[str, tuple[str, ...]]) 
                     continue
                 if _SECRET_NAME.search(key) and not _NOT_SECRET_NAME.search(key):
                     out.append(AuditFinding(
-                        "not encrypted by TREK", f"{table}.value[{key}]", "setting named like a secret", int(count),
+                        UNKNOWN, f"{table}.value[{key}]", "setting named like a secret", int(count),
                         "TREK stores this setting as it is; keyrotate cannot encrypt it. Report it to TREK if it "
                         "holds a credential",
                     ))

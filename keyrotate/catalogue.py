@@ -21,6 +21,28 @@ class JsonSecrets(enum.Enum):
     S3_BACKENDS = "s3-backends"  # storage.backends: [i].options.secretAccessKey where [i].type == "s3"
     PLUGIN_INSTANCE = "plugin-instance"  # plugins.config: fields marked secret with scope instance
     PLUGIN_USER = "plugin-user"  # plugin_user_config.config: fields marked secret with scope user
+    FIELDS = "fields"  # fixed top-level fields, listed in SecretLocation.json_fields
+
+
+@dataclass(frozen=True, order=True)
+class Release:
+    """A TREK release as far as the database shows it (TREK-FORMAT.md section 8)."""
+
+    rank: int  # orders releases; 4.x ranks above every 3.x whatever its marker says
+    name: str
+    schema_version: int | None  # what the release's own migrations leave in schema_version
+
+
+R3_0_15 = Release(129, "3.0.15", 129)
+R3_0_22 = Release(131, "3.0.22", 131)
+R3_1_0 = Release(138, "3.1.0", 138)
+R3_2_0 = Release(160, "3.2.0", 160)
+R3_2_1 = Release(164, "3.2.1", 164)
+R3_3_0 = Release(171, "3.3.0", 171)
+R3_4_0 = Release(175, "3.4.0", 175)
+R4 = Release(1000, "4.x", None)  # exact 4.x markers are unknown: known only from its tables
+OLDEST = Release(0, "3.0.15", None)  # what a database with no evidence at all is taken for
+MARKED_RELEASES = (R3_0_15, R3_0_22, R3_1_0, R3_2_0, R3_2_1, R3_3_0, R3_4_0)
 
 
 @dataclass(frozen=True)
@@ -32,9 +54,13 @@ class SecretLocation:
     revoke_hint: str
     identity: tuple[str, ...] = ("id",)
     owner_column: str | None = None  # column holding users.id; None for instance-wide secrets
-    setting_key: str | None = None  # the `key` value for settings / app_settings rows
+    setting_key: str | None = None  # the value of ``key_column`` that picks the row (settings, app_settings, addons)
     json_secrets: JsonSecrets | None = None
-    encrypted_since: int = 3  # first TREK major version that encrypts this location
+    since: Release = OLDEST  # first TREK release that has this location
+    # First release that encrypts it, where that is later than ``since`` (users.unsplash_api_key only).
+    encrypted_since: Release | None = None
+    key_column: str = "key"
+    json_fields: tuple[str, ...] = ()  # JsonSecrets.FIELDS: the top-level fields that hold secrets
 
     @property
     def label(self) -> str:
@@ -43,6 +69,8 @@ class SecretLocation:
             base += f"[{self.setting_key}]"
         if self.json_secrets is JsonSecrets.S3_BACKENDS:
             base += " s3 secretAccessKey"
+        elif self.json_secrets is JsonSecrets.FIELDS:
+            base += " " + ", ".join(f"$.{name}" for name in self.json_fields)
         elif self.json_secrets is not None:
             base += " secret fields"
         return base
@@ -52,23 +80,27 @@ class SecretLocation:
         return self.json_secrets is None
 
 
-def _user(column: str, what: str, hint: str, *, scheme: Scheme = Scheme.API, since: int = 3) -> SecretLocation:
+def _user(column: str, what: str, hint: str, *, scheme: Scheme = Scheme.API, since: Release = OLDEST,
+          encrypted_since: Release | None = None) -> SecretLocation:
     return SecretLocation(
-        "users", column, scheme, what, hint, owner_column="id", encrypted_since=since
+        "users", column, scheme, what, hint, owner_column="id", since=since, encrypted_since=encrypted_since
     )
 
 
-def _setting(key: str, what: str, hint: str, *, since: int = 3) -> SecretLocation:
+def _setting(key: str, what: str, hint: str, *, since: Release = OLDEST) -> SecretLocation:
     return SecretLocation(
         "settings", "value", Scheme.API, what, hint,
-        identity=("user_id", "key"), owner_column="user_id", setting_key=key, encrypted_since=since,
+        identity=("user_id", "key"), owner_column="user_id", setting_key=key, since=since,
     )
 
 
-def _app_setting(key: str, what: str, hint: str, *, since: int = 3) -> SecretLocation:
+def _app_setting(key: str, what: str, hint: str, *, since: Release = OLDEST) -> SecretLocation:
     return SecretLocation(
-        "app_settings", "value", Scheme.API, what, hint, identity=("key",), setting_key=key, encrypted_since=since
+        "app_settings", "value", Scheme.API, what, hint, identity=("key",), setting_key=key, since=since
     )
+
+
+_LLM_HINT = "the LLM provider's API key console (or the LLM gateway's token settings)"
 
 
 CATALOGUE: tuple[SecretLocation, ...] = (
@@ -80,24 +112,31 @@ CATALOGUE: tuple[SecretLocation, ...] = (
     _user("synology_did", "Synology device id", "remove the trusted device in DSM > Personal > Security"),
     _user("mfa_secret", "TOTP seed (two-factor authentication)",
           "the user must disable and re-enrol MFA in TREK", scheme=Scheme.MFA),
-    _user("unsplash_api_key", "Unsplash access key", "unsplash.com/oauth/applications", since=4),
-    _user("amap_api_key", "AMap API key", "console.amap.com > key management", since=4),
-    _user("airtrail_api_key", "AirTrail API key", "AirTrail > Settings > API keys", since=4),
+    _user("unsplash_api_key", "Unsplash access key", "unsplash.com/oauth/applications", encrypted_since=R3_2_1),
+    _user("amap_api_key", "AMap API key", "console.amap.com > key management", since=R4),
+    _user("airtrail_api_key", "AirTrail API key", "AirTrail > Settings > API keys", since=R3_1_0),
     _setting("webhook_url", "personal webhook URL (contains its token)", "regenerate the webhook in the receiving service"),
     _setting("ntfy_token", "ntfy access token", "ntfy server > Account > Access tokens"),
     _setting("mapbox_access_token", "Mapbox access token", "account.mapbox.com > Access tokens"),
-    _setting("carto_api_key", "CARTO API key", "CARTO workspace > Developers > Credentials", since=4),
-    _setting("llm_api_key", "LLM provider API key", "the LLM provider's API key console", since=4),
+    _setting("carto_api_key", "CARTO API key", "CARTO workspace > Developers > Credentials", since=R4),
+    _setting("llm_api_key", "LLM provider API key", "the LLM provider's API key console", since=R3_2_0),
+    _setting("llm_gateway_token", "LLM gateway token", _LLM_HINT, since=R4),
     _app_setting("oidc_client_secret", "OIDC client secret", "the identity provider's client settings"),
     _app_setting("smtp_pass", "SMTP password", "the mail provider's account or app password"),
     _app_setting("admin_webhook_url", "admin webhook URL (contains its token)", "regenerate the webhook in the receiving service"),
     _app_setting("admin_ntfy_token", "admin ntfy access token", "ntfy server > Account > Access tokens"),
-    _app_setting("maps_api_key", "instance Google Maps API key", "Google Cloud console > APIs & Services > Credentials", since=4),
-    _app_setting("unsplash_api_key", "instance Unsplash access key", "unsplash.com/oauth/applications", since=4),
-    _app_setting("amap_api_key", "instance AMap API key", "console.amap.com > key management", since=4),
+    _app_setting("maps_api_key", "instance Google Maps API key", "Google Cloud console > APIs & Services > Credentials", since=R4),
+    _app_setting("unsplash_api_key", "instance Unsplash access key", "unsplash.com/oauth/applications", since=R4),
+    _app_setting("amap_api_key", "instance AMap API key", "console.amap.com > key management", since=R4),
+    _app_setting("default_user_setting_mapbox_access_token", "default Mapbox access token given to new users",
+                 "account.mapbox.com > Access tokens (users created since may hold a copy)", since=R3_1_0),
+    _app_setting("default_user_setting_llm_api_key", "default LLM provider API key given to new users",
+                 "the LLM provider's API key console (users created since may hold a copy)", since=R3_2_0),
+    _app_setting("default_user_setting_llm_gateway_token", "default LLM gateway token given to new users",
+                 _LLM_HINT + " (users created since may hold a copy)", since=R4),
     SecretLocation(
         "app_settings", "value", Scheme.API, "S3 secret access key", "the S3 provider's IAM / access keys page",
-        identity=("key",), setting_key="storage.backends", json_secrets=JsonSecrets.S3_BACKENDS, encrypted_since=4,
+        identity=("key",), setting_key="storage.backends", json_secrets=JsonSecrets.S3_BACKENDS, since=R4,
     ),
     SecretLocation(
         "trip_album_links", "passphrase", Scheme.API, "shared album passphrase",
@@ -108,25 +147,31 @@ CATALOGUE: tuple[SecretLocation, ...] = (
         "change the photo's share passphrase in the photo service", owner_column="owner_id",
     ),
     SecretLocation(
+        "addons", "config", Scheme.API, "LLM parsing add-on credential (provider API key or gateway token)",
+        "the LLM provider's API key console or the LLM gateway's token settings; then re-enter it in TREK's admin",
+        key_column="id", setting_key="llm_parsing", json_secrets=JsonSecrets.FIELDS,
+        json_fields=("apiKey", "gatewayToken"), since=R3_2_0,
+    ),
+    SecretLocation(
         "plugin_oauth_tokens", "access_token", Scheme.API, "plugin OAuth access token",
         "disconnect and reconnect the plugin; revoke the grant at the provider",
-        identity=("plugin_id", "user_id"), owner_column="user_id", encrypted_since=4,
+        identity=("plugin_id", "user_id"), owner_column="user_id", since=R3_3_0,
     ),
     SecretLocation(
         "plugin_oauth_tokens", "refresh_token", Scheme.API, "plugin OAuth refresh token",
         "disconnect and reconnect the plugin; revoke the grant at the provider",
-        identity=("plugin_id", "user_id"), owner_column="user_id", encrypted_since=4,
+        identity=("plugin_id", "user_id"), owner_column="user_id", since=R3_3_0,
     ),
     SecretLocation(
         "plugins", "config", Scheme.API, "plugin instance secret (e.g. OAuth client secret)",
         "reissue the credential in the plugin provider's developer console",
-        json_secrets=JsonSecrets.PLUGIN_INSTANCE, encrypted_since=4,
+        json_secrets=JsonSecrets.PLUGIN_INSTANCE, since=R3_2_0,
     ),
     SecretLocation(
         "plugin_user_config", "config", Scheme.API, "plugin per-user secret (e.g. personal API token)",
         "the user reissues the token at the plugin's provider",
         identity=("plugin_id", "user_id"), owner_column="user_id", json_secrets=JsonSecrets.PLUGIN_USER,
-        encrypted_since=4,
+        since=R3_3_0,
     ),
 )
 
@@ -135,9 +180,15 @@ NOT_SECRETS: frozenset[tuple[str, str]] = frozenset(
     {("users", "password_hash"), ("users", "mfa_backup_codes")}
 )
 
-# Tables and columns that exist only from TREK 4 on.
-_V4_TABLES = ("plugins", "plugin_oauth_tokens", "plugin_user_config", "plugin_settings_fields")
-_V4_USER_COLUMNS = ("amap_api_key", "airtrail_api_key")
+# The newest table or column that exists, as evidence of a release (TREK-FORMAT.md sections 4 and 8).
+_EVIDENCE: tuple[tuple[Release, str, str | None], ...] = (
+    (R4, "users", "amap_api_key"),
+    (R3_3_0, "plugin_user_config", None),
+    (R3_3_0, "plugin_oauth_tokens", None),
+    (R3_2_0, "plugins", None),
+    (R3_2_0, "plugin_settings_fields", None),
+    (R3_1_0, "users", "airtrail_api_key"),
+)
 
 
 class Presence(enum.Enum):
@@ -148,7 +199,7 @@ class Presence(enum.Enum):
 
 @dataclass(frozen=True)
 class TrekVersion:
-    major: int
+    at_least: Release
     evidence: str
 
 
@@ -163,15 +214,27 @@ Schema = Mapping[str, Iterable[str]]  # table name -> column names
 
 
 def detect_trek_version(schema: Schema, schema_version: int | None) -> TrekVersion:
-    v4_tables = [t for t in _V4_TABLES if t in schema]
-    user_columns = set(schema.get("users", ()))
-    v4_columns = [c for c in _V4_USER_COLUMNS if c in user_columns]
-    if v4_tables or v4_columns:
-        found = ", ".join(v4_tables + [f"users.{c}" for c in v4_columns])
-        return TrekVersion(4, f"4.x ({found} present)")
+    """The newest release implied by the schema_version marker or by the newest table/column present.
+
+    A marker above the newest known 3.x count is read as that 3.x release, never as 4.x:
+    forks append migrations of their own.
+    """
+    by_marker = None
     if schema_version is not None:
-        return TrekVersion(3, f"3.x (schema_version {schema_version})")
-    return TrekVersion(3, "3.x or older (no 4.x tables, no schema_version)")
+        by_marker = max((r for r in MARKED_RELEASES if r.schema_version is not None
+                         and r.schema_version <= schema_version), default=None)
+    by_table, found = None, ""
+    for release, table, column in _EVIDENCE:
+        if table in schema and (column is None or column in set(schema[table])):
+            by_table, found = release, table + (f".{column}" if column else "")
+            break
+    marker = f"schema_version {schema_version}" if schema_version is not None else "no schema_version"
+    if by_table is not None and (by_marker is None or by_table > by_marker):
+        return TrekVersion(by_table, f"TREK {by_table.name} or later ({found} present; {marker})")
+    if by_marker is not None:
+        return TrekVersion(by_marker, f"TREK {by_marker.name} or later ({marker})")
+    older = "older than 3.0.15" if schema_version is not None else "3.0.15 or older"
+    return TrekVersion(OLDEST, f"TREK {older} ({marker}, no newer table)")
 
 
 def resolve_catalogue(schema: Schema, version: TrekVersion) -> list[ResolvedLocation]:
@@ -179,18 +242,21 @@ def resolve_catalogue(schema: Schema, version: TrekVersion) -> list[ResolvedLoca
     resolved = []
     for location in CATALOGUE:
         columns = set(schema.get(location.table, ()))
+        gate = location.encrypted_since
         if location.table not in schema:
             resolved.append(ResolvedLocation(location, Presence.ABSENT, f"no table {location.table}"))
         elif location.column not in columns:
             resolved.append(ResolvedLocation(location, Presence.ABSENT, f"no column {location.table}.{location.column}"))
-        elif location.setting_key is not None and "key" not in columns:
-            resolved.append(ResolvedLocation(location, Presence.ABSENT, f"no column {location.table}.key"))
-        elif version.major < location.encrypted_since:
+        elif location.setting_key is not None and location.key_column not in columns:
+            resolved.append(ResolvedLocation(location, Presence.ABSENT,
+                                             f"no column {location.table}.{location.key_column}"))
+        elif gate is not None and version.at_least < gate:
             resolved.append(
                 ResolvedLocation(
                     location,
                     Presence.PLAINTEXT_IN_THIS_VERSION,
-                    f"TREK {version.major}.x reads this as plaintext; left as it is",
+                    f"TREK before {gate.name} (schema_version {gate.schema_version}) reads this as plaintext; "
+                    "left as it is",
                 )
             )
         else:

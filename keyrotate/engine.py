@@ -246,7 +246,7 @@ def _rotate(
             raced = waited and conn.execute("PRAGMA data_version").fetchone()[0] != version_before
             hold.stage = ROLLED_BACK  # from here an interrupt rolls back
             if confirm is not None and not options.dry_run:
-                check = Scanner(conn, info, resolved, Keyring(keys), pool=pool)
+                check = Scanner(conn, info, resolved, Keyring(keys), pool=pool, settled_key=new_index)
                 check.run("check", progress)
                 failures = _failures(conn, check.tallies)
                 plan = _plan(check.tallies, resolved, new_index, options.encrypt_plaintext)

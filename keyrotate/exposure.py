@@ -217,7 +217,7 @@ class _Describer:
         if loc.json_secrets is JsonSecrets.S3_BACKENDS:
             return f"{loc.what} for backend {self._backend_name(rowid, path)!r}"
         plugin = str(row.get("plugin_id") or row.get("id") or "?")
-        if loc.json_secrets is not None:
+        if loc.json_secrets in (JsonSecrets.PLUGIN_INSTANCE, JsonSecrets.PLUGIN_USER):
             match = _FIELD.match(path)
             field_key = match.group(1) if match else path
             field_label = self._field_labels.get((plugin, field_key), field_key)

@@ -238,7 +238,7 @@ def render_rotation(report: RotationReport, *, with_next_steps: bool = True) -> 
     """The summary for stderr; ``with_next_steps=False`` when the caller prints its own, fuller steps."""
     text = TextReport()
     verb = "would be" if report.dry_run else "were"
-    text.add(f"Database: {report.database} (TREK {report.trek_version})")
+    text.add(f"Database: {report.database} ({report.trek_version})")
     rows = []
     for loc in report.locations:
         if loc.presence != "active":
@@ -289,7 +289,7 @@ def render_rotation(report: RotationReport, *, with_next_steps: bool = True) -> 
 
 def render_verify(report: VerifyReport) -> str:
     text = TextReport()
-    text.add(f"Database: {report.database} (TREK {report.trek_version})")
+    text.add(f"Database: {report.database} ({report.trek_version})")
     rows = []
     for loc in report.locations:
         if loc.presence != "active" or (not loc.catalogued and not loc.tokens):

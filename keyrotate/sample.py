@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keyrotate.catalogue import MARKED_RELEASES, R3_1_0, R3_2_0, R3_2_1, R3_3_0, R4, Release
 from keyrotate.files import write_new_file
 from keyrotate.formats import IV_BYTES, Cipher, Scheme
 from keyrotate.keys import Key
@@ -46,14 +47,17 @@ CREATE TABLE trek_photos (
 );
 """
 
-_V4_SCHEMA = """
-ALTER TABLE users ADD COLUMN amap_api_key TEXT;
-ALTER TABLE users ADD COLUMN airtrail_api_key TEXT;
+# What each release adds to the tables above (TREK-FORMAT.md sections 4 and 8), oldest first.
+_V3_1_SCHEMA = "ALTER TABLE users ADD COLUMN airtrail_api_key TEXT;"
+_V3_2_SCHEMA = """
 CREATE TABLE plugins (id TEXT PRIMARY KEY, name TEXT NOT NULL, config TEXT DEFAULT '{}');
 CREATE TABLE plugin_settings_fields (
   id INTEGER PRIMARY KEY AUTOINCREMENT, plugin_id TEXT NOT NULL, field_key TEXT NOT NULL,
   secret INTEGER NOT NULL DEFAULT 0, scope TEXT NOT NULL DEFAULT 'instance', UNIQUE (plugin_id, field_key)
 );
+CREATE TABLE addons (id TEXT PRIMARY KEY, name TEXT NOT NULL, config TEXT);
+"""
+_V3_3_SCHEMA = """
 CREATE TABLE plugin_user_config (
   plugin_id TEXT NOT NULL, user_id INTEGER NOT NULL, config TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (plugin_id, user_id)
 );
@@ -61,8 +65,9 @@ CREATE TABLE plugin_oauth_tokens (
   plugin_id TEXT NOT NULL, user_id INTEGER NOT NULL, access_token TEXT, refresh_token TEXT,
   PRIMARY KEY (plugin_id, user_id)
 );
-CREATE TABLE addons (id TEXT PRIMARY KEY, name TEXT NOT NULL, config TEXT);
 """
+_V4_SCHEMA = "ALTER TABLE users ADD COLUMN amap_api_key TEXT;"
+RELEASES: dict[str, Release] = {r.name: r for r in (*MARKED_RELEASES, R4)}
 
 _TOKEN_ALPHABET = string.ascii_letters + string.digits + "-_"
 _UNICODE_SAMPLES = ("🔐🗝️ emoji pass", "旅行の合言葉", "pässwörd ünïcode", "multi\nline secret")
@@ -83,6 +88,7 @@ class SampleSecret:
 class SampleDatabase:
     path: Path
     major: int
+    release: Release
     secrets: list[SampleSecret] = field(default_factory=list)
     count: int = 0  # encrypted secrets written, also when ``secrets`` is not kept
 
@@ -135,36 +141,46 @@ def build_sample_database(
     keep_secrets: bool = True,
     stray_tokens: bool = True,
     plugin_user_share: float = 0.0,
+    release: str | None = None,
+    schema_version: int | None = None,
 ) -> SampleDatabase:
     """Create ``path`` (which must not exist) holding a TREK-shaped database under ``key``.
 
-    ``plugin_user_share`` (4.x shape only) gives that share of the users plugin
+    ``release`` (a name in :data:`RELEASES`) builds that TREK release's tables, with its ``schema_version``
+    marker unless ``schema_version`` is given; without it, ``major`` picks 3.0.15 or 4.x (marker 129, as
+    the shared fixtures have). ``plugin_user_share`` (3.3.0 and later) gives that share of the users plugin
     tokens and per-user plugin config, as :func:`add_plugin_users` does. With
     ``keep_secrets=False`` nothing but a count is kept, so any size fits in memory.
     """
     if path.exists():
         raise FileExistsError(path)
+    shape = RELEASES[release] if release is not None else R4 if major >= 4 else RELEASES["3.0.15"]
+    if schema_version is None:
+        schema_version = 129 if release is None else shape.schema_version or 175
+    major = 4 if shape is R4 else 3
     rng = random.Random(seed)
     writer = _Writer(key, rng, keep_secrets)
     # It holds secrets: mode 0600 from the first byte (SQLite gives the -wal and -shm the same mode).
     write_new_file(path, b"")
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(_V3_SCHEMA + (_V4_SCHEMA if major >= 4 else ""))
+        conn.executescript(_V3_SCHEMA + "".join(
+            sql for since, sql in ((R3_1_0, _V3_1_SCHEMA), (R3_2_0, _V3_2_SCHEMA), (R3_3_0, _V3_3_SCHEMA),
+                                   (R4, _V4_SCHEMA)) if shape >= since))
         conn.execute("BEGIN")
-        conn.execute("INSERT INTO schema_version (version) VALUES (129)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (schema_version,))
         conn.execute("INSERT INTO app_settings VALUES ('app_version', ?)", ("4.2.0" if major >= 4 else "3.0.15",))
         for setting in ("oidc_client_secret", "smtp_pass", "admin_webhook_url", "admin_ntfy_token") + (
             ("maps_api_key", "unsplash_api_key", "amap_api_key") if major >= 4 else ()
         ):
             value = writer.seal("app_settings", "value", {"key": setting}, writer.text(40))
             conn.execute("INSERT INTO app_settings VALUES (?, ?)", (setting, value))
-        if major >= 4:
+        if shape >= R3_2_0:
             _plugins(conn, writer)
         for start in range(0, users, 1000):
-            conn.executemany(_user_sql(major), _users(writer, range(start + 1, min(users, start + 1000) + 1), major))
+            conn.executemany(_user_sql(shape), _users(writer, range(start + 1, min(users, start + 1000) + 1), shape))
             conn.executemany("INSERT INTO settings (user_id, key, value) VALUES (?, ?, ?)",
-                             _settings(writer, range(start + 1, min(users, start + 1000) + 1), major))
+                             _settings(writer, range(start + 1, min(users, start + 1000) + 1), shape))
         conn.executemany(
             "INSERT INTO trips (user_id, title, description) VALUES (?, ?, ?)",
             ((u, f"Trip {u}", "Notes mention enc:v1:not-a-real-token, which must not block a rotation"
@@ -179,33 +195,61 @@ def build_sample_database(
                 "VALUES (?, 'synologyphotos', ?, ?, NULL, 4032, 3024, ?)",
                 _photos(writer, range(start + 1, min(total_photos, start + 5000) + 1), users),
             )
-        if major >= 4 and plugin_user_share > 0:
+        if shape >= R3_3_0 and plugin_user_share > 0:
             plugin_users = [u for u in range(1, users + 1) if rng.random() < plugin_user_share]
             _insert_plugin_users(conn, writer, plugin_users)
-        if stray_tokens and major >= 4:
+        if stray_tokens and shape >= R4:
             config = '{{"endpoint":"https://example.org","api_token":"{}"}}'.format(writer.seal(
                 "addons", "config", {"id": "legacy-addon"}, writer.text(24), json_path=("api_token",)))
             conn.execute("INSERT INTO addons VALUES ('legacy-addon', 'Legacy add-on', ?)", (config,))
+        _newer_locations(conn, writer, shape, users)
         conn.execute("COMMIT")
-    return SampleDatabase(path, major, writer.secrets, writer.count)
+    return SampleDatabase(path, major, shape, writer.secrets, writer.count)
 
 
-def _user_sql(major: int) -> str:
+def _newer_locations(conn: sqlite3.Connection, w: _Writer, shape: Release, users: int) -> None:
+    """One value in each 3.1-4.x location of TREK-FORMAT.md section 4 that ``shape`` has (written last, so
+    the random data before them is what older versions of this builder made)."""
+    defaults = [("default_user_setting_mapbox_access_token", R3_1_0), ("default_user_setting_llm_api_key", R3_2_0),
+                ("default_user_setting_llm_gateway_token", R4)]
+    for setting, since in defaults:
+        if shape >= since:
+            value = w.seal("app_settings", "value", {"key": setting}, w.text(36))
+            conn.execute("INSERT INTO app_settings VALUES (?, ?)", (setting, value))
+    if shape >= R3_2_0:
+        ident = {"id": "llm_parsing"}
+        fields = ["apiKey"] + (["gatewayToken"] if shape >= R4 else [])
+        sealed = {name: w.seal("addons", "config", ident, w.text(40), json_path=(name,)) for name in fields}
+        config = '{"enabled":true,"provider":"openai",' + ",".join(f'"{k}":"{v}"' for k, v in sealed.items()) + "}"
+        conn.execute("INSERT INTO addons VALUES ('llm_parsing', 'LLM parsing', ?)", (config,))
+    if users < 1:
+        return
+    per_user = [("llm_api_key", R3_2_0), ("llm_gateway_token", R4), ("carto_api_key", R4)]
+    for setting, since in per_user:
+        taken = conn.execute("SELECT 1 FROM settings WHERE user_id = 1 AND key = ?", (setting,)).fetchone()
+        if shape >= since and taken is None:
+            value = w.seal("settings", "value", {"user_id": 1, "key": setting}, w.text(32))
+            conn.execute("INSERT INTO settings (user_id, key, value) VALUES (1, ?, ?)", (setting, value))
+
+
+def _user_sql(shape: Release) -> str:
     columns = ["id", "username", "email", "password_hash", "maps_api_key", "unsplash_api_key", "openweather_api_key",
                "mfa_enabled", "mfa_secret", "immich_api_key", "synology_password", "synology_sid", "synology_did"]
-    if major >= 4:
+    if shape >= R4:
         columns += ["amap_api_key", "airtrail_api_key"]
+    elif shape >= R3_1_0:
+        columns += ["airtrail_api_key"]
     return f"INSERT INTO users ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
 
-def _users(w: _Writer, ids: range, major: int) -> Iterator[tuple[Any, ...]]:
+def _users(w: _Writer, ids: range, shape: Release) -> Iterator[tuple[Any, ...]]:
     for uid in ids:
         key = {"id": uid}
         unsplash = None
         if w.rng.random() < 0.4:
-            # Plaintext in both shapes: 3.x reads it that way; in 4.x it is a legacy leftover.
+            # Plaintext in every shape: before 3.2.1 TREK reads it that way; from 3.2.1 on it is a legacy leftover.
             unsplash = w.text(43)
-            w.note("users", "unsplash_api_key", key, unsplash, "legacy-plain" if major >= 4 else "plain")
+            w.note("users", "unsplash_api_key", key, unsplash, "legacy-plain" if shape >= R3_2_1 else "plain")
         mfa = w.maybe(0.4, "users", "mfa_secret", key, 32, Scheme.MFA)
         synology = w.rng.random() < 0.28
         row = [
@@ -218,15 +262,19 @@ def _users(w: _Writer, ids: range, major: int) -> Iterator[tuple[Any, ...]]:
             w.seal("users", "synology_sid", key, w.text(30)) if synology else None,
             w.seal("users", "synology_did", key, w.text(30)) if synology else None,
         ]
-        if major >= 4:
+        if shape >= R4:
             row += [w.maybe(0.24, "users", "amap_api_key", key, 32), w.maybe(0.28, "users", "airtrail_api_key", key, 40)]
+        elif shape >= R3_1_0:
+            row += [w.maybe(0.28, "users", "airtrail_api_key", key, 40)]
         yield tuple(row)
 
 
-def _settings(w: _Writer, ids: range, major: int) -> Iterator[tuple[Any, ...]]:
+def _settings(w: _Writer, ids: range, shape: Release) -> Iterator[tuple[Any, ...]]:
     rates = {"webhook_url": 0.4, "ntfy_token": 0.28, "mapbox_access_token": 0.36}
-    if major >= 4:
+    if shape >= R4:
         rates |= {"carto_api_key": 0.36, "llm_api_key": 0.28}
+    elif shape >= R3_2_0:
+        rates |= {"llm_api_key": 0.28}
     for uid in ids:
         yield uid, "dark_mode", "true"
         for setting, rate in rates.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -25,11 +26,14 @@ from keyrotate.batches import NOT_OPENED, BatchResult, BatchSpec, CryptoContext,
 from keyrotate.catalogue import NOT_SECRETS, JsonSecrets, Presence, ResolvedLocation, SecretLocation
 from keyrotate.database import DatabaseInfo, InThread, connect, quote_identifier
 from keyrotate.errors import VerificationError
-from keyrotate.formats import API_PREFIX, EMBEDDED_TOKEN, Cipher, Scheme, node_base64_decode
+from keyrotate.formats import API_PREFIX, EMBEDDED_TOKEN, MIN_SEALED_BYTES, Cipher, Scheme, node_base64_decode
 from keyrotate.keys import Key
 from keyrotate.workers import CryptoPool, PendingBatch
 
 BATCH_ROWS = 2000
+LOOKALIKE = "looks like a token but opens under none of the keys; left as it is"
+NOT_OPENED_OUTSIDE = "a well-formed TREK ciphertext found outside the catalogue that opens under none of the keys"
+_BASE64_BODY = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 FAILURE_DETAIL_LIMIT = 200  # failures listed one by one; beyond that only counted
 JsonPath = tuple[str | int, ...]
 
@@ -193,6 +197,7 @@ class Scanner:
         before_first_write: Callable[[], None] | None = None,
         discovery_tables: Collection[str] | None = None,
         count_empty: bool = True,
+        settled_key: int | None = None,
     ) -> None:
         self.conn = conn
         self.on_token = on_token
@@ -207,6 +212,8 @@ class Scanner:
         self._discovery_tables = discovery_tables  # None: look for stray tokens in every table
         self._discovery_search: DiscoverySearch | None = None  # see search_in_background()
         self._count_empty_values = count_empty
+        # The key values should be under once this pass is done: the new key when rotating, else the first.
+        self._settled = settled_key if settled_key is not None else rewrite.new_index if rewrite is not None else 0
         self._context = pool.context if pool is not None else CryptoContext(keyring.keys)
         self._key_order = tuple(self._context.index_of(key) for key in keyring.keys)
         self._pending: deque[tuple[Target, PendingBatch]] = deque()
@@ -234,13 +241,8 @@ class Scanner:
                 covering = [loc for loc in active if loc.table == table and loc.column == column]
                 if any(loc.setting_key is None for loc in covering):
                     continue  # the whole column is catalogued
-                keys = sorted({loc.setting_key for loc in covering if loc.setting_key is not None})
                 scanned.append(column)
-                if keys:
-                    placeholders = ", ".join(_sql_literal(k) for k in keys)
-                    excluded.append(f'"key" IN ({placeholders})')
-                else:
-                    excluded.append("0")
+                excluded.append(_covered_rows(covering))
             if scanned:
                 targets.append(
                     Target(TargetKind.DISCOVERY, table, f"{table} (outside the catalogue)", tuple(scanned),
@@ -266,6 +268,7 @@ class Scanner:
             for target in self.targets():
                 self.run_target(target, phase, progress)
             self._collect(wait=True)
+            self._check_unrewritable()
         finally:
             self._pending.clear()
         return self.tallies
@@ -338,6 +341,13 @@ class Scanner:
         if result.updates:
             self._write(target, result.updates)
 
+    def _unopenable(self, table: str, column: str) -> Tally:
+        """Where well-formed tokens outside the catalogue that open under no key are counted.
+
+        Counted as catalogued: they block a rotation (exit 8) and fail verify like any catalogued secret.
+        """
+        return self.tally(f"{table}.{column} (outside the catalogue, opens under no key)", table, column, True)
+
     def tally(self, label: str, table: str, column: str, catalogued: bool) -> Tally:
         tally = self.tallies.get(label)
         if tally is None:
@@ -355,7 +365,7 @@ class Scanner:
         where = f"{col} IS NOT NULL AND {col} != ''"
         params: tuple[Any, ...] = ()
         if loc.setting_key is not None:
-            where += ' AND "key" = ?'
+            where += f" AND {quote_identifier(loc.key_column)} = ?"
             params = (loc.setting_key,)
         return where, params
 
@@ -467,6 +477,50 @@ class Scanner:
             column = quote_identifier(target.columns[0])
             self.conn.executemany(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", updates)
 
+    def _check_unrewritable(self) -> None:
+        """``enc:v1:`` where discovery cannot rewrite it: WITHOUT ROWID tables and BLOB values.
+
+        A token there under the settled key is fine. One under another key, or well formed and opening
+        under none, is a failure that blocks the rotation and fails verify: never left silently.
+        """
+        for table, columns in self.info.schema.items():
+            if self._discovery_tables is not None and table not in self._discovery_tables:
+                continue
+            no_rowid = table in self.info.without_rowid
+            scanned = [c for c in columns if (table, c) not in NOT_SECRETS]
+            if not scanned:
+                continue
+            if no_rowid:
+                conds = [f"instr(CAST({quote_identifier(c)} AS TEXT), 'enc:v1:') > 0" for c in scanned]
+                keys = [str(r[1]) for r in self.conn.execute(f"PRAGMA table_info({quote_identifier(table)})") if r[5]]
+                where_text = "in a WITHOUT ROWID table, which keyrotate cannot rewrite"
+            else:
+                conds = [f"(typeof({quote_identifier(c)}) = 'blob' AND instr({quote_identifier(c)}, X'656e633a76313a') > 0)"
+                         for c in scanned]
+                keys = ["rowid"]
+                where_text = "stored as BLOB, which keyrotate cannot rewrite"
+            select = ", ".join([quote_identifier(k) if k != "rowid" else "rowid" for k in keys]
+                               + [quote_identifier(c) for c in scanned])
+            sql = f"SELECT {select} FROM {quote_identifier(table)} WHERE {' OR '.join(conds)}"
+            for row in self.conn.execute(sql):
+                ident, values = row[: len(keys)], row[len(keys) :]
+                rowid = 0 if no_rowid else int(ident[0])
+                where = "" if not no_rowid else "(" + ", ".join(f"{k}={v}" for k, v in zip(keys, ident, strict=True)) + ") "
+                for column, value in zip(scanned, values, strict=True):
+                    self._unrewritable_value(table, column, rowid, where, value, where_text)
+
+    def _unrewritable_value(self, table: str, column: str, rowid: int, where: str, value: Any, why: str) -> None:
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value if isinstance(value, str) else ""
+        for match in EMBEDDED_TOKEN.finditer(text):
+            opened = self.keyring.open(match.group(), Scheme.API)
+            if opened is not None and opened[0] == self._settled:
+                continue
+            if opened is None and not is_well_formed_token(match.group()):
+                continue  # a note that mentions enc:v1:
+            state = "opens under none of the keys" if opened is None else "is under a key it must not stay under"
+            self._unopenable(table, column).fail(
+                FailedValue(table, column, rowid, f"{where}@{match.start()}", f"a TREK ciphertext {why}; it {state}"))
+
     # -- classifying values -----------------------------------------------
 
     def _process_batch(self, target: Target, batch: list[tuple[Any, ...]]) -> list[Any]:
@@ -502,8 +556,13 @@ class Scanner:
         if self.on_token is not None:
             self.on_token(tally.label, table, column, rowid, path, None if opened is None else opened[0])
         if opened is None:
-            reason = NOT_OPENED if blocking else "looks like a token but opens under none of the keys; left as it is"
-            tally.fail(FailedValue(table, column, rowid, path, reason))
+            if blocking:
+                tally.fail(FailedValue(table, column, rowid, path, NOT_OPENED))
+            elif is_well_formed_token(stored):
+                # Almost surely a secret under a lost key: it blocks like a catalogued one.
+                self._unopenable(table, column).fail(FailedValue(table, column, rowid, path, NOT_OPENED_OUTSIDE))
+            else:
+                tally.fail(FailedValue(table, column, rowid, path, LOOKALIKE))
             return None
         index, plaintext = opened
         tally.opened_by[index] += 1
@@ -582,6 +641,8 @@ class Scanner:
                 for i, backend in enumerate(document)
                 if isinstance(backend, dict) and backend.get("type") == "s3"
             }
+        if loc.json_secrets is JsonSecrets.FIELDS:
+            return {(name,) for name in loc.json_fields}
         scope = "instance" if loc.json_secrets is JsonSecrets.PLUGIN_INSTANCE else "user"
         return {(name,) for name in self._plugin_fields.get((str(row[2]), scope), frozenset())}
 
@@ -629,6 +690,22 @@ class Scanner:
             last = match.end()
         pieces.append(value[last:])
         return "".join(pieces) if changed else None
+
+
+def _covered_rows(covering: Sequence[SecretLocation]) -> str:
+    """SQL condition for the rows of a column that catalogued key-value locations already cover."""
+    by_column: dict[str, list[str]] = {}
+    for loc in covering:
+        if loc.setting_key is not None:
+            by_column.setdefault(loc.key_column, []).append(_sql_literal(loc.setting_key))
+    conditions = [f"{quote_identifier(c)} IN ({', '.join(sorted(keys))})" for c, keys in sorted(by_column.items())]
+    return " OR ".join(conditions) or "0"
+
+
+def is_well_formed_token(stored: str) -> bool:
+    """``enc:v1:`` and base64 of at least IV, tag and one byte: what TREK writes, not a note that mentions it."""
+    body = stored[len(API_PREFIX):].strip()
+    return bool(_BASE64_BODY.fullmatch(body)) and len(node_base64_decode(body)) > MIN_SEALED_BYTES
 
 
 def _empty(column: str) -> str:

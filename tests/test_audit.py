@@ -31,7 +31,7 @@ def test_trek3_unsplash_stays_plaintext_and_legacy_webhook_is_flagged(trek3: Tre
     }
     fixes = {f.location: f.fix for f in report.findings}
     assert "--encrypt-plaintext" in fixes["settings.value[webhook_url]"]
-    assert "TREK 4.x encrypts it" in fixes["users.unsplash_api_key"]
+    assert "TREK 3.2.1 (schema_version 164) and later encrypts it" in fixes["users.unsplash_api_key"]
     assert table_dump(trek3.db) == before
 
 
@@ -62,8 +62,8 @@ def test_uncatalogued_secret_columns_and_settings(trek4: TrekCopy) -> None:
     assert result.exit_code == 0
     document = json.loads(result.stdout)
     found = {(f["kind"], f["location"]): f["values"] for f in document["findings"]}
-    assert found[("not encrypted by TREK", "users.dropbox_token")] == 2
-    assert found[("not encrypted by TREK", "app_settings.value[sms_gateway_password]")] == 1
+    assert found[("unknown possible plaintext secret", "users.dropbox_token")] == 2
+    assert found[("unknown possible plaintext secret", "app_settings.value[sms_gateway_password]")] == 1
     # Flags and hashes are not secrets.
     assert not any("plugin_settings_fields" in loc or "password_hash" in loc for _, loc in found)
     assert "dropbox-secret-value" not in result.output and "hunter2" not in result.output
