@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from keyrotate import crashpoints
+from keyrotate import crashpoints, uncommitted
 from keyrotate.catalogue import TrekVersion, detect_trek_version
 from keyrotate.errors import (
     CannotWriteError,
@@ -312,8 +312,10 @@ class BackupJob:
         self.in_background = in_background
         self._copy: InThread[None] | None = None
         self.started = False
+        self._marker: Path | None = None
 
     def start(self) -> None:
+        self._marker = uncommitted.mark(self.source, self.destination)
         self.started = True
         if not self.in_background:
             backup_database(self.source, self.destination)
@@ -331,6 +333,12 @@ class BackupJob:
                 raise
         return self.destination if self.started else None
 
+    def committing(self) -> None:
+        """The COMMIT comes next: from now on the backup is the real pre-rotation copy, not a leftover."""
+        if self._marker is not None:
+            uncommitted.unmark(self._marker)
+            self._marker = None
+
     def discard(self) -> None:
         """Nothing was committed: wait for the copy, then delete it (it only adds exposure)."""
         try:
@@ -340,6 +348,7 @@ class BackupJob:
         if done is not None:
             done.unlink(missing_ok=True)
         self.started = False
+        self.committing()  # nothing left to mark
 
 
 def checkpoint(conn: sqlite3.Connection) -> bool:

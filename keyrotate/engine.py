@@ -64,6 +64,7 @@ from keyrotate.report import (
     unopened_by_label,
 )
 from keyrotate.scanning import Fingerprint, Keyring, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
+from keyrotate.uncommitted import remove_leftovers
 from keyrotate.workers import CryptoPool, worker_count
 
 
@@ -245,6 +246,8 @@ def _rotate(
         with write_transaction(conn, options.db_path, on_wait=on_wait):
             raced = waited and conn.execute("PRAGMA data_version").fetchone()[0] != version_before
             hold.stage = ROLLED_BACK  # from here an interrupt rolls back
+            if not options.dry_run:
+                _remove_uncommitted_backups(options.db_path, notice)
             if confirm is not None and not options.dry_run:
                 check = Scanner(conn, info, resolved, Keyring(keys), pool=pool, settled_key=new_index)
                 check.run("check", progress)
@@ -284,6 +287,8 @@ def _rotate(
                 return _nothing_to_do(run, writer.tallies, failures, blocked=bool(plan.failed))
             crash_point("before-commit")
             hold.start("committing the rotation")
+            if backup_job is not None:
+                backup_job.committing()  # signals are held from here: no interrupt between this and COMMIT
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -350,6 +355,14 @@ def _replace_key_file(options: RotateOptions, backup: Path | None) -> _SavedKey:
             ) from None
     write_key_file(key_file, options.new_key, backup, options.db_path)
     return _SavedKey(saved, key_file if saved is not None or not existed else None)
+
+
+def _remove_uncommitted_backups(db: Path, notice: NoticeCallback | None) -> None:
+    """Runs stopped before their COMMIT each left a full copy of a database they never changed."""
+    for backup in remove_leftovers(db):
+        if notice is not None:
+            notice(f"Removed {backup}: the backup of an earlier run that stopped before its commit, so the database "
+                   "still holds everything it held. This run makes its own backup.")
 
 
 def _lost_lock_race(options: RotateOptions) -> DatabaseBusyError:

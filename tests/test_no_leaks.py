@@ -139,6 +139,9 @@ def test_no_canary_escapes_any_command(canaries: Canaries) -> None:
     ]
     outputs: list[tuple[str, str]] = []
     created: dict[Path, str] = {}
+    # Read when seen: a later run may remove the file (a marker, the backup of a run killed before COMMIT).
+    contents: dict[Path, bytes] = {}
+    modes: dict[Path, int] = {}
     for label, args, stdin, env, expected in runs:
         before = files(root)
         code, out, err = keyrotate(canaries, *args, stdin=stdin, env=env)
@@ -149,6 +152,8 @@ def test_no_canary_escapes_any_command(canaries: Canaries) -> None:
         for path, mtime in files(root).items():
             if path not in before or before[path] != mtime:
                 created.setdefault(path, label)
+                contents[path] = path.read_bytes()
+                modes[path] = path.stat().st_mode & 0o777
 
     # Failure paths that end in a traceback: a trigger that rejects the rewrite (an internal error, exit 1).
     with closing(sqlite3.connect(data / "travel.db")) as conn:
@@ -168,7 +173,7 @@ def test_no_canary_escapes_any_command(canaries: Canaries) -> None:
         if path in database_files or (path.name.startswith("travel.db") and path.suffix != ".key") \
                 or path.suffix == ".zip":
             continue  # the database, its backup and TREK's backup ZIPs hold ciphertexts by design
-        content = path.read_bytes().decode("utf-8", errors="replace")
+        content = contents[path].decode("utf-8", errors="replace")
         # Key files by design, the old key saved beside a backup (travel.db...key) included.
         holds_keys = path.name == ".encryption_key" or path.suffix == ".key"
         leaked = leaks(canaries.plaintexts if holds_keys else secrets, content)
@@ -176,7 +181,7 @@ def test_no_canary_escapes_any_command(canaries: Canaries) -> None:
     for path, label in created.items():
         if path in database_files:
             continue
-        assert path.stat().st_mode & 0o777 == 0o600, f"{path.name} (written by {label}) is {path.stat().st_mode:o}"
+        assert modes[path] == 0o600, f"{path.name} (written by {label}) is {modes[path]:o}"
     # The canaries are real: the backup still opens with the old key and gives them back.
     with closing(sqlite3.connect(root / "travel.db.backup")) as conn:
         stored = conn.execute("SELECT maps_api_key FROM users WHERE id = 1").fetchone()[0]
