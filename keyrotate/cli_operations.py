@@ -39,6 +39,7 @@ from keyrotate.cli import (
 from keyrotate.cli_interrupts import signal_name, stopped_before_commit
 from keyrotate.errors import ExitCode, InputNotFoundError, InterruptedAfterCommitError, KeyProblemError, KeyrotateError
 from keyrotate.exposure import ExposureReport, find_exposed_copies, find_exposure
+from keyrotate.exposure_render import ExposureWriter, exposure_text, totals
 from keyrotate.keys import Key
 from keyrotate.lifecycle import environment_holds, generate_new_key, next_steps, saved_old_keys
 from keyrotate.outputs import FORMATS, render
@@ -104,13 +105,15 @@ class RotationExtras:
 
 def incident_before(path: Path, old_keys: Sequence[Key], incident: bool, wait: float) -> ExposureReport | None:
     """The secrets the old key opens, read before the rotation changes them."""
-    return find_exposure(path, old_keys, busy_timeout=wait, check_copies=False) if incident else None
+    if not incident:
+        return None
+    return find_exposure(path, old_keys, busy_timeout=wait, check_copies=False, keep_secrets=False)
 
 
 def incident_despite_failure(exposure: ExposureReport | None, path: Path, old_keys: Sequence[Key]) -> None:
     """A rotation that fails must not swallow the leak checklist: revoking does not wait for the database."""
     if exposure is not None:
-        click.echo(render(dataclasses.replace(exposure, copies=find_exposed_copies(path, old_keys)), "text"))
+        click.echo(exposure_text(dataclasses.replace(exposure, copies=find_exposed_copies(path, old_keys))))
 
 
 def finish_rotation(
@@ -145,8 +148,9 @@ def finish_rotation(
         _zips_left_under_old_key(report, path, data_dir, new_key_file, extras, quiet)
     if exposure is not None:
         exposure = dataclasses.replace(exposure, copies=find_exposed_copies(path, old_keys))
-        extras.json["exposure"] = exposure.to_json()
-        extras.stdout = render(exposure, "text")
+        extras.json["exposure"] = {"totals": totals(exposure), "groups": [g.to_json() for g in exposure.groups.lines()],
+                                   "beyond": [f.to_json() for f in exposure.beyond]}
+        extras.stdout = exposure_text(exposure)
     if report.committed:
         steps = next_steps(
             data_dir=data_dir, new_key_file=new_key_file, key_file_written=report.key_file_written is not None,
@@ -319,13 +323,19 @@ def exposure(
             keys = [_prompt_key("Suspected ENCRYPTION_KEY", "suspected", "--key-file FILE or --key-env NAME",
                                confirm=False)]
         progress = _progress(fmt == "json", quiet)
+        out = click.get_text_stream("stdout")
+        # JSON and CSV records go out while the pass runs: memory stays flat however many secrets there are.
+        writer = ExposureWriter(out, fmt, str(path), (k.source for k in keys))
+        writer.begin()
         try:
             report = find_exposure(path, keys, busy_timeout=wait, progress=progress.callback(),
-                                   check_copies=not no_copies)
+                                   check_copies=not no_copies, on_secret=writer.secret, keep_secrets=False,
+                                   data_dir=data_dir)
         finally:
             progress.close()
-        click.echo(render(report, fmt))
-        _say(f"{len(report.secrets)} secret(s) to revoke or reissue; {len(report.copies)} old copy(ies) flagged.",
+        writer.end(report)
+        out.flush()
+        _say(f"{report.exposed} secret(s) to revoke or reissue; {len(report.copies)} old copy(ies) flagged.",
              quiet=quiet or fmt == "text")
         return int(ExitCode.OK)
 

@@ -2,8 +2,10 @@
 
 One read-only pass of the Scanner with the suspected key(s) records *which*
 rows opened (through its ``on_token`` hook); each is then described from the
-catalogue and its row's identifying columns: what it is, whose it is, where it
-is revoked. Copies of the database the rotation cannot reach are listed too.
+catalogue and its row's identifying columns (what it is, whose it is, where it
+is revoked) and streamed on, counted per group for the checklist. Copies of the
+database the rotation cannot reach, and what the data directory gives away
+besides the key (``beyond``), are listed too.
 """
 
 from __future__ import annotations
@@ -12,22 +14,27 @@ import json
 import re
 import sqlite3
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from keyrotate.backups import find_backups, inspect_backup
+from keyrotate.beyond import Finding, find_beyond
 from keyrotate.catalogue import CATALOGUE, JsonSecrets, SecretLocation, resolve_catalogue
 from keyrotate.database import quote_identifier, translate_error
-from keyrotate.engine import open_database
+from keyrotate.engine import crypto_pool, open_database
 from keyrotate.errors import KeyProblemError
+from keyrotate.exposure_groups import GroupTally, tier_of
 from keyrotate.formats import Scheme
 from keyrotate.keys import Key
-from keyrotate.report import SCHEMA_VERSION
 from keyrotate.scanning import Keyring, ProgressCallback, Scanner
 
 MFA_ADVICE = "the user must disable and re-enrol MFA in TREK (the TOTP seed is compromised; old codes keep working until then)"
+FLUSH_EVERY = 2000  # hits described per bulk read: bounds memory whatever the number of secrets
+USERNAME_CACHE = 50_000
+HITS = "temp.keyrotate_exposure_hits"
+_UNKNOWN_ACTION = "find out what this value is for and reissue it where it was issued"
 _ARRAY_INDEX = re.compile(r"^\$\[(\d+)\]")
 _FIELD = re.compile(r"^\$\.([^.\[]+)$")
 # Copies of travel.db that keyrotate (and TREK's own script) leave next to it.
@@ -50,6 +57,12 @@ class ExposedSecret:
     column: str = ""
     row: dict[str, Any] = field(default_factory=dict)  # the row's identifying columns
     path: str = ""  # inside a JSON value, e.g. $[1].options.secretAccessKey
+    group: str = ""  # the checklist tier (exposure_groups.TIERS)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"what": self.what, "owner": self.owner, "owner_id": self.owner_id, "owner_name": self.owner_name,
+                "location": self.location, "table": self.table, "column": self.column, "row": self.row,
+                "path": self.path, "where": self.where, "action": self.action, "group": self.group}
 
 
 @dataclass(frozen=True)
@@ -61,85 +74,67 @@ class ExposedCopy:
 
 @dataclass(frozen=True)
 class ExposureReport:
+    """What one pass found. ``secrets`` is filled only when asked (small databases, tests); the
+    checklist comes from ``groups``, whose size does not grow with the number of secrets."""
+
     database: str
     key_sources: tuple[str, ...]
-    secrets: tuple[ExposedSecret, ...]
+    secrets: tuple[ExposedSecret, ...] = ()
     copies: tuple[ExposedCopy, ...] = ()
     plaintext: int = 0  # legacy plaintext in catalogued locations: readable without any key
     not_opened: int = 0  # tokens the suspected key does not open
+    groups: GroupTally = field(default_factory=GroupTally)
+    beyond: tuple[Finding, ...] = ()
     command: str = "exposure"
 
-    checklist = True
-    title = "Secrets readable with the suspected key"
-    columns = ("what", "owner", "where", "revoke or reissue at")
+    @property
+    def exposed(self) -> int:
+        return self.groups.total
 
-    def rows(self) -> list[tuple[str, ...]]:
-        return [(s.what, s.owner, s.where, s.action) for s in self.secrets]
 
-    def notes(self) -> list[str]:
-        notes = [f"{len(self.secrets)} secret(s) open with {', '.join(self.key_sources)}. Revoke or reissue each one "
-                 "where it was issued: rotating the key protects the database from now on, not what already leaked."]
-        if self.not_opened:
-            notes.append(f"{self.not_opened} other encrypted value(s) do not open with the suspected key.")
-        if self.plaintext:
-            notes.append(f"{self.plaintext} value(s) in secret locations are stored in PLAINTEXT: anyone with a copy "
-                         "of the database could read them, key or not. Treat them as exposed; see `keyrotate audit`.")
-        for copy in self.copies:
-            notes.append(f"NOT FIXED BY ROTATING: {copy.path} ({copy.kind}): {copy.note}")
-        notes.append("Copies keyrotate cannot see (off-site backups, volume snapshots, host backups) still open with "
-                     "the old key: delete them, or treat every secret above as exposed for as long as they exist.")
-        return notes
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "command": self.command,
-            "database": self.database,
-            "key_sources": list(self.key_sources),
-            "secrets": [
-                {"what": s.what, "owner": s.owner, "owner_id": s.owner_id, "owner_name": s.owner_name,
-                 "location": s.location, "table": s.table, "column": s.column, "row": s.row, "path": s.path,
-                 "where": s.where, "action": s.action}
-                for s in self.secrets
-            ],
-            "copies": [{"path": c.path, "kind": c.kind, "note": c.note} for c in self.copies],
-            "totals": {"exposed": len(self.secrets), "plaintext": self.plaintext, "not_opened": self.not_opened},
-        }
+SecretSink = Callable[[ExposedSecret], None]
 
 
 def find_exposure(
     db_path: Path, suspected: Sequence[Key], *, busy_timeout: float = 10.0, progress: ProgressCallback | None = None,
-    check_copies: bool = True,
+    check_copies: bool = True, on_secret: SecretSink | None = None, keep_secrets: bool = True,
+    data_dir: Path | None = None, workers: int | None = None,
 ) -> ExposureReport:
+    """One read-only pass: each secret the suspected keys open goes to ``on_secret`` as it is found.
+
+    ``keep_secrets`` also keeps them all in the report (memory grows with them: not for the CLI).
+    ``data_dir`` (default: the database's directory) is where ``.jwt_secret`` is looked for.
+    """
     if not suspected:
         raise KeyProblemError("No suspected key was given.")
-    hits: list[tuple[str, str, str, int, str]] = []
-    missed = 0
+    kept: list[ExposedSecret] = []
+    groups = GroupTally()
 
-    def on_token(label: str, table: str, column: str, rowid: int, path: str, index: int | None) -> None:
-        nonlocal missed
-        if index is None:
-            missed += 1
-        else:
-            hits.append((label, table, column, rowid, path))
+    def emit(secret: ExposedSecret) -> None:
+        if keep_secrets:
+            kept.append(secret)
+        if on_secret is not None:
+            on_secret(secret)
 
-    conn, info = open_database(db_path, busy_timeout, for_writing=False)
-    try:
-        conn.execute("BEGIN")
-        scanner = Scanner(conn, info, resolve_catalogue(info.schema, info.version), Keyring(suspected),
-                          on_token=on_token)
-        scanner.run("exposure", progress)
-        describer = _Describer(conn, info.schema)
-        describer.load({(hit[1], hit[3]) for hit in hits})
-        secrets = sorted((describer.describe(*hit) for hit in hits), key=_order)
-        conn.execute("ROLLBACK")
-    except sqlite3.Error as exc:
-        raise translate_error(exc, db_path) from None
-    finally:
-        conn.close()
+    with crypto_pool(db_path, suspected, workers) as pool:
+        conn, info = open_database(db_path, busy_timeout, for_writing=False)
+        try:
+            conn.execute("BEGIN")
+            describer = _Describer(conn, info.schema, groups, emit if keep_secrets or on_secret else None)
+            scanner = Scanner(conn, info, resolve_catalogue(info.schema, info.version), Keyring(suspected),
+                              on_token=describer.on_token, pool=pool)
+            scanner.run("exposure", progress)
+            describer.finish()
+            beyond = find_beyond(conn, info.schema, db_path.parent if data_dir is None else data_dir)
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise translate_error(exc, db_path) from None
+        finally:
+            conn.close()
     plaintext = sum(t.plaintext for t in scanner.tallies.values() if t.catalogued)
     copies = find_exposed_copies(db_path, suspected) if check_copies else ()
-    return ExposureReport(str(db_path), tuple(k.source for k in suspected), tuple(secrets), copies, plaintext, missed)
+    return ExposureReport(str(db_path), tuple(k.source for k in suspected), tuple(kept), copies, plaintext,
+                          describer.missed, groups, beyond)
 
 
 def find_exposed_copies(db_path: Path, suspected: Sequence[Key]) -> tuple[ExposedCopy, ...]:
@@ -148,7 +143,7 @@ def find_exposed_copies(db_path: Path, suspected: Sequence[Key]) -> tuple[Expose
     seen: set[Path] = set()
     for pattern, kind in COPY_PATTERNS:
         for path in sorted(db_path.parent.glob(db_path.name + pattern[1:])):
-            if path in seen or not path.is_file() or path.name.endswith(("-wal", "-shm", "-journal", ".key")):
+            if path in seen or not path.is_file() or path.name.endswith(("-wal", "-shm", "-journal", ".key", ".jwt_secret")):
                 continue
             seen.add(path)
             mode = stat.S_IMODE(path.stat().st_mode)
@@ -174,17 +169,27 @@ def find_exposed_copies(db_path: Path, suspected: Sequence[Key]) -> tuple[Expose
     return tuple(out)
 
 
-def _order(secret: ExposedSecret) -> tuple[int, int, str, str]:
-    return (secret.owner_id is not None, secret.owner_id or 0, secret.what, secret.where)
-
-
 class _Describer:
-    """Turns (location, row, path) into words, reading only identifying columns."""
+    """Turns (location, row, path) into words, reading only identifying columns.
 
-    def __init__(self, conn: sqlite3.Connection, schema: dict[str, tuple[str, ...]]) -> None:
+    Hits wait in a buffer of at most FLUSH_EVERY; each flush reads their rows' identifying columns
+    and owners' names in bulk, then hands every description on in the order found.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, schema: dict[str, tuple[str, ...]], groups: GroupTally,
+                 emit: SecretSink | None) -> None:
         self.conn = conn
         self.schema = schema
+        self.groups = groups
+        self.emit = emit  # None: only the group counts are wanted, which is much cheaper
+        self._columns: dict[str, list[str]] = {}
+        self._whole_value = frozenset(loc.label for loc in CATALOGUE if loc.whole_value)
+        self._bulk: list[tuple[str, int]] = []
+        self._bulk_labels: set[str] = set()
+        conn.execute(f"CREATE TEMP TABLE {HITS} (label TEXT NOT NULL, rowid_ INTEGER NOT NULL)")
+        self.missed = 0
         self.by_label = {loc.label: loc for loc in CATALOGUE}
+        self._buffer: list[tuple[str, str, str, int, str]] = []
         self._usernames: dict[int, str | None] = {}
         self._rows: dict[tuple[str, int], dict[str, Any]] = {}
         self._field_labels: dict[tuple[str, str], str] = {}
@@ -192,26 +197,105 @@ class _Describer:
             for plugin_id, key, label in conn.execute("SELECT plugin_id, field_key, label FROM plugin_settings_fields"):
                 self._field_labels[(str(plugin_id), str(key))] = str(label or key)
 
-    def describe(self, label: str, table: str, column: str, rowid: int, path: str) -> ExposedSecret:
-        loc = self.by_label.get(label)
+    def on_token(self, label: str, table: str, column: str, rowid: int, path: str, index: int | None) -> None:
+        if index is None:
+            self.missed += 1
+            return
+        if label in self._whole_value:
+            # The bulk of any large database (photo passphrases...): counted and described in SQL afterwards.
+            self._bulk.append((label, rowid))
+            if len(self._bulk) >= FLUSH_EVERY:
+                self._store_bulk()
+            return
+        self._buffer.append((label, table, column, rowid, path))
+        if len(self._buffer) >= FLUSH_EVERY:
+            self.flush()
+
+    def _store_bulk(self) -> None:
+        self.conn.executemany(f"INSERT INTO {HITS} VALUES (?, ?)", self._bulk)
+        self._bulk_labels.update(label for label, _ in self._bulk)
+        self._bulk.clear()
+
+    def finish(self) -> None:
+        """Describe what is still buffered, then every whole-value secret straight from SQL, location by location."""
+        self.flush()
+        self._store_bulk()
+        self.conn.execute(f"CREATE INDEX {HITS}_label ON keyrotate_exposure_hits (label, rowid_)")
+        for loc in CATALOGUE:
+            if loc.label in self._bulk_labels:
+                self._bulk_location(loc)
+        self.conn.execute(f"DROP TABLE {HITS}")
+
+    def _bulk_location(self, loc: SecretLocation) -> None:
+        table = quote_identifier(loc.table)
+        extra = next((c for c in ("provider", "plugin_id") if c in self.schema[loc.table]), None)
+        owner = f"t.{quote_identifier(loc.owner_column)}" if loc.owner_column else "NULL"
+        named = "username" in self.schema.get("users", ()) and loc.owner_column is not None
+        name = "u.username" if named else "NULL"
+        join = f" LEFT JOIN users u ON u.id = {owner}" if named else ""
+        detail = f"t.{quote_identifier(extra)}" if extra else "NULL"
+        source = f"FROM {HITS} h JOIN {table} t ON t.rowid = h.rowid_{join} WHERE h.label = ?"
+        action = MFA_ADVICE if loc.scheme is Scheme.MFA else loc.revoke_hint
+        groups = self.conn.execute(
+            f"SELECT {owner}, {name}, {detail}, count(*) {source} GROUP BY 1, 2, 3", (loc.label,))
+        for owner_id, username, value, count in groups:
+            owner_id = owner_id if isinstance(owner_id, int) else None
+            what = self._what(loc, {str(extra): value}, 0, "")
+            self.groups.add(tier_of(loc.table, loc.column, owner_id, True), owner_id, _owner(owner_id, username),
+                            what, action, count)
+        if self.emit is None:
+            return
+        identity = [c for c in self._identifying_columns(loc.table) if c in loc.identity]
+        select = ", ".join(f"t.{quote_identifier(c)}" for c in identity) or "NULL"
+        rows = self.conn.execute(
+            f"SELECT h.rowid_, {owner}, {name}, {detail}, {select} {source} ORDER BY h.rowid_", (loc.label,))
+        for rowid, owner_id, username, value, *ident_values in rows:
+            owner_id = owner_id if isinstance(owner_id, int) else None
+            row: dict[str, Any] = {extra or "": value}
+            ident = dict(zip(identity, ident_values, strict=True)) if identity else {"rowid": rowid}
+            what = self._what(loc, row, rowid, "")
+            where = f"{loc.table}.{loc.column} (" + ", ".join(f"{k}={v}" for k, v in ident.items()) + ")"
+            self.emit(ExposedSecret(
+                what, _owner(owner_id, username), where, action, loc.label, owner_id,
+                None if username is None else str(username), loc.table, loc.column, ident, "",
+                tier_of(loc.table, loc.column, owner_id, True)[1]))
+
+    def flush(self) -> None:
+        self._rows.clear()
+        if len(self._usernames) > USERNAME_CACHE:
+            self._usernames.clear()
+        self.load(self._buffer)
+        add, emit = self.groups.add, self.emit
+        for label, table, column, rowid, path in self._buffer:
+            loc = self.by_label.get(label)
+            row = self._rows.get((table, rowid), {})
+            owner_column = loc.owner_column if loc else ("user_id" if "user_id" in row else None)
+            owner_id = row.get(owner_column) if owner_column else None
+            owner_id = owner_id if isinstance(owner_id, int) else None
+            name = self._usernames.get(owner_id) if owner_id is not None else None
+            owner = _owner(owner_id, name)
+            tier = tier_of(table, column, owner_id, loc is not None)
+            if loc is None:
+                what, action = f"unknown secret found outside the catalogue in {table}.{column}", _UNKNOWN_ACTION
+            else:
+                what = self._what(loc, row, rowid, path)
+                action = MFA_ADVICE if loc.scheme is Scheme.MFA else loc.revoke_hint
+            add(tier, owner_id, owner, what, action)
+            if emit is not None:
+                emit(self._secret(loc, label, table, column, rowid, path, row, (owner_id, name, owner),
+                                  (what, action, tier[1])))
+        self._buffer.clear()
+
+    def _secret(self, loc: SecretLocation | None, label: str, table: str, column: str, rowid: int, path: str,
+                row: dict[str, Any], whose: tuple[int | None, str | None, str],
+                words: tuple[str, str, str]) -> ExposedSecret:
         identity = loc.identity if loc else tuple(c for c in ("id", "user_id", "key") if c in self.schema[table])
-        row = self._rows.get((table, rowid), {})
         ident = {c: row.get(c) for c in identity} or {"rowid": rowid}
-        owner_column = loc.owner_column if loc else ("user_id" if "user_id" in row else None)
-        owner_id = row.get(owner_column) if owner_column else None
-        owner_id = owner_id if isinstance(owner_id, int) else None
-        name = self._username(owner_id) if owner_id is not None else None
-        owner = "instance" if owner_id is None else f"user {owner_id}" + (f" ({name})" if name else "")
+        owner_id, name, owner = whose
+        what, action, group = words
         where = f"{table}.{column} (" + ", ".join(f"{k}={v}" for k, v in ident.items()) + ")"
         where += f" {path}" if path else ""
-        if loc is None:
-            what = f"unknown secret found outside the catalogue in {table}.{column}"
-            action = "find out what this value is for and reissue it where it was issued"
-        else:
-            what, action = self._what(loc, row, rowid, path), loc.revoke_hint
-        if loc is not None and loc.scheme is Scheme.MFA:
-            action = MFA_ADVICE
-        return ExposedSecret(what, owner, where, action, label, owner_id, name, table, column, ident, path)
+        return ExposedSecret(what, owner, where, action, label, owner_id, name, table, column, ident, path, group)
 
     def _what(self, loc: SecretLocation, row: dict[str, Any], rowid: int, path: str) -> str:
         if loc.json_secrets is JsonSecrets.S3_BACKENDS:
@@ -240,39 +324,49 @@ class _Describer:
             name = None
         return str(name) if name else path
 
-    def load(self, rows: set[tuple[str, int]]) -> None:
-        """Read the identifying columns of every (table, rowid) to describe, and their users' names, in bulk."""
-        by_table: dict[str, list[int]] = {}
-        for table, rowid in rows:
-            by_table.setdefault(table, []).append(rowid)
-        for table, rowids in by_table.items():
+    def load(self, hits: Sequence[tuple[str, str, str, int, str]]) -> None:
+        """Read the identifying columns of every hit's row, and their users' names, in bulk."""
+        by_table: dict[str, set[int]] = {}
+        for hit in hits:
+            by_table.setdefault(hit[1], set()).add(hit[3])
+        owners: set[int] = set()
+        for table, wanted in by_table.items():
             columns = self._identifying_columns(table)
             if not columns:
                 continue
-            select = ", ".join(quote_identifier(c) for c in columns)
-            for chunk in _chunks(sorted(rowids)):
-                found = self.conn.execute(
-                    f"SELECT rowid, {select} FROM {quote_identifier(table)} WHERE rowid IN ({', '.join('?' * len(chunk))})",
-                    chunk,
-                )
-                for rowid, *values in found:
+            owner_columns = [i for i, c in enumerate(columns) if c in ("id", "user_id", "owner_id")]
+            for rowid, *values in self._fetch(table, columns, sorted(wanted)):
+                if rowid in wanted:
                     self._rows[(table, rowid)] = dict(zip(columns, values, strict=True))
+                    owners.update(v for i in owner_columns if isinstance(v := values[i], int))
         if "username" in self.schema.get("users", ()):
-            owners = {v for row in self._rows.values() for c, v in row.items()
-                      if c in ("id", "user_id", "owner_id") and isinstance(v, int)}
+            owners.difference_update(self._usernames)
             for chunk in _chunks(sorted(owners)):
                 found = self.conn.execute(
                     f"SELECT id, username FROM users WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
                 self._usernames.update((uid, str(name) if name is not None else None) for uid, name in found)
+            self._usernames.update((uid, None) for uid in owners if uid not in self._usernames)
+
+    def _fetch(self, table: str, columns: list[str], rowids: list[int]) -> Iterator[tuple[Any, ...]]:
+        """Dense rowids (a location read in order) in one range query; scattered ones by id."""
+        select = f"SELECT rowid, {', '.join(quote_identifier(c) for c in columns)} FROM {quote_identifier(table)}"
+        if rowids[-1] - rowids[0] < 4 * len(rowids):
+            yield from self.conn.execute(f"{select} WHERE rowid BETWEEN ? AND ?", (rowids[0], rowids[-1]))
+            return
+        for chunk in _chunks(rowids):
+            yield from self.conn.execute(f"{select} WHERE rowid IN ({', '.join('?' * len(chunk))})", chunk)
 
     def _identifying_columns(self, table: str) -> list[str]:
         """Every column any description of this table's rows reads (identity, owner, plugin, provider)."""
-        identities = [c for loc in CATALOGUE if loc.table == table for c in loc.identity]
-        candidates = (*identities, "id", "user_id", "key", "owner_id", "plugin_id", "provider")
-        return [c for c in dict.fromkeys(candidates) if c in self.schema[table]]
+        if table not in self._columns:
+            identities = [c for loc in CATALOGUE if loc.table == table for c in loc.identity]
+            candidates = (*identities, "id", "user_id", "key", "owner_id", "plugin_id", "provider")
+            self._columns[table] = [c for c in dict.fromkeys(candidates) if c in self.schema[table]]
+        return self._columns[table]
 
-    def _username(self, user_id: int) -> str | None:
-        return self._usernames.get(user_id)
+
+def _owner(owner_id: int | None, name: object) -> str:
+    return "instance" if owner_id is None else f"user {owner_id}" + (f" ({name})" if name else "")
 
 
 def _chunks(items: Sequence[int], size: int = 500) -> list[list[int]]:

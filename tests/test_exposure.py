@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import sqlite3
 from collections import Counter
 from contextlib import closing
@@ -19,9 +20,10 @@ from keyrotate.backups import rekey_backup
 from keyrotate.cli import main
 from keyrotate.database import backup_database
 from keyrotate.exposure import find_exposure
+from keyrotate.exposure_render import render_exposure as render
 from keyrotate.formats import Cipher, Scheme
 from keyrotate.keys import Key
-from keyrotate.outputs import FORMATS, render
+from keyrotate.outputs import FORMATS
 
 from .conftest import TrekCopy, table_dump
 from .ziphelpers import build_backup_zip
@@ -74,13 +76,68 @@ def test_no_value_and_no_key_in_any_format(trek4: TrekCopy, fmt: str) -> None:
     assert stored not in text  # not even the ciphertext
 
 
-def test_formats_carry_every_secret(trek4: TrekCopy) -> None:
+def test_json_and_csv_carry_every_secret_with_its_group(trek4: TrekCopy) -> None:
     report = find_exposure(trek4.db, [trek4.key])
     n = len(report.secrets)
-    assert len(list(csv.DictReader(io.StringIO(render(report, "csv"))))) == n
-    assert len(json.loads(render(report, "json"))["secrets"]) == n
-    assert render(report, "markdown").count("\n- [ ] ") == n
-    assert render(report, "text").count("\n[ ] ") == n
+    rows = [r for r in csv.DictReader(io.StringIO(render(report, "csv"))) if not r["group"].startswith("Beyond")]
+    assert len(rows) == n and {r["group"] for r in rows} == {s.group for s in report.secrets}
+    document = json.loads(render(report, "json"))
+    assert len(document["secrets"]) == n == document["totals"]["exposed"]
+    assert sum(k["count"] for g in document["groups"] for k in g["kinds"]) == n
+    photo = next(s for s in document["secrets"] if s["table"] == "trek_photos")
+    assert photo["group"] == "Share passphrases"
+
+
+def _expected_lines(trek4: TrekCopy) -> dict[str, set[str]]:
+    """From the manifest: per tier, the instance secrets' labels and the users holding something."""
+    report = find_exposure(trek4.db, [trek4.key])
+    per_tier: dict[str, set[str]] = {}
+    for s in report.secrets:
+        per_tier.setdefault(s.group, set()).add(s.what if s.owner_id is None else s.owner)
+    return per_tier
+
+
+def test_text_checklist_groups_by_what_and_whose_worst_first(trek4: TrekCopy) -> None:
+    text = render(find_exposure(trek4.db, [trek4.key]), "text")
+    expected = _expected_lines(trek4)
+    n_users = len({e["key"].get("user_id", e["key"].get("id")) for e in trek4.encrypted_entries()
+                   if e["table"] == "users" or "user_id" in e["key"]})
+    assert text.startswith(f"Secrets readable with the suspected key: {len(trek4.encrypted_entries())} (")
+    headings = [line for line in text.splitlines() if re.match(r"^\d\. ", line)]
+    assert [h.split(" (")[0] for h in headings] == ["1. Instance credentials", "2. Sign-in secrets and OAuth tokens",
+                                                    "3. API keys and tokens", "4. Share passphrases"]
+    boxes = [line.strip() for line in text.splitlines() if line.strip().startswith("[ ] ")]
+    per_user = [b for b in boxes if b.startswith("[ ] user ")]
+    # One line per instance secret, one per user and tier: far fewer lines than secrets.
+    assert len(boxes) - len(per_user) - len(expected.get("Instance credentials", ())) == len(find_exposure(
+        trek4.db, [trek4.key]).beyond)
+    assert len(per_user) == sum(len(v) for k, v in expected.items() if k != "Instance credentials")
+    assert len({b.split(":")[0] for b in per_user}) <= n_users
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        owner, provider, count = conn.execute(
+            "SELECT owner_id, provider, count(*) FROM trek_photos WHERE passphrase LIKE 'enc:v1:%' "
+            "GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 1").fetchone()
+    line = next(b for b in per_user if b.startswith(f"[ ] user {owner} ") and "photo passphrase" in b)
+    assert f"{count} photo passphrases ({provider})" in line
+    assert "where: Immich API key -> Immich > Account settings > API keys" in text
+    assert len(text.splitlines()) < len(trek4.encrypted_entries())
+
+
+def test_markdown_checklist_has_the_same_lines(trek4: TrekCopy) -> None:
+    report = find_exposure(trek4.db, [trek4.key])
+    text, markdown = render(report, "text"), render(report, "markdown")
+    assert markdown.count("\n- [ ] ") == text.count("[ ] ")
+    assert "### Beyond the encryption key" in markdown
+
+
+def test_counting_only_gives_the_same_groups(trek4: TrekCopy) -> None:
+    kept = find_exposure(trek4.db, [trek4.key])
+    streamed: list[Any] = []
+    counted = find_exposure(trek4.db, [trek4.key], keep_secrets=False, on_secret=streamed.append)
+    only = find_exposure(trek4.db, [trek4.key], keep_secrets=False)
+    assert counted.secrets == () and only.secrets == ()
+    assert kept.groups.counts == counted.groups.counts == only.groups.counts
+    assert sorted(map(repr, streamed)) == sorted(map(repr, kept.secrets))
 
 
 def test_a_key_that_opens_nothing_exposes_nothing(trek4: TrekCopy) -> None:
@@ -124,7 +181,7 @@ def test_exposure_cli_and_rotate_incident(trek4: TrekCopy, tmp_path: Path) -> No
         catch_exceptions=False,
     )
     assert rotated.exit_code == 0, rotated.stderr
-    assert rotated.stdout.startswith(f"Secrets readable with the suspected key: {len(trek4.encrypted_entries())}")
+    assert rotated.stdout.startswith(f"Secrets readable with the suspected key: {len(trek4.encrypted_entries())} (")
     # The backup this very rotation made is still under the leaked key, and the checklist says so.
     backup = next(p for p in trek4.data_dir.glob("travel.db.keyrotate-backup-*") if p.suffix != ".key")
     assert f"NOT FIXED BY ROTATING: {backup}" in rotated.stdout
@@ -148,7 +205,7 @@ def test_incident_checklist_is_printed_even_when_the_rotation_refuses(trek4: Tre
         catch_exceptions=False,
     )
     assert result.exit_code == 8
-    assert result.stdout.startswith(f"Secrets readable with the suspected key: {len(trek4.encrypted_entries()) - 1}")
+    assert result.stdout.startswith(f"Secrets readable with the suspected key: {len(trek4.encrypted_entries()) - 1} (")
     assert table_dump(trek4.db) == before
 
 

@@ -1,0 +1,103 @@
+"""What a copy of TREK's data directory gives away besides the secrets ENCRYPTION_KEY opens.
+
+TREK-FORMAT.md section 7: the session-signing secret, plaintext bearer tokens,
+password hashes and hashed tokens. Counts and the action for each, never a
+value. Tables a database does not have are skipped silently.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyrotate.database import quote_identifier
+
+Schema = Mapping[str, Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Finding:
+    what: str
+    where: str
+    count: int
+    risk: str  # what it allows, in words
+    action: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"what": self.what, "where": self.where, "count": self.count, "risk": self.risk,
+                "action": self.action}
+
+    def line(self) -> str:
+        return f"{self.what}: {self.count} ({self.where}). {self.risk} Do: {self.action}"
+
+
+def _has(schema: Schema, table: str, *columns: str) -> bool:
+    return table in schema and all(c in schema[table] for c in columns)
+
+
+def _count(conn: sqlite3.Connection, table: str, where: str = "1") -> int:
+    return int(conn.execute(f"SELECT count(*) FROM {quote_identifier(table)} WHERE {where}").fetchone()[0])
+
+
+# An invite still works while it has uses left and has not expired (NULL: never expires).
+OPEN_INVITES = ("used_count < max_uses AND (expires_at IS NULL OR expires_at = '' "
+                "OR julianday(expires_at) > julianday('now'))")
+LOCAL_PASSWORD = "password_hash IS NOT NULL AND password_hash != ''"
+
+
+def find_beyond(conn: sqlite3.Connection, schema: Schema, data_dir: Path | None) -> tuple[Finding, ...]:
+    out: list[Finding] = []
+    if data_dir is not None and (data_dir / ".jwt_secret").is_file():
+        out.append(Finding(
+            "session-signing secret", str(data_dir / ".jwt_secret"), 1,
+            "Signs every TREK session: with it anyone can sign in as any user, admins included.",
+            "replace it, which signs everyone out: TREK's admin action that rotates the JWT secret "
+            "(POST /api/admin/rotate-jwt-secret), or write 64 new random hex characters to it while TREK is stopped"))
+    out += _bearer_tokens(conn, schema)
+    if _has(schema, "users", "password_hash"):
+        admins = ""
+        if _has(schema, "users", "role"):
+            n = _count(conn, "users", f"{LOCAL_PASSWORD} AND role = 'admin'")
+            admins = f" of them {n} admin(s)"
+        out.append(Finding(
+            "users with a local password", "users.password_hash (bcrypt)", _count(conn, "users", LOCAL_PASSWORD),
+            f"Bcrypt hashes allow offline guessing of weak passwords{admins and ','}{admins}.",
+            "ask these users (admins first) to change their TREK password, and any other account that reuses it"))
+    out += _hashed_tokens(conn, schema)
+    return tuple(out)
+
+
+def _bearer_tokens(conn: sqlite3.Connection, schema: Schema) -> list[Finding]:
+    out = []
+    if _has(schema, "share_tokens", "token"):
+        out.append(Finding(
+            "public trip share links", "share_tokens.token (plaintext)", _count(conn, "share_tokens"),
+            "Anyone with a link reads the shared trip.",
+            "delete the links in each trip's share dialog in TREK and create new ones where still wanted"))
+    if _has(schema, "journey_share_tokens", "token"):
+        out.append(Finding(
+            "public journey share links", "journey_share_tokens.token (plaintext)",
+            _count(conn, "journey_share_tokens"), "Anyone with a link reads the shared journey.",
+            "delete the links in each journey's share dialog in TREK and create new ones where still wanted"))
+    if _has(schema, "invite_tokens", "token", "max_uses", "used_count", "expires_at"):
+        out.append(Finding(
+            "open registration invites", "invite_tokens.token (plaintext; unused and unexpired)",
+            _count(conn, "invite_tokens", OPEN_INVITES), "Anyone with one can register an account.",
+            "delete the open invites in TREK's admin panel and send new ones"))
+    return out
+
+
+def _hashed_tokens(conn: sqlite3.Connection, schema: Schema) -> list[Finding]:
+    hashed = [(t, c) for t, c in (("mcp_tokens", "token_hash"), ("oauth_tokens", "access_token_hash"),
+                                   ("oauth_tokens", "refresh_token_hash"), ("password_reset_tokens", "token_hash"))
+              if _has(schema, t, c)]
+    tables = dict.fromkeys(t for t, _ in hashed)
+    if not tables:
+        return []
+    total = sum(_count(conn, t) for t in tables)
+    return [Finding(
+        "hashed API, OAuth and password-reset tokens", ", ".join(f"{t}.{c}" for t, c in hashed), total,
+        "Low risk: only hashes are stored, which do not give the tokens back.",
+        "nothing urgent; revoke MCP and OAuth tokens in TREK's settings if you want to be thorough")]

@@ -1,0 +1,171 @@
+"""Writing an exposure report: a grouped checklist for people, one record per secret for machines.
+
+Text and markdown are written after the pass, from the bounded group counts.
+JSON and CSV records are written while the pass runs (:meth:`ExposureWriter.secret`),
+so neither the report nor its text is ever held whole in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from keyrotate.exposure import ExposedSecret, ExposureReport
+from keyrotate.exposure_groups import GroupLine
+from keyrotate.report import SCHEMA_VERSION
+
+TITLE = "Secrets readable with the suspected key"
+CSV_COLUMNS = ("what", "owner", "where", "revoke or reissue at", "group")
+BEYOND_TITLE = "Beyond the encryption key (what a copy of the data directory also gives away)"
+
+
+def _clean(text: str) -> str:
+    """Names come from the database: no control character may reach a terminal or a ticket."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+class ExposureWriter:
+    def __init__(self, out: TextIO, fmt: str, database: str, key_sources: Iterable[str]) -> None:
+        if fmt not in ("text", "markdown", "json", "csv"):
+            raise ValueError(f"unknown format {fmt!r}")
+        self.out, self.fmt = out, fmt
+        self.database, self.key_sources = database, list(key_sources)
+        self._first = True
+        self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+
+    def begin(self) -> None:
+        if self._csv is not None:
+            self._csv.writerow(CSV_COLUMNS)
+        elif self.fmt == "json":
+            head = {"schema_version": SCHEMA_VERSION, "command": "exposure", "database": self.database,
+                    "key_sources": self.key_sources}
+            self.out.write(json.dumps(head, indent=2, default=str)[:-2] + ',\n  "secrets": [')
+
+    def secret(self, secret: ExposedSecret) -> None:
+        if self._csv is not None:
+            self._csv.writerow((secret.what, secret.owner, secret.where, secret.action, secret.group))
+        elif self.fmt == "json":
+            self.out.write(("\n    " if self._first else ",\n    ") + json.dumps(secret.to_json(), default=str))
+            self._first = False
+
+    def end(self, report: ExposureReport) -> None:
+        if self._csv is not None:
+            for finding in report.beyond:
+                self._csv.writerow((f"{finding.count} {finding.what}", "instance", finding.where,
+                                    f"{finding.risk} Do: {finding.action}",
+                                    BEYOND_TITLE))
+        elif self.fmt == "json":
+            self.out.write("\n  ],\n" if not self._first else "],\n")
+            self.out.write('  "groups": [')
+            for number, line in enumerate(report.groups.lines()):
+                self.out.write(("\n    " if number == 0 else ",\n    ") + json.dumps(line.to_json(), default=str))
+            tail = {"beyond": [f.to_json() for f in report.beyond],
+                    "copies": [{"path": c.path, "kind": c.kind, "note": c.note} for c in report.copies],
+                    "totals": totals(report)}
+            body = json.dumps(tail, indent=2, default=str)
+            self.out.write(("\n  ],\n" if report.groups.counts else "],\n") + body[2:] + "\n")
+        else:
+            lines = _text(report) if self.fmt == "text" else _markdown(report)
+            self.out.write("\n".join(lines) + "\n")
+
+
+def render_exposure(report: ExposureReport, fmt: str) -> str:
+    """A report already in memory (its ``secrets`` kept), in any format."""
+    out = io.StringIO()
+    writer = ExposureWriter(out, fmt, report.database, report.key_sources)
+    writer.begin()
+    for secret in report.secrets:
+        writer.secret(secret)
+    writer.end(report)
+    return out.getvalue()
+
+
+def exposure_text(report: ExposureReport) -> str:
+    return "\n".join(_text(report))
+
+
+def totals(report: ExposureReport) -> dict[str, Any]:
+    return {"exposed": report.exposed, "users": report.groups.users(), "plaintext": report.plaintext,
+            "not_opened": report.not_opened, "by_group": report.groups.per_tier()}
+
+
+def _headline(report: ExposureReport) -> list[str]:
+    groups = report.groups
+    instance = groups.per_tier().get("Instance credentials", 0)
+    lines = [f"{TITLE}: {report.exposed} ({instance} instance, {report.exposed - instance} of "
+             f"{groups.users()} user(s)), opened with {', '.join(report.key_sources)}."]
+    lines += [f"  {title}: {n}" for title, n in groups.per_tier().items()]
+    lines.append("Revoke or reissue each one where it was issued, worst first: rotating the key protects the "
+                 "database from now on, not what already leaked.")
+    return [_clean(line) for line in lines]
+
+
+def _notes(report: ExposureReport) -> list[str]:
+    notes = []
+    if report.not_opened:
+        notes.append(f"{report.not_opened} other encrypted value(s) do not open with the suspected key.")
+    if report.plaintext:
+        notes.append(f"{report.plaintext} value(s) in secret locations are stored in PLAINTEXT: anyone with a copy "
+                     "of the database could read them, key or not. Treat them as exposed; see `keyrotate audit`.")
+    for copy in report.copies:
+        notes.append(f"NOT FIXED BY ROTATING: {copy.path} ({copy.kind}): {copy.note}")
+    notes.append("Copies keyrotate cannot see (off-site backups, volume snapshots, host backups) still open with "
+                 "the old key: delete them, or treat every secret above as exposed for as long as they exist.")
+    return [_clean(n) for n in notes]
+
+
+def _sections(report: ExposureReport) -> list[tuple[str, list[tuple[str, str]], list[GroupLine]]]:
+    """Per tier: its title, the kinds in it with where to revoke each, and its lines."""
+    out: list[tuple[str, list[tuple[str, str]], list[GroupLine]]] = []
+    for line in report.groups.lines():
+        if not out or out[-1][0] != line.tier[1]:
+            out.append((line.tier[1], [], []))
+        title, actions, lines = out[-1]
+        lines.append(line)
+        if line.owner_id is not None:
+            actions.extend(a for a in line.actions if a not in actions)
+    return out
+
+
+def _text(report: ExposureReport) -> list[str]:
+    lines = _headline(report) + [""]
+    for number, (title, actions, group) in enumerate(_sections(report), 1):
+        lines.append(f"{number}. {title} ({sum(g.count for g in group)})")
+        lines += [_clean(f"   where: {what} -> {action}") for what, action in sorted(actions)]
+        for line in group:
+            if line.owner_id is None:
+                lines.append(_clean(f"   [ ] {line.summary()} -> {line.actions[0][1]}"))
+            else:
+                lines.append(_clean(f"   [ ] {line.owner}: {line.summary()}"))
+        lines.append("")
+    if report.beyond:
+        lines.append(BEYOND_TITLE)
+        lines += [_clean(f"   [ ] {finding.line()}") for finding in report.beyond]
+        lines.append("")
+    return lines + _notes(report)
+
+
+def _md(text: str) -> str:
+    return _clean(text.replace("|", "\\|").replace("*", "\\*").replace("\n", " "))
+
+
+def _markdown(report: ExposureReport) -> list[str]:
+    lines = [f"## {TITLE}", ""] + [f"- {_md(line)}" for line in _headline(report)] + [""]
+    for title, actions, group in _sections(report):
+        lines += [f"### {_md(title)} ({sum(g.count for g in group)})", ""]
+        lines += [f"- where: {_md(what)} → {_md(action)}" for what, action in sorted(actions)]
+        for line in group:
+            if line.owner_id is None:
+                lines.append(f"- [ ] **{_md(line.summary())}** → {_md(line.actions[0][1])}")
+            else:
+                lines.append(f"- [ ] **{_md(line.owner)}**: {_md(line.summary())}")
+        lines.append("")
+    if report.beyond:
+        lines += [f"### {BEYOND_TITLE}", ""]
+        lines += [f"- [ ] **{_md(f.what)}**: {f.count} ({_md(f.where)}). {_md(f.risk)} Do: {_md(f.action)}"
+                  for f in report.beyond]
+        lines.append("")
+    return lines + ["### Notes", ""] + [f"- {_md(n)}" for n in _notes(report)]
