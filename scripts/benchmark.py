@@ -13,12 +13,16 @@ several times over a fresh copy:
   backup, no scan, no verification, one core;
 * verify: ``python3 -m keyrotate verify`` on the rotated copy.
 
+With ``--exposure`` it measures ``keyrotate exposure --format F`` for every
+format instead (read-only, on one fresh copy), and prints that table only.
+
 Wall times are medians over the runs (floor and keyrotate alternate, so load
 from other programs hits both). Peak RSS is the largest sum of VmRSS over the
 command's whole process tree (the CLI and its crypto workers), sampled every
 10 ms, so shared pages count once per process: an upper bound.
 
     python3 scripts/benchmark.py --secrets 100000 370000 1000000 --runs 5
+    python3 scripts/benchmark.py --exposure --secrets 370000 --runs 3
 """
 
 from __future__ import annotations
@@ -216,6 +220,36 @@ def bench_size(out: Path, secrets: int, runs: int, seed: int, workers: str | Non
     }
 
 
+EXPOSURE_FORMATS = ("text", "markdown", "json", "csv")
+
+
+def bench_exposure(out: Path, secrets: int, runs: int, seed: int, workers: str | None) -> list[dict[str, object]]:
+    """``keyrotate exposure`` in each format: median wall, largest peak RSS; formats alternate within a run."""
+    source, _ = prepare(out, secrets, seed)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("ENCRYPTION_KEY", None)
+    work = out / "work"
+    db = fresh_copy(source, work)
+    extra = ["--workers", workers] if workers is not None else []
+    walls: dict[str, list[float]] = {fmt: [] for fmt in EXPOSURE_FORMATS}
+    peaks: dict[str, list[float]] = {fmt: [] for fmt in EXPOSURE_FORMATS}
+    exposed = 0
+    for run in range(runs):
+        for fmt in EXPOSURE_FORMATS:
+            wall, _, peak, text = measure(
+                [sys.executable, "-m", "keyrotate", "exposure", "--db", str(db), "--key-file",
+                 str(source / "data" / ".encryption_key"), "--format", fmt, "--no-copies", "--quiet", *extra], env)
+            walls[fmt].append(wall)
+            peaks[fmt].append(peak)
+            if fmt == "json":
+                exposed = json.loads(text)["totals"]["exposed"]
+            print(f"  {secrets}: run {run + 1}/{runs}: exposure --format {fmt} {wall:.2f}s, rss {peak:.0f} MB, "
+                  f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    shutil.rmtree(work, ignore_errors=True)
+    return [{"secrets": exposed, "format": fmt, "runs": runs, "wall": statistics.median(walls[fmt]),
+             "peak_rss_mb": max(peaks[fmt])} for fmt in EXPOSURE_FORMATS]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--secrets", type=int, nargs="+", default=[100_000, 370_000, 1_000_000])
@@ -226,6 +260,8 @@ def main() -> None:
     parser.add_argument("--no-vacuum", action="store_true", help="pass --no-vacuum to keyrotate rotate")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument("--exposure", action="store_true",
+                        help="measure `keyrotate exposure` in every format instead of the rotation")
     parser.add_argument("--floor", type=Path, help=argparse.SUPPRESS)  # internal: run the floor on this database
     parser.add_argument("--old-key-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -235,6 +271,16 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"cores: {os.cpu_count()}, load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
           file=sys.stderr)
+    if args.exposure:
+        rows = [row for secrets in args.secrets
+                for row in bench_exposure(args.out, secrets, args.runs, args.seed, args.workers)]
+        print("| secrets | format | runs | wall (median) | peak RSS (largest) |")
+        print("| ---: | --- | ---: | ---: | ---: |")
+        for r in rows:
+            print(f"| {r['secrets']:,} | {r['format']} | {r['runs']} | {r['wall']:.2f} s | {r['peak_rss_mb']:.0f} MB |")
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        return
     results = []
     for secrets in args.secrets:
         runs = min(args.runs, args.max_runs_1m) if secrets >= 1_000_000 else args.runs
