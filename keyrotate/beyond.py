@@ -53,8 +53,8 @@ def find_beyond(conn: sqlite3.Connection, schema: Schema, data_dir: Path | None)
         out.append(Finding(
             "session-signing secret", str(data_dir / ".jwt_secret"), 1,
             "Signs every TREK session: with it anyone can sign in as any user, admins included.",
-            "replace it, which signs everyone out: TREK's admin action that rotates the JWT secret "
-            "(POST /api/admin/rotate-jwt-secret), or write 64 new random hex characters to it while TREK is stopped"))
+            "replace it, which signs everyone out: `keyrotate rotate-jwt-secret --data-dir DIR` (TREK stopped; "
+            "or `rotate --rotate-jwt-secret`), or TREK's admin action POST /api/admin/rotate-jwt-secret"))
     out += _bearer_tokens(conn, schema)
     if _has(schema, "users", "password_hash"):
         admins = ""

@@ -263,6 +263,9 @@ def main() -> None:
               help="Also re-encrypt TREK's backup ZIPs in the database's backups/ directory.")
 @click.option("--incident", is_flag=True,
               help="The old key leaked: print the checklist of secrets it opened and of copies still under it.")
+@click.option("--rotate-jwt-secret", is_flag=True,
+              help="After the rotation, replace data/.jwt_secret too (signs every user out). Needs --data-dir.")
+@click.option("--no-audit-log", is_flag=True, help="Do not record the rotation in TREK's audit_log table.")
 @wait_option
 @workers_option
 @json_option
@@ -272,8 +275,8 @@ def rotate(
     new_key_file: Path | None, new_key_env: str | None, backup_path: Path | None, no_backup: bool,
     discard_old_key: bool, dry_run: bool,
     skip_undecryptable: bool, encrypt_plaintext: bool, yes: bool, allow_running: bool, vacuum: bool,
-    generate_new_key: bool, new_key_out: Path | None, rekey_backups: bool, incident: bool, wait: float,
-    workers: int | None, json_output: bool, quiet: bool,
+    generate_new_key: bool, new_key_out: Path | None, rekey_backups: bool, incident: bool,
+    rotate_jwt_secret: bool, no_audit_log: bool, wait: float, workers: int | None, json_output: bool, quiet: bool,
 ) -> None:
     """Re-encrypt every secret in the database under a new key. Stop TREK first.
 
@@ -292,6 +295,8 @@ def rotate(
         path = _database(db, data_dir)
         if new_key_file and new_key_env:
             raise click.UsageError("Give the new key once: --new-key-file or --new-key-env.")
+        if rotate_jwt_secret and data_dir is None:
+            raise click.UsageError("--rotate-jwt-secret needs --data-dir (the directory holding .jwt_secret).")
         if backup_path and no_backup:
             raise click.UsageError("--backup and --no-backup contradict each other.")
         old_keys = _keys(old_key_file, old_key_env, "old", _warn)
@@ -320,6 +325,7 @@ def rotate(
             skip_undecryptable=skip_undecryptable, encrypt_plaintext=encrypt_plaintext, busy_timeout=wait,
             key_file=(data_dir / ".encryption_key") if data_dir is not None else None,
             allow_running=allow_running, vacuum=vacuum, workers=workers, save_old_key=not discard_old_key,
+            audit_log=not no_audit_log,
         )
         confirm = None
         if interactive and not yes and not dry_run:
@@ -355,6 +361,9 @@ def rotate(
             left = [str(z) for z in find_backups(path.parent) if str(z) not in extras.zips_done] if rekey_backups else []
             raise stopped_after_commit(stopped_by, report, zips_left=left,
                                        rerun=rerun_command(new_key_out if generated else None))
+        if rotate_jwt_secret and data_dir is not None:
+            extras.json["jwt_secret"] = ops.jwt_after_rotation(report, data_dir, audit=not no_audit_log, wait=wait,
+                                                               quiet=quiet)
         if json_output:
             _emit_json({**report.to_json(), **extras.json})
         elif extras.stdout:

@@ -18,7 +18,9 @@ ENVIRONMENT_VARIABLE = "KEYROTATE_TEST_KILL_AT"
 MARK_VARIABLE = "KEYROTATE_TEST_MARK_AT"
 
 # In the order a rotation reaches them. Outside this list: "after-new-key" (rotate --generate-new-key:
-# the new key file exists and the database is untouched), reached before any of these.
+# the new key file exists and the database is untouched), reached before any of these; "jwt-secret"
+# (rotate-jwt-secret, or rotate --rotate-jwt-secret after everything above): .encryption_key is written
+# (created first on a .jwt_secret-fallback install), .jwt_secret not yet replaced.
 POINTS = (
     "backup-copy",  # the backup is being copied (a partial file exists)
     "backup-done",  # the backup is in place, nothing rewritten yet

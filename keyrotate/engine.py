@@ -21,6 +21,7 @@ from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from keyrotate.audit_log import ROTATE_ENCRYPTION_KEY, record_in_audit_log
 from keyrotate.catalogue import CATALOGUE, Presence, ResolvedLocation, resolve_catalogue
 from keyrotate.crashpoints import armed, crash_point
 from keyrotate.database import (
@@ -84,6 +85,7 @@ class RotateOptions:
     # copies of cells in pages it reorganised long before (TREK's own fixture has 278 copies of 219 tokens).
     vacuum: bool = True
     workers: int | None = None  # crypto worker processes; None decides from the cores and the database size
+    audit_log: bool = False  # one row in TREK's audit_log, inside the rotation's transaction, when the table exists
     save_old_key: bool = False  # keep key_file's old key beside the backup before replacing it
 
 
@@ -285,6 +287,10 @@ def _rotate(
             if not plan.has_work:
                 conn.execute("ROLLBACK")
                 return _nothing_to_do(run, writer.tallies, failures, blocked=bool(plan.failed))
+            if options.audit_log:
+                record_in_audit_log(conn, ROTATE_ENCRYPTION_KEY, {
+                    "secrets_rotated": plan.to_rotate, "plaintext_encrypted": plan.to_encrypt,
+                    "already_on_new_key": plan.already_new, "left_unopened": plan.failed})
             crash_point("before-commit")
             hold.start("committing the rotation")
             if backup_job is not None:

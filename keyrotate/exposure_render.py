@@ -16,15 +16,11 @@ from typing import Any, TextIO
 from keyrotate.exposure import ExposedSecret, ExposureReport
 from keyrotate.exposure_groups import GroupLine
 from keyrotate.report import SCHEMA_VERSION
+from keyrotate.report import printable as _clean
 
 TITLE = "Secrets readable with the suspected key"
 CSV_COLUMNS = ("what", "owner", "where", "revoke or reissue at", "group")
 BEYOND_TITLE = "Beyond the encryption key (what a copy of the data directory also gives away)"
-
-
-def _clean(text: str) -> str:
-    """Names come from the database: no control character may reach a terminal or a ticket."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 class ExposureWriter:
@@ -149,7 +145,7 @@ def _text(report: ExposureReport) -> list[str]:
 
 
 def _md(text: str) -> str:
-    return _clean(text.replace("|", "\\|").replace("*", "\\*").replace("\n", " "))
+    return _clean(text).replace("|", "\\|").replace("*", "\\*")
 
 
 def _markdown(report: ExposureReport) -> list[str]:

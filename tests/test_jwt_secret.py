@@ -1,0 +1,130 @@
+"""Replacing data/.jwt_secret, the .jwt_secret-fallback order (with a crash between the two writes), and the
+rotations recorded in TREK's audit_log table. Real fixtures, real CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import stat
+from contextlib import closing
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from keyrotate.cli import main
+from keyrotate.engine import verify_database
+from keyrotate.keys import Key
+
+from .conftest import TrekCopy
+from .test_lifecycle import run_keyrotate
+
+
+def audit_rows(db: Path) -> list[tuple[object, ...]]:
+    with closing(sqlite3.connect(db)) as conn:
+        return conn.execute("SELECT action, resource, details, user_id, ip FROM audit_log "
+                            "WHERE action LIKE 'keyrotate.%' ORDER BY id").fetchall()
+
+
+def make_fallback(trek: TrekCopy) -> str:
+    """An install from before April 2026: no .encryption_key, the secrets are under .jwt_secret."""
+    key_text = trek.key.reveal()
+    (trek.data_dir / ".jwt_secret").write_text(key_text + "\n")
+    (trek.data_dir / ".encryption_key").unlink()
+    return key_text
+
+
+def saved_jwt(data_dir: Path) -> Path:
+    return next(data_dir.glob(".jwt_secret.keyrotate-old-*"))
+
+
+def test_rotate_jwt_secret_replaces_it_saves_the_old_one_and_logs(trek: TrekCopy) -> None:
+    jwt = trek.data_dir / ".jwt_secret"
+    old = jwt.read_text()
+    key_before = (trek.data_dir / ".encryption_key").read_text()
+    result = CliRunner().invoke(main, ["rotate-jwt-secret", "--data-dir", str(trek.data_dir)], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    new = jwt.read_text()
+    assert re.fullmatch(r"[0-9a-f]{64}", new) and new.strip() != old.strip()
+    assert stat.S_IMODE(jwt.stat().st_mode) == 0o600
+    saved = saved_jwt(trek.data_dir)
+    assert saved.read_text() == old and stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert (trek.data_dir / ".encryption_key").read_text() == key_before  # encryption untouched
+    [(action, resource, details, user_id, ip)] = audit_rows(trek.db)
+    assert (action, resource, user_id, ip) == ("keyrotate.rotate_jwt_secret", "keyrotate", None, None)
+    assert old.strip() not in details and new not in details
+    assert new not in result.output and old.strip() not in result.output
+
+
+def test_no_audit_log_skips_the_row(trek3: TrekCopy) -> None:
+    result = CliRunner().invoke(main, ["rotate-jwt-secret", "--data-dir", str(trek3.data_dir), "--no-audit-log"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0 and audit_rows(trek3.db) == []
+
+
+def test_fallback_install_gets_its_encryption_key_first_even_across_a_crash(trek3: TrekCopy) -> None:
+    key_text = make_fallback(trek3)
+    args = ["rotate-jwt-secret", "--data-dir", str(trek3.data_dir)]
+    crashed = run_keyrotate(args, KEYROTATE_TEST_KILL_AT="jwt-secret")
+    assert crashed.returncode == -9, crashed.stderr
+    # Between the two writes: encryption has its own file with the key in use, .jwt_secret is as it was.
+    assert (trek3.data_dir / ".encryption_key").read_text() == key_text
+    assert (trek3.data_dir / ".jwt_secret").read_text().strip() == key_text
+    assert verify_database(trek3.db, [Key(key_text, "k")]).ok
+    assert run_keyrotate(["verify", "--data-dir", str(trek3.data_dir), "-q"]).returncode == 0
+
+    finished = run_keyrotate(args)
+    assert finished.returncode == 0, finished.stderr
+    assert (trek3.data_dir / ".jwt_secret").read_text().strip() != key_text
+    assert (trek3.data_dir / ".encryption_key").read_text() == key_text
+    assert run_keyrotate(["verify", "--data-dir", str(trek3.data_dir), "-q"]).returncode == 0
+    assert [row[0] for row in audit_rows(trek3.db)] == ["keyrotate.rotate_jwt_secret"]
+
+
+def test_rotate_with_jwt_secret_on_a_fallback_install_rotates_encryption_first(trek: TrekCopy, tmp_path: Path) -> None:
+    old_text = make_fallback(trek)
+    new_key_file = tmp_path / "new.key"
+    args = ["rotate", "--data-dir", str(trek.data_dir), "--generate-new-key", "--new-key-out", str(new_key_file),
+            "--rotate-jwt-secret", "--yes"]
+    crashed = run_keyrotate(args, KEYROTATE_TEST_KILL_AT="jwt-secret")
+    assert crashed.returncode == -9, crashed.stderr
+    new_text = new_key_file.read_text().strip()
+    assert (trek.data_dir / ".encryption_key").read_text().strip() == new_text
+    assert (trek.data_dir / ".jwt_secret").read_text().strip() == old_text  # not yet replaced
+    assert verify_database(trek.db, [Key(new_text, "new")]).ok
+
+    finished = run_keyrotate(["rotate-jwt-secret", "--data-dir", str(trek.data_dir)])
+    assert finished.returncode == 0, finished.stderr
+    assert (trek.data_dir / ".jwt_secret").read_text().strip() not in (old_text, new_text)
+    assert (trek.data_dir / ".encryption_key").read_text().strip() == new_text
+    assert [row[0] for row in audit_rows(trek.db)] == ["keyrotate.rotate_encryption_key",
+                                                        "keyrotate.rotate_jwt_secret"]
+
+
+def test_rotation_records_itself_with_counts_and_no_key(trek: TrekCopy, new_key_file: Path) -> None:
+    runner = CliRunner()
+    base = ["rotate", "--data-dir", str(trek.data_dir), "--new-key-file", str(new_key_file)]
+    dry = runner.invoke(main, [*base, "--dry-run", "--rotate-jwt-secret"], catch_exceptions=False)
+    assert dry.exit_code == 0 and audit_rows(trek.db) == []
+    assert "Would replace" in dry.stderr
+    old = trek.key.reveal()
+    done = runner.invoke(main, [*base, "--json"], catch_exceptions=False)
+    assert done.exit_code == 0, done.stderr
+    rotated = json.loads(done.stdout)["totals"]["rotated"]
+    [(action, _, details, user_id, ip)] = audit_rows(trek.db)
+    assert (action, user_id, ip) == ("keyrotate.rotate_encryption_key", None, None)
+    assert json.loads(str(details))["secrets_rotated"] == rotated == len(trek.encrypted_entries())
+    assert old not in str(details) and new_key_file.read_text().strip() not in str(details)
+
+
+def test_no_audit_log_on_rotate(trek3: TrekCopy, new_key_file: Path) -> None:
+    result = CliRunner().invoke(main, ["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file",
+                                       str(new_key_file), "--no-audit-log"], catch_exceptions=False)
+    assert result.exit_code == 0 and audit_rows(trek3.db) == []
+
+
+def test_rotate_jwt_secret_needs_a_data_dir(trek3: TrekCopy, new_key_file: Path) -> None:
+    result = CliRunner().invoke(main, ["rotate", "--db", str(trek3.db), "--old-key-file",
+                                       str(trek3.data_dir / ".encryption_key"), "--new-key-file", str(new_key_file),
+                                       "--rotate-jwt-secret"])
+    assert result.exit_code == 2 and "--rotate-jwt-secret needs --data-dir" in result.stderr
