@@ -348,15 +348,19 @@ def rotate(
         # After a commit, finish_rotation prints fuller operator steps than the report's own.
         _say(render_rotation(report, with_next_steps=not report.committed), quiet=quiet)
         extras = ops.RotationExtras()
+        new_key_path = new_key_out if generated else new_key_file
         try:
-            ops.finish_rotation(
-                report, path=path, data_dir=data_dir, old_keys=old_keys, new_key=new_key,
-                new_key_file=new_key_out if generated else new_key_file, rekey=rekey_backups and not stopped_by,
-                encrypt_plaintext=encrypt_plaintext, exposure=None if stopped_by else exposure, quiet=quiet,
-                extras=extras,
-            )
-        except KeyboardInterrupt as interrupt:
+            if stopped_by is None:
+                ops.finish_rotation(
+                    report, path=path, data_dir=data_dir, old_keys=old_keys, new_key=new_key,
+                    new_key_file=new_key_path, rekey=rekey_backups, encrypt_plaintext=encrypt_plaintext,
+                    exposure=exposure, quiet=quiet, extras=extras,
+                )
+        except KeyboardInterrupt as interrupt:  # during --rekey-backups
             stopped_by = signal_name(interrupt)
+        if stopped_by is not None and "operator_steps" not in extras.json:  # the steps for TREK still apply
+            ops.operator_steps(report, data_dir=data_dir, new_key_file=new_key_path, old_keys=old_keys, quiet=quiet,
+                               extras=extras)
         if stopped_by is not None:
             left = [str(z) for z in find_backups(path.parent) if str(z) not in extras.zips_done] if rekey_backups else []
             raise stopped_after_commit(stopped_by, report, zips_left=left,

@@ -42,14 +42,11 @@ def rerun_command(new_key_out: Path | None) -> str:
     words = ["keyrotate", context.info_name or "rotate"]
     for param in context.command.params:
         value = context.params.get(param.name or "")
-        if not isinstance(param, click.Option) or param.name in _NOT_RERUN or value in (None, (), False):
-            if isinstance(param, click.Option) and param.secondary_opts and value is False:
-                words.append(param.secondary_opts[0])  # --no-vacuum
+        if not isinstance(param, click.Option) or param.name in _NOT_RERUN or value in (None, (), param.default):
             continue
         flag = max(param.opts, key=len)
         if param.is_flag:
-            if value != param.default:
-                words.append(flag)
+            words += [flag] if value else param.secondary_opts[:1]  # --yes, --no-vacuum
             continue
         for item in value if param.multiple else (value,):
             words += [flag, str(item)]

@@ -159,13 +159,20 @@ def finish_rotation(
                                    "beyond": [f.to_json() for f in exposure.beyond]}
         extras.stdout = exposure_text(exposure)
     if report.committed:
-        steps = next_steps(
-            data_dir=data_dir, new_key_file=new_key_file, key_file_written=report.key_file_written is not None,
-            shell_has_old_key=environment_holds(old_keys), backup=report.backup, old_key_saved=report.old_key_saved,
-        )
-        extras.json["operator_steps"] = steps
-        _say("\n".join(f"Step: {step}" for step in steps), quiet=quiet)
+        operator_steps(report, data_dir=data_dir, new_key_file=new_key_file, old_keys=old_keys, quiet=quiet,
+                       extras=extras)
     return extras
+
+
+def operator_steps(report: RotationReport, *, data_dir: Path | None, new_key_file: Path | None,
+                   old_keys: Sequence[Key], quiet: bool, extras: RotationExtras) -> None:
+    """What to do between the commit and a healthy TREK; printed even when the run is interrupted after it."""
+    steps = next_steps(
+        data_dir=data_dir, new_key_file=new_key_file, key_file_written=report.key_file_written is not None,
+        shell_has_old_key=environment_holds(old_keys), backup=report.backup, old_key_saved=report.old_key_saved,
+    )
+    extras.json["operator_steps"] = steps
+    _say("\n".join(f"Step: {step}" for step in steps), quiet=quiet)
 
 
 def _zips_left_under_old_key(report: RotationReport, path: Path, data_dir: Path | None, new_key_file: Path | None,

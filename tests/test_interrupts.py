@@ -124,6 +124,7 @@ def test_interrupt_during_rekey_backups_leaves_each_zip_whole_and_the_rerun_fini
     assert f"Backup ZIP 1 of 3: {zips[0]}" in result.stderr and f"Backup ZIP 2 of 3: {zips[1]}" in result.stderr
     assert f"Not done: 2 backup ZIP(s) still under the old key, each whole: {zips[1]}, {zips[2]}." in result.stderr
     assert list(temp.iterdir()) == []  # the extracted travel.db went with its temporary directory
+    assert "Step: Docker Compose:" in result.stderr  # what to do for TREK is said even so
     assert inspect(scenario).under == "new" and inspect(scenario).key_file == "new"
     opens = _zip_keys(scenario, zips)
     assert opens == ["new", "old", "old"]
@@ -170,3 +171,32 @@ def test_interrupt_during_imports_prints_no_traceback(tmp_path: Path, signum: in
     assert "Traceback" not in result.stderr
     assert result.stderr == "Interrupted before anything was done; nothing was written.\n"
     assert result.stdout == ""
+
+
+def test_interrupted_generated_key_run_is_finished_by_the_printed_command(tmp_path: Path) -> None:
+    scenario = make_scenario(tmp_path)
+    out = tmp_path / "generated.key"
+    args = ["rotate", "--data-dir", str(scenario.data_dir), "--generate-new-key", "--new-key-out", str(out),
+            "--workers", "0"]
+    result = interrupted(tmp_path, args, "after-verify", signal.SIGTERM)
+    assert result.returncode == 13, result.stderr
+    assert f"--new-key-file {out}" in result.stderr and "--generate-new-key" not in result.stderr.split(
+        "To finish")[1]
+    assert scenario.key_file.read_text() == out.read_text().strip()
+    finished = rerun(result.stderr)
+    assert finished.returncode == 0, finished.stderr
+
+
+def test_interrupted_rekey_backup_command_names_what_it_rewrote(tmp_path: Path) -> None:
+    scenario = make_scenario(tmp_path)
+    zips = _with_backups(scenario, tmp_path, 3)
+    args = ["rekey-backup", *map(str, zips), "--old-key-file", str(scenario.data_dir / ".encryption_key"),
+            "--new-key-file", str(scenario.new_key_path)]
+    result = interrupted(tmp_path, args, "zip:3", signal.SIGTERM)
+    assert result.returncode == 13, result.stderr
+    assert f"after 2 ZIP(s) were re-encrypted: {zips[0]}, {zips[1]}." in result.stderr
+    assert _zip_keys(scenario, zips) == ["new", "new", "old"]
+    again = subprocess.run([sys.executable, "-m", "keyrotate", *args], env=environment(), capture_output=True,
+                           text=True, check=False)
+    assert again.returncode == 0, again.stderr
+    assert _zip_keys(scenario, zips) == ["new", "new", "new"]
