@@ -172,7 +172,8 @@ def test_newer_locations_rotate_read_back_and_are_named_by_exposure(tmp_path: Pa
                  and all(f"{k}={v}" in where for k, v in secret.key.items())]
         assert match, secret
         assert not any("unknown" in s.what for s in match), [s.what for s in match]
-        assert all(s.action for s in match)
+        catalogued = {(loc.what, loc.revoke_hint) for loc in CATALOGUE if loc.table == secret.table}
+        assert all((s.what, s.action) in catalogued for s in match), [(s.what, s.action) for s in match]
     report = rotate(sample.path)
     assert report.committed and report.outside_catalogue == 1  # only the legacy add-on's stray token
     for secret in sample.secrets:
