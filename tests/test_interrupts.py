@@ -61,10 +61,10 @@ def rerun(message: str) -> subprocess.CompletedProcess[str]:
 
 # Each step after the COMMIT: the interrupt waits until the key file is written, then says so.
 AFTER_COMMIT = ["after-commit", "after-checkpoint", "after-verify", "key-file-temp"]
+CASES = [(point, signum) for point in AFTER_COMMIT for signum in SIGNALS] + [("after-verify", signal.SIGHUP)]
 
 
-@pytest.mark.parametrize("signum", SIGNALS, ids=IDS)
-@pytest.mark.parametrize("point", AFTER_COMMIT)
+@pytest.mark.parametrize(("point", "signum"), CASES, ids=[f"{p}-{signal.Signals(n).name}" for p, n in CASES])
 def test_interrupt_after_commit_finishes_the_key_file_and_says_so(tmp_path: Path, point: str, signum: int) -> None:
     scenario = make_scenario(tmp_path)
     result = interrupted(tmp_path, rotate_args(scenario), point, signum, again=signum == signal.SIGINT)
@@ -81,7 +81,7 @@ def test_interrupt_after_commit_finishes_the_key_file_and_says_so(tmp_path: Path
     assert "already holds the new key and every secret opens under it" in finished.stderr
 
 
-@pytest.mark.parametrize("signum", SIGNALS, ids=IDS)
+@pytest.mark.parametrize("signum", [*SIGNALS, signal.SIGHUP], ids=[*IDS, "SIGHUP"])
 def test_interrupt_before_commit_rolls_back_and_says_so(tmp_path: Path, signum: int) -> None:
     scenario = make_scenario(tmp_path)
     result = interrupted(tmp_path, rotate_args(scenario), "backup-done", signum)

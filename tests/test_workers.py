@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from contextlib import suppress
 from pathlib import Path
 
 import pytest
-
-from keyrotate.crashpoints import MARK_VARIABLE
 
 from .crashkit import Scenario, environment, make_scenario, rotate_command
 
@@ -29,14 +28,14 @@ def _alive(pid: int) -> bool:
 
 
 def _start_mid_rotation(scenario: Scenario, stdout: int) -> tuple[subprocess.Popen[bytes], list[int]]:
-    """A real rotation with two workers, caught in the middle: its first batch is written."""
-    marker = scenario.data_dir.parent / "reached"
-    env = {**environment(), MARK_VARIABLE: f"rotate-batch:{marker}"}
-    process = subprocess.Popen([*rotate_command(scenario), "--workers", "2"], env=env, stdout=stdout,
-                               stderr=subprocess.DEVNULL)
+    """A real rotation with two workers, held in the middle: every value rewritten, not yet committed."""
+    marker, go = scenario.data_dir.parent / "reached", scenario.data_dir.parent / "go"
+    process = subprocess.Popen([sys.executable, "-m", "tests.pause_at", "backup-done", str(marker), str(go),
+                                *rotate_command(scenario)[3:], "--workers", "2"],
+                               env=environment(), stdout=stdout, stderr=subprocess.DEVNULL)
     while not marker.exists() and process.poll() is None:
         time.sleep(0.001)
-    assert process.poll() is None, "the rotation ended before its first batch was written"
+    assert process.poll() is None, "the rotation ended before it reached the middle"
     workers = _children(process.pid)
     assert len(workers) == 2, workers
     return process, workers
