@@ -526,7 +526,8 @@ def _refuse_if_unopenable(
     listed = "\n".join(f"  - {line}" for _, line in
                        summarise_failures([f for f in failures if f.catalogued], unopened_by_label(plan.locations)))
     raise UndecryptableError(
-        f"{plan.failed} of {total} catalogued secrets open under none of the given keys, so nothing was written:\n"
+        f"{plan.failed} of {total} secrets open under none of the given keys (or sit where keyrotate cannot rewrite "
+        "them), so nothing was written:\n"
         f"{listed}\n"
         "If another old key exists (for example after an interrupted rotation), give it too "
         "(--old-key-file may be repeated). To rotate everything else and leave these values as they are, "

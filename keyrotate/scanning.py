@@ -341,12 +341,12 @@ class Scanner:
         if result.updates:
             self._write(target, result.updates)
 
-    def _unopenable(self, table: str, column: str) -> Tally:
-        """Where well-formed tokens outside the catalogue that open under no key are counted.
+    def _unopenable(self, table: str, column: str, why: str = "opens under no key") -> Tally:
+        """Where tokens outside the catalogue that cannot be left as they are get counted.
 
         Counted as catalogued: they block a rotation (exit 8) and fail verify like any catalogued secret.
         """
-        return self.tally(f"{table}.{column} (outside the catalogue, opens under no key)", table, column, True)
+        return self.tally(f"{table}.{column} (outside the catalogue, {why})", table, column, True)
 
     def tally(self, label: str, table: str, column: str, catalogued: bool) -> Tally:
         tally = self.tallies.get(label)
@@ -517,8 +517,8 @@ class Scanner:
                 continue
             if opened is None and not is_well_formed_token(match.group()):
                 continue  # a note that mentions enc:v1:
-            state = "opens under none of the keys" if opened is None else "is under a key it must not stay under"
-            self._unopenable(table, column).fail(
+            state = "opens under none of the keys" if opened is None else "opens under another key than it must end under"
+            self._unopenable(table, column, "cannot be rewritten").fail(
                 FailedValue(table, column, rowid, f"{where}@{match.start()}", f"a TREK ciphertext {why}; it {state}"))
 
     # -- classifying values -----------------------------------------------
