@@ -4,6 +4,8 @@ paused at each step by tests/pause_at.py."""
 from __future__ import annotations
 
 import json
+import os
+import pty
 import shlex
 import signal
 import subprocess
@@ -16,7 +18,7 @@ from click.testing import CliRunner
 
 from keyrotate.cli import main
 
-from .crashkit import Scenario, environment, inspect, make_scenario
+from .crashkit import NEW_TEXT, OLD_TEXT, Scenario, environment, inspect, make_scenario
 from .ziphelpers import build_backup_zip, snapshot
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
@@ -200,3 +202,41 @@ def test_interrupted_rekey_backup_command_names_what_it_rewrote(tmp_path: Path) 
                            text=True, check=False)
     assert again.returncode == 0, again.stderr
     assert _zip_keys(scenario, zips) == ["new", "new", "new"]
+
+
+def _read_until(fd: int, wanted: bytes, seen: bytearray) -> None:
+    deadline = time.monotonic() + 30
+    while wanted not in seen and time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            return
+        if not chunk:
+            return
+        seen += chunk
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not Path("/dev/ptmx").exists(), reason="needs a pseudo-terminal")
+def test_ctrl_c_at_the_confirmation_on_a_terminal_cancels_with_12(tmp_path: Path) -> None:
+    scenario = make_scenario(tmp_path)
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: keyrotate on a real terminal, keys typed at its hidden prompts
+        os.environ.update(environment())
+        # --quiet: no progress bar on the terminal, only the prompts
+        os.execv(sys.executable, [sys.executable, "-m", "keyrotate", "rotate", "--db", str(scenario.db), "--quiet"])
+    seen = bytearray()
+    for prompt, answer in ((b"Old ENCRYPTION_KEY", OLD_TEXT), (b"New ENCRYPTION_KEY", NEW_TEXT),
+                           (b"Repeat for confirmation", NEW_TEXT)):
+        _read_until(terminal, prompt, seen)
+        time.sleep(0.1)
+        os.write(terminal, answer.encode() + b"\r")
+    _read_until(terminal, b"rotate now?", seen)
+    time.sleep(0.1)
+    os.write(terminal, b"\x03")  # Ctrl-C, turned into SIGINT by the terminal
+    _read_until(terminal, b"\x00never", seen)
+    _, status = os.waitpid(pid, 0)
+    os.close(terminal)
+    output = seen.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 12, output
+    assert "Aborted!" not in output and "Cancelled; nothing was written." in output
+    assert inspect(scenario).under == "old"
