@@ -39,7 +39,8 @@ from keyrotate.cli import (
 )
 from keyrotate.cli_interrupts import signal_name, stopped_before_commit
 from keyrotate.errors import ExitCode, InputNotFoundError, InterruptedAfterCommitError, KeyProblemError, KeyrotateError
-from keyrotate.exposure import ExposureReport, find_exposed_copies, find_exposure
+from keyrotate.exposure import ExposureReport, find_exposure
+from keyrotate.exposure_copies import find_exposed_copies
 from keyrotate.exposure_render import ExposureWriter, exposure_text, totals
 from keyrotate.jwt_secret import JwtRotation, rotate_jwt_secret
 from keyrotate.keys import Key

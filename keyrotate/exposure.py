@@ -13,18 +13,17 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keyrotate.backups import find_backups, inspect_backup
 from keyrotate.beyond import Finding, find_beyond
 from keyrotate.catalogue import CATALOGUE, JsonSecrets, SecretLocation, resolve_catalogue
 from keyrotate.database import quote_identifier, translate_error
 from keyrotate.engine import crypto_pool, open_database
 from keyrotate.errors import KeyProblemError
+from keyrotate.exposure_copies import ExposedCopy, find_exposed_copies
 from keyrotate.exposure_groups import GroupTally, tier_of
 from keyrotate.formats import Scheme
 from keyrotate.keys import Key
@@ -37,11 +36,6 @@ HITS = "temp.keyrotate_exposure_hits"
 _UNKNOWN_ACTION = "find out what this value is for and reissue it where it was issued"
 _ARRAY_INDEX = re.compile(r"^\$\[(\d+)\]")
 _FIELD = re.compile(r"^\$\.([^.\[]+)$")
-# Copies of travel.db that keyrotate (and TREK's own script) leave next to it.
-COPY_PATTERNS = (
-    ("*.keyrotate-backup-*", "keyrotate's pre-rotation backup"),
-    ("*.backup-*", "copy left by TREK's migrate-encryption script"),
-)
 
 
 @dataclass(frozen=True)
@@ -63,13 +57,6 @@ class ExposedSecret:
         return {"what": self.what, "owner": self.owner, "owner_id": self.owner_id, "owner_name": self.owner_name,
                 "location": self.location, "table": self.table, "column": self.column, "row": self.row,
                 "path": self.path, "where": self.where, "action": self.action, "group": self.group}
-
-
-@dataclass(frozen=True)
-class ExposedCopy:
-    path: str
-    kind: str
-    note: str
 
 
 @dataclass(frozen=True)
@@ -135,38 +122,6 @@ def find_exposure(
     copies = find_exposed_copies(db_path, suspected) if check_copies else ()
     return ExposureReport(str(db_path), tuple(k.source for k in suspected), tuple(kept), copies, plaintext,
                           describer.missed, groups, beyond)
-
-
-def find_exposed_copies(db_path: Path, suspected: Sequence[Key]) -> tuple[ExposedCopy, ...]:
-    """Copies of the database next to it and TREK's backup ZIPs, with what the suspected key opens in each."""
-    out: list[ExposedCopy] = []
-    seen: set[Path] = set()
-    for pattern, kind in COPY_PATTERNS:
-        for path in sorted(db_path.parent.glob(db_path.name + pattern[1:])):
-            if path in seen or not path.is_file() or path.name.endswith(("-wal", "-shm", "-journal", ".key", ".jwt_secret")):
-                continue
-            seen.add(path)
-            mode = stat.S_IMODE(path.stat().st_mode)
-            readable = f" It is readable by other users (mode {mode:04o}): chmod 600 it now." if mode & 0o077 else ""
-            key = Path(f"{path}.key")  # the old key rotate saved beside its backup
-            beside = f" The old key itself is saved beside it in {key}: delete both together." if key.is_file() else ""
-            out.append(ExposedCopy(str(path), kind, "opens with the old key; delete it once TREK runs fine on the new "
-                                   "key, or move it somewhere safe." + readable + beside))
-    for path in sorted(db_path.parent.glob(f"{db_path.name}.keyrotate-oldkey-*.key")):
-        out.append(ExposedCopy(str(path), "old key saved by keyrotate (--no-backup)", "the old key itself; delete it "
-                               "once nothing you keep is under the old key"))
-    for zip_path in find_backups(db_path.parent):
-        status = inspect_backup(zip_path, suspected)
-        if status.problem:
-            note = f"could not be checked ({status.problem}); assume it opens with the old key"
-        else:
-            opens = status.keys[0].opens
-            if opens in ("none", "no secrets"):
-                continue
-            note = (f"the suspected key opens {opens} of its secrets (backup from {status.date}); "
-                    "re-encrypt it with `keyrotate rekey-backup` or `rotate --rekey-backups`, or delete it")
-        out.append(ExposedCopy(str(zip_path), "TREK backup ZIP", note))
-    return tuple(out)
 
 
 class _Describer:
@@ -249,16 +204,21 @@ class _Describer:
         select = ", ".join(f"t.{quote_identifier(c)}" for c in identity) or "NULL"
         rows = self.conn.execute(
             f"SELECT h.rowid_, {owner}, {name}, {detail}, {select} {source} ORDER BY h.rowid_", (loc.label,))
+        # Hundreds of thousands of rows go through here: everything that is the same for the location is
+        # worked out once, and descriptions are reused per provider / plugin.
+        label, base, emit = loc.label, f"{loc.table}.{loc.column} (", self.emit
+        tiers = {owner_id is None: tier_of(loc.table, loc.column, owner_id, True)[1] for owner_id in (None, 0)}
+        whats: dict[Any, str] = {}
         for rowid, owner_id, username, value, *ident_values in rows:
             owner_id = owner_id if isinstance(owner_id, int) else None
-            row: dict[str, Any] = {extra or "": value}
+            if value not in whats:
+                whats[value] = self._what(loc, {str(extra): value}, rowid, "")
+            what = whats[value]
             ident = dict(zip(identity, ident_values, strict=True)) if identity else {"rowid": rowid}
-            what = self._what(loc, row, rowid, "")
-            where = f"{loc.table}.{loc.column} (" + ", ".join(f"{k}={v}" for k, v in ident.items()) + ")"
-            self.emit(ExposedSecret(
-                what, _owner(owner_id, username), where, action, loc.label, owner_id,
-                None if username is None else str(username), loc.table, loc.column, ident, "",
-                tier_of(loc.table, loc.column, owner_id, True)[1]))
+            where = base + ", ".join(f"{k}={v}" for k, v in ident.items()) + ")"
+            emit(ExposedSecret(what, _owner(owner_id, username), where, action, label, owner_id,
+                               None if username is None else str(username), loc.table, loc.column, ident, "",
+                               tiers[owner_id is None]))
 
     def flush(self) -> None:
         self._rows.clear()

@@ -20,6 +20,7 @@ from keyrotate.report import printable as _clean
 
 TITLE = "Secrets readable with the suspected key"
 CSV_COLUMNS = ("what", "owner", "where", "revoke or reissue at", "group")
+_ENCODE = json.JSONEncoder(default=str).encode  # one encoder for every record: json.dumps builds one per call
 BEYOND_TITLE = "Beyond the encryption key (what a copy of the data directory also gives away)"
 
 
@@ -44,7 +45,7 @@ class ExposureWriter:
         if self._csv is not None:
             self._csv.writerow((secret.what, secret.owner, secret.where, secret.action, secret.group))
         elif self.fmt == "json":
-            self.out.write(("\n    " if self._first else ",\n    ") + json.dumps(secret.to_json(), default=str))
+            self.out.write(("\n    " if self._first else ",\n    ") + _ENCODE(secret.to_json()))
             self._first = False
 
     def end(self, report: ExposureReport) -> None:
