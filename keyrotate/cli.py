@@ -37,7 +37,7 @@ from keyrotate.scanning import ProgressCallback
 EXIT_CODES_HELP = """\b
 Exit codes:
   0  success                       7  old key opens none of the secrets
-  1  internal error (a bug)        8  some secrets open under no key; nothing written
+  1  internal error (a bug)        8  some secrets open under no key (nothing written), or a ZIP left as it is
   2  usage error                   9  verification failed
   3  file or directory not found  10  database in use (stop TREK)
   4  not SQLite, or damaged       11  cannot write (read-only, disk full, backup)

@@ -62,6 +62,7 @@ REKEY_BACKUP_HELP = exit_codes_help({
     0: "every ZIP rekeyed or already on the new key (--dry-run: every ZIP would be)",
     3: "a ZIP or the data directory not found", 6: "unusable key (empty, same as the other, unreadable key file)",
     8: "some ZIP was (or, with --dry-run, would be) left as it is; the report says why",
+    13: "interrupted after some ZIP was rewritten: every ZIP is whole; run the same command again to finish",
 })
 EXPOSURE_HELP = exit_codes_help({
     0: "report written (whatever the key opens)", **_OPENS_DATABASE,
