@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -391,13 +392,17 @@ def exposure(
             keys = [_prompt_key("Suspected ENCRYPTION_KEY", "suspected", "--key-file FILE or --key-env NAME",
                                confirm=False)]
         progress = _progress(fmt == "json", quiet)
-        out = click.get_text_stream("stdout")
+        # sys.stdout is block-buffered when redirected to a file; click's stream flushes every line,
+        # a write(2) per record (370,000 secrets as CSV: 11 s instead of 5 s).
+        out = sys.stdout
         # JSON and CSV records go out while the pass runs: memory stays flat however many secrets there are.
         writer = ExposureWriter(out, fmt, str(path), (k.source for k in keys))
         writer.begin()
         try:
             report = find_exposure(path, keys, busy_timeout=wait, progress=progress.callback(),
-                                   check_copies=not no_copies, on_secret=writer.secret, keep_secrets=False,
+                                   check_copies=not no_copies, keep_secrets=False,
+                                   # text and markdown are written from the group counts: no record per secret
+                                   on_secret=writer.secret if fmt in ("json", "csv") else None,
                                    data_dir=data_dir)
         finally:
             progress.close()

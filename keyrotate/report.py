@@ -21,6 +21,8 @@ _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 def printable(text: str) -> str:
     """``text`` with every control, line-separator and bidi character written as a visible escape."""
+    if text.isprintable() and _BIDI_CONTROLS.isdisjoint(text):
+        return text  # nearly every line: checked in C instead of one Python call per character
     return "".join(_escape(char) for char in text)
 
 
