@@ -32,6 +32,7 @@ from keyrotate.keys import (
 )
 from keyrotate.lifecycle import environment_holds, fallback_explanation
 from keyrotate.report import printable, render_rotation, render_verify
+from keyrotate.revoke import Revocation
 from keyrotate.scanning import ProgressCallback
 
 EXIT_CODES_HELP = """\b
@@ -266,6 +267,12 @@ def main() -> None:
 @click.option("--rotate-jwt-secret", is_flag=True,
               help="After the rotation, replace data/.jwt_secret too (signs every user out). Needs --data-dir.")
 @click.option("--no-audit-log", is_flag=True, help="Do not record the rotation in TREK's audit_log table.")
+@click.option("--revoke-share-links", is_flag=True,
+              help="Also delete every public trip and journey share link (plaintext tokens), in the rotation's "
+                   "transaction. With --dry-run: only count them.")
+@click.option("--expire-invites", is_flag=True,
+              help="Also make every open registration invite unusable (deletes the unused, unexpired ones), in the "
+                   "rotation's transaction. With --dry-run: only count them.")
 @wait_option
 @workers_option
 @json_option
@@ -276,7 +283,7 @@ def rotate(
     discard_old_key: bool, dry_run: bool,
     skip_undecryptable: bool, encrypt_plaintext: bool, yes: bool, allow_running: bool, vacuum: bool,
     generate_new_key: bool, new_key_out: Path | None, rekey_backups: bool, incident: bool,
-    rotate_jwt_secret: bool, no_audit_log: bool, wait: float, workers: int | None, json_output: bool, quiet: bool,
+    rotate_jwt_secret: bool, no_audit_log: bool, revoke_share_links: bool, expire_invites: bool, wait: float, workers: int | None, json_output: bool, quiet: bool,
 ) -> None:
     """Re-encrypt every secret in the database under a new key. Stop TREK first.
 
@@ -325,7 +332,7 @@ def rotate(
             skip_undecryptable=skip_undecryptable, encrypt_plaintext=encrypt_plaintext, busy_timeout=wait,
             key_file=(data_dir / ".encryption_key") if data_dir is not None else None,
             allow_running=allow_running, vacuum=vacuum, workers=workers, save_old_key=not discard_old_key,
-            audit_log=not no_audit_log,
+            audit_log=not no_audit_log, revoke=Revocation(share_links=revoke_share_links, invites=expire_invites),
         )
         confirm = None
         if interactive and not yes and not dry_run:
@@ -347,6 +354,9 @@ def rotate(
             progress.close()
         # After a commit, finish_rotation prints fuller operator steps than the report's own.
         _say(render_rotation(report, with_next_steps=not report.committed), quiet=quiet)
+        if (revoke_share_links or expire_invites) and not report.revoked and not report.committed:
+            _warn("Nothing needed re-encrypting, so nothing was committed and no token was revoked: "
+                  "delete share links and open invites in TREK's admin panel.")
         extras = ops.RotationExtras()
         new_key_path = new_key_out if generated else new_key_file
         try:

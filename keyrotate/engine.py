@@ -64,6 +64,7 @@ from keyrotate.report import (
     summarise_failures,
     unopened_by_label,
 )
+from keyrotate.revoke import Revocation, revoke_tokens
 from keyrotate.scanning import Fingerprint, Keyring, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
 from keyrotate.uncommitted import remove_leftovers
 from keyrotate.workers import CryptoPool, worker_count
@@ -87,6 +88,7 @@ class RotateOptions:
     workers: int | None = None  # crypto worker processes; None decides from the cores and the database size
     audit_log: bool = False  # one row in TREK's audit_log, inside the rotation's transaction, when the table exists
     save_old_key: bool = False  # keep key_file's old key beside the backup before replacing it
+    revoke: Revocation = Revocation()  # plaintext bearer tokens to remove in the same transaction
 
 
 @dataclass(frozen=True)
@@ -281,16 +283,18 @@ def _rotate(
             failures = _failures(conn, writer.tallies)
             plan = _plan(writer.tallies, resolved, new_index, options.encrypt_plaintext)
             _refuse_if_unopenable(plan, failures, options, keys)
+            revoked = revoke_tokens(conn, options.revoke)  # commits or rolls back with the rotation
             if options.dry_run:
                 conn.execute("ROLLBACK")
-                return _report(run, writer.tallies, failures, committed=False)
+                return dataclasses.replace(_report(run, writer.tallies, failures, committed=False), revoked=revoked)
             if not plan.has_work:
                 conn.execute("ROLLBACK")
                 return _nothing_to_do(run, writer.tallies, failures, blocked=bool(plan.failed))
             if options.audit_log:
                 record_in_audit_log(conn, ROTATE_ENCRYPTION_KEY, {
                     "secrets_rotated": plan.to_rotate, "plaintext_encrypted": plan.to_encrypt,
-                    "already_on_new_key": plan.already_new, "left_unopened": plan.failed})
+                    "already_on_new_key": plan.already_new, "left_unopened": plan.failed,
+                    **{f"revoked_{name}": n for name, n in revoked.items()}})
             crash_point("before-commit")
             hold.start("committing the rotation")
             if backup_job is not None:
@@ -331,10 +335,10 @@ def _rotate(
         hold.doing = f"the rotation is committed and verified; writing the new key to {options.key_file}"
         saved = _replace_key_file(options, backup)
         key_file_written = str(options.key_file)
-    return _report(
+    return dataclasses.replace(_report(
         run, writer.tallies, failures, committed=True, backup=backup,
         key_file_written=key_file_written, verified=True, extra_warnings=after_commit, saved=saved,
-    )
+    ), revoked=revoked)
 
 
 @dataclass(frozen=True)

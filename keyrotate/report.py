@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from keyrotate.revoke import describe as describe_revoked
+
 SCHEMA_VERSION = 1
 
 # Characters that move the cursor, end a line or reorder text on a terminal or in a rendered ticket: a username
@@ -126,6 +128,7 @@ class RotationReport:
     next_steps: tuple[str, ...] = ()
     command: str = "rotate"
     notes: tuple[str, ...] = ()  # what a rerun found and finished (see engine._nothing_to_do)
+    revoked: dict[str, int] = field(default_factory=dict)  # plaintext bearer tokens removed, by kind (revoke.py)
 
     def _sum(self, name: str, catalogued: bool | None = None) -> int:
         return sum(
@@ -280,6 +283,8 @@ def render_rotation(report: RotationReport, *, with_next_steps: bool = True) -> 
         text.add(f"    {report.restore_command}")
     if report.key_file_written:
         text.add(f"The new key is now in {report.key_file_written} (mode 0600).")
+    if report.revoked:
+        text.add(describe_revoked(report.revoked, dry_run=report.dry_run))
     if report.dry_run:
         text.add("Dry run: nothing was written.")
     elif report.committed:
