@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from keyrotate import crashpoints, uncommitted
+from keyrotate import uncommitted
 from keyrotate.catalogue import TrekVersion, detect_trek_version
 from keyrotate.errors import (
     CannotWriteError,
@@ -236,6 +236,11 @@ def refuse_existing_backup(destination: Path) -> None:
         raise CannotWriteError(f"Backup {destination} already exists; choose another --backup path.")
 
 
+def copy_pages(source: sqlite3.Connection, target: sqlite3.Connection) -> None:
+    """Copy every page in one step (tests/kill_at.py swaps in a stepwise copy to kill mid-copy)."""
+    source.backup(target)
+
+
 def backup_database(path: Path, destination: Path) -> None:
     """A consistent copy through SQLite's backup API, mode 0600, integrity-checked.
 
@@ -252,10 +257,7 @@ def backup_database(path: Path, destination: Path) -> None:
             with closing(sqlite3.connect(_uri(path, "ro"), uri=True)) as source, closing(
                 sqlite3.connect(str(partial), isolation_level=None)
             ) as target:
-                if crashpoints.armed():  # test hook: copy in steps so a kill can land mid-copy
-                    source.backup(target, pages=16, progress=lambda *_: crashpoints.crash_point("backup-copy"))
-                else:
-                    source.backup(target)
+                copy_pages(source, target)
                 # One self-contained file: no -wal to forget when restoring.
                 target.execute("PRAGMA journal_mode=DELETE")
                 check_integrity(target, partial)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from keyrotate.audit_log import ROTATE_ENCRYPTION_KEY, record_in_audit_log
 from keyrotate.catalogue import CATALOGUE, Presence, ResolvedLocation, resolve_catalogue
-from keyrotate.crashpoints import armed, crash_point
+from keyrotate.crashpoints import crash_point
 from keyrotate.database import (
     WRITE_CACHE_KIB,
     BackupJob,
@@ -187,8 +187,6 @@ def rotate_database(
         refuse_existing_backup(options.backup_path)
     if not options.allow_running:
         refuse_if_open_elsewhere(options.db_path)
-    if armed():
-        progress = _with_batch_crash_point(progress)
     keys = (*options.old_keys, options.new_key)
     with crypto_pool(options.db_path, keys, options.workers) as pool:
         hold = Hold(notice)  # signals wait from the COMMIT until the key file holds the new key
@@ -450,18 +448,6 @@ def _scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions) -> lis
             "checkpoint, the main file may still hold pages with the old ciphertexts."
         )
     return warnings
-
-
-def _with_batch_crash_point(progress: ProgressCallback | None) -> ProgressCallback:
-    """Test hook only (see crashpoints): a kill point after each batch written."""
-
-    def wrapped(phase: str, label: str, advanced: int, total: int | None) -> None:
-        if progress is not None:
-            progress(phase, label, advanced, total)
-        if phase == "rotate" and advanced:
-            crash_point("rotate-batch")
-
-    return wrapped
 
 
 def verify_database(

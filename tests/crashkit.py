@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keyrotate.crashpoints import ENVIRONMENT_VARIABLE, MARK_VARIABLE
 from keyrotate.formats import Scheme, decrypt_text
 from keyrotate.keys import Key, create_key_file
 from keyrotate.sample import add_plugin_users, build_sample_database
 
 from .conftest import stored_value
+from .kill_at import KILL_VARIABLE, MARK_VARIABLE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OLD_TEXT = "crash-harness-old-key-0123456789abcdef"
@@ -65,23 +65,25 @@ def make_scenario(root: Path, *, users: int = 30, photos_per_user: float = 2.4, 
     return Scenario(data, new_key_path, secrets)
 
 
-def rotate_command(scenario: Scenario) -> list[str]:
-    return [sys.executable, "-m", "keyrotate", "rotate", "--data-dir", str(scenario.data_dir),
+def rotate_command(scenario: Scenario, *, armed: bool = False) -> list[str]:
+    """The real CLI; ``armed``: through tests/kill_at.py, which reads the kill and mark variables."""
+    return [sys.executable, "-m", "tests.kill_at" if armed else "keyrotate", "rotate", "--data-dir", str(scenario.data_dir),
             "--new-key-file", str(scenario.new_key_path), "--yes", "--quiet"]
 
 
 def environment(kill_at: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop(ENVIRONMENT_VARIABLE, None)
+    env.pop(KILL_VARIABLE, None)
     env.pop(MARK_VARIABLE, None)
     if kill_at:
-        env[ENVIRONMENT_VARIABLE] = kill_at
+        env[KILL_VARIABLE] = kill_at
     return env
 
 
 def run_rotation(scenario: Scenario, kill_at: str | None = None, *, quiet: bool = True) -> subprocess.CompletedProcess[str]:
-    command = rotate_command(scenario) if quiet else rotate_command(scenario)[:-1]
+    command = rotate_command(scenario, armed=kill_at is not None)
+    command = command if quiet else command[:-1]
     return subprocess.run(command, env=environment(kill_at), capture_output=True, text=True, timeout=600, check=False)
 
 
@@ -91,7 +93,7 @@ def run_and_kill_after(scenario: Scenario, seconds: float, *, from_point: str | 
     marker = scenario.data_dir.parent / "reached"
     if from_point:
         env[MARK_VARIABLE] = f"{from_point}:{marker}"
-    process = subprocess.Popen(rotate_command(scenario), env=env, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(rotate_command(scenario, armed=from_point is not None), env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     while from_point and not marker.exists() and process.poll() is None:
         time.sleep(0.001)

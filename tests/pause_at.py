@@ -52,14 +52,13 @@ def _counting(point: str, function: Callable[..., Any]) -> Callable[..., Any]:
 if POINT == "import":
     sys.meta_path.insert(0, _SlowImport())
 else:
-    from keyrotate import backups, engine, lifecycle
+    from keyrotate import backups, crashpoints
 
     def named(name: str) -> None:
         if name == POINT:
             pause()
 
-    engine.crash_point = named  # type: ignore[assignment]
-    lifecycle.crash_point = named  # type: ignore[assignment]
+    crashpoints.observe(named)
     backups.rekey_backup = _counting("zip", backups.rekey_backup)  # type: ignore[assignment]
     backups.rotate_database = _counting("zip-extracted", backups.rotate_database)  # type: ignore[assignment]
 

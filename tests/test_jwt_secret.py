@@ -65,7 +65,7 @@ def test_no_audit_log_skips_the_row(trek3: TrekCopy) -> None:
 def test_fallback_install_gets_its_encryption_key_first_even_across_a_crash(trek3: TrekCopy) -> None:
     key_text = make_fallback(trek3)
     args = ["rotate-jwt-secret", "--data-dir", str(trek3.data_dir)]
-    crashed = run_keyrotate(args, KEYROTATE_TEST_KILL_AT="jwt-secret")
+    crashed = run_keyrotate(args, kill_at="jwt-secret")
     assert crashed.returncode == -9, crashed.stderr
     # Between the two writes: encryption has its own file with the key in use, .jwt_secret is as it was.
     assert (trek3.data_dir / ".encryption_key").read_text() == key_text
@@ -86,7 +86,7 @@ def test_rotate_with_jwt_secret_on_a_fallback_install_rotates_encryption_first(t
     new_key_file = tmp_path / "new.key"
     args = ["rotate", "--data-dir", str(trek.data_dir), "--generate-new-key", "--new-key-out", str(new_key_file),
             "--rotate-jwt-secret", "--yes"]
-    crashed = run_keyrotate(args, KEYROTATE_TEST_KILL_AT="jwt-secret")
+    crashed = run_keyrotate(args, kill_at="jwt-secret")
     assert crashed.returncode == -9, crashed.stderr
     new_text = new_key_file.read_text().strip()
     assert (trek.data_dir / ".encryption_key").read_text().strip() == new_text

@@ -26,10 +26,15 @@ def fingerprint(directory: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
 
 
-def run_keyrotate(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+def run_keyrotate(args: list[str], *, kill_at: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess; ``kill_at``: through tests/kill_at.py, SIGKILLed at that named step."""
     environment = {k: v for k, v in os.environ.items() if k != "ENCRYPTION_KEY"}
     environment.update(env, PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run([sys.executable, "-m", "keyrotate", *args], env=environment, capture_output=True,
+    module = "keyrotate"
+    if kill_at is not None:
+        environment["KEYROTATE_TEST_KILL_AT"] = kill_at
+        module = "tests.kill_at"
+    return subprocess.run([sys.executable, "-m", module, *args], env=environment, capture_output=True,
                           text=True, check=False, timeout=120)
 
 
@@ -41,7 +46,7 @@ def test_killed_right_after_key_generation_leaves_key_saved_and_database_untouch
     key_file = tmp_path / "new.key"
     args = ["rotate", "--data-dir", str(trek3.data_dir), "--generate-new-key", "--new-key-out", str(key_file), "--yes"]
 
-    crashed = run_keyrotate(args, KEYROTATE_TEST_KILL_AT="after-new-key")
+    crashed = run_keyrotate(args, kill_at="after-new-key")
 
     assert crashed.returncode == -9, crashed.stderr  # SIGKILL: no cleanup ran
     assert re.fullmatch(r"[0-9a-f]{64}\n", key_file.read_text())

@@ -89,7 +89,9 @@ def keyrotate(canaries: Canaries, *args: str, stdin: str = "", env: dict[str, st
               ) -> tuple[int, str, str]:
     full_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                     **(env or {}))
-    done = subprocess.run([sys.executable, "-m", "keyrotate", *args], cwd=canaries.root, input=stdin, env=full_env,
+    # Kill points are armed only by the test launcher (tests/kill_at.py), never by the package itself.
+    module = "tests.kill_at" if env and "KEYROTATE_TEST_KILL_AT" in env else "keyrotate"
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=canaries.root, input=stdin, env=full_env,
                           capture_output=True, text=True, timeout=120, check=False)
     return done.returncode, done.stdout, done.stderr
 

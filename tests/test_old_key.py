@@ -102,7 +102,7 @@ def test_the_old_key_is_saved_before_the_key_file_is_replaced_and_only_once(
 ) -> None:
     old_key = trek3.key
     args = ["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file)]
-    killed = run_keyrotate(args, KEYROTATE_TEST_KILL_AT="key-file-temp")
+    killed = run_keyrotate(args, kill_at="key-file-temp")
     assert killed.returncode == -9
     (saved,) = saved_keys(trek3.data_dir)
     assert saved.read_text() == old_key.reveal()

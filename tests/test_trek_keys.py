@@ -167,7 +167,7 @@ def test_run_as_root_a_killed_run_leaves_wal_and_shm_owned_by_trek(trek3: TrekCo
         os.chown(path, 1234, 1235)
     args = ["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file)]
 
-    killed = run_keyrotate(args, KEYROTATE_TEST_KILL_AT="after-commit")
+    killed = run_keyrotate(args, kill_at="after-commit")
 
     assert killed.returncode == -9, killed.stderr
     sidecars = [trek3.data_dir / f"travel.db-{s}" for s in ("wal", "shm")]
