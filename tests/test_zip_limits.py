@@ -18,7 +18,7 @@ from keyrotate.errors import ExitCode
 from keyrotate.keys import create_key_file, generate_key_text
 
 from .conftest import TrekCopy
-from .ziphelpers import snapshot
+from .ziphelpers import build_zip64_backup, snapshot
 
 BOMB_ZEROS = 50 << 20  # deflates to about 50 KB: a 1,000:1 ratio
 
@@ -104,13 +104,8 @@ def test_backups_listing_reports_a_bomb_instead_of_unpacking_it(
 
 
 def test_dry_run_reports_a_zip64_member_as_the_real_run_leaves_it(trek3: TrekCopy, tmp_path: Path) -> None:
-    db_copy = snapshot(trek3.db, tmp_path / "snap.db")
     zip_path = tmp_path / "backup-64.zip"
-    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("travel.db", "w", force_zip64=True) as member:
-            member.write(db_copy.read_bytes())
-        archive.writestr("uploads/a.txt", b"a")
-    before = zip_path.read_bytes()
+    before = build_zip64_backup(trek3.db, zip_path)
 
     dry = rekey(zip_path, trek3, tmp_path, "--dry-run")
     real = rekey(zip_path, trek3, tmp_path)

@@ -12,7 +12,7 @@ from keyrotate.engine import verify_database
 from keyrotate.keys import Key
 
 from .conftest import TrekCopy
-from .ziphelpers import raw_members, snapshot
+from .ziphelpers import build_zip64_backup, raw_members, snapshot
 
 NEW = Key("the new key for zip layout tests", "new test key")
 
@@ -41,13 +41,8 @@ def test_member_order_stored_database_and_comment_are_kept(trek3: TrekCopy, tmp_
 
 
 def test_zip64_member_is_refused_and_left_alone(trek3: TrekCopy, tmp_path: Path) -> None:
-    db_copy = snapshot(trek3.db, tmp_path / "snap.db")
     zip_path = tmp_path / "backup-64.zip"
-    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("travel.db", "w", force_zip64=True) as member:
-            member.write(db_copy.read_bytes())
-        archive.writestr("uploads/a.txt", b"a")
-    before = zip_path.read_bytes()
+    before = build_zip64_backup(trek3.db, zip_path)
     result = rekey_backup(zip_path, [trek3.key], NEW)
     assert result.outcome == "left as it is" and "ZIP64" in result.reason
     assert zip_path.read_bytes() == before

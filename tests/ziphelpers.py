@@ -67,3 +67,13 @@ def raw_members(zip_path: Path) -> dict[str, bytes]:
             body = start + 30 + name_len + extra_len
             out[info.filename] = data[start : body + info.compress_size]
     return out
+
+
+def build_zip64_backup(db: Path, zip_path: Path) -> bytes:
+    """A backup ZIP whose travel.db member carries ZIP64 extra fields; returns its bytes."""
+    db_copy = snapshot(db, zip_path.with_name(f"{zip_path.stem}-snap.db"))
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("travel.db", "w", force_zip64=True) as member:
+            member.write(db_copy.read_bytes())
+        archive.writestr("uploads/a.txt", b"a")
+    return zip_path.read_bytes()
