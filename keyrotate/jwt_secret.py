@@ -22,6 +22,7 @@ from keyrotate.crashpoints import crash_point
 from keyrotate.database import connect, translate_error
 from keyrotate.errors import InputNotFoundError, KeyProblemError
 from keyrotate.files import replacing, write_new_file
+from keyrotate.keys import js_trim
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,10 @@ def rotate_jwt_secret(data_dir: Path, saved_old: Path, *, audit: bool = True,
     old_text = _read_no_links(jwt)
     encryption_key = data_dir / ".encryption_key"
     written = None
-    if not os.path.lexists(encryption_key) and old_text.strip():
+    in_use = js_trim(old_text)  # the key TREK encrypts with on the fallback: .jwt_secret as TREK trims it
+    if not os.path.lexists(encryption_key) and in_use:
         # The fallback: TREK encrypts with this very secret. Give encryption its own file first.
-        write_new_file(encryption_key, old_text.strip().encode("utf-8"), owner_like=jwt)
+        write_new_file(encryption_key, in_use.encode("utf-8"), owner_like=jwt)
         written = str(encryption_key)
     crash_point("jwt-secret")
     write_new_file(saved_old, old_text.encode("utf-8"), owner_like=jwt)

@@ -128,3 +128,14 @@ def test_rotate_jwt_secret_needs_a_data_dir(trek3: TrekCopy, new_key_file: Path)
                                        str(trek3.data_dir / ".encryption_key"), "--new-key-file", str(new_key_file),
                                        "--rotate-jwt-secret"])
     assert result.exit_code == 2 and "--rotate-jwt-secret needs --data-dir" in result.stderr
+
+
+def test_fallback_key_file_holds_the_key_as_trek_reads_jwt_secret(trek3: TrekCopy) -> None:
+    """TREK trims .jwt_secret with JavaScript's trim(): a BOM goes, a trailing U+001C stays. The new
+    .encryption_key must hold exactly the key TREK used, or TREK reads no secret after the split."""
+    key_text = make_fallback(trek3)
+    (trek3.data_dir / ".jwt_secret").write_text("\ufeff" + key_text + "\x1c\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["rotate-jwt-secret", "--data-dir", str(trek3.data_dir), "--no-audit-log"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert (trek3.data_dir / ".encryption_key").read_text(encoding="utf-8") == key_text + "\x1c"
