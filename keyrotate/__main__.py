@@ -17,7 +17,7 @@ def run() -> None:
     try:
         import click
 
-        from keyrotate.cli import main
+        from keyrotate.cli.app import main
 
         try:
             code = main.main(standalone_mode=False)

@@ -44,11 +44,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from keyrotate.catalogue import Presence, resolve_catalogue  # noqa: E402
-from keyrotate.database import WRITE_CACHE_KIB, inspect_database, quote_identifier  # noqa: E402
-from keyrotate.formats import API_PREFIX, IV_BYTES, MIN_SEALED_BYTES, TAG_BYTES, Scheme  # noqa: E402
-from keyrotate.keys import Key  # noqa: E402
-from keyrotate.scanning import BATCH_ROWS  # noqa: E402
+from keyrotate.rotation.scanning import BATCH_ROWS  # noqa: E402
+from keyrotate.store.database import WRITE_CACHE_KIB, quote_identifier  # noqa: E402
+from keyrotate.trek.catalogue import Presence, resolve_catalogue  # noqa: E402
+from keyrotate.trek.formats import API_PREFIX, IV_BYTES, MIN_SEALED_BYTES, TAG_BYTES, Scheme  # noqa: E402
+from keyrotate.trek.keys import Key  # noqa: E402
+from keyrotate.trek.schema import inspect_database  # noqa: E402
 
 NEW_KEY = "keyrotate-benchmark-new-key-not-secret"
 

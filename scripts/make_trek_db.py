@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build a TREK-shaped data directory of any size, for benchmarks.
 
-Same tables and mix of secret kinds as the fixtures (keyrotate.sample), every
+Same tables and mix of secret kinds as the fixtures (keyrotate.trek.sample), every
 byte derived from --seed, all secrets under a known key that is written to
 DIR/data/.encryption_key (mode 0600). With --secrets the number of users is
 chosen so that the database holds about that many encrypted secrets, at 20
@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keyrotate.keys import Key, create_key_file  # noqa: E402
-from keyrotate.sample import build_sample_database  # noqa: E402
+from keyrotate.trek.keys import Key, create_key_file  # noqa: E402
+from keyrotate.trek.sample import build_sample_database  # noqa: E402
 
 BENCHMARK_KEY = "keyrotate-benchmark-old-key-not-secret"  # a known key: these databases hold no real secret
 PHOTOS_PER_USER = 20.0
@@ -29,7 +29,7 @@ PLUGIN_USER_SHARE = 0.05
 
 
 def secrets_per_user(major: int, photos_per_user: float) -> float:
-    """Expected encrypted secrets per user for keyrotate.sample's rates."""
+    """Expected encrypted secrets per user for keyrotate.trek.sample's rates."""
     users = 0.76 + 0.44 + 0.4 + 0.32 + 3 * 0.28 + ((0.24 + 0.28) if major >= 4 else 0)
     settings = 0.4 + 0.28 + 0.36 + ((0.36 + 0.28) if major >= 4 else 0)
     albums = 0.5 * 0.35

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from keyrotate.formats import Scheme, decrypt_text
-from keyrotate.keys import Key, create_key_file, generate_key_text
+from keyrotate.trek.formats import Scheme, decrypt_text
+from keyrotate.trek.keys import Key, create_key_file, generate_key_text
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

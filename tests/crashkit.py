@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keyrotate.formats import Scheme, decrypt_text
-from keyrotate.keys import Key, create_key_file
-from keyrotate.sample import add_plugin_users, build_sample_database
+from keyrotate.trek.formats import Scheme, decrypt_text
+from keyrotate.trek.keys import Key, create_key_file
+from keyrotate.trek.sample import add_plugin_users, build_sample_database
 
 from .conftest import stored_value
 from .kill_at import KILL_VARIABLE, MARK_VARIABLE

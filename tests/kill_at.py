@@ -22,7 +22,9 @@ import sqlite3
 import sys
 from typing import Any
 
-from keyrotate import crashpoints, database, scanning
+from keyrotate import crashpoints
+from keyrotate.rotation import scanning
+from keyrotate.store import database
 
 KILL_VARIABLE = "KEYROTATE_TEST_KILL_AT"
 MARK_VARIABLE = "KEYROTATE_TEST_MARK_AT"

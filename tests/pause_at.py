@@ -52,7 +52,8 @@ def _counting(point: str, function: Callable[..., Any]) -> Callable[..., Any]:
 if POINT == "import":
     sys.meta_path.insert(0, _SlowImport())
 else:
-    from keyrotate import backups, crashpoints
+    from keyrotate import crashpoints
+    from keyrotate.operations import backup_zips as backups
 
     def named(name: str) -> None:
         if name == POINT:

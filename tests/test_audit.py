@@ -9,9 +9,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from keyrotate.audit import audit_database
-from keyrotate.cli import main
-from keyrotate.outputs import FORMATS, render
+from keyrotate.cli.app import main
+from keyrotate.cli.render import FORMATS, render
+from keyrotate.operations.audit import audit_database
 
 from .conftest import TrekCopy, table_dump
 

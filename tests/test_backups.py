@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from keyrotate.backups import find_backups, list_backups, rekey_backup
-from keyrotate.cli import main
-from keyrotate.engine import RotateOptions, rotate_database, verify_database
-from keyrotate.formats import Cipher, Scheme
-from keyrotate.keys import Key, create_key_file
+from keyrotate.cli.app import main
+from keyrotate.operations.backup_zips import find_backups, list_backups, rekey_backup
+from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
+from keyrotate.trek.formats import Cipher, Scheme
+from keyrotate.trek.keys import Key, create_key_file
 
 from .conftest import TrekCopy, copy_fixture, opens_under
 from .ziphelpers import UPLOADS, build_backup_zip, raw_members

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from keyrotate.cli import main
+from keyrotate.cli.app import main
 from keyrotate.errors import ExitCode
 
 from .conftest import TrekCopy, table_dump

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.batches import BatchSpec, CryptoContext, process_batch
-from keyrotate.engine import RotateOptions, rotate_database, verify_database
 from keyrotate.errors import KeyrotateError, UndecryptableError
-from keyrotate.formats import Cipher, Scheme
-from keyrotate.keys import Key
-from keyrotate.sample import build_sample_database
-from keyrotate.workers import CryptoPool, PendingBatch, worker_count
+from keyrotate.rotation.batches import BatchSpec, CryptoContext, process_batch
+from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
+from keyrotate.rotation.workers import CryptoPool, PendingBatch, worker_count
+from keyrotate.trek.formats import Cipher, Scheme
+from keyrotate.trek.keys import Key
+from keyrotate.trek.sample import build_sample_database
 
 from .conftest import TrekCopy, listing, opens_under, table_dump
 

@@ -9,10 +9,10 @@ from contextlib import closing
 import pytest
 from click.testing import CliRunner
 
-from keyrotate.cli import main
-from keyrotate.exposure import find_exposure
-from keyrotate.exposure_render import render_exposure
-from keyrotate.outputs import FORMATS
+from keyrotate.cli.app import main
+from keyrotate.cli.exposure_render import render_exposure
+from keyrotate.cli.render import FORMATS
+from keyrotate.operations.exposure import find_exposure
 
 from .conftest import TrekCopy
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from keyrotate.cli import main
+from keyrotate.cli.app import main
 from keyrotate.errors import ExitCode
-from keyrotate.keys import Key
+from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy, listing, opens_under, table_dump
 

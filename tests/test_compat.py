@@ -14,16 +14,17 @@ from typing import Any
 
 import pytest
 
-from keyrotate.audit import UNKNOWN, audit_database
-from keyrotate.catalogue import CATALOGUE, Presence, resolve_catalogue
-from keyrotate.database import connect, inspect_database
-from keyrotate.engine import RotateOptions, rotate_database, verify_database
 from keyrotate.errors import UndecryptableError
-from keyrotate.exposure import find_exposure
-from keyrotate.formats import Cipher, Scheme, decrypt_text
-from keyrotate.keys import Key
-from keyrotate.report import render_verify
-from keyrotate.sample import SampleDatabase, SampleSecret, build_sample_database
+from keyrotate.operations.audit import UNKNOWN, audit_database
+from keyrotate.operations.exposure import find_exposure
+from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
+from keyrotate.rotation.report import render_verify
+from keyrotate.store.database import connect
+from keyrotate.trek.catalogue import CATALOGUE, Presence, resolve_catalogue
+from keyrotate.trek.formats import Cipher, Scheme, decrypt_text
+from keyrotate.trek.keys import Key
+from keyrotate.trek.sample import SampleDatabase, SampleSecret, build_sample_database
+from keyrotate.trek.schema import inspect_database
 
 OLD = Key("the old key of the compat tests", "old test key")
 NEW = Key("the new key of the compat tests", "new test key")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.engine import RotateOptions, rotate_database, verify_database
 from keyrotate.errors import ExitCode, KeyProblemError, UndecryptableError, WrongKeyError
-from keyrotate.formats import Cipher, Scheme
-from keyrotate.keys import Key
+from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
+from keyrotate.trek.formats import Cipher, Scheme
+from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy, listing, opens_under, stored_value, table_dump
 

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from keyrotate.backups import rekey_backup
-from keyrotate.cli import main
-from keyrotate.database import backup_database
-from keyrotate.exposure import find_exposure
-from keyrotate.exposure_render import render_exposure as render
-from keyrotate.formats import Cipher, Scheme
-from keyrotate.keys import Key
-from keyrotate.outputs import FORMATS
+from keyrotate.cli.app import main
+from keyrotate.cli.exposure_render import render_exposure as render
+from keyrotate.cli.render import FORMATS
+from keyrotate.operations.backup_zips import rekey_backup
+from keyrotate.operations.exposure import find_exposure
+from keyrotate.store.database import backup_database
+from keyrotate.trek.formats import Cipher, Scheme
+from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy, table_dump
 from .ziphelpers import build_backup_zip

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.engine import verify_database
 from keyrotate.errors import CannotWriteError
-from keyrotate.files import replacing, write_new_file
+from keyrotate.rotation.engine import verify_database
+from keyrotate.store.files import replacing, write_new_file
 
 from .conftest import TrekCopy
 from .test_lifecycle import fingerprint, run_keyrotate

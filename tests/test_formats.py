@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyrotate.errors import KeyProblemError
-from keyrotate.formats import API_PREFIX, Cipher, Scheme, decrypt_text, encrypt_text, node_base64_decode
-from keyrotate.keys import Key
+from keyrotate.trek.formats import API_PREFIX, Cipher, Scheme, decrypt_text, encrypt_text, node_base64_decode
+from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy, stored_value
 

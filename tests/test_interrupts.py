@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from keyrotate.cli import main
+from keyrotate.cli.app import main
 
 from .crashkit import NEW_TEXT, OLD_TEXT, Scenario, environment, inspect, make_scenario
 from .ziphelpers import build_backup_zip, snapshot

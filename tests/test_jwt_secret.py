@@ -12,9 +12,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from keyrotate.cli import main
-from keyrotate.engine import verify_database
-from keyrotate.keys import Key
+from keyrotate.cli.app import main
+from keyrotate.rotation.engine import verify_database
+from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy
 from .test_lifecycle import run_keyrotate

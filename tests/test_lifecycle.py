@@ -12,9 +12,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from keyrotate.cli import main
-from keyrotate.engine import verify_database
-from keyrotate.keys import Key, create_key_file
+from keyrotate.cli.app import main
+from keyrotate.rotation.engine import verify_database
+from keyrotate.trek.keys import Key, create_key_file
 
 from .conftest import TrekCopy, listing
 

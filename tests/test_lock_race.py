@@ -7,9 +7,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from keyrotate.engine import verify_database
 from keyrotate.errors import ExitCode
-from keyrotate.keys import Key, create_key_file, generate_key_text
+from keyrotate.rotation.engine import verify_database
+from keyrotate.trek.keys import Key, create_key_file, generate_key_text
 
 from .conftest import TrekCopy
 from .test_lifecycle import REPO_ROOT, run_keyrotate
@@ -19,8 +19,8 @@ from .test_lifecycle import REPO_ROOT, run_keyrotate
 WINNER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from keyrotate.engine import RotateOptions, rotate_database
-    from keyrotate.keys import Key
+    from keyrotate.rotation.engine import RotateOptions, rotate_database
+    from keyrotate.trek.keys import Key
 
     db, go, old_key_file = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     old = Key(old_key_file.read_text().strip(), "old")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.formats import Cipher, Scheme
-from keyrotate.keys import Key, create_key_file
-from keyrotate.sample import add_plugin_users, build_sample_database
+from keyrotate.trek.formats import Cipher, Scheme
+from keyrotate.trek.keys import Key, create_key_file
+from keyrotate.trek.sample import add_plugin_users, build_sample_database
 
 from .ziphelpers import build_backup_zip
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.engine import RotateOptions, rotate_database
-from keyrotate.formats import API_PREFIX, EMBEDDED_TOKEN, Cipher, Scheme
-from keyrotate.keys import Key
+from keyrotate.rotation.engine import RotateOptions, rotate_database
+from keyrotate.trek.formats import API_PREFIX, EMBEDDED_TOKEN, Cipher, Scheme
+from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy
 

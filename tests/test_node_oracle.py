@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from keyrotate.formats import node_base64_decode
-from keyrotate.keys import create_key_file, generate_key_text
+from keyrotate.trek.formats import node_base64_decode
+from keyrotate.trek.keys import create_key_file, generate_key_text
 
 from .conftest import TrekCopy, stored_value
 

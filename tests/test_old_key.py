@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.backups import inspect_backup
-from keyrotate.engine import verify_database
-from keyrotate.keys import Key
+from keyrotate.operations.backup_zips import inspect_backup
+from keyrotate.rotation.engine import verify_database
+from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy, copy_fixture
 from .test_lifecycle import REPO_ROOT, run_keyrotate

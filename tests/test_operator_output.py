@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from keyrotate import engine
-from keyrotate.cli import main
+from keyrotate.cli.app import main
 from keyrotate.errors import ExitCode
-from keyrotate.formats import Scheme, encrypt_text
-from keyrotate.keys import Key, create_key_file, generate_key_text
-from keyrotate.report import FAILURE_EXAMPLES
-from keyrotate.sample import build_sample_database
-from keyrotate.scanning import FAILURE_DETAIL_LIMIT, Fingerprint
+from keyrotate.rotation import engine
+from keyrotate.rotation.report import FAILURE_EXAMPLES
+from keyrotate.rotation.scanning import FAILURE_DETAIL_LIMIT, Fingerprint
+from keyrotate.trek.formats import Scheme, encrypt_text
+from keyrotate.trek.keys import Key, create_key_file, generate_key_text
+from keyrotate.trek.sample import build_sample_database
 
 from .conftest import TrekCopy, listing
 from .test_lifecycle import run_keyrotate

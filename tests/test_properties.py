@@ -11,10 +11,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyrotate.engine import RotateOptions, rotate_database, verify_database
-from keyrotate.formats import Cipher, Scheme
-from keyrotate.keys import Key
-from keyrotate.sample import add_plugin_users, build_sample_database
+from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
+from keyrotate.trek.formats import Cipher, Scheme
+from keyrotate.trek.keys import Key
+from keyrotate.trek.sample import add_plugin_users, build_sample_database
 
 from .conftest import opens_under, stored_value
 

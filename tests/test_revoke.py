@@ -10,7 +10,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from keyrotate.cli import main
+from keyrotate.cli.app import main
 
 from .conftest import TrekCopy, table_dump
 from .test_bad_input import corrupt_ciphertext

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.engine import verify_database
-from keyrotate.keys import Key
+from keyrotate.rotation.engine import verify_database
+from keyrotate.trek.keys import Key
 
 from .conftest import FIXTURE_NAMES, copy_fixture
 

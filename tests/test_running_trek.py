@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from keyrotate.cli import main
-from keyrotate.engine import verify_database
+from keyrotate.cli.app import main
 from keyrotate.errors import ExitCode
-from keyrotate.keys import Key
-from keyrotate.processes import processes_holding
+from keyrotate.rotation.engine import verify_database
+from keyrotate.store.processes import processes_holding
+from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy, listing, table_dump
 

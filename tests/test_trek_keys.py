@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.engine import verify_database
-from keyrotate.keys import Key, js_trim, key_from_file
+from keyrotate.rotation.engine import verify_database
+from keyrotate.trek.keys import Key, js_trim, key_from_file
 
 from .conftest import TrekCopy
 from .test_lifecycle import REPO_ROOT, fingerprint, run_keyrotate

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from keyrotate import backups
-from keyrotate.cli import main
+from keyrotate.cli.app import main
 from keyrotate.errors import ExitCode
-from keyrotate.keys import create_key_file, generate_key_text
+from keyrotate.operations import backup_zips as backups
+from keyrotate.trek.keys import create_key_file, generate_key_text
 
 from .conftest import TrekCopy
 from .ziphelpers import build_zip64_backup, snapshot

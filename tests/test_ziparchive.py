@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.backups import rekey_backup
-from keyrotate.engine import verify_database
-from keyrotate.keys import Key
+from keyrotate.operations.backup_zips import rekey_backup
+from keyrotate.rotation.engine import verify_database
+from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy
 from .ziphelpers import build_zip64_backup, raw_members, snapshot

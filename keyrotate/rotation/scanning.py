@@ -22,13 +22,14 @@ from os import urandom
 from pathlib import Path
 from typing import Any
 
-from keyrotate.batches import NOT_OPENED, BatchResult, BatchSpec, CryptoContext, process_batch
-from keyrotate.catalogue import NOT_SECRETS, JsonSecrets, Presence, ResolvedLocation, SecretLocation
-from keyrotate.database import DatabaseInfo, InThread, connect, quote_identifier
 from keyrotate.errors import VerificationError
-from keyrotate.formats import API_PREFIX, EMBEDDED_TOKEN, MIN_SEALED_BYTES, Cipher, Scheme, node_base64_decode
-from keyrotate.keys import Key
-from keyrotate.workers import CryptoPool, PendingBatch
+from keyrotate.rotation.batches import NOT_OPENED, BatchResult, BatchSpec, CryptoContext, process_batch
+from keyrotate.rotation.workers import CryptoPool, PendingBatch
+from keyrotate.store.database import InThread, connect, quote_identifier
+from keyrotate.trek.catalogue import NOT_SECRETS, JsonSecrets, Presence, ResolvedLocation, SecretLocation
+from keyrotate.trek.formats import API_PREFIX, EMBEDDED_TOKEN, MIN_SEALED_BYTES, Cipher, Scheme, node_base64_decode
+from keyrotate.trek.keys import Key
+from keyrotate.trek.schema import DatabaseInfo
 
 BATCH_ROWS = 2000
 LOOKALIKE = "looks like a token but opens under none of the keys; left as it is"
@@ -118,7 +119,7 @@ class Fingerprint:
     Lets the post-commit check prove that every plaintext came back unchanged
     without holding any plaintext in memory. Keyed with a per-run random key,
     so the digest says nothing about the secrets. Whole-value locations add one
-    digest per batch of rows (:class:`keyrotate.batches.BatchResult`), JSON
+    digest per batch of rows (:class:`keyrotate.rotation.batches.BatchResult`), JSON
     fields and discovered tokens one per value.
     """
 

@@ -22,12 +22,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from keyrotate.engine import RotateOptions, rotate_database, verify_database
 from keyrotate.errors import KeyrotateError, WrongKeyError
-from keyrotate.files import new_file, replacing
-from keyrotate.keys import Key
-from keyrotate.report import SCHEMA_VERSION
-from keyrotate.ziparchive import ZipLayoutError, check_replaceable, read_layout, replace_member
+from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
+from keyrotate.rotation.report import SCHEMA_VERSION
+from keyrotate.store.files import new_file, replacing
+from keyrotate.store.ziparchive import ZipLayoutError, check_replaceable, read_layout, replace_member
+from keyrotate.trek.keys import Key
 
 BACKUP_GLOBS = ("backup-*.zip", "auto-backup-*.zip")
 DB_MEMBER = "travel.db"

@@ -14,7 +14,7 @@ import stat
 from contextlib import suppress
 from pathlib import Path
 
-from keyrotate.files import fsync_directory, write_new_file
+from keyrotate.store.files import fsync_directory, write_new_file
 
 
 def _prefix(db: Path) -> str:

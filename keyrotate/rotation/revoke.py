@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from keyrotate.beyond import OPEN_INVITES
-from keyrotate.database import quote_identifier
+from keyrotate.store.database import quote_identifier
+from keyrotate.trek.beyond import OPEN_INVITES
 
 SHARE_TABLES = ("share_tokens", "journey_share_tokens")
 

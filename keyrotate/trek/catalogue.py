@@ -12,7 +12,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from keyrotate.formats import Scheme
+from keyrotate.trek.formats import Scheme
 
 
 class JsonSecrets(enum.Enum):

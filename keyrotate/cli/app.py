@@ -15,12 +15,16 @@ from typing import Any, NoReturn
 import click
 
 from keyrotate import __version__, interrupts
-from keyrotate.backups import find_backups
-from keyrotate.cli_interrupts import rerun_command, signal_name, stopped_after_commit, stopped_before_commit
-from keyrotate.database import locate_database
-from keyrotate.engine import RotateOptions, RotationPlan, rotate_database, verify_database
+from keyrotate.cli.interrupted import rerun_command, signal_name, stopped_after_commit, stopped_before_commit
 from keyrotate.errors import ExitCode, KeyrotateError
-from keyrotate.keys import (
+from keyrotate.operations.backup_zips import find_backups
+from keyrotate.rotation.engine import RotateOptions, RotationPlan, rotate_database, verify_database
+from keyrotate.rotation.old_key import environment_holds, fallback_explanation
+from keyrotate.rotation.report import printable, render_rotation, render_verify
+from keyrotate.rotation.revoke import Revocation
+from keyrotate.rotation.scanning import ProgressCallback
+from keyrotate.store.database import locate_database
+from keyrotate.trek.keys import (
     Key,
     create_key_file,
     generate_key_text,
@@ -30,10 +34,6 @@ from keyrotate.keys import (
     refuse_unreadable_new_key,
     resolve_trek_key,
 )
-from keyrotate.lifecycle import environment_holds, fallback_explanation
-from keyrotate.report import printable, render_rotation, render_verify
-from keyrotate.revoke import Revocation
-from keyrotate.scanning import ProgressCallback
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -487,10 +487,10 @@ def demo(keep: Path | None) -> None:
     Builds a small database in a temporary directory, then runs generate-key,
     verify, rotate --dry-run, rotate and verify on it, explaining each step.
     """
-    from keyrotate.demo import run_demo
+    from keyrotate.operations.demo import run_demo
 
     _run(lambda: run_demo(keep, lambda line: click.echo(line, err=True)))
 
 
 # The operations commands register themselves on `main`; imported last because they use the helpers above.
-from keyrotate import cli_operations as ops  # noqa: E402
+from keyrotate.cli import leak_commands as ops  # noqa: E402

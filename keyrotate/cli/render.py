@@ -13,7 +13,7 @@ import io
 import json
 from typing import Any, Protocol
 
-from keyrotate.report import printable
+from keyrotate.rotation.report import printable
 
 FORMATS = ("text", "json", "markdown", "csv")
 

@@ -1,4 +1,4 @@
-"""Opening a TREK database safely, looking at its schema, and backing it up.
+"""Opening a SQLite database safely, locking it, and backing it up.
 
 All access goes through SQLite itself, so committed data still waiting in the
 ``-wal`` file is always seen (copying ``travel.db`` alone would lose it).
@@ -12,21 +12,18 @@ import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from keyrotate import uncommitted
-from keyrotate.catalogue import TrekVersion, detect_trek_version
 from keyrotate.errors import (
     CannotWriteError,
     DatabaseBusyError,
     InputNotFoundError,
     NotADatabaseError,
-    NotTrekError,
 )
-from keyrotate.files import publish, temporary_beside
+from keyrotate.store import uncommitted
+from keyrotate.store.files import publish, temporary_beside
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Page cache for the rotation's write connection. SQLite's default (2 MB) makes a
@@ -35,7 +32,6 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 WRITE_CACHE_KIB = 16 * 1024
 
 T = TypeVar("T")
-TREK_TABLES = ("users", "settings", "app_settings")
 
 
 def locate_database(db: Path | None, data_dir: Path | None) -> Path:
@@ -105,44 +101,6 @@ def connect(path: Path, *, busy_timeout: float = 5.0) -> sqlite3.Connection:
             raise NotADatabaseError(f"SQLite cannot open {path}: {exc}.") from None
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
-
-
-@dataclass(frozen=True)
-class DatabaseInfo:
-    path: Path
-    schema: dict[str, tuple[str, ...]]
-    without_rowid: frozenset[str]
-    schema_version: int | None
-    version: TrekVersion
-
-
-def inspect_database(conn: sqlite3.Connection, path: Path) -> DatabaseInfo:
-    """Read the schema and decide whether this is TREK's database."""
-    try:
-        rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise translate_error(exc, path) from None
-    schema: dict[str, tuple[str, ...]] = {}
-    without_rowid = set()
-    for name, sql in rows:
-        if name.startswith("sqlite_"):
-            continue
-        columns = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({quote_identifier(name)})"))
-        schema[name] = columns
-        if sql and "WITHOUT ROWID" in sql.upper():
-            without_rowid.add(name)
-    missing = [t for t in TREK_TABLES if t not in schema]
-    if missing or "password_hash" not in schema.get("users", ()):
-        raise NotTrekError(
-            f"{path} is a SQLite database but not TREK's (missing: "
-            f"{', '.join(missing) or 'users.password_hash'}). Point keyrotate at TREK's data/travel.db."
-        )
-    schema_version = None
-    if "schema_version" in schema:
-        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-        schema_version = row[0] if row and isinstance(row[0], int) else None
-    return DatabaseInfo(path, schema, frozenset(without_rowid), schema_version,
-                        detect_trek_version(schema, schema_version))
 
 
 def check_integrity(conn: sqlite3.Connection, path: Path) -> None:

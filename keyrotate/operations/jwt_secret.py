@@ -17,12 +17,12 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyrotate.audit_log import ROTATE_JWT_SECRET, record_in_audit_log
 from keyrotate.crashpoints import crash_point
-from keyrotate.database import connect, translate_error
 from keyrotate.errors import InputNotFoundError, KeyProblemError
-from keyrotate.files import replacing, write_new_file
-from keyrotate.keys import js_trim
+from keyrotate.store.database import connect, translate_error
+from keyrotate.store.files import replacing, write_new_file
+from keyrotate.trek.audit_log import ROTATE_JWT_SECRET, record_in_audit_log
+from keyrotate.trek.keys import js_trim
 
 
 @dataclass(frozen=True)

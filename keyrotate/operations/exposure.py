@@ -18,16 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keyrotate.beyond import Finding, find_beyond
-from keyrotate.catalogue import CATALOGUE, JsonSecrets, SecretLocation, resolve_catalogue
-from keyrotate.database import quote_identifier, translate_error
-from keyrotate.engine import crypto_pool, open_database
 from keyrotate.errors import KeyProblemError
-from keyrotate.exposure_copies import ExposedCopy, find_exposed_copies
-from keyrotate.exposure_groups import GroupTally, tier_of
-from keyrotate.formats import Scheme
-from keyrotate.keys import Key
-from keyrotate.scanning import Keyring, ProgressCallback, Scanner
+from keyrotate.operations.exposure_copies import ExposedCopy, find_exposed_copies
+from keyrotate.operations.exposure_groups import GroupTally, tier_of
+from keyrotate.rotation.engine import crypto_pool, open_database
+from keyrotate.rotation.scanning import Keyring, ProgressCallback, Scanner
+from keyrotate.store.database import quote_identifier, translate_error
+from keyrotate.trek.beyond import Finding, find_beyond
+from keyrotate.trek.catalogue import CATALOGUE, JsonSecrets, SecretLocation, resolve_catalogue
+from keyrotate.trek.formats import Scheme
+from keyrotate.trek.keys import Key
 
 MFA_ADVICE = "the user must disable and re-enrol MFA in TREK (the TOTP seed is compromised; old codes keep working until then)"
 FLUSH_EVERY = 2000  # hits described per bulk read: bounds memory whatever the number of secrets

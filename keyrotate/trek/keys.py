@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyrotate.errors import InputNotFoundError, KeyProblemError
-from keyrotate.files import write_new_file
+from keyrotate.store.files import write_new_file
 
 API_DOMAIN = "api_keys"
 MFA_DOMAIN = "mfa"

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyrotate.database import quote_identifier
+from keyrotate.store.database import quote_identifier
 
 Schema = Mapping[str, Sequence[str]]
 

@@ -16,7 +16,7 @@ import re
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keyrotate.keys import API_DOMAIN, MFA_DOMAIN, Key
+from keyrotate.trek.keys import API_DOMAIN, MFA_DOMAIN, Key
 
 API_PREFIX = "enc:v1:"
 IV_BYTES = 12

@@ -15,7 +15,7 @@ import click
 
 from keyrotate.errors import CancelledError, InterruptedAfterCommitError
 from keyrotate.interrupts import ROLLED_BACK, Interrupted, signal_number
-from keyrotate.report import RotationReport
+from keyrotate.rotation.report import RotationReport
 
 # rotate options a rerun after the commit leaves out: the backup exists now, a dry run never commits, the new
 # key is no longer generated but read from where it was saved, and the leak checklist needs the old key.

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keyrotate.catalogue import CATALOGUE, NOT_SECRETS, Presence, SecretLocation, resolve_catalogue
-from keyrotate.database import quote_identifier, translate_error
-from keyrotate.engine import open_database
-from keyrotate.report import SCHEMA_VERSION
-from keyrotate.scanning import Keyring, Scanner
+from keyrotate.rotation.engine import open_database
+from keyrotate.rotation.report import SCHEMA_VERSION
+from keyrotate.rotation.scanning import Keyring, Scanner
+from keyrotate.store.database import quote_identifier, translate_error
+from keyrotate.trek.catalogue import CATALOGUE, NOT_SECRETS, Presence, SecretLocation, resolve_catalogue
 
 # Names that say "secret"; hashes, expiry times, ids and flags about secrets say nothing.
 _SECRET_NAME = re.compile(r"(api_?key|secret|password|passwd|passphrase|token|_pass|_sid|access_?key)$", re.I)

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyrotate.backups import find_backups, inspect_backup
-from keyrotate.keys import Key
+from keyrotate.operations.backup_zips import find_backups, inspect_backup
+from keyrotate.trek.keys import Key
 
 # Copies of travel.db that keyrotate (and TREK's own script) leave next to it.
 COPY_PATTERNS = (

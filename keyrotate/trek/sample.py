@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keyrotate.catalogue import MARKED_RELEASES, R3_1_0, R3_2_0, R3_2_1, R3_3_0, R4, Release
-from keyrotate.files import write_new_file
-from keyrotate.formats import IV_BYTES, Cipher, Scheme
-from keyrotate.keys import Key
+from keyrotate.store.files import write_new_file
+from keyrotate.trek.catalogue import MARKED_RELEASES, R3_1_0, R3_2_0, R3_2_1, R3_3_0, R4, Release
+from keyrotate.trek.formats import IV_BYTES, Cipher, Scheme
+from keyrotate.trek.keys import Key
 
 _V3_SCHEMA = """
 CREATE TABLE schema_version (id INTEGER PRIMARY KEY AUTOINCREMENT, version INTEGER NOT NULL);

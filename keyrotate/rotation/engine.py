@@ -21,25 +21,7 @@ from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyrotate.audit_log import ROTATE_ENCRYPTION_KEY, record_in_audit_log
-from keyrotate.catalogue import CATALOGUE, Presence, ResolvedLocation, resolve_catalogue
 from keyrotate.crashpoints import crash_point
-from keyrotate.database import (
-    WRITE_CACHE_KIB,
-    BackupJob,
-    DatabaseInfo,
-    check_integrity,
-    check_sqlite_header,
-    check_writable,
-    checkpoint,
-    connect,
-    inspect_database,
-    quote_identifier,
-    refuse_existing_backup,
-    restore_command,
-    translate_error,
-    write_transaction,
-)
 from keyrotate.errors import (
     CancelledError,
     CannotWriteError,
@@ -50,13 +32,9 @@ from keyrotate.errors import (
     VerificationError,
     WrongKeyError,
 )
-from keyrotate.files import check_replaceable, replacing
-from keyrotate.formats import Cipher, Scheme
 from keyrotate.interrupts import COMMITTED, ROLLED_BACK, Hold, Interrupted, signal_number
-from keyrotate.keys import Key, js_trim, refuse_unreadable_new_key
-from keyrotate.lifecycle import save_old_key
-from keyrotate.processes import refuse_if_open_elsewhere
-from keyrotate.report import (
+from keyrotate.rotation.old_key import save_old_key
+from keyrotate.rotation.report import (
     FailedSecret,
     LocationResult,
     RotationReport,
@@ -64,10 +42,31 @@ from keyrotate.report import (
     summarise_failures,
     unopened_by_label,
 )
-from keyrotate.revoke import Revocation, revoke_tokens
-from keyrotate.scanning import Fingerprint, Keyring, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
-from keyrotate.uncommitted import remove_leftovers
-from keyrotate.workers import CryptoPool, worker_count
+from keyrotate.rotation.revoke import Revocation, revoke_tokens
+from keyrotate.rotation.scanning import Fingerprint, Keyring, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
+from keyrotate.rotation.workers import CryptoPool, worker_count
+from keyrotate.store.database import (
+    WRITE_CACHE_KIB,
+    BackupJob,
+    check_integrity,
+    check_sqlite_header,
+    check_writable,
+    checkpoint,
+    connect,
+    quote_identifier,
+    refuse_existing_backup,
+    restore_command,
+    translate_error,
+    write_transaction,
+)
+from keyrotate.store.files import check_replaceable, replacing
+from keyrotate.store.processes import refuse_if_open_elsewhere
+from keyrotate.store.uncommitted import remove_leftovers
+from keyrotate.trek.audit_log import ROTATE_ENCRYPTION_KEY, record_in_audit_log
+from keyrotate.trek.catalogue import CATALOGUE, Presence, ResolvedLocation, resolve_catalogue
+from keyrotate.trek.formats import Cipher, Scheme
+from keyrotate.trek.keys import Key, js_trim, refuse_unreadable_new_key
+from keyrotate.trek.schema import DatabaseInfo, inspect_database
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from keyrotate.batches import BatchResult, BatchSpec, CryptoContext, Row, process_batch
 from keyrotate.errors import KeyrotateError
-from keyrotate.keys import Key
+from keyrotate.rotation.batches import BatchResult, BatchSpec, CryptoContext, Row, process_batch
+from keyrotate.trek.keys import Key
 
 
 def _pack_rows(rows: list[Row]) -> tuple[list[int], str] | list[Row]:

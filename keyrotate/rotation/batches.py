@@ -2,7 +2,7 @@
 
 A batch is a list of ``(rowid, stored value)`` rows of one catalogued location.
 :func:`process_batch` is a pure function of the keys and the rows, so it runs
-the same in this process or in a worker (:mod:`keyrotate.workers`). Results
+the same in this process or in a worker (:mod:`keyrotate.rotation.workers`). Results
 carry counts, row ids and new ciphertexts, never a plaintext.
 """
 
@@ -19,8 +19,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyrotate.errors import VerificationError
-from keyrotate.formats import API_PREFIX, IV_BYTES, MIN_SEALED_BYTES, TAG_BYTES, Scheme, node_base64_decode
-from keyrotate.keys import Key
+from keyrotate.trek.formats import API_PREFIX, IV_BYTES, MIN_SEALED_BYTES, TAG_BYTES, Scheme, node_base64_decode
+from keyrotate.trek.keys import Key
 
 Row = tuple[int, Any]
 NOT_OPENED = "opens under none of the keys"

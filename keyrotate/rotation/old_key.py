@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from keyrotate.crashpoints import crash_point
-from keyrotate.files import write_new_file
-from keyrotate.keys import Key, TrekKeyResolution, create_key_file, generate_key_text, js_trim
+from keyrotate.store.files import write_new_file
+from keyrotate.trek.keys import Key, TrekKeyResolution, create_key_file, generate_key_text, js_trim
 
 
 def generate_new_key(out: Path) -> Key:

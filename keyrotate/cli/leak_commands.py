@@ -18,9 +18,7 @@ from typing import Any
 
 import click
 
-from keyrotate.audit import audit_database
-from keyrotate.backups import BackupListing, RekeyReport, RekeyResult, find_backups, list_backups, rekey_backups
-from keyrotate.cli import (
+from keyrotate.cli.app import (
     _check_new_key,
     _database,
     _keys,
@@ -38,17 +36,26 @@ from keyrotate.cli import (
     quiet_option,
     wait_option,
 )
-from keyrotate.cli_interrupts import signal_name, stopped_before_commit
+from keyrotate.cli.exposure_render import ExposureWriter, exposure_text, totals
+from keyrotate.cli.interrupted import signal_name, stopped_before_commit
+from keyrotate.cli.render import FORMATS, render
 from keyrotate.errors import ExitCode, InputNotFoundError, InterruptedAfterCommitError, KeyProblemError, KeyrotateError
-from keyrotate.exposure import ExposureReport, find_exposure
-from keyrotate.exposure_copies import find_exposed_copies
-from keyrotate.exposure_render import ExposureWriter, exposure_text, totals
-from keyrotate.jwt_secret import JwtRotation, rotate_jwt_secret
-from keyrotate.keys import Key
-from keyrotate.lifecycle import environment_holds, generate_new_key, next_steps, saved_old_keys
-from keyrotate.outputs import FORMATS, render
-from keyrotate.processes import refuse_if_open_elsewhere
-from keyrotate.report import RotationReport
+from keyrotate.operations.audit import audit_database
+from keyrotate.operations.backup_zips import (
+    BackupListing,
+    RekeyReport,
+    RekeyResult,
+    find_backups,
+    list_backups,
+    rekey_backups,
+)
+from keyrotate.operations.exposure import ExposureReport, find_exposure
+from keyrotate.operations.exposure_copies import find_exposed_copies
+from keyrotate.operations.jwt_secret import JwtRotation, rotate_jwt_secret
+from keyrotate.rotation.old_key import environment_holds, generate_new_key, next_steps, saved_old_keys
+from keyrotate.rotation.report import RotationReport
+from keyrotate.store.processes import refuse_if_open_elsewhere
+from keyrotate.trek.keys import Key
 
 _OPENS_DATABASE = {
     3: "database or data directory not found", 4: "not SQLite, or damaged", 5: "SQLite, but not TREK's",

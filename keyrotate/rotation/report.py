@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from keyrotate.revoke import describe as describe_revoked
+from keyrotate.rotation.revoke import describe as describe_revoked
 
 SCHEMA_VERSION = 1
 

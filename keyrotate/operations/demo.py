@@ -7,11 +7,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from keyrotate.engine import RotateOptions, rotate_database, verify_database
 from keyrotate.errors import ExitCode
-from keyrotate.keys import create_key_file, generate_key_text, key_from_file, resolve_trek_key
-from keyrotate.report import render_rotation, render_verify
-from keyrotate.sample import add_plugin_users, build_sample_database
+from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
+from keyrotate.rotation.report import render_rotation, render_verify
+from keyrotate.trek.keys import create_key_file, generate_key_text, key_from_file, resolve_trek_key
+from keyrotate.trek.sample import add_plugin_users, build_sample_database
 
 
 def run_demo(keep: Path | None, say: Callable[[str], None]) -> int:

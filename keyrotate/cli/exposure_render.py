@@ -13,10 +13,10 @@ import json
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from keyrotate.exposure import ExposedSecret, ExposureReport
-from keyrotate.exposure_groups import GroupLine
-from keyrotate.report import SCHEMA_VERSION
-from keyrotate.report import printable as _clean
+from keyrotate.operations.exposure import ExposedSecret, ExposureReport
+from keyrotate.operations.exposure_groups import GroupLine
+from keyrotate.rotation.report import SCHEMA_VERSION
+from keyrotate.rotation.report import printable as _clean
 
 TITLE = "Secrets readable with the suspected key"
 CSV_COLUMNS = ("what", "owner", "where", "revoke or reissue at", "group")
