@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keyrotate.rotation.engine import open_database
 from keyrotate.rotation.report import SCHEMA_VERSION
 from keyrotate.rotation.scanning import Keyring, Scanner
-from keyrotate.store.database import quote_identifier, translate_error
-from keyrotate.trek.catalogue import CATALOGUE, NOT_SECRETS, Presence, SecretLocation, resolve_catalogue
+from keyrotate.rotation.session import ReadSession, read_session
+from keyrotate.store.database import quote_identifier
+from keyrotate.trek.catalogue import CATALOGUE, NOT_SECRETS, Presence, SecretLocation
 
 # Names that say "secret"; hashes, expiry times, ids and flags about secrets say nothing.
 _SECRET_NAME = re.compile(r"(api_?key|secret|password|passwd|passphrase|token|_pass|_sid|access_?key)$", re.I)
@@ -86,40 +86,43 @@ class AuditReport:
 
 
 def audit_database(db_path: Path, *, busy_timeout: float = 10.0) -> AuditReport:
-    conn, info = open_database(db_path, busy_timeout, for_writing=False)
-    try:
-        conn.execute("BEGIN")
-        resolved = resolve_catalogue(info.schema, info.version)
-        findings: list[AuditFinding] = []
-        for entry in resolved:
-            if entry.presence is not Presence.PLAINTEXT_IN_THIS_VERSION:
-                continue
-            loc = entry.location
-            count = _count_plaintext(conn, loc.table, loc.column, loc.setting_key, loc.key_column)
-            if count:
-                findings.append(AuditFinding(
-                    "plaintext in this TREK version", loc.label, loc.what, count,
-                    f"{entry.reason}. TREK {_encrypted_from(loc)} encrypts it: after upgrading, run {ENCRYPT_COMMAND}",
-                ))
-        # An empty keyring opens nothing, but the Scanner still counts plaintext where ciphertext belongs.
-        scanner = Scanner(conn, info, resolved, Keyring(()))
-        scanner.run("audit")
-        by_label = {loc.label: loc for loc in CATALOGUE}
-        for tally in scanner.tallies.values():
-            known = by_label.get(tally.label)
-            if not tally.catalogued or known is None or not tally.plaintext:
-                continue
-            fix = (ENCRYPT_COMMAND if tally.encryptable_plaintext == tally.plaintext else
-                   f"{ENCRYPT_COMMAND} ({tally.plaintext - tally.encryptable_plaintext} value(s) it cannot rewrite "
-                   "safely: re-enter those in TREK)")
-            findings.append(AuditFinding("legacy plaintext", tally.label, known.what, tally.plaintext, fix))
-        findings.extend(_uncatalogued(conn, info.schema))
-        conn.execute("ROLLBACK")
-    except sqlite3.Error as exc:
-        raise translate_error(exc, db_path) from None
-    finally:
-        conn.close()
-    return AuditReport(str(db_path), info.version.evidence, tuple(findings))
+    with read_session(db_path, busy_timeout) as session:
+        findings = _plaintext_in_this_version(session)
+        findings += _legacy_plaintext(session)
+        findings += _uncatalogued(session.conn, session.info.schema)
+    return AuditReport(str(db_path), session.info.version.evidence, tuple(findings))
+
+
+def _plaintext_in_this_version(session: ReadSession) -> list[AuditFinding]:
+    findings = []
+    for entry in session.resolved:
+        if entry.presence is not Presence.PLAINTEXT_IN_THIS_VERSION:
+            continue
+        loc = entry.location
+        count = _count_plaintext(session.conn, loc.table, loc.column, loc.setting_key, loc.key_column)
+        if count:
+            findings.append(AuditFinding(
+                "plaintext in this TREK version", loc.label, loc.what, count,
+                f"{entry.reason}. TREK {_encrypted_from(loc)} encrypts it: after upgrading, run {ENCRYPT_COMMAND}",
+            ))
+    return findings
+
+
+def _legacy_plaintext(session: ReadSession) -> list[AuditFinding]:
+    # An empty keyring opens nothing, but the Scanner still counts plaintext where ciphertext belongs.
+    scanner = Scanner(session.conn, session.info, session.resolved, Keyring(()))
+    scanner.run("audit")
+    by_label = {loc.label: loc for loc in CATALOGUE}
+    findings = []
+    for tally in scanner.tallies.values():
+        known = by_label.get(tally.label)
+        if not tally.catalogued or known is None or not tally.plaintext:
+            continue
+        fix = (ENCRYPT_COMMAND if tally.encryptable_plaintext == tally.plaintext else
+               f"{ENCRYPT_COMMAND} ({tally.plaintext - tally.encryptable_plaintext} value(s) it cannot rewrite "
+               "safely: re-enter those in TREK)")
+        findings.append(AuditFinding("legacy plaintext", tally.label, known.what, tally.plaintext, fix))
+    return findings
 
 
 def _looks_like_credential(table: str, column: str) -> bool:

@@ -21,11 +21,11 @@ from typing import Any
 from keyrotate.errors import KeyProblemError
 from keyrotate.operations.exposure_copies import ExposedCopy, find_exposed_copies
 from keyrotate.operations.exposure_groups import GroupTally, tier_of
-from keyrotate.rotation.engine import crypto_pool, open_database
 from keyrotate.rotation.scanning import Keyring, ProgressCallback, Scanner
-from keyrotate.store.database import quote_identifier, translate_error
+from keyrotate.rotation.session import crypto_pool, read_session
+from keyrotate.store.database import quote_identifier
 from keyrotate.trek.beyond import Finding, find_beyond
-from keyrotate.trek.catalogue import CATALOGUE, JsonSecrets, SecretLocation, resolve_catalogue
+from keyrotate.trek.catalogue import CATALOGUE, JsonSecrets, SecretLocation
 from keyrotate.trek.formats import Scheme
 from keyrotate.trek.keys import Key
 
@@ -103,21 +103,14 @@ def find_exposure(
         if on_secret is not None:
             on_secret(secret)
 
-    with crypto_pool(db_path, suspected, workers) as pool:
-        conn, info = open_database(db_path, busy_timeout, for_writing=False)
-        try:
-            conn.execute("BEGIN")
-            describer = _Describer(conn, info.schema, groups, emit if keep_secrets or on_secret else None)
-            scanner = Scanner(conn, info, resolve_catalogue(info.schema, info.version), Keyring(suspected),
-                              on_token=describer.on_token, pool=pool)
-            scanner.run("exposure", progress)
-            describer.finish()
-            beyond = find_beyond(conn, info.schema, db_path.parent if data_dir is None else data_dir)
-            conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            raise translate_error(exc, db_path) from None
-        finally:
-            conn.close()
+    with crypto_pool(db_path, suspected, workers) as pool, read_session(db_path, busy_timeout) as session:
+        conn, schema = session.conn, session.info.schema
+        describer = _Describer(conn, schema, groups, emit if keep_secrets or on_secret else None)
+        scanner = Scanner(conn, session.info, session.resolved, Keyring(suspected), on_token=describer.on_token,
+                          pool=pool)
+        scanner.run("exposure", progress)
+        describer.finish()
+        beyond = find_beyond(conn, schema, db_path.parent if data_dir is None else data_dir)
     plaintext = sum(t.plaintext for t in scanner.tallies.values() if t.catalogued)
     copies = find_exposed_copies(db_path, suspected) if check_copies else ()
     return ExposureReport(str(db_path), tuple(k.source for k in suspected), tuple(kept), copies, plaintext,

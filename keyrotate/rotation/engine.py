@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +44,11 @@ from keyrotate.rotation.report import (
 )
 from keyrotate.rotation.revoke import Revocation, revoke_tokens
 from keyrotate.rotation.scanning import Fingerprint, Keyring, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
-from keyrotate.rotation.workers import CryptoPool, worker_count
+from keyrotate.rotation.session import crypto_pool, open_database, read_session, snapshot
+from keyrotate.rotation.workers import CryptoPool
 from keyrotate.store.database import (
     WRITE_CACHE_KIB,
     BackupJob,
-    check_integrity,
-    check_sqlite_header,
-    check_writable,
     checkpoint,
     connect,
     quote_identifier,
@@ -66,7 +64,7 @@ from keyrotate.trek.audit_log import ROTATE_ENCRYPTION_KEY, record_in_audit_log
 from keyrotate.trek.catalogue import CATALOGUE, Presence, ResolvedLocation, resolve_catalogue
 from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key, js_trim, refuse_unreadable_new_key
-from keyrotate.trek.schema import DatabaseInfo, inspect_database
+from keyrotate.trek.schema import DatabaseInfo
 
 
 @dataclass(frozen=True)
@@ -129,41 +127,6 @@ def check_keys(old_keys: Sequence[Key], new_key: Key) -> None:
                 f"The new key ({new_key.source}) is the same as an old key ({old.source}). "
                 "Generate a new one with: keyrotate generate-key --out FILE"
             )
-
-
-def open_database(path: Path, busy_timeout: float, *, for_writing: bool) -> tuple[sqlite3.Connection, DatabaseInfo]:
-    check_sqlite_header(path)
-    if for_writing:
-        check_writable(path)
-    conn = connect(path, busy_timeout=busy_timeout)
-    try:
-        info = inspect_database(conn, path)
-        check_integrity(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn, info
-
-
-@contextmanager
-def crypto_pool(db_path: Path, keys: Sequence[Key], requested: int | None) -> Iterator[CryptoPool | None]:
-    """Worker processes for the crypto, or None when this machine or database gains nothing from them.
-
-    Started before the database is opened, so the workers hold no connection.
-    """
-    size = 0
-    for path in (db_path, Path(f"{db_path}-wal")):
-        with suppress(OSError):
-            size += path.stat().st_size
-    workers = worker_count(requested, size)
-    if workers == 0:
-        yield None
-        return
-    pool = CryptoPool(keys, workers)
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 def rotate_database(
@@ -460,24 +423,15 @@ def verify_database(
     """Read-only: which of ``keys`` opens each secret."""
     if not keys:
         raise KeyProblemError("No key was given to verify.")
-    with crypto_pool(db_path, keys, workers) as pool:
-        conn, info = open_database(db_path, busy_timeout, for_writing=False)
-        resolved = resolve_catalogue(info.schema, info.version)
-        try:
-            conn.execute("BEGIN")  # one consistent snapshot across all tables
-            scanner = Scanner(conn, info, resolved, Keyring(keys), pool=pool)
-            scanner.run("verify", progress)
-            failures = _failures(conn, scanner.tallies)
-            conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            raise translate_error(exc, db_path) from None
-        finally:
-            conn.close()
+    with crypto_pool(db_path, keys, workers) as pool, read_session(db_path, busy_timeout) as session:
+        scanner = Scanner(session.conn, session.info, session.resolved, Keyring(keys), pool=pool)
+        scanner.run("verify", progress)
+        failures = _failures(session.conn, scanner.tallies)
     return VerifyReport(
         database=str(db_path),
-        trek_version=info.version.evidence,
+        trek_version=session.info.version.evidence,
         key_sources=tuple(k.source for k in keys),
-        locations=_locations(resolved, scanner.tallies),
+        locations=_locations(session.resolved, scanner.tallies),
         failures=failures,
     )
 
@@ -587,13 +541,11 @@ def _verify_after_commit(
     """
     fingerprint = Fingerprint(expected.salt)
     try:
-        with closing(connect(options.db_path, busy_timeout=options.busy_timeout)) as conn:
-            conn.execute("BEGIN")
+        with closing(connect(options.db_path, busy_timeout=options.busy_timeout)) as conn, snapshot(conn):
             scanner = Scanner(conn, info, resolved, Keyring((options.new_key, *options.old_keys)),
                               fingerprint=fingerprint, pool=pool, discovery_tables=found_outside,
                               count_empty=False)  # only leftovers and the fingerprint matter here
             scanner.run("verify", progress)
-            conn.execute("ROLLBACK")
     except sqlite3.Error as exc:
         problem = f"the database could not be read back ({exc})"
     else:
