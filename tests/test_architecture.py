@@ -24,11 +24,31 @@ def test_the_import_contracts_hold() -> None:
     assert "BROKEN" not in result.stdout
 
 
-def test_a_store_module_importing_the_cli_breaks_the_contract(tmp_path: Path) -> None:
+def _copy_with_import(tmp_path: Path, module: str, imported: str) -> Path:
+    """A copy of the project where ``module`` (a path under keyrotate/, created if new) also imports ``imported``."""
     shutil.copytree(ROOT / "keyrotate", tmp_path / "keyrotate", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    files = tmp_path / "keyrotate" / "store" / "files.py"
-    files.write_text(files.read_text() + "\nimport keyrotate.cli.app  # noqa: E402,F401\n")
-    result = _lint(tmp_path)
+    source = tmp_path / "keyrotate" / module
+    before = source.read_text() if source.exists() else '"""A module added by the test."""\n'
+    source.write_text(before + f"\nimport {imported}  # noqa: E402,F401\n")
+    return tmp_path
+
+
+def test_a_store_module_importing_the_cli_breaks_the_contract(tmp_path: Path) -> None:
+    result = _lint(_copy_with_import(tmp_path, "store/files.py", "keyrotate.cli.app"))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "keyrotate.store.files -> keyrotate.cli.app" in result.stdout
+
+
+def test_a_module_outside_the_layers_importing_the_cli_breaks_the_contract(tmp_path: Path) -> None:
+    # Not in any layer, so only the "imported by nothing but __main__" contract can catch it.
+    result = _lint(_copy_with_import(tmp_path, "shortcuts.py", "keyrotate.cli.render"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "The CLI is imported by nothing but keyrotate.__main__ BROKEN" in result.stdout
+    assert "keyrotate.shortcuts -> keyrotate.cli.render" in result.stdout
+
+
+def test_a_cycle_between_cli_modules_breaks_the_contract(tmp_path: Path) -> None:
+    result = _lint(_copy_with_import(tmp_path, "cli/running.py", "keyrotate.cli.app"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "No import cycles between sibling modules BROKEN" in result.stdout

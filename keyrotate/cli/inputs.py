@@ -1,0 +1,91 @@
+"""Where a command's database and keys come from: --db/--data-dir, key files, environment variables, the prompt."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from keyrotate.cli.running import warn
+from keyrotate.errors import KeyProblemError
+from keyrotate.rotation.old_key import fallback_explanation, saved_old_keys
+from keyrotate.store.database import locate_database
+from keyrotate.trek.keys import (
+    Key,
+    key_from_env,
+    key_from_file,
+    new_key_warnings,
+    refuse_unreadable_new_key,
+    resolve_trek_key,
+)
+
+
+def database(db: Path | None, data_dir: Path | None) -> Path:
+    """The database file named by exactly one of --db and --data-dir."""
+    if (db is None) == (data_dir is None):
+        raise click.UsageError("Give exactly one of --db PATH or --data-dir DIR.")
+    return locate_database(db, data_dir)
+
+
+def given_keys(files: Sequence[Path], envs: Sequence[str], label: str) -> list[Key]:
+    """The keys named by key-file and key-env options, in that order."""
+    found = []
+    for path in files:
+        key, warnings = key_from_file(path, label)
+        for warning in warnings:
+            warn(warning)
+        found.append(key)
+    found.extend(key_from_env(name, label) for name in envs)
+    return found
+
+
+def trek_keys(data_dir: Path | None, purpose: str | None = None) -> list[Key]:
+    """The key TREK would use from ``data_dir`` (none without one), with what the operator should know about it.
+
+    ``purpose`` relabels the key in reports ("suspected key TREK uses from DIR").
+    """
+    if data_dir is None:
+        return []
+    resolution = resolve_trek_key(data_dir)
+    explanation = fallback_explanation(resolution)
+    if explanation:
+        warn(explanation)
+    for warning in resolution.warnings:
+        warn(warning)
+    if purpose is None:
+        return [resolution.key]
+    return [dataclasses.replace(resolution.key, source=f"{purpose} key TREK uses from {data_dir}")]
+
+
+def prompt_key(prompt: str, label: str, options_hint: str, *, confirm: bool) -> Key:
+    """Ask on the terminal with echo off; a pipe works too (keys stay out of argv)."""
+    try:
+        text = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True)
+    except click.Abort:
+        raise click.UsageError(f"No {label} key given and none could be read from the prompt. Use {options_hint}.") from None
+    return Key(text, f"{label} key typed at the prompt")
+
+
+def check_new_key(key: Key) -> None:
+    """Refuse a new key TREK would not read back as given (exit 6); warn about a weak one."""
+    refuse_unreadable_new_key(key)
+    for warning in new_key_warnings(key):
+        warn(warning)
+
+
+def default_old_keys(data_dir: Path | None, trek_key: list[Key], new_key: Key | None) -> list[Key]:
+    """With --data-dir: the old keys keyrotate saved next to the database, then the key TREK uses,
+    leaving out the new key (after a rotation the key TREK uses is the new one)."""
+    if data_dir is None:
+        return []
+    found: list[Key] = []
+    for key in [*saved_old_keys(data_dir / "travel.db"), *trek_key]:
+        if not any(key.same_secret_as(k) for k in (*found, *([new_key] if new_key else []))):
+            found.append(key)
+    if not found:
+        raise KeyProblemError(f"The key TREK uses from {data_dir} is the new key and no saved old key "
+                              "(travel.db.keyrotate-*.key) is next to the database. Give the key the ZIPs were made "
+                              "under with --old-key-file.")
+    return found

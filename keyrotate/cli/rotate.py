@@ -1,0 +1,274 @@
+"""The ``rotate`` command: its options become RotateOptions, the engine runs, the report is rendered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from keyrotate import interrupts
+from keyrotate.cli.inputs import check_new_key, database, given_keys, prompt_key, trek_keys
+from keyrotate.cli.interrupted import rerun_command, signal_name, stopped_after_commit, stopped_before_commit
+from keyrotate.cli.jwt_secret import jwt_after_rotation
+from keyrotate.cli.options import (
+    EXIT_CODES_HELP,
+    data_dir_option,
+    db_option,
+    json_option,
+    quiet_option,
+    wait_option,
+    workers_option,
+)
+from keyrotate.cli.progress import progress_bars
+from keyrotate.cli.render import emit, render
+from keyrotate.cli.rotate_steps import (
+    RotationExtras,
+    RotationOutcome,
+    confirm_plan,
+    finish_rotation,
+    free_backup_name,
+    incident_before,
+    incident_despite_failure,
+    new_key_for_rotation,
+    not_used_note,
+    operator_steps,
+)
+from keyrotate.cli.running import run, say, warn
+from keyrotate.errors import ExitCode, KeyrotateError
+from keyrotate.operations.backup_zips import find_backups
+from keyrotate.operations.exposure import ExposureReport
+from keyrotate.rotation.engine import RotateOptions, rotate_database
+from keyrotate.rotation.old_key import environment_holds
+from keyrotate.rotation.report import RotationReport
+from keyrotate.rotation.revoke import Revocation
+from keyrotate.trek.keys import Key
+
+
+@dataclass(frozen=True)
+class RotateArgs:
+    """rotate's command line as click parsed it (the parameter names of the options below)."""
+
+    db: Path | None
+    data_dir: Path | None
+    old_key_file: tuple[Path, ...]
+    old_key_env: tuple[str, ...]
+    new_key_file: Path | None
+    new_key_env: str | None
+    backup_path: Path | None
+    no_backup: bool
+    discard_old_key: bool
+    dry_run: bool
+    skip_undecryptable: bool
+    encrypt_plaintext: bool
+    yes: bool
+    allow_running: bool
+    vacuum: bool
+    generate_new_key: bool
+    new_key_out: Path | None
+    rekey_backups: bool
+    incident: bool
+    rotate_jwt_secret: bool
+    no_audit_log: bool
+    revoke_share_links: bool
+    expire_invites: bool
+    wait: float
+    workers: int | None
+    json_output: bool
+    quiet: bool
+
+    @property
+    def silent(self) -> bool:
+        """No summary on stderr: --quiet, or --json (stdout then holds the report)."""
+        return self.quiet or self.json_output
+
+
+@dataclass(frozen=True)
+class RotationKeys:
+    old: list[Key]
+    new: Key
+    generated: bool  # --generate-new-key made the new key, saved in --new-key-out
+    interactive: bool  # a key was typed at the prompt: ask before writing
+
+    def unused_new_key(self, args: RotateArgs) -> Path | None:
+        """The generated key's file, to name when the rotation did not happen."""
+        return args.new_key_out if self.generated else None
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@db_option
+@data_dir_option
+@click.option("--old-key-file", type=click.Path(path_type=Path), multiple=True,
+              help="File holding an old key (trimmed, like TREK reads .encryption_key). Repeat for several old keys.")
+@click.option("--old-key-env", multiple=True, metavar="NAME",
+              help="Environment variable holding an old key (used as is). Repeatable.")
+@click.option("--new-key-file", type=click.Path(path_type=Path), help="File holding the new key.")
+@click.option("--new-key-env", metavar="NAME", help="Environment variable holding the new key.")
+@click.option("--backup", "backup_path", type=click.Path(path_type=Path),
+              help="Where to write the backup. Default: next to the database, named with the time.")
+@click.option("--no-backup", is_flag=True, help="Do not back up first. Only if you have your own backup.")
+@click.option("--discard-old-key", is_flag=True,
+              help="Do not save the old key from data/.encryption_key before replacing it. Default: it is saved "
+                   "beside the backup as <backup>.key (0600), since backups and backup ZIPs open only with it.")
+@click.option("--dry-run", is_flag=True,
+              help="Do everything except the backup, then roll back: the database is not changed and no backup is "
+                   "made. Only --generate-new-key still saves the new key to --new-key-out, so the real run can "
+                   "reuse it with --new-key-file.")
+@click.option("--skip-undecryptable", is_flag=True,
+              help="Leave values that open under no key as they are and rotate the rest.")
+@click.option("--encrypt-plaintext", is_flag=True,
+              help="Also encrypt legacy plaintext found where this TREK version expects ciphertext.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before writing.")
+@click.option("--allow-running", is_flag=True,
+              help="Rotate even though another process (TREK?) has the database open. Only if it never writes secrets.")
+@click.option("--vacuum/--no-vacuum", default=True, show_default=True,
+              help="Rebuild the database file after the commit, so no unused space still holds old ciphertexts.")
+@click.option("--generate-new-key", is_flag=True,
+              help="Generate the new key and save it to --new-key-out FILE before the database is touched.")
+@click.option("--new-key-out", type=click.Path(path_type=Path), help="New file for --generate-new-key (mode 0600).")
+@click.option("--rekey-backups", is_flag=True,
+              help="Also re-encrypt TREK's backup ZIPs in the database's backups/ directory.")
+@click.option("--incident", is_flag=True,
+              help="The old key leaked: print the checklist of secrets it opened and of copies still under it.")
+@click.option("--rotate-jwt-secret", is_flag=True,
+              help="After the rotation, replace data/.jwt_secret too (signs every user out). Needs --data-dir.")
+@click.option("--no-audit-log", is_flag=True, help="Do not record the rotation in TREK's audit_log table.")
+@click.option("--revoke-share-links", is_flag=True,
+              help="Also delete every public trip and journey share link (plaintext tokens), in the rotation's "
+                   "transaction. With --dry-run: only count them.")
+@click.option("--expire-invites", is_flag=True,
+              help="Also make every open registration invite unusable (deletes the unused, unexpired ones), in the "
+                   "rotation's transaction. With --dry-run: only count them.")
+@wait_option
+@workers_option
+@json_option
+@quiet_option
+def rotate(**params: Any) -> None:
+    """Re-encrypt every secret in the database under a new key. Stop TREK first.
+
+    All or nothing: every value is re-encrypted in one transaction and each new
+    value is checked before it is written; if any catalogued secret opens under
+    none of the keys, everything is rolled back and nothing changes. Before the
+    first write the database is backed up (mode 0600, through SQLite, so nothing
+    waiting in travel.db-wal is lost). After the commit the whole database is
+    verified again on a fresh connection, and with --data-dir the new key is
+    written to data/.encryption_key. Run it again after any interruption: it
+    finishes the job.
+    """
+    args = RotateArgs(**params)
+    run(lambda: _rotate(args))
+
+
+def _rotate(args: RotateArgs) -> int:
+    path = database(args.db, args.data_dir)
+    _refuse_contradictions(args)
+    keys = _rotation_keys(args)
+    options = _rotate_options(args, path, keys)
+    report, stopped_by, exposure = _run_engine(args, options, keys)
+    # After a commit, finish_rotation prints fuller operator steps than the report's own.
+    say(render(report, "text"), quiet=args.silent)
+    if (args.revoke_share_links or args.expire_invites) and not report.revoked and not report.committed:
+        warn("Nothing needed re-encrypting, so nothing was committed and no token was revoked: "
+             "delete share links and open invites in TREK's admin panel.")
+    extras = RotationExtras()
+    _after_engine(args, path, keys, report, stopped_by, exposure, extras)
+    if args.rotate_jwt_secret and args.data_dir is not None:
+        extras.json["jwt_secret"] = jwt_after_rotation(report, args.data_dir, audit=not args.no_audit_log,
+                                                       wait=args.wait, quiet=args.silent)
+    if args.json_output:
+        emit(RotationOutcome(report, extras), "json")
+    elif extras.exposure is not None:
+        emit(extras.exposure, "text")
+    return int(ExitCode.UNDECRYPTABLE if extras.zips_left else ExitCode.OK)
+
+
+def _refuse_contradictions(args: RotateArgs) -> None:
+    if args.new_key_file and args.new_key_env:
+        raise click.UsageError("Give the new key once: --new-key-file or --new-key-env.")
+    if args.rotate_jwt_secret and args.data_dir is None:
+        raise click.UsageError("--rotate-jwt-secret needs --data-dir (the directory holding .jwt_secret).")
+    if args.backup_path and args.no_backup:
+        raise click.UsageError("--backup and --no-backup contradict each other.")
+
+
+def _rotation_keys(args: RotateArgs) -> RotationKeys:
+    """The old keys (given, TREK's, or typed) and the new key (generated, given, or typed twice)."""
+    interactive = False
+    old = given_keys(args.old_key_file, args.old_key_env, "old") or trek_keys(args.data_dir)
+    if not old:
+        old = [prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]
+        interactive = True
+    generated = new_key_for_rotation(args.generate_new_key, args.new_key_out, args.new_key_file, args.new_key_env)
+    given = given_keys([args.new_key_file] if args.new_key_file else [],
+                       [args.new_key_env] if args.new_key_env else [], "new")
+    if generated is not None:
+        new = generated
+    elif given:
+        new = given[0]
+    else:
+        new = prompt_key("New ENCRYPTION_KEY", "new", "--new-key-file FILE or --new-key-env NAME", confirm=True)
+        interactive = True
+    check_new_key(new)
+    if environment_holds(old):
+        warn("ENCRYPTION_KEY in this shell holds the old key. Change or unset it wherever TREK runs.")
+    return RotationKeys(old, new, generated=generated is not None, interactive=interactive)
+
+
+def _rotate_options(args: RotateArgs, path: Path, keys: RotationKeys) -> RotateOptions:
+    backup = None
+    if not args.dry_run and not args.no_backup:
+        backup = args.backup_path or free_backup_name(path)
+    return RotateOptions(
+        db_path=path, old_keys=tuple(keys.old), new_key=keys.new, backup_path=backup, dry_run=args.dry_run,
+        skip_undecryptable=args.skip_undecryptable, encrypt_plaintext=args.encrypt_plaintext, busy_timeout=args.wait,
+        key_file=(args.data_dir / ".encryption_key") if args.data_dir is not None else None,
+        allow_running=args.allow_running, vacuum=args.vacuum, workers=args.workers,
+        save_old_key=not args.discard_old_key, audit_log=not args.no_audit_log,
+        revoke=Revocation(share_links=args.revoke_share_links, invites=args.expire_invites),
+    )
+
+
+def _run_engine(args: RotateArgs, options: RotateOptions,
+                keys: RotationKeys) -> tuple[RotationReport, str | None, ExposureReport | None]:
+    """The engine's report, the signal that stopped the run after its commit (if one did), and --incident's list."""
+    confirm = confirm_plan if keys.interactive and not args.yes and not args.dry_run else None
+    progress = progress_bars(args.json_output, args.silent)
+    exposure = None
+    try:
+        exposure = incident_before(options.db_path, keys.old, args.incident, args.wait)
+        report = rotate_database(options, progress=progress.callback(), confirm=confirm, notice=say)
+    except KeyrotateError as error:
+        incident_despite_failure(exposure, options.db_path, keys.old)
+        unused = keys.unused_new_key(args)
+        raise (not_used_note(error, unused) if unused else error) from None
+    except interrupts.Interrupted as interrupt:
+        if interrupt.report is None:
+            raise stopped_before_commit(interrupt, keys.unused_new_key(args)) from None
+        return interrupt.report, interrupt.signal_name, exposure
+    finally:
+        progress.close()
+    return report, None, exposure
+
+
+def _after_engine(args: RotateArgs, path: Path, keys: RotationKeys, report: RotationReport, stopped_by: str | None,
+                  exposure: ExposureReport | None, extras: RotationExtras) -> None:
+    """Backup ZIPs, the leak checklist and the operator's steps; exit 13 if a signal stops the run after the commit."""
+    new_key_path = args.new_key_out if keys.generated else args.new_key_file
+    try:
+        if stopped_by is None:
+            finish_rotation(
+                report, path=path, data_dir=args.data_dir, old_keys=keys.old, new_key=keys.new,
+                new_key_file=new_key_path, rekey=args.rekey_backups, encrypt_plaintext=args.encrypt_plaintext,
+                exposure=exposure, quiet=args.silent, extras=extras,
+            )
+    except KeyboardInterrupt as interrupt:  # during --rekey-backups
+        stopped_by = signal_name(interrupt)
+    if stopped_by is None:
+        return
+    if "operator_steps" not in extras.json:  # the steps for TREK still apply
+        operator_steps(report, data_dir=args.data_dir, new_key_file=new_key_path, old_keys=keys.old,
+                       quiet=args.silent, extras=extras)
+    done = set(extras.zips_done)
+    left = [str(z) for z in find_backups(path.parent) if str(z) not in done] if args.rekey_backups else []
+    raise stopped_after_commit(stopped_by, report, zips_left=left, rerun=rerun_command(keys.unused_new_key(args)))

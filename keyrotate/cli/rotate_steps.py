@@ -1,0 +1,197 @@
+"""The steps ``rotate`` takes around the engine: --generate-new-key, --incident, --rekey-backups, operator steps."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from keyrotate.cli.exposure_render import totals
+from keyrotate.cli.inputs import default_old_keys
+from keyrotate.cli.interrupted import stopped_before_commit
+from keyrotate.cli.render import emit, render
+from keyrotate.cli.running import say, warn
+from keyrotate.errors import KeyrotateError
+from keyrotate.operations.backup_zips import RekeyReport, RekeyResult, find_backups, rekey_backups
+from keyrotate.operations.exposure import ExposureReport, find_exposure
+from keyrotate.operations.exposure_copies import find_exposed_copies
+from keyrotate.rotation.engine import RotationPlan
+from keyrotate.rotation.old_key import environment_holds, generate_new_key, next_steps
+from keyrotate.rotation.report import RotationReport
+from keyrotate.trek.keys import Key
+
+
+def new_key_for_rotation(generate: bool, out: Path | None, file: Path | None, env: str | None) -> Key | None:
+    """With --generate-new-key, the new key, already on disk; None otherwise."""
+    if not generate:
+        if out is not None:
+            raise click.UsageError("--new-key-out only goes with --generate-new-key.")
+        return None
+    if file or env:
+        raise click.UsageError("--generate-new-key makes the new key; do not also give --new-key-file/--new-key-env.")
+    if out is None:
+        raise click.UsageError("--generate-new-key needs --new-key-out FILE, where the key is saved before anything else.")
+    try:
+        key = generate_new_key(out)
+    except KeyboardInterrupt as interrupt:
+        raise stopped_before_commit(interrupt, out if out.exists() else None) from None
+    say(f"Generated the new key into {out} (mode 0600) before touching the database. Keep it: it is the only copy.")
+    return key
+
+
+def not_used_note(error: KeyrotateError, out: Path) -> KeyrotateError:
+    return type(error)(f"{error.message}\nThe new key in {out} was not used; delete it, or reuse it with "
+                       f"--new-key-file {out}.")
+
+
+def confirm_plan(plan: RotationPlan) -> bool:
+    """The plan on stderr, then the question; a key typed at the prompt gets a second look before anything is written."""
+    click.echo("Plan:", err=True)
+    for loc in plan.locations:
+        if loc.catalogued and loc.presence == "active" and loc.tokens:
+            click.echo(f"  {loc.label}: {loc.tokens} secret(s)", err=True)
+        elif not loc.catalogued and loc.tokens - loc.unopened:
+            click.echo(f"  {loc.label}: {loc.tokens - loc.unopened} secret(s) found outside the catalogue", err=True)
+    click.echo(
+        f"{plan.to_rotate} secret(s) to re-encrypt, {plan.already_new} already under the new key"
+        + (f", {plan.to_encrypt} plaintext value(s) to encrypt" if plan.to_encrypt else "")
+        + (f", {plan.failed} left as they are (open under no key)" if plan.failed else "")
+        + ".",
+        err=True,
+    )
+    try:
+        return click.confirm("Back up the database and rotate now?", default=False, err=True)
+    except click.Abort:  # Ctrl-C or end of input at the question: a no, not click's "Aborted!"
+        click.echo("", err=True)
+        return False
+
+
+def free_backup_name(db: Path) -> Path:
+    """``travel.db.keyrotate-backup-<time>``, with a counter if a run in the same second made one."""
+    base = db.with_name(f"{db.name}.keyrotate-backup-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
+    candidate, n = base, 1
+    while os.path.lexists(candidate):  # a planted link counts as taken: the backup never goes through it
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+@dataclass
+class RotationExtras:
+    json: dict[str, Any] = field(default_factory=dict)
+    exposure: ExposureReport | None = None  # --incident: the checklist for stdout
+    zips_done: list[str] = field(default_factory=list)  # backup ZIPs finished (rekeyed, or already on the new key)
+    zips_left: int = 0  # backup ZIPs left as they are
+
+
+@dataclass(frozen=True)
+class RotationOutcome:
+    """rotate's JSON report: the engine's report and what the extra steps did."""
+
+    report: RotationReport
+    extras: RotationExtras
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.report.to_json(), **self.extras.json}
+
+
+def incident_before(path: Path, old_keys: Sequence[Key], incident: bool, wait: float) -> ExposureReport | None:
+    """The secrets the old key opens, read before the rotation changes them."""
+    if not incident:
+        return None
+    return find_exposure(path, old_keys, busy_timeout=wait, check_copies=False, keep_secrets=False)
+
+
+def incident_despite_failure(exposure: ExposureReport | None, path: Path, old_keys: Sequence[Key]) -> None:
+    """A rotation that fails must not swallow the leak checklist: revoking does not wait for the database."""
+    if exposure is not None:
+        emit(dataclasses.replace(exposure, copies=find_exposed_copies(path, old_keys)), "text")
+
+
+def finish_rotation(
+    report: RotationReport, *, path: Path, data_dir: Path | None, old_keys: Sequence[Key], new_key: Key,
+    new_key_file: Path | None, rekey: bool, encrypt_plaintext: bool, exposure: ExposureReport | None, quiet: bool,
+    extras: RotationExtras,
+) -> None:
+    """Everything after the engine's report: backup ZIPs, the leak checklist, the operator's steps."""
+    if rekey:
+        _rekey_zips(report, path, data_dir, old_keys, new_key, encrypt_plaintext, quiet, extras)
+    if not rekey and report.committed:
+        _zips_left_under_old_key(report, path, data_dir, new_key_file, extras, quiet)
+    if exposure is not None:
+        exposure = dataclasses.replace(exposure, copies=find_exposed_copies(path, old_keys))
+        extras.json["exposure"] = {"totals": totals(exposure), "groups": [g.to_json() for g in exposure.groups.lines()],
+                                   "beyond": [f.to_json() for f in exposure.beyond]}
+        extras.exposure = exposure
+    if report.committed:
+        operator_steps(report, data_dir=data_dir, new_key_file=new_key_file, old_keys=old_keys, quiet=quiet,
+                       extras=extras)
+
+
+def _rekey_zips(report: RotationReport, path: Path, data_dir: Path | None, old_keys: Sequence[Key], new_key: Key,
+                encrypt_plaintext: bool, quiet: bool, extras: RotationExtras) -> None:
+    """--rekey-backups: TREK's backup ZIPs next to the database, under the new key too."""
+    def each(index: int, total: int, result: RekeyResult | None, zip_path: Path) -> None:
+        if result is None:
+            say(f"Backup ZIP {index} of {total}: {zip_path} ...", quiet=quiet)
+        elif not result.left_alone:
+            extras.zips_done.append(str(zip_path))
+
+    try:  # a rerun after the key file was written: the old key is the one saved beside the backup
+        zip_keys = default_old_keys(data_dir, list(old_keys), new_key) if data_dir else list(old_keys)
+    except KeyrotateError:
+        zip_keys = []
+    results = RekeyReport(rekey_backups(find_backups(path.parent), zip_keys, new_key,
+                                        encrypt_plaintext=encrypt_plaintext, dry_run=report.dry_run, on_each=each))
+    extras.zips_left = len(results.left_alone)
+    extras.json["backups"] = results.to_json()["results"]
+    if results.results:
+        say(render(results, "text"), quiet=quiet)
+    else:
+        say(f"No backup ZIPs in {path.parent / 'backups'}.", quiet=quiet)
+    for result in results.left_alone:
+        warn(f"backup {result.path} was left as it is: {result.reason}")
+
+
+def operator_steps(report: RotationReport, *, data_dir: Path | None, new_key_file: Path | None,
+                   old_keys: Sequence[Key], quiet: bool, extras: RotationExtras) -> None:
+    """What to do between the commit and a healthy TREK; printed even when the run is interrupted after it."""
+    steps = next_steps(
+        data_dir=data_dir, new_key_file=new_key_file, key_file_written=report.key_file_written is not None,
+        shell_has_old_key=environment_holds(old_keys), backup=report.backup, old_key_saved=report.old_key_saved,
+    )
+    extras.json["operator_steps"] = steps
+    say("\n".join(f"Step: {step}" for step in steps), quiet=quiet)
+
+
+def _zips_left_under_old_key(report: RotationReport, path: Path, data_dir: Path | None, new_key_file: Path | None,
+                             extras: RotationExtras, quiet: bool) -> None:
+    """Name TREK's backup ZIPs a rotation without --rekey-backups left under the old key, with the command
+    that rekeys them now."""
+    zips = find_backups(path.parent)
+    if not zips:
+        return
+    command = ["keyrotate", "rekey-backup", *(str(z.absolute()) for z in zips)]
+    saved = Path(report.old_key_saved) if report.old_key_saved else None
+    if data_dir is not None:
+        command += ["--data-dir", str(data_dir.absolute())]  # its key is now the new one
+        if saved is not None and saved.parent.resolve() != path.parent.resolve():
+            command += ["--old-key-file", str(saved.absolute())]  # found by default only next to travel.db
+    else:
+        command += ["--old-key-file", "OLD.key", "--new-key-file", str(new_key_file.absolute() if new_key_file else "NEW.key")]
+    if saved is None and data_dir is not None:
+        command += ["--old-key-file", "OLD.key"]
+    where = f"saved at {saved}" if saved else "which keyrotate did not save: give it as OLD.key"
+    line = shlex.join(command)
+    extras.json["backups_under_old_key"] = {"zips": [str(z) for z in zips], "old_key_saved": report.old_key_saved,
+                                            "rekey_command": line}
+    warn(f"{len(zips)} backup ZIP(s) stay under the old key ({where}): {', '.join(z.name for z in zips)}. "
+         "Re-encrypt them now with:")
+    say(f"    {line}", quiet=quiet)

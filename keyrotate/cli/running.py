@@ -1,0 +1,54 @@
+"""The one boundary every command runs through: stderr messages, and library errors turned into exit codes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+import click
+
+from keyrotate import interrupts
+from keyrotate.cli.interrupted import stopped_before_commit
+from keyrotate.errors import ExitCode, KeyrotateError
+from keyrotate.rotation.report import printable
+
+
+def say(message: str, *, quiet: bool = False) -> None:
+    """A line for the person at the terminal, on stderr; nothing with --quiet."""
+    if not quiet and not quiet_requested():
+        click.echo(message, err=True)
+
+
+def quiet_requested() -> bool:
+    """The running command was given --quiet: stderr then carries errors only, warnings included."""
+    context = click.get_current_context(silent=True)
+    return context is not None and bool(context.params.get("quiet"))
+
+
+def warn(message: str) -> None:
+    say(f"WARNING: {message}")
+
+
+def fail(error: KeyrotateError) -> NoReturn:
+    # Messages name tables, rows and paths found in the database: no control character gets through.
+    click.echo("Error: " + "\n".join(printable(line) for line in error.message.split("\n")), err=True)
+    sys.exit(int(error.exit_code))
+
+
+def run(action: Callable[[], int]) -> NoReturn:
+    """One boundary for every command: library errors become messages and exit codes."""
+    previous = interrupts.install()  # SIGTERM and SIGHUP unwind like Ctrl-C: every finally runs
+    try:
+        code = action()
+    except KeyrotateError as error:
+        fail(error)
+    except KeyboardInterrupt as interrupt:  # commands that write turn this into what they had done
+        fail(stopped_before_commit(interrupt))
+    except OSError as error:
+        # Reported by kind only: paths are safe, but keep keyrotate's rule of no raw payloads.
+        click.echo(f"Error: {error.strerror or type(error).__name__} ({getattr(error, 'filename', '') or ''})", err=True)
+        sys.exit(int(ExitCode.CANNOT_WRITE))
+    finally:
+        interrupts.restore(previous)
+    sys.exit(code)
