@@ -1,27 +1,36 @@
 #!/usr/bin/env python3
 """Rotate generated TREK databases end to end through the real CLI, and compare with a floor.
 
-For each size: build (or reuse) a database with scripts/make_trek_db.py, then
-several times over a fresh copy:
+For each size (and each --filler, each --host), ``--runs`` times in this order, each on a
+fresh copy of the generated database, so load from other programs hits all three alike:
 
-* keyrotate: ``python3 -m keyrotate rotate`` in a subprocess (backup, discovery
-  scan, checks before and after the commit, VACUUM unless --no-vacuum, key
-  file untouched), progress off;
-* floor: the bare loop in a subprocess (``--floor``): read the same catalogued
-  values in rowid batches, decrypt, re-encrypt, one UPDATE statement per batch,
+* floor: the bare loop in a subprocess (``--floor``): read the catalogued
+  whole values in rowid batches, decrypt, re-encrypt, ``executemany`` UPDATE,
   one transaction, with the same page cache size as keyrotate's writer; no
   backup, no scan, no verification, one core;
-* verify: ``python3 -m keyrotate verify`` on the rotated copy.
+* keyrotate: ``python3 -m keyrotate rotate`` in a subprocess (backup with its
+  integrity check, discovery scan, checks before and after the commit, VACUUM
+  unless --no-vacuum, checkpoint), progress off;
+* verify: ``python3 -m keyrotate verify`` on the copy keyrotate just rotated.
+
+The table gives medians with their spread (min–max over the runs), and the
+ratios to the floor as the median (min–max) of each run's own ratio. Peak RSS
+is over all of keyrotate's processes (the CLI and its crypto workers): the sum
+of each process's own peak (VmHWM, read from /proc every 10 ms), an upper
+bound on what they held at one moment. ``--host loaded`` measures with
+``--workers 0`` while one CPU-bound neighbour process runs (floor included):
+what to expect on a host busy with other work.
+
+Databases come from scripts/make_trek_db.py and are cached in --out (default
+/tmp/keyrotate-bench), keyed by size, seed, filler and the generator's source.
+``--filler N`` adds N rows without secrets per secret (a larger file, as an
+instance with many places and photos has).
 
 With ``--exposure`` it measures ``keyrotate exposure --format F`` for every
 format instead (read-only, on one fresh copy), and prints that table only.
 
-Wall times are medians over the runs (floor and keyrotate alternate, so load
-from other programs hits both). Peak RSS is the largest sum of VmRSS over the
-command's whole process tree (the CLI and its crypto workers), sampled every
-10 ms, so shared pages count once per process: an upper bound.
-
     python3 scripts/benchmark.py --secrets 100000 370000 1000000 --runs 5
+    python3 scripts/benchmark.py --secrets 100000 370000 1000000 --filler 0 2 --host idle loaded
     python3 scripts/benchmark.py --exposure --secrets 370000 --runs 3
 """
 
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import binascii
+import hashlib
 import json
 import os
 import shutil
@@ -38,8 +48,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -105,57 +118,117 @@ def floor_rotate(db: Path, old_text: str, new_text: str) -> int:
 # -- measuring a command ----------------------------------------------------------
 
 
-def _tree_rss_kib(pid: int) -> int:
-    total = 0
-    todo = [pid]
+@dataclass(frozen=True)
+class Measured:
+    wall: float  # seconds
+    cpu: float  # user + system seconds of the command and every process it waited for (workers included)
+    rss_mb: float  # peak RSS of all its processes: the sum of each process's own peak (VmHWM), an upper bound
+    rss_sampled_mb: float  # the largest sum of VmRSS over the process tree seen at one 10 ms sample
+    stdout: str
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
     while todo:
         current = todo.pop()
+        pids.append(current)
         try:
-            with open(f"/proc/{current}/status") as handle:
-                for line in handle:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        break
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as handle:
                     todo.extend(int(child) for child in handle.read().split())
         except (FileNotFoundError, ProcessLookupError, ValueError):
             continue
-    return total
+    return pids
 
 
-def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
-    """Wall seconds, CPU seconds (user + system, workers included), peak RSS of the process tree in MB, stdout."""
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of one process, zeros once it is gone."""
+    rss = hwm = 0
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        pass
+    return rss, hwm
+
+
+def run_measured(command: list[str], env: dict[str, str]) -> Measured:
+    """Run ``command``, polling /proc every 10 ms for the memory of its whole process tree."""
     # Output goes to files: a full pipe would block the command and skew the time.
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
         proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, text=True)
-        peak = 0
+        peaks: dict[int, int] = {}
+        sampled = 0
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            peak = max(peak, _tree_rss_kib(proc.pid))
+            total = 0
+            for member in _process_tree(proc.pid):
+                rss, hwm = _memory_kib(member)
+                total += rss
+                peaks[member] = max(peaks.get(member, 0), hwm)
+            sampled = max(sampled, total)
             time.sleep(0.01)
         wall = time.perf_counter() - started
+        peaks[proc.pid] = max(peaks.get(proc.pid, 0), usage.ru_maxrss)  # its very last peak, in KiB on Linux
         proc.returncode = os.waitstatus_to_exitcode(status)
         stdout.seek(0)
         stderr.seek(0)
         out, err = stdout.read(), stderr.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} exited {proc.returncode}:\n{err}")
-    return wall, usage.ru_utime + usage.ru_stime, peak / 1024, out
+    return Measured(wall, usage.ru_utime + usage.ru_stime, max(sampled, sum(peaks.values())) / 1024,
+                    sampled / 1024, out)
 
 
-# -- one size -----------------------------------------------------------------------
+def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """Wall seconds, CPU seconds, peak RSS of all processes in MB, stdout (see :class:`Measured`)."""
+    m = run_measured(command, env)
+    return m.wall, m.cpu, m.rss_mb, m.stdout
 
 
-def prepare(out: Path, secrets: int, seed: int) -> tuple[Path, dict[str, object]]:
-    source = out / f"db-{secrets}-seed{seed}"
+@contextmanager
+def cpu_neighbour(active: bool) -> Iterator[None]:
+    """One CPU-bound process running beside the measurement (a loaded host), when ``active``."""
+    if not active:
+        yield
+        return
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+# -- the databases ------------------------------------------------------------------
+
+
+def _generator_version() -> str:
+    digest = hashlib.sha256()
+    for source in (ROOT / "scripts" / "make_trek_db.py", ROOT / "keyrotate" / "trek" / "sample.py"):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def prepare(out: Path, secrets: int, seed: int, filler: float = 0.0) -> tuple[Path, dict[str, object]]:
+    """The generated database for these parameters, built on first use and cached in ``out``."""
+    source = out / f"db-{secrets}-seed{seed}-filler{filler:g}-gen{_generator_version()}"
     if not (source / "info.json").exists():
-        shutil.rmtree(source, ignore_errors=True)
+        # Built under a private name and renamed: a second benchmark running at the same time never sees half a build.
+        building = Path(tempfile.mkdtemp(dir=out, prefix=f"{source.name}.building-"))
         subprocess.run([sys.executable, str(ROOT / "scripts" / "make_trek_db.py"), "--secrets", str(secrets),
-                        "--seed", str(seed), "--out", str(source)], check=True, stdout=subprocess.DEVNULL)
+                        "--seed", str(seed), "--filler", f"{filler:g}", "--out", str(building / "db")],
+                       check=True, stdout=subprocess.DEVNULL)
+        with suppress(OSError):  # built meanwhile by another run
+            (building / "db").rename(source)
+        shutil.rmtree(building, ignore_errors=True)
     return source, json.loads((source / "info.json").read_text())
 
 
@@ -170,55 +243,104 @@ def fresh_copy(source: Path, work: Path) -> Path:
     return work / "data" / "travel.db"
 
 
-def bench_size(out: Path, secrets: int, runs: int, seed: int, workers: str | None, vacuum: bool) -> dict[str, object]:
-    source, info = prepare(out, secrets, seed)
+# -- one size ------------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    """One command's measurements over the runs."""
+
+    walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+    rss: list[float] = field(default_factory=list)
+
+    def add(self, m: Measured) -> None:
+        self.walls.append(m.wall)
+        self.cpus.append(m.cpu)
+        self.rss.append(m.rss_mb)
+
+    def summary(self) -> dict[str, float]:
+        return {"median": statistics.median(self.walls), "min": min(self.walls), "max": max(self.walls),
+                "cpu": statistics.median(self.cpus), "peak_rss_mb": max(self.rss)}
+
+
+def _ratios(top: list[float], bottom: list[float]) -> dict[str, float]:
+    """Per-run ratios (each run's command over the same run's floor): median, min, max."""
+    each = [a / b for a, b in zip(top, bottom, strict=True)]
+    return {"median": statistics.median(each), "min": min(each), "max": max(each)}
+
+
+@dataclass(frozen=True)
+class Case:
+    secrets: int
+    runs: int
+    seed: int = 0
+    filler: float = 0.0
+    loaded: bool = False  # --workers 0 and one CPU-bound neighbour process
+    workers: str | None = None
+    vacuum: bool = True
+
+
+def bench_size(out: Path, case: Case) -> dict[str, object]:
+    """``case.runs`` runs of floor, keyrotate rotate, keyrotate verify, in that order, each on a fresh copy."""
+    source, info = prepare(out, case.secrets, case.seed, case.filler)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("ENCRYPTION_KEY", None)
-    work = out / "work"
+    work = Path(tempfile.mkdtemp(dir=out, prefix="work-"))
     old_key_file = source / "data" / ".encryption_key"
+    workers = "0" if case.loaded else case.workers
     extra = ["--workers", workers] if workers is not None else []
-    rotate_extra = [] if vacuum else ["--no-vacuum"]
-    rotated_walls, floor_walls, verify_walls, rss, floor_rss = [], [], [], [], []
-    rotated_cpu: list[float] = []
-    floor_cpu: list[float] = []
+    rotate_extra = [] if case.vacuum else ["--no-vacuum"]
+    floor, rotate, verify = Series(), Series(), Series()
     rotated = floored = 0
-    for run in range(runs):
-        order = ("floor", "keyrotate") if run % 2 == 0 else ("keyrotate", "floor")
-        for what in order:
-            db = fresh_copy(source, work)
-            if what == "floor":
-                wall, cpu, peak, text = measure([sys.executable, str(Path(__file__).resolve()), "--floor", str(db),
-                                            "--old-key-file", str(old_key_file)], env)
-                floored = int(text.strip())
-                floor_walls.append(wall)
-                floor_cpu.append(cpu)
-                floor_rss.append(peak)
-                continue
-            wall, cpu, peak, text = measure(
+    name = f"{case.secrets}{f' filler {case.filler:g}' if case.filler else ''}{' loaded' if case.loaded else ''}"
+    with cpu_neighbour(case.loaded):
+        for run in range(case.runs):
+            db = fresh_copy(source, work / "copy")
+            m = run_measured([sys.executable, str(Path(__file__).resolve()), "--floor", str(db),
+                              "--old-key-file", str(old_key_file)], env)
+            floored = int(m.stdout.strip())
+            floor.add(m)
+            db = fresh_copy(source, work / "copy")
+            m = run_measured(
                 [sys.executable, "-m", "keyrotate", "rotate", "--db", str(db), "--old-key-file", str(old_key_file),
-                 "--new-key-file", str(work / "new.key"), "--backup", str(work / "backup.db"), "--json", *extra,
-                 *rotate_extra], env)
-            report = json.loads(text)
+                 "--new-key-file", str(work / "copy" / "new.key"), "--backup", str(work / "copy" / "backup.db"),
+                 "--json", *extra, *rotate_extra], env)
+            report = json.loads(m.stdout)
             rotated = report["totals"]["rotated"]
             assert report["verified_after_commit"], "rotation did not verify"
-            rotated_walls.append(wall)
-            rotated_cpu.append(cpu)
-            rss.append(peak)
-            v_wall, _, _, _ = measure([sys.executable, "-m", "keyrotate", "verify", "--db", str(db), "--key-file",
-                                    str(work / "new.key"), "--quiet", *extra], env)
-            verify_walls.append(v_wall)
-        print(f"  {secrets}: run {run + 1}/{runs}: keyrotate {rotated_walls[-1]:.2f}s (cpu {rotated_cpu[-1]:.2f}s), "
-              f"floor {floor_walls[-1]:.2f}s (cpu {floor_cpu[-1]:.2f}s), verify {verify_walls[-1]:.2f}s, "
-              f"rss {rss[-1]:.0f} MB, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+            rotate.add(m)
+            verify.add(run_measured([sys.executable, "-m", "keyrotate", "verify", "--db", str(db), "--key-file",
+                                     str(work / "copy" / "new.key"), "--quiet", *extra], env))
+            print(f"  {name}: run {run + 1}/{case.runs}: floor {floor.walls[-1]:.2f}s (cpu {floor.cpus[-1]:.2f}s), "
+                  f"keyrotate {rotate.walls[-1]:.2f}s (cpu {rotate.cpus[-1]:.2f}s, {rotate.rss[-1]:.0f} MB), "
+                  f"verify {verify.walls[-1]:.2f}s, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
-    wall = statistics.median(rotated_walls)
-    floor = statistics.median(floor_walls)
+    keyrotate = rotate.summary()
     return {
-        "secrets": rotated, "floor_secrets": floored, "runs": runs, "wall": wall, "us_per_secret": wall / rotated * 1e6,
-        "peak_rss_mb": max(rss), "floor": floor, "ratio": wall / floor, "verify": statistics.median(verify_walls),
-        "floor_rss_mb": max(floor_rss), "cpu": statistics.median(rotated_cpu), "floor_cpu": statistics.median(floor_cpu),
+        "secrets": rotated, "floor_secrets": floored, "runs": case.runs, "filler": case.filler,
+        "loaded": case.loaded, "db_mb": (source / "data" / "travel.db").stat().st_size / 1e6,
+        "keyrotate": keyrotate, "floor": floor.summary(), "verify": verify.summary(),
+        "us_per_secret": keyrotate["median"] / rotated * 1e6,
+        "ratio": _ratios(rotate.walls, floor.walls), "verify_ratio": _ratios(verify.walls, floor.walls),
         "database": info,
     }
+
+
+def _spread(s: dict[str, float], unit: str = " s") -> str:
+    return f"{s['median']:.2f}{unit} ({s['min']:.2f}–{s['max']:.2f})"
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    print("| database | host | secrets | runs | keyrotate (median, min–max) | µs/secret | peak RSS, all processes "
+          "| floor (median, min–max) | keyrotate / floor | verify (median, min–max) | verify / floor |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        kind = f"filler {r['filler']:g}, {r['db_mb']:.0f} MB" if r["filler"] else f"generator, {r['db_mb']:.0f} MB"
+        host = "loaded: --workers 0 + 1 busy process" if r["loaded"] else "as is"
+        print(f"| {kind} | {host} | {r['secrets']:,} | {r['runs']} | {_spread(r['keyrotate'])} "
+              f"| {r['us_per_secret']:.1f} | {r['keyrotate']['peak_rss_mb']:.0f} MB | {_spread(r['floor'])} "
+              f"| {_spread(r['ratio'], 'x')} | {_spread(r['verify'])} | {_spread(r['verify_ratio'], 'x')} |")
 
 
 EXPOSURE_FORMATS = ("text", "markdown", "json", "csv")
@@ -254,12 +376,17 @@ def bench_exposure(out: Path, secrets: int, runs: int, seed: int, workers: str |
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--secrets", type=int, nargs="+", default=[100_000, 370_000, 1_000_000])
-    parser.add_argument("--runs", type=int, default=5, help="runs per size (median reported)")
-    parser.add_argument("--max-runs-1m", type=int, default=3, help="runs for sizes of 1,000,000 secrets and more")
+    parser.add_argument("--runs", type=int, default=5, help="runs per size (median and spread reported)")
+    parser.add_argument("--max-runs-1m", type=int, help="fewer runs for sizes of 1,000,000 secrets and more")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--filler", type=float, nargs="+", default=[0.0],
+                        help="rows without secrets per secret, one table row per value (0: the generator's own)")
+    parser.add_argument("--host", nargs="+", choices=("idle", "loaded"), default=["idle"],
+                        help="idle: as the machine is; loaded: --workers 0 and one CPU-bound neighbour process")
     parser.add_argument("--workers", help="passed to keyrotate --workers (default: keyrotate decides)")
     parser.add_argument("--no-vacuum", action="store_true", help="pass --no-vacuum to keyrotate rotate")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench-out")
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "keyrotate-bench",
+                        help="cache of generated databases and scratch space")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     parser.add_argument("--exposure", action="store_true",
                         help="measure `keyrotate exposure` in every format instead of the rotation")
@@ -283,16 +410,14 @@ def main() -> None:
             print(json.dumps(rows, indent=2))
         return
     results = []
-    for secrets in args.secrets:
-        runs = min(args.runs, args.max_runs_1m) if secrets >= 1_000_000 else args.runs
-        results.append(bench_size(args.out, secrets, runs, args.seed, args.workers, not args.no_vacuum))
+    for host in args.host:
+        for filler in args.filler:
+            for secrets in args.secrets:
+                runs = args.runs if args.max_runs_1m is None or secrets < 1_000_000 else min(args.runs, args.max_runs_1m)
+                case = Case(secrets, runs, args.seed, filler, host == "loaded", args.workers, not args.no_vacuum)
+                results.append(bench_size(args.out, case))
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", file=sys.stderr)
-    print("| secrets | runs | keyrotate wall (median) | µs/secret | peak RSS | floor (median) | ratio | verify (median) "
-          "| CPU keyrotate / floor |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in results:
-        print(f"| {r['secrets']:,} | {r['runs']} | {r['wall']:.2f} s | {r['us_per_secret']:.1f} | {r['peak_rss_mb']:.0f} MB "
-              f"| {r['floor']:.2f} s | {r['ratio']:.2f}x | {r['verify']:.2f} s | {r['cpu']:.2f} s / {r['floor_cpu']:.2f} s |")
+    print_table(results)
     if args.json:
         print(json.dumps(results, indent=2))
 
