@@ -24,7 +24,7 @@ from typing import Any
 
 from keyrotate import crashpoints
 from keyrotate.rotation import scanning
-from keyrotate.store import database
+from keyrotate.store import backup
 
 KILL_VARIABLE = "KEYROTATE_TEST_KILL_AT"
 MARK_VARIABLE = "KEYROTATE_TEST_MARK_AT"
@@ -65,7 +65,7 @@ def run_announcing_batches(self: scanning.Scanner, phase: str,
 
 def arm() -> None:
     crashpoints.observe(kill_or_mark)
-    database.copy_pages = stepwise_copy  # type: ignore[assignment]
+    backup.copy_pages = stepwise_copy  # type: ignore[assignment]
     scanning.Scanner.run = run_announcing_batches  # type: ignore[method-assign]
 
 

@@ -21,7 +21,7 @@ from keyrotate.cli.exposure_render import render_exposure as render
 from keyrotate.cli.render import FORMATS
 from keyrotate.operations.backup_zips import rekey_backup
 from keyrotate.operations.exposure import find_exposure
-from keyrotate.store.database import backup_database
+from keyrotate.store.backup import backup_database
 from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from keyrotate.cli.app import main
 from keyrotate.errors import ExitCode
-from keyrotate.rotation import engine
+from keyrotate.rotation import after_commit
 from keyrotate.rotation.report import FAILURE_EXAMPLES
 from keyrotate.rotation.scanning import FAILURE_DETAIL_LIMIT, Fingerprint
 from keyrotate.trek.formats import Scheme, encrypt_text
@@ -82,7 +82,7 @@ class _PhantomFingerprint(Fingerprint):
 def test_failed_check_after_commit_says_what_a_restore_would_lose(
     trek4: TrekCopy, new_key_file: Path, monkeypatch: pytest.MonkeyPatch, allow_running: bool
 ) -> None:
-    monkeypatch.setattr(engine, "Fingerprint", _PhantomFingerprint)
+    monkeypatch.setattr(after_commit, "Fingerprint", _PhantomFingerprint)
     args = ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new_key_file)]
 
     result = invoke([*args, "--allow-running"] if allow_running else args)

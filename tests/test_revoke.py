@@ -126,3 +126,53 @@ def test_absent_tables_are_skipped(trek3: TrekCopy, new_key_file: Path) -> None:
     result = rotate(trek3, new_key_file, "--json", *FLAGS)
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["revoked"] == {"share_links": 0, "invites": 0}
+
+
+def audit_rows(db: Path) -> list[dict[str, int]]:
+    with closing(sqlite3.connect(db)) as conn:
+        return [json.loads(d) for (d,) in conn.execute(
+            "SELECT details FROM audit_log WHERE action = 'keyrotate.rotate_encryption_key' ORDER BY id")]
+
+
+def backups_beside(trek: TrekCopy) -> list[str]:
+    return sorted(p.name for p in trek.data_dir.glob("travel.db.keyrotate-backup-*") if not p.name.endswith(".key"))
+
+
+def test_nothing_left_to_rotate_still_revokes_in_one_commit(trek: TrekCopy, new_key_file: Path) -> None:
+    """Every secret already under the new key (a rerun): the revocation and its audit row are still committed."""
+    first = rotate(trek, new_key_file)
+    assert first.exit_code == 0, first.stderr
+    add_tokens(trek)
+    want, before = expected(trek.db), table_dump(trek.db)
+    assert want["share_links"] > 0 and want["invites"] > 0
+
+    dry = rotate(trek, new_key_file, "--dry-run", "--json", *FLAGS)
+    assert dry.exit_code == 0, dry.stderr
+    assert json.loads(dry.stdout)["revoked"] == want
+    assert table_dump(trek.db) == before
+
+    result = rotate(trek, new_key_file, "--json", *FLAGS)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["revoked"], report["totals"]["rotated"], report["committed"]) == (want, 0, True)
+    assert report["verified_after_commit"] and report["backup"] is not None
+    assert not any(t for t in tokens(trek.db)["share_tokens"] + tokens(trek.db)["journey_share_tokens"])
+    logged = audit_rows(trek.db)
+    assert len(logged) == 2 and logged[-1]["secrets_rotated"] == 0
+    assert (logged[-1]["revoked_share_links"], logged[-1]["revoked_invites"]) == (want["share_links"], want["invites"])
+    assert "Nothing needed re-encrypting" not in result.stderr
+
+
+def test_nothing_to_rotate_or_revoke_commits_nothing_and_keeps_no_backup(trek: TrekCopy, new_key_file: Path) -> None:
+    first = rotate(trek, new_key_file, *FLAGS)
+    assert first.exit_code == 0, first.stderr
+    backups, before = backups_beside(trek), table_dump(trek.db)
+
+    again = rotate(trek, new_key_file, "--json", *FLAGS)
+
+    assert again.exit_code == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert (report["committed"], report["revoked"]) == (False, {"share_links": 0, "invites": 0})
+    assert table_dump(trek.db) == before
+    assert len(audit_rows(trek.db)) == 1
+    assert backups_beside(trek) == backups

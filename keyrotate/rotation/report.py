@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from keyrotate.rotation.revoke import describe as describe_revoked
+from keyrotate.trek.catalogue import Presence
 
 SCHEMA_VERSION = 1
 
@@ -96,7 +97,7 @@ class LocationResult:
     table: str
     column: str
     catalogued: bool
-    presence: str = "active"
+    presence: Presence = Presence.ACTIVE
     note: str = ""
     opened_by: tuple[int, ...] = ()
     rewritten: int = 0
@@ -127,7 +128,7 @@ class RotationReport:
     warnings: tuple[str, ...] = ()
     next_steps: tuple[str, ...] = ()
     command: str = "rotate"
-    notes: tuple[str, ...] = ()  # what a rerun found and finished (see engine._nothing_to_do)
+    notes: tuple[str, ...] = ()  # what a rerun found and finished (see engine._Rotation._nothing_to_do)
     revoked: dict[str, int] = field(default_factory=dict)  # plaintext bearer tokens removed, by kind (revoke.py)
 
     def _sum(self, name: str, catalogued: bool | None = None) -> int:
@@ -246,14 +247,14 @@ def render_rotation(report: RotationReport, *, with_next_steps: bool = True) -> 
     text.add(f"Database: {report.database} ({report.trek_version})")
     rows = []
     for loc in report.locations:
-        if loc.presence != "active":
+        if loc.presence is not Presence.ACTIVE:
             continue
         if not loc.catalogued and not (loc.tokens or loc.rewritten):
             continue
         new = loc.opened_by[report.new_index] if loc.opened_by else 0
         rows.append((loc.label, str(loc.rewritten), str(new), str(loc.plaintext), str(loc.empty), str(loc.unopened)))
     text.lines.extend(_table(rows, ("location", "rotated", "already new", "plaintext", "empty", "failed")))
-    absent = [loc for loc in report.locations if loc.presence != "active"]
+    absent = [loc for loc in report.locations if loc.presence is not Presence.ACTIVE]
     if absent:
         text.add(f"Not in this database or not encrypted by this TREK version: {len(absent)} catalogued locations "
                  "(see --json for each).")
@@ -299,7 +300,7 @@ def render_verify(report: VerifyReport) -> str:
     text.add(f"Database: {report.database} ({report.trek_version})")
     rows = []
     for loc in report.locations:
-        if loc.presence != "active" or (not loc.catalogued and not loc.tokens):
+        if loc.presence is not Presence.ACTIVE or (not loc.catalogued and not loc.tokens):
             continue
         first = loc.opened_by[0] if loc.opened_by else 0
         other = sum(loc.opened_by[1:]) if loc.opened_by else 0

@@ -191,7 +191,7 @@ _EVIDENCE: tuple[tuple[Release, str, str | None], ...] = (
 )
 
 
-class Presence(enum.Enum):
+class Presence(enum.StrEnum):  # a str, so reports show and compare it as its value
     ACTIVE = "active"
     ABSENT = "absent"
     PLAINTEXT_IN_THIS_VERSION = "plaintext in this TREK version"

@@ -1,0 +1,54 @@
+"""Handing the new key to TREK after the commit: the old key saved first, then the new one written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from keyrotate.crashpoints import crash_point
+from keyrotate.errors import CannotWriteError, KeyrotateError
+from keyrotate.rotation.old_key import save_old_key
+from keyrotate.rotation.options import RotateOptions
+from keyrotate.rotation.outcome import SavedKey
+from keyrotate.store.files import replacing
+from keyrotate.trek.keys import Key
+
+
+def replace_key_file(options: RotateOptions, key_file: Path, backup: Path | None) -> SavedKey:
+    """Save the old key (unless told not to), then write the new one: the old key is never lost."""
+    existed = os.path.lexists(key_file)
+    saved = None
+    if options.save_old_key:
+        try:
+            saved = save_old_key(key_file, options.new_key, options.db_path, backup)
+        except (OSError, UnicodeDecodeError, KeyrotateError) as exc:
+            reason = exc.message if isinstance(exc, KeyrotateError) else str(exc)
+            raise CannotWriteError(
+                f"The database is rotated and verified, but saving the old key from {key_file} before replacing "
+                f"it failed ({reason}); {key_file} still holds the old key. Fix that (free space?) and run the same "
+                "command again: it finishes the job."
+            ) from None
+    write_key_file(key_file, options.new_key, backup, options.db_path)
+    return SavedKey(saved, key_file if saved is not None or not existed else None)
+
+
+def write_key_file(path: Path, key: Key, backup: Path | None, db_path: Path) -> None:
+    """Atomically replace ``path`` with the key (mode 0600, fsynced, never through a link).
+
+    Run as root, the file keeps its owner (or gets the database's): a root-owned 0600
+    key file is one TREK's user cannot read, and TREK then silently falls back to .jwt_secret.
+    """
+    try:
+        with replacing(path, owner_like=path if path.is_file() else db_path) as (_partial, handle):
+            handle.write(key.reveal().encode("utf-8"))
+            handle.flush()
+            crash_point("key-file-temp")
+        crash_point("key-file-renamed")
+    except (OSError, CannotWriteError) as exc:
+        reason = exc.message if isinstance(exc, CannotWriteError) else exc.strerror
+        raise CannotWriteError(
+            f"The database is rotated and verified, but writing the new key to {path} failed ({reason}). "
+            f"Put the new key into {path} yourself (mode 600) before starting TREK, or TREK will not be able to "
+            "read its secrets."
+            + (f" The backup {backup} still opens with the old key." if backup else "")
+        ) from None

@@ -1,0 +1,143 @@
+"""Turning a pass's tallies into reports: counts per location, failing rows named by their identity."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyrotate.rotation.options import RotateOptions
+from keyrotate.rotation.report import FailedSecret, LocationResult, RotationReport
+from keyrotate.rotation.scanning import Tally
+from keyrotate.store.backup import restore_command
+from keyrotate.store.database import quote_identifier
+from keyrotate.trek.catalogue import CATALOGUE, Presence, ResolvedLocation
+from keyrotate.trek.keys import Key
+from keyrotate.trek.schema import DatabaseInfo
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What every report of one rotation shares."""
+
+    options: RotateOptions
+    info: DatabaseInfo
+    keys: tuple[Key, ...]
+    resolved: tuple[ResolvedLocation, ...]
+
+
+@dataclass(frozen=True)
+class SavedKey:
+    path: Path | None = None  # where the old key was saved
+    key_file_to_restore: Path | None = None  # the key file a restore puts back (None: no key part)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How far a rotation got, for its report."""
+
+    committed: bool
+    backup: Path | None = None
+    key_file_written: str | None = None
+    verified: bool = False
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    saved: SavedKey = SavedKey()
+    revoked: dict[str, int] | None = None
+
+
+def failures(conn: sqlite3.Connection, tallies: dict[str, Tally]) -> tuple[FailedSecret, ...]:
+    """Name each failing value by its row's identifying columns (never its content): one query per location."""
+    identities = {(loc.table, loc.column): loc.identity for loc in CATALOGUE}
+    out = []
+    for tally in tallies.values():
+        if not tally.failures:
+            continue
+        columns = identities.get((tally.table, tally.column), ("rowid",))
+        select = ", ".join(quote_identifier(c) if c != "rowid" else "rowid" for c in columns)
+        rowids = sorted({failure.rowid for failure in tally.failures})
+        try:
+            rows = conn.execute(
+                f"SELECT rowid, {select} FROM {quote_identifier(tally.table)} "
+                f"WHERE rowid IN ({', '.join('?' * len(rowids))})", rowids,
+            ).fetchall()
+        except sqlite3.Error:
+            rows = []
+        found = {row[0]: dict(zip(columns, row[1:], strict=True)) for row in rows}
+        for failure in tally.failures:
+            identity = found.get(failure.rowid, {"rowid": failure.rowid})
+            out.append(FailedSecret(tally.label, failure.table, failure.column, identity, failure.path, failure.reason,
+                                    tally.catalogued))
+    return tuple(out)
+
+
+def locations(resolved: Sequence[ResolvedLocation], tallies: dict[str, Tally]) -> tuple[LocationResult, ...]:
+    """Catalogued locations the scan skipped (and why), then the counts of every location it read."""
+    out = []
+    for entry in resolved:
+        loc = entry.location
+        if entry.presence is not Presence.ACTIVE:
+            out.append(LocationResult(loc.label, loc.table, loc.column, True, entry.presence, entry.reason))
+    for tally in tallies.values():
+        if not tally.catalogued and not (sum(tally.opened_by) or tally.unopened):
+            continue
+        out.append(
+            LocationResult(
+                tally.label, tally.table, tally.column, tally.catalogued,
+                opened_by=tuple(tally.opened_by), rewritten=tally.rewritten, plaintext=tally.plaintext,
+                encrypted_plaintext=tally.encrypted_plaintext, empty=tally.empty, unopened=tally.unopened,
+            )
+        )
+    return tuple(out)
+
+
+def rotation_report(
+    run: RunFacts, tallies: dict[str, Tally], failed: tuple[FailedSecret, ...], finished: Finished
+) -> RotationReport:
+    options, backup = run.options, finished.backup
+    saved = finished.saved
+    return RotationReport(
+        database=str(options.db_path),
+        trek_version=run.info.version.evidence,
+        key_sources=tuple(k.source for k in run.keys),
+        dry_run=options.dry_run,
+        committed=finished.committed,
+        locations=locations(run.resolved, tallies),
+        failures=failed,
+        backup=str(backup) if backup else None,
+        restore_command=(restore_command(backup, options.db_path, saved.key_file_to_restore, saved.path)
+                         if backup else None),
+        old_key_saved=str(saved.path) if saved.path else None,
+        key_file_written=finished.key_file_written,
+        verified_after_commit=finished.verified,
+        warnings=(*finished.warnings, *_skipped_warning(options, failed)),
+        notes=finished.notes,
+        next_steps=_next_steps(options, finished),
+        revoked=finished.revoked or {},
+    )
+
+
+def _skipped_warning(options: RotateOptions, failed: tuple[FailedSecret, ...]) -> list[str]:
+    skipped = [f for f in failed if f.catalogued]
+    if not skipped or not options.skip_undecryptable:
+        return []
+    return [f"{len(skipped)} catalogued secret(s) open under no key and were LEFT UNTOUCHED "
+            "(--skip-undecryptable). TREK will read them as 'not set'."]
+
+
+def _next_steps(options: RotateOptions, finished: Finished) -> tuple[str, ...]:
+    steps = []
+    if finished.key_file_written and not finished.committed:
+        steps.append(f"nothing needed re-encrypting; {finished.key_file_written} now holds the new key")
+    if (finished.committed or finished.key_file_written) and options.key_file is not None:
+        steps.append(
+            "if TREK's environment sets ENCRYPTION_KEY (docker-compose.yml, .env, systemd unit), change it to the "
+            "new key or remove it before restarting TREK; otherwise TREK puts the old key back"
+        )
+    elif finished.committed:
+        steps.append(
+            "give TREK the new key: write it to data/.encryption_key and change or remove ENCRYPTION_KEY in "
+            "TREK's environment, then restart TREK"
+        )
+    return tuple(steps)
