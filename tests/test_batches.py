@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from keyrotate.errors import KeyrotateError, UndecryptableError
-from keyrotate.rotation.batches import BatchSpec, CryptoContext, process_batch
+from keyrotate.rotation.batches import BatchSpec, process_batch
 from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
 from keyrotate.rotation.workers import CryptoPool, PendingBatch, worker_count
-from keyrotate.trek.formats import Cipher, Scheme
+from keyrotate.trek.formats import Cipher, Keyring, Scheme
 from keyrotate.trek.keys import Key
 from keyrotate.trek.sample import build_sample_database
 
@@ -51,7 +51,7 @@ def _submitted(pool: CryptoPool, spec: BatchSpec, rows: list[tuple[int, object]]
 
 
 def test_batch_classifies_every_kind_of_value() -> None:
-    result = process_batch(CryptoContext((OLD, OTHER, NEW)), _spec(), _rows())
+    result = process_batch(Keyring((OLD, OTHER, NEW)), _spec(), _rows())
     assert result.opened_by == [2, 1, 1]
     assert (result.plaintext, result.encryptable_plaintext) == (2, 1)
     assert result.unopened == [6]
@@ -60,7 +60,7 @@ def test_batch_classifies_every_kind_of_value() -> None:
 
 def test_batch_rewrites_to_the_new_key_and_the_result_opens() -> None:
     rows = _rows()
-    result = process_batch(CryptoContext((OLD, OTHER, NEW)), _spec(new_index=2, encrypt_plaintext=True), rows)
+    result = process_batch(Keyring((OLD, OTHER, NEW)), _spec(new_index=2, encrypt_plaintext=True), rows)
     assert (result.rewritten, result.encrypted_plaintext) == (3, 1)
     new = Cipher(NEW, Scheme.API)
     expected = {1: "pässwörd 🔐".encode(), 2: b"under the other key", 4: b"legacy plaintext", 7: b"lenient base64"}
@@ -69,7 +69,7 @@ def test_batch_rewrites_to_the_new_key_and_the_result_opens() -> None:
 
 def test_batch_fingerprint_survives_the_rewrite_and_catches_a_changed_plaintext() -> None:
     """The post-commit pass must arrive at the write pass's digest, and only if every plaintext is the same."""
-    context = CryptoContext((OLD, OTHER, NEW))
+    context = Keyring((OLD, OTHER, NEW))
     rows = [row for row in _rows() if row[0] != 4]  # the plaintext row is not fingerprinted unless encrypted
     written = process_batch(context, _spec(new_index=2), rows)
     rewritten = dict((rowid, value) for value, rowid in written.updates)
@@ -88,7 +88,7 @@ def test_a_worker_gives_the_same_result_and_reports_its_failures() -> None:
     context_keys = (OLD, OTHER, NEW)
     with CryptoPool(context_keys, 1) as pool:
         in_worker = _submitted(pool, _spec(), _rows()).get()
-        assert in_worker == process_batch(CryptoContext(context_keys), _spec(), _rows())
+        assert in_worker == process_batch(Keyring(context_keys), _spec(), _rows())
         with pytest.raises(KeyrotateError, match="crypto worker failed"):
             _submitted(pool, _spec(key_order=(7,)), _rows()).get()
         assert _submitted(pool, _spec(), _rows()[:1]).get().opened_by == [1, 0, 0]  # still serving
@@ -101,7 +101,7 @@ def test_rows_and_results_cross_the_pipe_unchanged(extra: tuple[int, object]) ->
     spec = _spec(new_index=2, encrypt_plaintext=True)
     with CryptoPool((OLD, OTHER, NEW), 1) as pool:
         in_worker = _submitted(pool, spec, rows).get()
-    here = process_batch(CryptoContext((OLD, OTHER, NEW)), spec, rows)
+    here = process_batch(Keyring((OLD, OTHER, NEW)), spec, rows)
     # New ciphertexts differ (fresh IVs); everything else must not.
     assert [rowid for _, rowid in in_worker.updates] == [rowid for _, rowid in here.updates]
     assert (in_worker.opened_by, in_worker.plaintext, in_worker.encrypted_plaintext, in_worker.rewritten,

@@ -11,7 +11,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyrotate.errors import KeyProblemError
-from keyrotate.trek.formats import API_PREFIX, Cipher, Scheme, decrypt_text, encrypt_text, node_base64_decode
+from keyrotate.rotation.engine import verify_database
+from keyrotate.trek.formats import (
+    API_PREFIX,
+    PLAINTEXT,
+    UNOPENED,
+    Cipher,
+    Keyring,
+    Scheme,
+    decrypt_text,
+    encrypt_text,
+    node_base64_decode,
+)
 from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy, stored_value
@@ -113,3 +124,58 @@ def test_key_repr_never_shows_the_key() -> None:
     with pytest.raises(KeyProblemError) as raised:
         Key("   ", "an empty source")
     assert "empty" in str(raised.value)
+
+
+# -- the one primitive: Keyring.reader / Cipher.checked_sealer, used by every path -------------------------
+
+OLD_KEY, NEW_KEY = Key("keyring old key", "old"), Key("keyring new key", "new")
+
+
+@pytest.mark.parametrize("seed", ["JBSWY3DPEHPK3PXP", "JBSWY3DPEHPK3PXP====", " GEZDGNBVGY3TQOJQ "])
+def test_a_plain_totp_seed_reads_as_plaintext_not_as_a_failed_ciphertext(seed: str) -> None:
+    keyring = Keyring((OLD_KEY, NEW_KEY))
+    assert keyring.read(seed, Scheme.MFA) == (PLAINTEXT, seed.encode())
+    assert keyring.open(seed, Scheme.MFA) is None  # it opens under no key: it is no ciphertext
+
+
+@pytest.mark.parametrize("value", ["not base32 at all!", "jbswy3dpehpk3pxp", "A" * 40])
+def test_a_short_or_foreign_mfa_value_that_opens_under_no_key_is_unopened(value: str) -> None:
+    # lower case and "!" are outside base32; 40 letters decode to 30 bytes, enough to be a sealed value
+    assert Keyring((OLD_KEY,)).read(value, Scheme.MFA) == (UNOPENED, b"")
+
+
+def test_the_keyring_says_which_key_opens_and_reordering_shares_its_ciphers() -> None:
+    keyring = Keyring((OLD_KEY, NEW_KEY))
+    under_new = Cipher(NEW_KEY, Scheme.API).seal("héllo 🔐".encode())
+    assert keyring.read(under_new, Scheme.API) == (1, "héllo 🔐".encode())
+    assert keyring.read("legacy plaintext", Scheme.API) == (PLAINTEXT, b"legacy plaintext")
+    assert keyring.read(API_PREFIX + "AAAA" * 12, Scheme.API) == (UNOPENED, b"")
+    flipped = keyring.reordered((1, 0))
+    assert flipped.read(under_new, Scheme.API) == (0, "héllo 🔐".encode())
+    assert flipped.cipher(0, Scheme.MFA) is keyring.cipher(1, Scheme.MFA)  # no second AES-GCM instance per key
+    assert flipped.keys == (NEW_KEY, OLD_KEY)
+    assert Keyring(()).read(under_new, Scheme.API) == (UNOPENED, b"")
+
+
+@pytest.mark.parametrize("scheme", list(Scheme))
+def test_a_checked_seal_is_what_seal_writes_and_opens_again(scheme: Scheme) -> None:
+    cipher = Cipher(NEW_KEY, scheme)
+    iv = bytes(range(12))
+    assert cipher.seal_checked(b"TOTP seed or token", iv) == cipher.seal(b"TOTP seed or token", iv)
+    sealed = cipher.seal_checked(b"random iv")
+    assert sealed is not None
+    assert Keyring((OLD_KEY, NEW_KEY)).read(sealed, scheme) == (1, b"random iv")
+
+
+def test_a_checked_seal_refuses_an_iv_trek_could_not_split() -> None:
+    # AES-GCM itself accepts an 11-byte IV, but TREK reads the first 12 bytes as the IV: that value would never open.
+    assert Cipher(NEW_KEY, Scheme.API).seal_checked(b"secret", bytes(11)) is None
+
+
+def test_verify_counts_a_plain_totp_seed_in_a_real_database_as_plaintext(trek: TrekCopy) -> None:
+    with closing(sqlite3.connect(trek.db)) as conn, conn:
+        conn.execute("UPDATE users SET mfa_secret = 'JBSWY3DPEHPK3PXP' WHERE id = (SELECT min(id) FROM users)")
+    report = verify_database(trek.db, [trek.key], workers=0)
+    mfa = next(loc for loc in report.locations if loc.label == "users.mfa_secret")
+    assert report.ok, report.failures
+    assert mfa.plaintext == 1

@@ -18,10 +18,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyrotate.rotation.scanning import Keyring, Rewrite, Scanner
+from keyrotate.rotation.scanning import Rewrite, Scanner
 from keyrotate.store.database import connect
 from keyrotate.trek.catalogue import resolve_catalogue
-from keyrotate.trek.formats import API_PREFIX, EMBEDDED_TOKEN, MIN_SEALED_BYTES, Cipher, Scheme, node_base64_decode
+from keyrotate.trek.formats import (
+    API_PREFIX,
+    EMBEDDED_TOKEN,
+    MIN_SEALED_BYTES,
+    Cipher,
+    Keyring,
+    Scheme,
+    node_base64_decode,
+)
 from keyrotate.trek.keys import Key
 from keyrotate.trek.sample import build_sample_database
 from keyrotate.trek.schema import inspect_database

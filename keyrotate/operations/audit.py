@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from keyrotate.rotation.report import SCHEMA_VERSION
-from keyrotate.rotation.scanning import Keyring, Scanner
+from keyrotate.rotation.scanning import Scanner
 from keyrotate.rotation.session import ReadSession, read_session
 from keyrotate.store.database import quote_identifier
 from keyrotate.trek.catalogue import CATALOGUE, NOT_SECRETS, Presence, SecretLocation
+from keyrotate.trek.formats import Keyring
 
 # Names that say "secret"; hashes, expiry times, ids and flags about secrets say nothing.
 _SECRET_NAME = re.compile(r"(api_?key|secret|password|passwd|passphrase|token|_pass|_sid|access_?key)$", re.I)

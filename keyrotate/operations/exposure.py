@@ -21,12 +21,12 @@ from typing import Any
 from keyrotate.errors import KeyProblemError
 from keyrotate.operations.exposure_copies import ExposedCopy, find_exposed_copies
 from keyrotate.operations.exposure_groups import GroupTally, tier_of
-from keyrotate.rotation.scanning import Keyring, ProgressCallback, Scanner
+from keyrotate.rotation.scanning import ProgressCallback, Scanner
 from keyrotate.rotation.session import crypto_pool, read_session
 from keyrotate.store.database import quote_identifier
 from keyrotate.trek.beyond import Finding, find_beyond
 from keyrotate.trek.catalogue import CATALOGUE, JsonSecrets, SecretLocation
-from keyrotate.trek.formats import Scheme
+from keyrotate.trek.formats import Keyring, Scheme
 from keyrotate.trek.keys import Key
 
 MFA_ADVICE = "the user must disable and re-enrol MFA in TREK (the TOTP seed is compromised; old codes keep working until then)"

@@ -9,11 +9,12 @@ from pathlib import Path
 from keyrotate.errors import VerificationError
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.outcome import RunFacts
-from keyrotate.rotation.scanning import Fingerprint, Keyring, ProgressCallback, Scanner
+from keyrotate.rotation.scanning import Fingerprint, ProgressCallback, Scanner
 from keyrotate.rotation.session import snapshot
 from keyrotate.rotation.workers import CryptoPool
 from keyrotate.store.backup import restore_command
 from keyrotate.store.database import checkpoint, connect
+from keyrotate.trek.formats import Keyring
 
 
 def scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions) -> list[str]:

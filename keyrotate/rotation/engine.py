@@ -27,7 +27,7 @@ from keyrotate.rotation.outcome import Finished, RunFacts, SavedKey, failures, r
 from keyrotate.rotation.plan import ConfirmCallback, RotationPlan, make_plan, refuse_if_unopenable
 from keyrotate.rotation.report import FailedSecret, RotationReport
 from keyrotate.rotation.revoke import revoke_tokens
-from keyrotate.rotation.scanning import Fingerprint, Keyring, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
+from keyrotate.rotation.scanning import Fingerprint, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
 from keyrotate.rotation.session import crypto_pool, open_database
 from keyrotate.rotation.verify import verify_database
 from keyrotate.rotation.workers import CryptoPool
@@ -36,7 +36,7 @@ from keyrotate.store.database import WRITE_CACHE_KIB, translate_error, write_tra
 from keyrotate.store.uncommitted import remove_leftovers
 from keyrotate.trek.audit_log import ROTATE_ENCRYPTION_KEY, record_in_audit_log
 from keyrotate.trek.catalogue import resolve_catalogue
-from keyrotate.trek.formats import Cipher, Scheme
+from keyrotate.trek.formats import Cipher, Keyring, Scheme
 from keyrotate.trek.keys import Key
 
 # The rotation's entry points for the CLI and the operations, in one place.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -23,43 +22,26 @@ from pathlib import Path
 from typing import Any
 
 from keyrotate.errors import VerificationError
-from keyrotate.rotation.batches import NOT_OPENED, BatchResult, BatchSpec, CryptoContext, process_batch
+from keyrotate.rotation.batches import NOT_OPENED, BatchResult, BatchSpec, process_batch, rewrite_failed
 from keyrotate.rotation.workers import CryptoPool, PendingBatch
 from keyrotate.store.database import InThread, connect, quote_identifier
 from keyrotate.trek.catalogue import NOT_SECRETS, JsonSecrets, Presence, ResolvedLocation, SecretLocation
-from keyrotate.trek.formats import API_PREFIX, EMBEDDED_TOKEN, MIN_SEALED_BYTES, Cipher, Scheme, node_base64_decode
-from keyrotate.trek.keys import Key
+from keyrotate.trek.formats import (
+    API_PREFIX,
+    EMBEDDED_TOKEN,
+    UNOPENED,
+    Cipher,
+    Keyring,
+    Scheme,
+    is_well_formed_token,
+)
 from keyrotate.trek.schema import DatabaseInfo
 
 BATCH_ROWS = 2000
 LOOKALIKE = "looks like a token but opens under none of the keys; left as it is"
 NOT_OPENED_OUTSIDE = "a well-formed TREK ciphertext found outside the catalogue that opens under none of the keys"
-_BASE64_BODY = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 FAILURE_DETAIL_LIMIT = 200  # failures listed one by one; beyond that only counted
 JsonPath = tuple[str | int, ...]
-
-
-class Keyring:
-    """Keys in order of preference; a value belongs to the first that opens it."""
-
-    def __init__(self, keys: Sequence[Key]) -> None:
-        self.keys = tuple(keys)
-        self._ciphers = {
-            Scheme.API: [Cipher(k, Scheme.API) for k in self.keys],
-            Scheme.MFA: [Cipher(k, Scheme.MFA) for k in self.keys],
-        }
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def open(self, stored: str, scheme: Scheme) -> tuple[int, bytes] | None:
-        body = stored[len(API_PREFIX) :] if scheme is Scheme.API else stored
-        sealed = node_base64_decode(body)
-        for index, cipher in enumerate(self._ciphers[scheme]):
-            plaintext = cipher.open_sealed(sealed)
-            if plaintext is not None:
-                return index, plaintext
-        return None
 
 
 class TargetKind(enum.Enum):
@@ -215,8 +197,10 @@ class Scanner:
         self._count_empty_values = count_empty
         # The key values should be under once this pass is done: the new key when rotating, else the first.
         self._settled = settled_key if settled_key is not None else rewrite.new_index if rewrite is not None else 0
-        self._context = pool.context if pool is not None else CryptoContext(keyring.keys)
-        self._key_order = tuple(self._context.index_of(key) for key in keyring.keys)
+        # The pool's keyring when there is one: a batch names its keys by their place in it.
+        self._batch_keyring = pool.keyring if pool is not None else keyring
+        self._key_order = tuple(self._batch_keyring.index_of(key) for key in keyring.keys)
+        self._read_token = keyring.reader(Scheme.API)
         self._pending: deque[tuple[Target, PendingBatch]] = deque()
         self._empties: dict[str, int] | None = None
         self._plugin_fields = self._load_plugin_fields()
@@ -312,7 +296,7 @@ class Scanner:
             if handed is not None:
                 self._pending.append((target, handed))
                 return
-        self._merge(target, process_batch(self._context, spec, batch))
+        self._merge(target, process_batch(self._batch_keyring, spec, batch))
 
     def _collect(self, *, wait: bool) -> None:
         """Merge finished worker results, oldest first (all of them when ``wait``)."""
@@ -513,12 +497,12 @@ class Scanner:
     def _unrewritable_value(self, table: str, column: str, rowid: int, where: str, value: Any, why: str) -> None:
         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value if isinstance(value, str) else ""
         for match in EMBEDDED_TOKEN.finditer(text):
-            opened = self.keyring.open(match.group(), Scheme.API)
-            if opened is not None and opened[0] == self._settled:
+            index, _ = self._read_token(match.group())
+            if index == self._settled:
                 continue
-            if opened is None and not is_well_formed_token(match.group()):
+            if index == UNOPENED and not is_well_formed_token(match.group()):
                 continue  # a note that mentions enc:v1:
-            state = "opens under none of the keys" if opened is None else "opens under another key than it must end under"
+            state = "opens under none of the keys" if index == UNOPENED else "opens under another key than it must end under"
             self._unopenable(table, column, "cannot be rewritten").fail(
                 FailedValue(table, column, rowid, f"{where}@{match.start()}", f"a TREK ciphertext {why}; it {state}"))
 
@@ -541,8 +525,9 @@ class Scanner:
         plaintext = value.encode("utf-8")
         if self.fingerprint is not None:
             self.fingerprint.add(f"{loc.label}\x00{rowid}\x00{path}", plaintext)
-        new = rw.cipher.seal(plaintext)
-        self._check_sealed(new, plaintext, loc.table, loc.column, rowid)
+        new = rw.cipher.seal_checked(plaintext)
+        if new is None:
+            raise rewrite_failed(loc.table, loc.column, rowid)
         tally.encrypted_plaintext += 1
         return new
 
@@ -553,10 +538,10 @@ class Scanner:
 
         (mfa values only ever fill whole columns, which :func:`process_batch` handles.)
         """
-        opened = self.keyring.open(stored, Scheme.API)
+        index, plaintext = self._read_token(stored)
         if self.on_token is not None:
-            self.on_token(tally.label, table, column, rowid, path, None if opened is None else opened[0])
-        if opened is None:
+            self.on_token(tally.label, table, column, rowid, path, None if index < 0 else index)
+        if index < 0:  # UNOPENED: stored starts with the prefix, so it is never PLAINTEXT
             if blocking:
                 tally.fail(FailedValue(table, column, rowid, path, NOT_OPENED))
             elif is_well_formed_token(stored):
@@ -565,25 +550,17 @@ class Scanner:
             else:
                 tally.fail(FailedValue(table, column, rowid, path, LOOKALIKE))
             return None
-        index, plaintext = opened
         tally.opened_by[index] += 1
         if self.fingerprint is not None:
             self.fingerprint.add(f"{tally.label}\x00{rowid}\x00{path}", plaintext)
         rw = self.rewrite
         if rw is None or index == rw.new_index:
             return None
-        new = rw.cipher.seal(plaintext)
-        self._check_sealed(new, plaintext, table, column, rowid)
+        new = rw.cipher.seal_checked(plaintext)
+        if new is None:
+            raise rewrite_failed(table, column, rowid)
         tally.rewritten += 1
         return new
-
-    def _check_sealed(self, new: str, plaintext: bytes, table: str, column: str, rowid: int) -> None:
-        """Before anything is written: the new ciphertext must give back the same bytes."""
-        assert self.rewrite is not None
-        if self.rewrite.cipher.open(new) != plaintext:
-            raise VerificationError(
-                f"Re-encrypted value in {table}.{column} row {rowid} did not read back; nothing was committed."
-            )
 
     def _json_batch(self, target: Target, batch: list[tuple[Any, ...]]) -> list[tuple[str, int]]:
         loc = target.location
@@ -701,12 +678,6 @@ def _covered_rows(covering: Sequence[SecretLocation]) -> str:
             by_column.setdefault(loc.key_column, []).append(_sql_literal(loc.setting_key))
     conditions = [f"{quote_identifier(c)} IN ({', '.join(sorted(keys))})" for c, keys in sorted(by_column.items())]
     return " OR ".join(conditions) or "0"
-
-
-def is_well_formed_token(stored: str) -> bool:
-    """``enc:v1:`` and base64 of at least IV, tag and one byte: what TREK writes, not a note that mentions it."""
-    body = stored[len(API_PREFIX):].strip()
-    return bool(_BASE64_BODY.fullmatch(body)) and len(node_base64_decode(body)) > MIN_SEALED_BYTES
 
 
 def _empty(column: str) -> str:

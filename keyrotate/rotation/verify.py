@@ -8,8 +8,9 @@ from pathlib import Path
 from keyrotate.errors import KeyProblemError
 from keyrotate.rotation.outcome import failures, locations
 from keyrotate.rotation.report import VerifyReport
-from keyrotate.rotation.scanning import Keyring, ProgressCallback, Scanner
+from keyrotate.rotation.scanning import ProgressCallback, Scanner
 from keyrotate.rotation.session import crypto_pool, read_session
+from keyrotate.trek.formats import Keyring
 from keyrotate.trek.keys import Key
 
 

@@ -24,7 +24,8 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from keyrotate.errors import KeyrotateError
-from keyrotate.rotation.batches import BatchResult, BatchSpec, CryptoContext, Row, process_batch
+from keyrotate.rotation.batches import BatchResult, BatchSpec, Row, process_batch
+from keyrotate.trek.formats import Keyring
 from keyrotate.trek.keys import Key
 
 
@@ -84,7 +85,7 @@ def _serve(keys: tuple[Key, ...], conn: Connection, parent: int, inherited: tupl
         os.dup2(null, 0)
         os.dup2(null, 1)
         os.close(null)
-    context = CryptoContext(keys)
+    keyring = Keyring(keys)
     while True:
         try:
             message = conn.recv()
@@ -94,7 +95,7 @@ def _serve(keys: tuple[Key, ...], conn: Connection, parent: int, inherited: tupl
             return
         spec, packed = message
         try:
-            reply: tuple[bool, Any] = (True, process_batch(context, spec, _unpack_rows(packed)))
+            reply: tuple[bool, Any] = (True, process_batch(keyring, spec, _unpack_rows(packed)))
         except KeyrotateError as exc:  # messages name rows, never values
             reply = (False, exc)
         except Exception as exc:  # noqa: BLE001 - anything else is a bug; its type is enough
@@ -168,7 +169,7 @@ class CryptoPool:
     """
 
     def __init__(self, keys: Sequence[Key], workers: int) -> None:
-        self.context = CryptoContext(keys)
+        self.keyring = Keyring(keys)
         self.workers = workers
         forking = sys.platform == "linux"
         ctx = multiprocessing.get_context("fork" if forking else None)
@@ -178,7 +179,7 @@ class CryptoPool:
                 here, there, send_room = _pipe()
                 # Parent ends a forked child inherits; a spawned child inherits none.
                 inherited = tuple(c.fileno() for c in (here, *(w.conn for w in self._workers))) if forking else ()
-                process = ctx.Process(target=_serve, args=(self.context.keys, there, os.getpid(), inherited),
+                process = ctx.Process(target=_serve, args=(self.keyring.keys, there, os.getpid(), inherited),
                                       daemon=True)
                 process.start()
                 there.close()
