@@ -21,11 +21,12 @@ from keyrotate.crashpoints import crash_point
 from keyrotate.errors import CancelledError, DatabaseBusyError, WrongKeyError
 from keyrotate.interrupts import COMMITTED, ROLLED_BACK, Hold, Interrupted, signal_number
 from keyrotate.rotation.after_commit import scrub_after_commit, verify_after_commit
+from keyrotate.rotation.failures import FailedSecret, name_failures
 from keyrotate.rotation.key_file import replace_key_file
 from keyrotate.rotation.options import NoticeCallback, RotateOptions, key_file_holds, preflight
-from keyrotate.rotation.outcome import Finished, RunFacts, SavedKey, failures, rotation_report
+from keyrotate.rotation.outcome import Finished, RunFacts, SavedKey, rotation_report
 from keyrotate.rotation.plan import ConfirmCallback, RotationPlan, make_plan, refuse_if_unopenable
-from keyrotate.rotation.report import FailedSecret, RotationReport
+from keyrotate.rotation.report import RotationReport
 from keyrotate.rotation.revoke import revoke_tokens
 from keyrotate.rotation.scanning import Fingerprint, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
 from keyrotate.rotation.session import crypto_pool, open_database
@@ -169,7 +170,7 @@ class _Rotation:
             calls.notice("Writing now. If this run is interrupted (power cut, kill), run the same command again: "
                          "it finishes the job.")
         writer, fingerprint = self._rewrite_pass()
-        failed = failures(self.conn, writer.tallies)
+        failed = name_failures(self.conn, writer.tallies)
         plan = make_plan(writer.tallies, self.facts.resolved, self.new_index, options.encrypt_plaintext)
         refuse_if_unopenable(plan, failed, options)
         revoked = revoke_tokens(self.conn, options.revoke)  # commits or rolls back with the rotation
@@ -187,7 +188,7 @@ class _Rotation:
         check = Scanner(self.conn, self.facts.info, self.facts.resolved, Keyring(self.keys), pool=self.pool,
                         settled_key=self.new_index)
         check.run("check", self.calls.progress)
-        failed = failures(self.conn, check.tallies)
+        failed = name_failures(self.conn, check.tallies)
         plan = make_plan(check.tallies, self.facts.resolved, self.new_index, self.options.encrypt_plaintext)
         refuse_if_unopenable(plan, failed, self.options)
         if not plan.has_work and not self.options.revoke.asked:

@@ -1,18 +1,17 @@
-"""Turning a pass's tallies into reports: counts per location, failing rows named by their identity."""
+"""Turning a pass's tallies into the rotation's report: counts per location, what was done, what to do next."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from keyrotate.rotation.failures import FailedSecret
 from keyrotate.rotation.options import RotateOptions
-from keyrotate.rotation.report import FailedSecret, LocationResult, RotationReport
+from keyrotate.rotation.report import LocationResult, RotationReport
 from keyrotate.rotation.scanning import Tally
 from keyrotate.store.backup import restore_command
-from keyrotate.store.database import quote_identifier
-from keyrotate.trek.catalogue import CATALOGUE, Presence, ResolvedLocation
+from keyrotate.trek.catalogue import Presence, ResolvedLocation
 from keyrotate.trek.keys import Key
 from keyrotate.trek.schema import DatabaseInfo
 
@@ -45,31 +44,6 @@ class Finished:
     warnings: tuple[str, ...] = ()
     saved: SavedKey = SavedKey()
     revoked: dict[str, int] | None = None
-
-
-def failures(conn: sqlite3.Connection, tallies: dict[str, Tally]) -> tuple[FailedSecret, ...]:
-    """Name each failing value by its row's identifying columns (never its content): one query per location."""
-    identities = {(loc.table, loc.column): loc.identity for loc in CATALOGUE}
-    out = []
-    for tally in tallies.values():
-        if not tally.failures:
-            continue
-        columns = identities.get((tally.table, tally.column), ("rowid",))
-        select = ", ".join(quote_identifier(c) if c != "rowid" else "rowid" for c in columns)
-        rowids = sorted({failure.rowid for failure in tally.failures})
-        try:
-            rows = conn.execute(
-                f"SELECT rowid, {select} FROM {quote_identifier(tally.table)} "
-                f"WHERE rowid IN ({', '.join('?' * len(rowids))})", rowids,
-            ).fetchall()
-        except sqlite3.Error:
-            rows = []
-        found = {row[0]: dict(zip(columns, row[1:], strict=True)) for row in rows}
-        for failure in tally.failures:
-            identity = found.get(failure.rowid, {"rowid": failure.rowid})
-            out.append(FailedSecret(tally.label, failure.table, failure.column, identity, failure.path, failure.reason,
-                                    tally.catalogued))
-    return tuple(out)
 
 
 def locations(resolved: Sequence[ResolvedLocation], tallies: dict[str, Tally]) -> tuple[LocationResult, ...]:

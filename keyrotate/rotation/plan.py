@@ -6,9 +6,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from keyrotate.errors import KeyProblemError, UndecryptableError, WrongKeyError
+from keyrotate.rotation.failures import FailedSecret, summarise_failures
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.outcome import locations
-from keyrotate.rotation.report import FailedSecret, LocationResult, summarise_failures, unopened_by_label
+from keyrotate.rotation.report import LocationResult, unopened_by_label
 from keyrotate.rotation.scanning import Tally
 from keyrotate.trek.catalogue import ResolvedLocation
 

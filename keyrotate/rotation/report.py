@@ -6,10 +6,11 @@ plaintext, so any rendering of them is safe to print or file in a ticket.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from keyrotate.rotation.failures import FailedSecret, summarise_failures
 from keyrotate.rotation.revoke import describe as describe_revoked
 from keyrotate.trek.catalogue import Presence
 
@@ -36,53 +37,6 @@ def _escape(char: str) -> str:
         return _NAMED_ESCAPES[char]
     code = ord(char)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-@dataclass(frozen=True)
-class FailedSecret:
-    location: str
-    table: str
-    column: str
-    row: Mapping[str, Any]
-    path: str
-    reason: str
-    catalogued: bool = True
-
-    def describe(self) -> str:
-        where = ", ".join(f"{k}={v}" for k, v in self.row.items())
-        inside = f" at {self.path}" if self.path else ""
-        return f"{self.location} ({where}){inside}: {self.reason}"
-
-
-FAILURE_EXAMPLES = 3  # row ids shown per location; the JSON report has the longer list
-
-
-def summarise_failures(failures: Iterable[FailedSecret], counts: Mapping[str, int]) -> list[tuple[FailedSecret, str]]:
-    """One line per location (with its first failure, for the label): a single value as before, several as
-    a count and a few row ids. ``counts`` holds the true number per location label: the list is capped."""
-    groups: dict[tuple[str, bool], list[FailedSecret]] = {}
-    for failure in failures:
-        groups.setdefault((failure.location, failure.catalogued), []).append(failure)
-    out = []
-    for (location, _), group in groups.items():
-        total = max(counts.get(location, 0), len(group))
-        if total == 1:
-            out.append((group[0], group[0].describe()))
-            continue
-        shown = group[:FAILURE_EXAMPLES]
-        reasons = {failure.reason for failure in group}
-        if len(reasons) == 1:
-            examples = "; ".join(_where(failure) for failure in shown)
-            line = f"{location}: {total} values: {group[0].reason} (for example {examples}"
-        else:
-            examples = "; ".join(f"{_where(failure)}: {failure.reason}" for failure in shown)
-            line = f"{location}: {total} values (for example {examples}"
-        out.append((group[0], line + ("; --json lists more)" if total > len(shown) else ")")))
-    return out
-
-
-def _where(failure: FailedSecret) -> str:
-    return "(" + ", ".join(f"{k}={v}" for k, v in failure.row.items()) + ")" + (f" at {failure.path}" if failure.path else "")
 
 
 def unopened_by_label(locations: Iterable[LocationResult]) -> dict[str, int]:

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from keyrotate.errors import KeyProblemError
-from keyrotate.rotation.outcome import failures, locations
+from keyrotate.rotation.failures import name_failures
+from keyrotate.rotation.outcome import locations
 from keyrotate.rotation.report import VerifyReport
 from keyrotate.rotation.scanning import ProgressCallback, Scanner
 from keyrotate.rotation.session import crypto_pool, read_session
@@ -28,7 +29,7 @@ def verify_database(
     with crypto_pool(db_path, keys, workers) as pool, read_session(db_path, busy_timeout) as session:
         scanner = Scanner(session.conn, session.info, session.resolved, Keyring(keys), pool=pool)
         scanner.run("verify", progress)
-        failed = failures(session.conn, scanner.tallies)
+        failed = name_failures(session.conn, scanner.tallies)
     return VerifyReport(
         database=str(db_path),
         trek_version=session.info.version.evidence,

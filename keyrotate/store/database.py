@@ -34,22 +34,26 @@ T = TypeVar("T")
 
 def locate_database(db: Path | None, data_dir: Path | None) -> Path:
     """The database file named by ``--db`` or inside ``--data-dir``."""
-    if (db is None) == (data_dir is None):
+    if data_dir is not None and db is None:
+        db = _database_in(data_dir)
+    elif db is None or data_dir is not None:
         raise ValueError("exactly one of db and data_dir")
-    if data_dir is not None:
-        if not data_dir.exists():
-            raise InputNotFoundError(f"Data directory {data_dir} does not exist.")
-        if not data_dir.is_dir():
-            raise InputNotFoundError(f"{data_dir} is not a directory. Use --db for a database file.")
-        db = data_dir / "travel.db"
-        if not db.exists():
-            raise InputNotFoundError(f"{data_dir} has no travel.db. Is this TREK's data directory?")
-    assert db is not None
     if not db.exists():
         raise InputNotFoundError(f"Database {db} does not exist.")
     if db.is_dir():
         raise InputNotFoundError(f"{db} is a directory. Use --data-dir for TREK's data directory, or --db for travel.db.")
     check_sqlite_header(db)
+    return db
+
+
+def _database_in(data_dir: Path) -> Path:
+    if not data_dir.exists():
+        raise InputNotFoundError(f"Data directory {data_dir} does not exist.")
+    if not data_dir.is_dir():
+        raise InputNotFoundError(f"{data_dir} is not a directory. Use --db for a database file.")
+    db = data_dir / "travel.db"
+    if not db.exists():
+        raise InputNotFoundError(f"{data_dir} has no travel.db. Is this TREK's data directory?")
     return db
 
 
@@ -145,6 +149,9 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 
 def quote_identifier(name: str) -> str:
+    # sqlite_utils.db.quote_identifier is the same one line, but importing sqlite_utils (it pulls in click, and
+    # numpy when installed) made every start slower: `import keyrotate.cli.app` took 483 ms instead of 343 ms
+    # (medians of 9 alternating runs). So keyrotate does not import it.
     return '"' + name.replace('"', '""') + '"'
 
 
