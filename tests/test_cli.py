@@ -83,6 +83,7 @@ def test_interactive_rotate_asks_and_respects_no(trek4: TrekCopy) -> None:
     result = invoke(["rotate", "--db", str(trek4.db)], input=typed)
     assert result.exit_code == ExitCode.CANCELLED
     assert "secret(s) to re-encrypt" in result.stderr
+    assert re.search(r"^  \S+: \d+ secret\(s\)$", result.stderr, re.MULTILINE)  # the plan, per location
     assert table_dump(trek4.db) == before
     assert not [p for p in trek4.data_dir.iterdir() if "backup" in p.name]
     assert_nothing_secret_in(result, trek4, "brand-new-typed-key")

@@ -25,6 +25,7 @@ from keyrotate.operations.exposure_copies import find_exposed_copies
 from keyrotate.rotation.engine import RotationPlan
 from keyrotate.rotation.old_key import environment_holds, generate_new_key, next_steps
 from keyrotate.rotation.report import RotationReport
+from keyrotate.trek.catalogue import Presence
 from keyrotate.trek.keys import Key
 
 
@@ -55,7 +56,7 @@ def confirm_plan(plan: RotationPlan) -> bool:
     """The plan on stderr, then the question; a key typed at the prompt gets a second look before anything is written."""
     click.echo("Plan:", err=True)
     for loc in plan.locations:
-        if loc.catalogued and loc.presence == "active" and loc.tokens:
+        if loc.catalogued and loc.presence is Presence.ACTIVE and loc.tokens:
             click.echo(f"  {loc.label}: {loc.tokens} secret(s)", err=True)
         elif not loc.catalogued and loc.tokens - loc.unopened:
             click.echo(f"  {loc.label}: {loc.tokens - loc.unopened} secret(s) found outside the catalogue", err=True)
