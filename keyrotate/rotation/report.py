@@ -199,19 +199,7 @@ def render_rotation(report: RotationReport, *, with_next_steps: bool = True) -> 
     text = TextReport()
     verb = "would be" if report.dry_run else "were"
     text.add(f"Database: {report.database} ({report.trek_version})")
-    rows = []
-    for loc in report.locations:
-        if loc.presence is not Presence.ACTIVE:
-            continue
-        if not loc.catalogued and not (loc.tokens or loc.rewritten):
-            continue
-        new = loc.opened_by[report.new_index] if loc.opened_by else 0
-        rows.append((loc.label, str(loc.rewritten), str(new), str(loc.plaintext), str(loc.empty), str(loc.unopened)))
-    text.lines.extend(_table(rows, ("location", "rotated", "already new", "plaintext", "empty", "failed")))
-    absent = [loc for loc in report.locations if loc.presence is not Presence.ACTIVE]
-    if absent:
-        text.add(f"Not in this database or not encrypted by this TREK version: {len(absent)} catalogued locations "
-                 "(see --json for each).")
+    text.lines.extend(_rotation_table(report))
     text.add()
     text.add(f"{report.rotated} secrets {verb} re-encrypted; {report.already_new} already opened under the new key.")
     if report.outside_catalogue:
@@ -247,6 +235,23 @@ def render_rotation(report: RotationReport, *, with_next_steps: bool = True) -> 
     for step in report.next_steps if with_next_steps else ():
         text.add(f"Next: {step}")
     return str(text)
+
+
+def _rotation_table(report: RotationReport) -> list[str]:
+    rows = []
+    for loc in report.locations:
+        if loc.presence is not Presence.ACTIVE:
+            continue
+        if not loc.catalogued and not (loc.tokens or loc.rewritten):
+            continue
+        new = loc.opened_by[report.new_index] if loc.opened_by else 0
+        rows.append((loc.label, str(loc.rewritten), str(new), str(loc.plaintext), str(loc.empty), str(loc.unopened)))
+    lines = _table(rows, ("location", "rotated", "already new", "plaintext", "empty", "failed"))
+    absent = [loc for loc in report.locations if loc.presence is not Presence.ACTIVE]
+    if absent:
+        lines.append(f"Not in this database or not encrypted by this TREK version: {len(absent)} catalogued locations "
+                     "(see --json for each).")
+    return lines
 
 
 def render_verify(report: VerifyReport) -> str:
