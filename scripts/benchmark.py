@@ -351,26 +351,32 @@ def bench_exposure(out: Path, secrets: int, runs: int, seed: int, workers: str |
     source, _ = prepare(out, secrets, seed)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("ENCRYPTION_KEY", None)
-    work = out / "work"
+    work = Path(tempfile.mkdtemp(dir=out, prefix="exposure-work-"))  # never another benchmark's work directory
     db = fresh_copy(source, work)
     extra = ["--workers", workers] if workers is not None else []
     walls: dict[str, list[float]] = {fmt: [] for fmt in EXPOSURE_FORMATS}
+    cpus: dict[str, list[float]] = {fmt: [] for fmt in EXPOSURE_FORMATS}
     peaks: dict[str, list[float]] = {fmt: [] for fmt in EXPOSURE_FORMATS}
+    loads: list[float] = []
     exposed = 0
     for run in range(runs):
         for fmt in EXPOSURE_FORMATS:
-            wall, _, peak, text = measure(
+            wall, cpu, peak, text = measure(
                 [sys.executable, "-m", "keyrotate", "exposure", "--db", str(db), "--key-file",
                  str(source / "data" / ".encryption_key"), "--format", fmt, "--no-copies", "--quiet", *extra], env)
             walls[fmt].append(wall)
+            cpus[fmt].append(cpu)
             peaks[fmt].append(peak)
+            loads.append(os.getloadavg()[0])
             if fmt == "json":
                 exposed = json.loads(text)["totals"]["exposed"]
-            print(f"  {secrets}: run {run + 1}/{runs}: exposure --format {fmt} {wall:.2f}s, rss {peak:.0f} MB, "
-                  f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+            print(f"  {secrets}: run {run + 1}/{runs}: exposure --format {fmt} {wall:.2f}s (cpu {cpu:.2f}s), "
+                  f"rss {peak:.0f} MB, load {loads[-1]:.2f}", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
     return [{"secrets": exposed, "format": fmt, "runs": runs, "wall": statistics.median(walls[fmt]),
-             "peak_rss_mb": max(peaks[fmt])} for fmt in EXPOSURE_FORMATS]
+             "us_per_secret": statistics.median(walls[fmt]) / max(exposed, 1) * 1e6,
+             "cpu": statistics.median(cpus[fmt]), "peak_rss_mb": max(peaks[fmt]), "load": statistics.median(loads)}
+            for fmt in EXPOSURE_FORMATS]
 
 
 def main() -> None:
@@ -402,10 +408,11 @@ def main() -> None:
     if args.exposure:
         rows = [row for secrets in args.secrets
                 for row in bench_exposure(args.out, secrets, args.runs, args.seed, args.workers)]
-        print("| secrets | format | runs | wall (median) | peak RSS (largest) |")
-        print("| ---: | --- | ---: | ---: | ---: |")
+        print("| secrets | format | runs | wall (median) | µs/secret | CPU (median) | peak RSS (largest) | load (median) |")
+        print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in rows:
-            print(f"| {r['secrets']:,} | {r['format']} | {r['runs']} | {r['wall']:.2f} s | {r['peak_rss_mb']:.0f} MB |")
+            print(f"| {r['secrets']:,} | {r['format']} | {r['runs']} | {r['wall']:.2f} s | {r['us_per_secret']:.1f} "
+                  f"| {r['cpu']:.2f} s | {r['peak_rss_mb']:.0f} MB | {r['load']:.1f} |")
         if args.json:
             print(json.dumps(rows, indent=2))
         return

@@ -221,3 +221,23 @@ def test_tokens_outside_the_catalogue_are_named_with_their_owner(trek4: TrekCopy
     assert outside[0].what == "unknown secret found outside the catalogue in trips.description"
     assert outside[0].owner == "user 3 (user1)" and outside[0].row == {"id": trip_id, "user_id": 3}
     assert token not in render(report, "json")
+
+
+def test_streamed_records_are_what_the_json_and_csv_modules_write(trek4: TrekCopy) -> None:
+    """The CLI formats each record itself (speed): byte for byte what json.dumps and csv.writer write."""
+    with closing(sqlite3.connect(trek4.db)) as conn:  # names that need quoting, escaping and non-ASCII
+        conn.execute("""UPDATE users SET username = username || ', "q"' || char(10) || 'ü' WHERE id % 3 = 1""")
+        conn.execute("""UPDATE users SET username = username || ' "q" ü' WHERE id % 3 = 2""")
+        conn.commit()
+    secrets = find_exposure(trek4.db, [trek4.key], check_copies=False).secrets
+    assert any("\n" in s.owner for s in secrets) and any('"q" ü)' in s.owner for s in secrets)
+    assert any(s.row.get("key") for s in secrets)
+    args = ["exposure", "--data-dir", str(trek4.data_dir), "--no-copies", "--format"]
+    json_out = CliRunner().invoke(main, [*args, "json"], catch_exceptions=False).stdout
+    assert '"secrets": [\n    ' + ",\n    ".join(json.dumps(s.to_json(), default=str) for s in secrets) + "\n  ]" \
+        in json_out
+    expected = io.StringIO()
+    csv.writer(expected, lineterminator="\n").writerows(
+        [("what", "owner", "where", "revoke or reissue at", "group")]
+        + [(s.what, s.owner, s.where, s.action, s.group) for s in secrets])
+    assert CliRunner().invoke(main, [*args, "csv"], catch_exceptions=False).stdout.startswith(expected.getvalue())

@@ -1,8 +1,10 @@
 """Writing an exposure report: a grouped checklist for people, one record per secret for machines.
 
 Text and markdown are written after the pass, from the bounded group counts.
-JSON and CSV records are written while the pass runs (:meth:`ExposureWriter.secret`),
-so neither the report nor its text is ever held whole in memory.
+JSON and CSV records are written while the pass runs (:meth:`ExposureWriter.rows`),
+so neither the report nor its text is ever held whole in memory. A location's
+rows are formatted together: the JSON of what they share is encoded once, and
+each record only fills in its own fields (the same bytes ``json.dumps`` writes).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import csv
 import io
 import json
 from collections.abc import Iterable
+from json.encoder import encode_basestring_ascii as _string
 from typing import Any, TextIO
 
 from keyrotate.operations.exposure import ExposedSecret, ExposureReport
 from keyrotate.operations.exposure_groups import GroupLine
+from keyrotate.operations.exposure_records import SecretHead, SecretRows
 from keyrotate.rotation.report import SCHEMA_VERSION
 from keyrotate.rotation.report import printable as _clean
 
@@ -42,10 +46,13 @@ class ExposureWriter:
             self.out.write(json.dumps(head, indent=2, default=str)[:-2] + ',\n  "secrets": [')
 
     def secret(self, secret: ExposedSecret) -> None:
+        self.rows(SecretRows.of(secret))
+
+    def rows(self, batch: SecretRows) -> None:
         if self._csv is not None:
-            self._csv.writerow((secret.what, secret.owner, secret.where, secret.action, secret.group))
-        elif self.fmt == "json":
-            self.out.write(("\n    " if self._first else ",\n    ") + _ENCODE(secret.to_json()))
+            self.out.write(_csv_lines(batch))
+        elif self.fmt == "json" and batch.heads:
+            self.out.write(("\n    " if self._first else ",\n    ") + ",\n    ".join(_json_records(batch)))
             self._first = False
 
     def end(self, report: ExposureReport) -> None:
@@ -58,7 +65,7 @@ class ExposureWriter:
             self.out.write("\n  ],\n" if not self._first else "],\n")
             self.out.write('  "groups": [')
             for number, line in enumerate(report.groups.lines()):
-                self.out.write(("\n    " if number == 0 else ",\n    ") + json.dumps(line.to_json(), default=str))
+                self.out.write(("\n    " if number == 0 else ",\n    ") + _ENCODE(line.to_json()))
             tail = {"beyond": [f.to_json() for f in report.beyond],
                     "copies": [{"path": c.path, "kind": c.kind, "note": c.note} for c in report.copies],
                     "totals": totals(report)}
@@ -78,6 +85,74 @@ def render_exposure(report: ExposureReport, fmt: str) -> str:
         writer.secret(secret)
     writer.end(report)
     return out.getvalue()
+
+
+def _json_records(batch: SecretRows) -> list[str]:
+    """Each secret exactly as ``json.dumps(secret.to_json())`` writes it, without building the dict."""
+    shared = (f'"location": {_string(batch.location)}, "table": {_string(batch.table)}, '
+              f'"column": {_string(batch.column)}, "row": {{')
+    names = [f"{_string(name)}: " for name in batch.identity]
+    one = names[0] if len(names) == 1 else None
+    action = f', "action": {_string(batch.action)}, "group": '
+    parts: dict[SecretHead, tuple[str, str]] = {}  # a head's JSON: before the row, after the where
+    out: list[str] = []
+    append = out.append
+    for head, values, path, where in zip(batch.heads, batch.values, batch.path_list(), batch.wheres(), strict=True):
+        ends = parts.get(head)
+        if ends is None:
+            what, owner, owner_id, owner_name, group = head
+            ends = parts[head] = (
+                f'{{"what": {_string(what)}, "owner": {_string(owner)}, "owner_id": {_value(owner_id)}, '
+                f'"owner_name": {_value(owner_name)}, {shared}', f"{action}{_string(group)}}}")
+        if one is not None:
+            fields = one + _value(values[0])
+        else:
+            fields = ", ".join(name + _value(value) for name, value in zip(names, values, strict=True))
+        append(f'{ends[0]}{fields}}}, "path": {_string(path)}, "where": {_string(where)}{ends[1]}')
+    return out
+
+
+def _csv_lines(batch: SecretRows) -> str:
+    """The secrets as ``csv.writer(lineterminator="\\n").writerows`` writes them, several times faster."""
+    action = _csv_cell(batch.action)
+    parts: dict[SecretHead, tuple[str, str] | None] = {}  # a head's cells: before the where, after it
+    lines = []
+    for head, where in zip(batch.heads, batch.wheres(), strict=True):
+        if head in parts:
+            ends = parts[head]
+        else:
+            cells = (_csv_cell(head[0]), _csv_cell(head[1]), action, _csv_cell(head[4]))
+            ends = parts[head] = None if None in cells else (f"{cells[0]},{cells[1]},", f",{cells[2]},{cells[3]}\n")
+        where_cell = _csv_cell(where)
+        if ends is None or where_cell is None:
+            lines.append(_csv_row((head[0], head[1], where, batch.action, head[4])))
+        else:
+            lines.append(f"{ends[0]}{where_cell}{ends[1]}")
+    return "".join(lines)
+
+
+def _csv_cell(text: str) -> str | None:
+    """A field as QUOTE_MINIMAL writes it, when that is certain: as is, or quoted for its commas. None: ask csv."""
+    if not text or "\"" in text or "\r" in text or "\n" in text:
+        return None
+    return f'"{text}"' if "," in text else text
+
+
+def _csv_row(cells: tuple[str, ...]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(cells)
+    return out.getvalue()
+
+
+def _value(value: object) -> str:
+    """One value as the JSON encoder writes it (``default=str`` for what JSON has no type for)."""
+    if value.__class__ is int:
+        return int.__repr__(value)
+    if value.__class__ is str:
+        return _string(value)
+    if value is None:
+        return "null"
+    return _ENCODE(value)
 
 
 def exposure_text(report: ExposureReport) -> str:

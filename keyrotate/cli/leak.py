@@ -72,7 +72,7 @@ def exposure(
             report = find_exposure(path, keys, busy_timeout=wait, progress=progress.callback(),
                                    check_copies=not no_copies, keep_secrets=False,
                                    # text and markdown are written from the group counts: no record per secret
-                                   on_secret=writer.secret if fmt in ("json", "csv") else None,
+                                   on_rows=writer.rows if fmt in ("json", "csv") else None,
                                    data_dir=data_dir)
         finally:
             progress.close()

@@ -86,17 +86,19 @@ class GroupTally:
 
     def lines(self) -> list[GroupLine]:
         """Instance secrets one line each, then one line per owner and tier; worst tier first."""
-        merged: dict[tuple[tuple[int, str], int | None, str], GroupLine] = {}
-        for (tier, owner_id, what), count in sorted(self.counts.items(), key=_line_order):
-            owner = "instance" if owner_id is None else self.owners[owner_id]
+        # Sorted on plain tuples (no key function): a large instance has a hundred thousand of them.
+        order = sorted((tier[0], owner_id is not None, owner_id or 0, what, tier, owner_id, count)
+                       for (tier, owner_id, what), count in self.counts.items())
+        out: list[GroupLine] = []
+        line: GroupLine | None = None
+        for _, _, _, what, tier, owner_id, count in order:
             # Instance secrets stay one line each: each is revoked somewhere else.
-            key = (tier, owner_id, what if owner_id is None else "")
-            line = merged.get(key)
-            if line is None:
-                line = merged[key] = GroupLine(tier, owner, owner_id, [], [])
+            if line is None or owner_id is None or line.owner_id != owner_id or line.tier != tier:
+                line = GroupLine(tier, "instance" if owner_id is None else self.owners[owner_id], owner_id, [], [])
+                out.append(line)
             line.kinds.append((what, count))
             line.actions.append((what, self.actions[what]))
-        return list(merged.values())
+        return out
 
     def users(self) -> int:
         return len(self.owners)
@@ -106,8 +108,3 @@ class GroupTally:
         for (tier, _, _), count in self.counts.items():
             out[tier[1]] += count
         return {title: n for title, n in out.items() if n}
-
-
-def _line_order(item: tuple[tuple[tuple[int, str], int | None, str], int]) -> tuple[int, bool, int, str]:
-    (tier, owner_id, what), _ = item
-    return (tier[0], owner_id is not None, owner_id or 0, what)

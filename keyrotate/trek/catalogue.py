@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from keyrotate.trek.formats import Scheme
 
@@ -62,7 +63,7 @@ class SecretLocation:
     key_column: str = "key"
     json_fields: tuple[str, ...] = ()  # JsonSecrets.FIELDS: the top-level fields that hold secrets
 
-    @property
+    @cached_property  # read once per secret by the scan's token reports
     def label(self) -> str:
         base = f"{self.table}.{self.column}"
         if self.setting_key is not None:
