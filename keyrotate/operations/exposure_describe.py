@@ -108,11 +108,9 @@ class Describer:
         for label, query in self._queries.items():
             loc = self.by_label[label]
             tiers = {instance: tier_of(loc.table, loc.column, None if instance else 0, True) for instance in (True, False)}
-            counts: Counter[tuple[int | None, Any]] = Counter()
-            for (owner, detail), count in query.counts.items():
-                counts[owner if isinstance(owner, int) else None, detail] += count
-            self._names(owner for owner, _ in counts if owner is not None and owner not in owners)
-            for (owner_id, detail), count in counts.items():
+            self._names(owner for owner, _ in query.counts if isinstance(owner, int) and owner not in owners)
+            for (owner, detail), count in query.counts.items():  # GroupTally.add sums what falls together
+                owner_id = owner if isinstance(owner, int) else None
                 if owner_id is None:
                     whose = "instance"
                 elif (whose := owners.get(owner_id, "")) == "":
