@@ -149,9 +149,15 @@ def process_batch(keyring: Keyring, spec: BatchSpec, rows: Sequence[Row]) -> Bat
     result.encrypted_plaintext = encrypted_plain
     result.rewritten = rewritten
     if records:
-        digest = blake2b(key=spec.fingerprint_salt or b"", digest_size=16, person=b"keyrotate-batch")
-        digest.update(spec.label.encode() + b"\x00")
-        digest.update(b"".join(records))
-        result.fingerprint = int.from_bytes(digest.digest(), "big")
+        result.fingerprint = digest_records(spec.fingerprint_salt or b"", spec.label, records)
         result.fingerprinted = len(records)
     return result
+
+
+def digest_records(salt: bytes, label: str, records: Sequence[bytes]) -> int:
+    """The keyed digest of one location's ``rowid NUL length NUL plaintext`` records: the fingerprint's unit
+    (see :class:`keyrotate.rotation.tallies.Fingerprint`)."""
+    digest = blake2b(key=salt, digest_size=16, person=b"keyrotate-batch")
+    digest.update(label.encode() + b"\x00")
+    digest.update(b"".join(records))
+    return int.from_bytes(digest.digest(), "big")

@@ -1,0 +1,53 @@
+"""Cells holding ``enc:v1:`` that discovery cannot rewrite: WITHOUT ROWID tables and BLOB values."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+
+from keyrotate.store.database import quote_identifier
+from keyrotate.trek.catalogue import NOT_SECRETS
+from keyrotate.trek.schema import DatabaseInfo
+
+_IN_WITHOUT_ROWID = "in a WITHOUT ROWID table, which keyrotate cannot rewrite"
+_AS_BLOB = "stored as BLOB, which keyrotate cannot rewrite"
+
+
+@dataclass(frozen=True)
+class UnrewritableCell:
+    table: str
+    column: str
+    rowid: int  # 0 in a WITHOUT ROWID table: ``where`` names the row by its primary key
+    where: str
+    text: str  # the cell as text (a BLOB decoded with replacement characters)
+    why: str
+
+
+def unrewritable_cells(conn: sqlite3.Connection, info: DatabaseInfo,
+                       tables: Collection[str] | None = None) -> Iterator[UnrewritableCell]:
+    """Every such cell of ``tables`` (all tables when None), outside the columns that never hold secrets."""
+    for table, columns in info.schema.items():
+        if tables is not None and table not in tables:
+            continue
+        scanned = [c for c in columns if (table, c) not in NOT_SECRETS]
+        if not scanned:
+            continue
+        no_rowid = table in info.without_rowid
+        if no_rowid:
+            conds = [f"instr(CAST({quote_identifier(c)} AS TEXT), 'enc:v1:') > 0" for c in scanned]
+            keys = [str(r[1]) for r in conn.execute(f"PRAGMA table_info({quote_identifier(table)})") if r[5]]
+            select = [quote_identifier(k) for k in keys]
+        else:
+            conds = [f"(typeof({quote_identifier(c)}) = 'blob' AND instr({quote_identifier(c)}, X'656e633a76313a') > 0)"
+                     for c in scanned]
+            keys, select = ["rowid"], ["rowid"]
+        select += [quote_identifier(c) for c in scanned]
+        sql = f"SELECT {', '.join(select)} FROM {quote_identifier(table)} WHERE {' OR '.join(conds)}"
+        for row in conn.execute(sql):
+            ident, values = row[: len(keys)], row[len(keys) :]
+            rowid = 0 if no_rowid else int(ident[0])
+            where = "(" + ", ".join(f"{k}={v}" for k, v in zip(keys, ident, strict=True)) + ") " if no_rowid else ""
+            for column, value in zip(scanned, values, strict=True):
+                text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value if isinstance(value, str) else ""
+                yield UnrewritableCell(table, column, rowid, where, text, _IN_WITHOUT_ROWID if no_rowid else _AS_BLOB)
