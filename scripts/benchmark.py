@@ -14,8 +14,9 @@ fresh copy of the generated database, so load from other programs hits all three
 * verify: ``python3 -m keyrotate verify`` on the copy keyrotate just rotated.
 
 The table gives medians with their spread (min–max over the runs), and the
-ratios to the floor as the median (min–max) of each run's own ratio. Peak RSS
-is over all of keyrotate's processes (the CLI and its crypto workers): the sum
+ratios to the floor as the median (min–max) of each run's own ratio, and the
+median CPU time (user + system, workers included) of keyrotate and of the
+floor: steadier than wall time on a busy machine. Peak RSS is over all of keyrotate's processes (the CLI and its crypto workers): the sum
 of each process's own peak (VmHWM, read from /proc every 10 ms), an upper
 bound on what they held at one moment. ``--host loaded`` measures with
 ``--workers 0`` while one CPU-bound neighbour process runs (floor included):
@@ -333,14 +334,16 @@ def _spread(s: dict[str, float], unit: str = " s") -> str:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     print("| database | host | secrets | runs | keyrotate (median, min–max) | µs/secret | peak RSS, all processes "
-          "| floor (median, min–max) | keyrotate / floor | verify (median, min–max) | verify / floor |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| floor (median, min–max) | keyrotate / floor | verify (median, min–max) | verify / floor "
+          "| CPU keyrotate / floor |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         kind = f"filler {r['filler']:g}, {r['db_mb']:.0f} MB" if r["filler"] else f"generator, {r['db_mb']:.0f} MB"
         host = "loaded: --workers 0 + 1 busy process" if r["loaded"] else "as is"
         print(f"| {kind} | {host} | {r['secrets']:,} | {r['runs']} | {_spread(r['keyrotate'])} "
               f"| {r['us_per_secret']:.1f} | {r['keyrotate']['peak_rss_mb']:.0f} MB | {_spread(r['floor'])} "
-              f"| {_spread(r['ratio'], 'x')} | {_spread(r['verify'])} | {_spread(r['verify_ratio'], 'x')} |")
+              f"| {_spread(r['ratio'], 'x')} | {_spread(r['verify'])} | {_spread(r['verify_ratio'], 'x')} "
+              f"| {r['keyrotate']['cpu']:.2f} s / {r['floor']['cpu']:.2f} s |")
 
 
 EXPOSURE_FORMATS = ("text", "markdown", "json", "csv")
