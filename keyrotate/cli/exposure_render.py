@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from json.encoder import encode_basestring_ascii as _string
 from typing import Any, TextIO
 
+from keyrotate.cli.tables import markdown_text as _md
 from keyrotate.operations.exposure import ExposedSecret, ExposureReport
 from keyrotate.operations.exposure_groups import GroupLine
 from keyrotate.operations.exposure_records import SecretHead, SecretRows
@@ -218,10 +219,6 @@ def _text(report: ExposureReport) -> list[str]:
         lines += [_clean(f"   [ ] {finding.line()}") for finding in report.beyond]
         lines.append("")
     return lines + _notes(report)
-
-
-def _md(text: str) -> str:
-    return _clean(text).replace("|", "\\|").replace("*", "\\*")
 
 
 def _markdown(report: ExposureReport) -> list[str]:

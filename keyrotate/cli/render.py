@@ -2,46 +2,31 @@
 
 :func:`render` is the only place a format picks its renderer. Every report has a
 JSON form (its ``to_json`` document, or for an exposure report the same stream
-the ``exposure`` command writes); tabular reports (a title, column names, rows,
-notes) also come as text for a terminal, a markdown checklist for a ticket, or
-CSV for a spreadsheet; rotation and verification reports have a text summary.
-Reports never hold a key or a plaintext, so every rendering is safe to paste anywhere.
+the ``exposure`` command writes); tabular reports (cli/tables.py) also come as
+text for a terminal, a markdown checklist for a ticket, or CSV for a spreadsheet;
+rotation and verification reports have a text summary. Reports never hold a key
+or a plaintext, so every rendering is safe to paste anywhere.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from typing import Any, Protocol, runtime_checkable
 
 import click
 
 from keyrotate.cli.exposure_render import render_exposure
+from keyrotate.cli.tables import Tabular, table_csv, table_markdown, table_text
 from keyrotate.operations.exposure import ExposureReport
-from keyrotate.rotation.report import RotationReport, VerifyReport, printable, render_rotation, render_verify
+from keyrotate.rotation.report import RotationReport, VerifyReport, render_rotation, render_verify
 
 FORMATS = ("text", "json", "markdown", "csv")
+_TABLE_RENDERERS = {"text": table_text, "markdown": table_markdown, "csv": table_csv}
 
 
 @runtime_checkable
 class Report(Protocol):
     def to_json(self) -> dict[str, Any]: ...
-
-
-@runtime_checkable
-class Tabular(Report, Protocol):
-    checklist: bool  # rows are things to do: text and markdown show a box per row
-
-    @property
-    def title(self) -> str: ...
-
-    @property
-    def columns(self) -> tuple[str, ...]: ...
-
-    def rows(self) -> list[tuple[str, ...]]: ...
-
-    def notes(self) -> list[str]: ...
 
 
 def render(report: object, fmt: str) -> str:
@@ -58,47 +43,10 @@ def render(report: object, fmt: str) -> str:
     if fmt == "text" and isinstance(report, VerifyReport):
         return render_verify(report)
     if isinstance(report, Tabular):
-        return {"text": _text, "markdown": _markdown, "csv": _csv}[fmt](report)
+        return _TABLE_RENDERERS[fmt](report)
     raise ValueError(f"a {type(report).__name__} has no {fmt} form")
 
 
 def emit(report: object, fmt: str) -> None:
     """The report on stdout, for a file, a pipe or a ticket."""
     click.echo(render(report, fmt))
-
-
-def _text(report: Tabular) -> str:
-    rows = report.rows()
-    lines = [f"{printable(report.title)}: {len(rows)}"]
-    width = max(len(c) for c in report.columns)
-    for number, row in enumerate(rows, 1):
-        first, *rest = (printable(cell) for cell in row)
-        lines.append(f"{'[ ] ' if report.checklist else ''}{number}. {first}")
-        lines.extend(f"       {name.ljust(width)}  {cell}" for name, cell in zip(report.columns[1:], rest, strict=True))
-    lines.append("")
-    lines.extend(printable(note) for note in report.notes())
-    return "\n".join(lines)
-
-
-def _markdown(report: Tabular) -> str:
-    lines = [f"## {_md(report.title)}", ""]
-    for row in report.rows():
-        first, *rest = (_md(cell) for cell in row)
-        details = "; ".join(f"{name}: {cell}" for name, cell in zip(report.columns[1:], rest, strict=True))
-        lines.append(f"- {'[ ] ' if report.checklist else ''}**{first}** ({details})")
-    notes = report.notes()
-    if notes:
-        lines += ["", "### Notes", ""] + [f"- {_md(n)}" for n in notes]
-    return "\n".join(lines)
-
-
-def _md(text: str) -> str:
-    return printable(text).replace("|", "\\|").replace("*", "\\*")
-
-
-def _csv(report: Tabular) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(report.columns)
-    writer.writerows(report.rows())
-    return buffer.getvalue()
