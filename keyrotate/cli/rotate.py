@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from keyrotate.cli.options import (
 )
 from keyrotate.cli.progress import progress_bars
 from keyrotate.cli.render import emit, render
+from keyrotate.cli.rotate_args import RotateArgs, RotationKeys, RotationRun
 from keyrotate.cli.rotate_steps import (
     RotationExtras,
     RotationOutcome,
@@ -43,57 +43,6 @@ from keyrotate.rotation.engine import RotateOptions, rotate_database
 from keyrotate.rotation.old_key import environment_holds
 from keyrotate.rotation.report import RotationReport
 from keyrotate.rotation.revoke import Revocation
-from keyrotate.trek.keys import Key
-
-
-@dataclass(frozen=True)
-class RotateArgs:
-    """rotate's command line as click parsed it (the parameter names of the options below)."""
-
-    db: Path | None
-    data_dir: Path | None
-    old_key_file: tuple[Path, ...]
-    old_key_env: tuple[str, ...]
-    new_key_file: Path | None
-    new_key_env: str | None
-    backup_path: Path | None
-    no_backup: bool
-    discard_old_key: bool
-    dry_run: bool
-    skip_undecryptable: bool
-    encrypt_plaintext: bool
-    yes: bool
-    allow_running: bool
-    vacuum: bool
-    generate_new_key: bool
-    new_key_out: Path | None
-    rekey_backups: bool
-    incident: bool
-    rotate_jwt_secret: bool
-    no_audit_log: bool
-    revoke_share_links: bool
-    expire_invites: bool
-    wait: float
-    workers: int | None
-    json_output: bool
-    quiet: bool
-
-    @property
-    def silent(self) -> bool:
-        """No summary on stderr: --quiet, or --json (stdout then holds the report)."""
-        return self.quiet or self.json_output
-
-
-@dataclass(frozen=True)
-class RotationKeys:
-    old: list[Key]
-    new: Key
-    generated: bool  # --generate-new-key made the new key, saved in --new-key-out
-    interactive: bool  # a key was typed at the prompt: ask before writing
-
-    def unused_new_key(self, args: RotateArgs) -> Path | None:
-        """The generated key's file, to name when the rotation did not happen."""
-        return args.new_key_out if self.generated else None
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -163,16 +112,15 @@ def rotate(**params: Any) -> None:
 def _rotate(args: RotateArgs) -> int:
     path = database(args.db, args.data_dir)
     _refuse_contradictions(args)
-    keys = _rotation_keys(args)
-    options = _rotate_options(args, path, keys)
-    report, stopped_by, exposure = _run_engine(args, options, keys)
+    rotation = RotationRun(args, path, _rotation_keys(args))
+    report, stopped_by, exposure = _run_engine(rotation, _rotate_options(rotation))
     # After a commit, finish_rotation prints fuller operator steps than the report's own.
     say(render(report, "text"), quiet=args.silent)
     if (args.revoke_share_links or args.expire_invites) and not report.revoked and not report.committed:
         warn("Nothing needed re-encrypting, so nothing was committed and no token was revoked: "
              "delete share links and open invites in TREK's admin panel.")
     extras = RotationExtras()
-    _after_engine(args, path, keys, report, stopped_by, exposure, extras)
+    _after_engine(rotation, report, stopped_by, exposure, extras)
     if args.rotate_jwt_secret and args.data_dir is not None:
         extras.json["jwt_secret"] = jwt_after_rotation(report, args.data_dir, audit=not args.no_audit_log,
                                                        wait=args.wait, quiet=args.silent)
@@ -215,12 +163,13 @@ def _rotation_keys(args: RotateArgs) -> RotationKeys:
     return RotationKeys(old, new, generated=generated is not None, interactive=interactive)
 
 
-def _rotate_options(args: RotateArgs, path: Path, keys: RotationKeys) -> RotateOptions:
+def _rotate_options(rotation: RotationRun) -> RotateOptions:
+    args, keys = rotation.args, rotation.keys
     backup = None
     if not args.dry_run and not args.no_backup:
-        backup = args.backup_path or free_backup_name(path)
+        backup = args.backup_path or free_backup_name(rotation.path)
     return RotateOptions(
-        db_path=path, old_keys=tuple(keys.old), new_key=keys.new, backup_path=backup, dry_run=args.dry_run,
+        db_path=rotation.path, old_keys=tuple(keys.old), new_key=keys.new, backup_path=backup, dry_run=args.dry_run,
         skip_undecryptable=args.skip_undecryptable, encrypt_plaintext=args.encrypt_plaintext, busy_timeout=args.wait,
         key_file=(args.data_dir / ".encryption_key") if args.data_dir is not None else None,
         allow_running=args.allow_running, vacuum=args.vacuum, workers=args.workers,
@@ -229,46 +178,42 @@ def _rotate_options(args: RotateArgs, path: Path, keys: RotationKeys) -> RotateO
     )
 
 
-def _run_engine(args: RotateArgs, options: RotateOptions,
-                keys: RotationKeys) -> tuple[RotationReport, str | None, ExposureReport | None]:
+def _run_engine(rotation: RotationRun,
+                options: RotateOptions) -> tuple[RotationReport, str | None, ExposureReport | None]:
     """The engine's report, the signal that stopped the run after its commit (if one did), and --incident's list."""
-    confirm = confirm_plan if keys.interactive and not args.yes and not args.dry_run else None
+    args = rotation.args
+    confirm = confirm_plan if rotation.keys.interactive and not args.yes and not args.dry_run else None
     progress = progress_bars(args.json_output, args.silent)
     exposure = None
     try:
-        exposure = incident_before(options.db_path, keys.old, args.incident, args.wait)
+        exposure = incident_before(rotation)
         report = rotate_database(options, progress=progress.callback(), confirm=confirm, notice=say)
     except KeyrotateError as error:
-        incident_despite_failure(exposure, options.db_path, keys.old)
-        unused = keys.unused_new_key(args)
+        incident_despite_failure(exposure, rotation)
+        unused = rotation.unused_new_key
         raise (not_used_note(error, unused) if unused else error) from None
     except interrupts.Interrupted as interrupt:
         if interrupt.report is None:
-            raise stopped_before_commit(interrupt, keys.unused_new_key(args)) from None
+            raise stopped_before_commit(interrupt, rotation.unused_new_key) from None
         return interrupt.report, interrupt.signal_name, exposure
     finally:
         progress.close()
     return report, None, exposure
 
 
-def _after_engine(args: RotateArgs, path: Path, keys: RotationKeys, report: RotationReport, stopped_by: str | None,
+def _after_engine(rotation: RotationRun, report: RotationReport, stopped_by: str | None,
                   exposure: ExposureReport | None, extras: RotationExtras) -> None:
     """Backup ZIPs, the leak checklist and the operator's steps; exit 13 if a signal stops the run after the commit."""
-    new_key_path = args.new_key_out if keys.generated else args.new_key_file
     try:
         if stopped_by is None:
-            finish_rotation(
-                report, path=path, data_dir=args.data_dir, old_keys=keys.old, new_key=keys.new,
-                new_key_file=new_key_path, rekey=args.rekey_backups, encrypt_plaintext=args.encrypt_plaintext,
-                exposure=exposure, quiet=args.silent, extras=extras,
-            )
+            finish_rotation(rotation, report, exposure, extras)
     except KeyboardInterrupt as interrupt:  # during --rekey-backups
         stopped_by = signal_name(interrupt)
     if stopped_by is None:
         return
     if "operator_steps" not in extras.json:  # the steps for TREK still apply
-        operator_steps(report, data_dir=args.data_dir, new_key_file=new_key_path, old_keys=keys.old,
-                       quiet=args.silent, extras=extras)
+        operator_steps(rotation, report, extras)
     done = set(extras.zips_done)
-    left = [str(z) for z in find_backups(path.parent) if str(z) not in done] if args.rekey_backups else []
-    raise stopped_after_commit(stopped_by, report, zips_left=left, rerun=rerun_command(keys.unused_new_key(args)))
+    left = ([str(z) for z in find_backups(rotation.path.parent) if str(z) not in done]
+            if rotation.args.rekey_backups else [])
+    raise stopped_after_commit(stopped_by, report, zips_left=left, rerun=rerun_command(rotation.unused_new_key))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from keyrotate.cli.exposure_render import totals
 from keyrotate.cli.inputs import default_old_keys
 from keyrotate.cli.interrupted import stopped_before_commit
 from keyrotate.cli.render import emit, render
+from keyrotate.cli.rotate_args import RotationRun
 from keyrotate.cli.running import say, warn
 from keyrotate.errors import KeyrotateError
 from keyrotate.operations.backup_zips import RekeyReport, RekeyResult, find_backups, rekey_backups
@@ -53,7 +53,7 @@ def not_used_note(error: KeyrotateError, out: Path) -> KeyrotateError:
 
 
 def confirm_plan(plan: RotationPlan) -> bool:
-    """The plan on stderr, then the question; a key typed at the prompt gets a second look before anything is written."""
+    """The plan on stderr, then the question: a key typed at the prompt gets a look before anything is written."""
     click.echo("Plan:", err=True)
     for loc in plan.locations:
         if loc.catalogued and loc.presence is Presence.ACTIVE and loc.tokens:
@@ -103,42 +103,41 @@ class RotationOutcome:
         return {**self.report.to_json(), **self.extras.json}
 
 
-def incident_before(path: Path, old_keys: Sequence[Key], incident: bool, wait: float) -> ExposureReport | None:
+def incident_before(rotation: RotationRun) -> ExposureReport | None:
     """The secrets the old key opens, read before the rotation changes them."""
-    if not incident:
+    if not rotation.args.incident:
         return None
-    return find_exposure(path, old_keys, busy_timeout=wait, check_copies=False, keep_secrets=False)
+    return find_exposure(rotation.path, rotation.keys.old, busy_timeout=rotation.args.wait, check_copies=False,
+                         keep_secrets=False)
 
 
-def incident_despite_failure(exposure: ExposureReport | None, path: Path, old_keys: Sequence[Key]) -> None:
+def incident_despite_failure(exposure: ExposureReport | None, rotation: RotationRun) -> None:
     """A rotation that fails must not swallow the leak checklist: revoking does not wait for the database."""
     if exposure is not None:
-        emit(dataclasses.replace(exposure, copies=find_exposed_copies(path, old_keys)), "text")
+        emit(dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old)), "text")
 
 
-def finish_rotation(
-    report: RotationReport, *, path: Path, data_dir: Path | None, old_keys: Sequence[Key], new_key: Key,
-    new_key_file: Path | None, rekey: bool, encrypt_plaintext: bool, exposure: ExposureReport | None, quiet: bool,
-    extras: RotationExtras,
-) -> None:
+def finish_rotation(rotation: RotationRun, report: RotationReport, exposure: ExposureReport | None,
+                    extras: RotationExtras) -> None:
     """Everything after the engine's report: backup ZIPs, the leak checklist, the operator's steps."""
-    if rekey:
-        _rekey_zips(report, path, data_dir, old_keys, new_key, encrypt_plaintext, quiet, extras)
-    if not rekey and report.committed:
-        _zips_left_under_old_key(report, path, data_dir, new_key_file, extras, quiet)
+    if rotation.args.rekey_backups:
+        _rekey_zips(rotation, report, extras)
+    elif report.committed:
+        _zips_left_under_old_key(rotation, report, extras)
     if exposure is not None:
-        exposure = dataclasses.replace(exposure, copies=find_exposed_copies(path, old_keys))
+        exposure = dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old))
         extras.json["exposure"] = {"totals": totals(exposure), "groups": [g.to_json() for g in exposure.groups.lines()],
                                    "beyond": [f.to_json() for f in exposure.beyond]}
         extras.exposure = exposure
     if report.committed:
-        operator_steps(report, data_dir=data_dir, new_key_file=new_key_file, old_keys=old_keys, quiet=quiet,
-                       extras=extras)
+        operator_steps(rotation, report, extras)
 
 
-def _rekey_zips(report: RotationReport, path: Path, data_dir: Path | None, old_keys: Sequence[Key], new_key: Key,
-                encrypt_plaintext: bool, quiet: bool, extras: RotationExtras) -> None:
+def _rekey_zips(rotation: RotationRun, report: RotationReport, extras: RotationExtras) -> None:
     """--rekey-backups: TREK's backup ZIPs next to the database, under the new key too."""
+    quiet, data_dir = rotation.args.silent, rotation.args.data_dir
+    old_keys, new_key = rotation.keys.old, rotation.keys.new
+
     def each(index: int, total: int, result: RekeyResult | None, zip_path: Path) -> None:
         if result is None:
             say(f"Backup ZIP {index} of {total}: {zip_path} ...", quiet=quiet)
@@ -149,8 +148,10 @@ def _rekey_zips(report: RotationReport, path: Path, data_dir: Path | None, old_k
         zip_keys = default_old_keys(data_dir, list(old_keys), new_key) if data_dir else list(old_keys)
     except KeyrotateError:
         zip_keys = []
+    path = rotation.path
     results = RekeyReport(rekey_backups(find_backups(path.parent), zip_keys, new_key,
-                                        encrypt_plaintext=encrypt_plaintext, dry_run=report.dry_run, on_each=each))
+                                        encrypt_plaintext=rotation.args.encrypt_plaintext, dry_run=report.dry_run,
+                                        on_each=each))
     extras.zips_left = len(results.left_alone)
     extras.json["backups"] = results.to_json()["results"]
     if results.results:
@@ -161,21 +162,21 @@ def _rekey_zips(report: RotationReport, path: Path, data_dir: Path | None, old_k
         warn(f"backup {result.path} was left as it is: {result.reason}")
 
 
-def operator_steps(report: RotationReport, *, data_dir: Path | None, new_key_file: Path | None,
-                   old_keys: Sequence[Key], quiet: bool, extras: RotationExtras) -> None:
+def operator_steps(rotation: RotationRun, report: RotationReport, extras: RotationExtras) -> None:
     """What to do between the commit and a healthy TREK; printed even when the run is interrupted after it."""
     steps = next_steps(
-        data_dir=data_dir, new_key_file=new_key_file, key_file_written=report.key_file_written is not None,
-        shell_has_old_key=environment_holds(old_keys), backup=report.backup, old_key_saved=report.old_key_saved,
+        data_dir=rotation.args.data_dir, new_key_file=rotation.new_key_file,
+        key_file_written=report.key_file_written is not None, shell_has_old_key=environment_holds(rotation.keys.old),
+        backup=report.backup, old_key_saved=report.old_key_saved,
     )
     extras.json["operator_steps"] = steps
-    say("\n".join(f"Step: {step}" for step in steps), quiet=quiet)
+    say("\n".join(f"Step: {step}" for step in steps), quiet=rotation.args.silent)
 
 
-def _zips_left_under_old_key(report: RotationReport, path: Path, data_dir: Path | None, new_key_file: Path | None,
-                             extras: RotationExtras, quiet: bool) -> None:
+def _zips_left_under_old_key(rotation: RotationRun, report: RotationReport, extras: RotationExtras) -> None:
     """Name TREK's backup ZIPs a rotation without --rekey-backups left under the old key, with the command
     that rekeys them now."""
+    path, data_dir, new_key_file = rotation.path, rotation.args.data_dir, rotation.new_key_file
     zips = find_backups(path.parent)
     if not zips:
         return
@@ -195,4 +196,4 @@ def _zips_left_under_old_key(report: RotationReport, path: Path, data_dir: Path 
                                             "rekey_command": line}
     warn(f"{len(zips)} backup ZIP(s) stay under the old key ({where}): {', '.join(z.name for z in zips)}. "
          "Re-encrypt them now with:")
-    say(f"    {line}", quiet=quiet)
+    say(f"    {line}", quiet=rotation.args.silent)
