@@ -18,6 +18,9 @@ d  the backup: SQLite's backup API with and without its integrity check, a file
    copy with integrity_check or quick_check, VACUUM INTO; and the pass with the
    backup copied in a thread beside it
 e  one real ``keyrotate rotate``: time per phase and a cProfile of the parent
+f  the whole ``keyrotate rotate`` command with its default worker pool and with ``--workers 0``
+g  a sketch of a pass where one worker reads the old values on its own connection and
+   re-encrypts them, and the main process only writes, against the one-core floor
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import NEW_KEY, ROOT, fresh_copy, prepare  # noqa: E402
 
-from keyrotate.store.database import WRITE_CACHE_KIB, backup_database, quote_identifier  # noqa: E402
+from keyrotate.store.backup import backup_database  # noqa: E402
+from keyrotate.store.database import WRITE_CACHE_KIB, quote_identifier  # noqa: E402
 from keyrotate.trek.catalogue import Presence, resolve_catalogue  # noqa: E402
 from keyrotate.trek.formats import API_PREFIX, IV_BYTES, MIN_SEALED_BYTES, TAG_BYTES, Scheme  # noqa: E402
 from keyrotate.trek.keys import Key  # noqa: E402
@@ -80,12 +84,13 @@ def _aeads(old: Key, new: Key, scheme: Scheme) -> tuple[Any, Any]:
 
 
 def bare_pass(db: Path, old_text: str, *, batch: int = 2000, check: bool = False, digest: str | None = None,
-              udf: bool = False) -> int:
+              udf: bool = False, crypto: bool = True) -> int:
     """Decrypt, re-encrypt and write every catalogued whole value in one transaction on one core.
 
     ``check``: decrypt each new value again (as keyrotate's pass does); ``digest``: also feed a keyed
     BLAKE2b per batch with the plaintexts ("plain") or the new stored values ("cipher");
-    ``udf``: one ``UPDATE ... SET col = rekey(col)`` per location instead of batches.
+    ``udf``: one ``UPDATE ... SET col = rekey(col)`` per location instead of batches; without ``crypto``
+    every value is written back as it was read (what the row traffic alone costs).
     """
     old, new = Key(old_text, "old"), Key(NEW_KEY, "new")
     a2b, b2a, urandom = binascii.a2b_base64, binascii.b2a_base64, os.urandom
@@ -125,6 +130,10 @@ def bare_pass(db: Path, old_text: str, *, batch: int = 2000, check: bool = False
                 ivs = urandom(IV_BYTES * len(rows))
                 updates = []
                 records = []
+                if not crypto:
+                    conn.executemany(update, [(value, rowid) for rowid, value in rows])
+                    done += len(rows)
+                    continue
                 for n, (rowid, value) in enumerate(rows):
                     if not value.startswith(prefix):
                         continue
@@ -277,6 +286,8 @@ def experiment_b(source: Path, work: Path, runs: int) -> None:
         for size in (1000, 2000, 10_000, 50_000)
     }
     variants["UPDATE t SET col = rekey(col), one per location"] = lambda db: timed(lambda: bare_pass(db, key, udf=True))
+    variants["row traffic alone: batches of 2,000 written back unchanged, no crypto"] = lambda db: timed(
+        lambda: bare_pass(db, key, crypto=False))
     alternate("b: rows through Python vs a function inside SQLite (one core, no check)", variants, source, work, runs)
 
 
@@ -436,7 +447,7 @@ def rotate_phases(db: Path, key_file: Path, work: Path, profile: bool) -> tuple[
     wrap("keyrotate.rotation.workers", "CryptoPool.__init__", "worker start")
     wrap("keyrotate.rotation.workers", "CryptoPool.close", "worker stop")
     wrap("keyrotate.store.database", "check_integrity", "integrity check")
-    wrap("keyrotate.store.database", "backup_database", "backup copy+check")
+    wrap("keyrotate.store.backup", "backup_database", "backup copy+check")
     wrap("keyrotate.rotation.scanning", "Scanner.run", "scanner pass")
     wrap("keyrotate.rotation.scanning", "DiscoverySearch._search", "stray-token search")
     wrap("keyrotate.rotation.engine", "_scrub_after_commit", "VACUUM + checkpoint")
@@ -484,6 +495,94 @@ def experiment_e(source: Path, work: Path, runs: int) -> None:
         print(out)
 
 
+def _reading_worker(db: str, old_text: str, batch: int, out: Any) -> None:
+    """Sketch: a worker that reads the old values itself (its own read snapshot), re-encrypts them and
+    sends back only (location, rowids, new values joined by NUL)."""
+    old, new = Key(old_text, "old"), Key(NEW_KEY, "new")
+    a2b, b2a, urandom = binascii.a2b_base64, binascii.b2a_base64, os.urandom
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        locations = list(_locations(conn, Path(db)))
+        conn.execute("BEGIN")
+        for index, (loc, table, column, where, params) in enumerate(locations):
+            opener, sealer = _aeads(old, new, loc.scheme)
+            prefix = API_PREFIX if loc.scheme is Scheme.API else ""
+            skip = len(prefix)
+            select = f"SELECT rowid, {column} FROM {table} WHERE rowid > ? AND {where} ORDER BY rowid LIMIT {batch}"
+            last = -(2**63)
+            while rows := conn.execute(select, (last, *params)).fetchall():
+                last = rows[-1][0]
+                ivs = urandom(IV_BYTES * len(rows))
+                rowids, values = [], []
+                for n, (rowid, value) in enumerate(rows):
+                    if not value.startswith(prefix):
+                        continue
+                    sealed = a2b(value[skip:])
+                    plaintext = opener.decrypt(sealed[:IV_BYTES], sealed[MIN_SEALED_BYTES:] + sealed[IV_BYTES:MIN_SEALED_BYTES], None)
+                    iv = ivs[n * IV_BYTES : (n + 1) * IV_BYTES]
+                    sealed_new = sealer.encrypt(iv, plaintext, None)
+                    if sealer.decrypt(iv, sealed_new, None) != plaintext:
+                        raise AssertionError("did not read back")
+                    values.append(prefix + b2a(iv + sealed_new[-TAG_BYTES:] + sealed_new[:-TAG_BYTES], newline=False).decode())
+                    rowids.append(rowid)
+                out.send((index, rowids, "\x00".join(values)))
+        conn.execute("ROLLBACK")
+    out.send(None)
+
+
+def reading_worker_pass(db: Path, old_text: str, batch: int = 2000) -> int:
+    """Sketch of a 2-core pass: one worker reads and re-encrypts, this process only writes."""
+    import multiprocessing
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    done = 0
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
+        updates = [f"UPDATE {table} SET {column} = ? WHERE rowid = ?" for _, table, column, _, _ in _locations(conn, db)]
+        conn.execute("BEGIN IMMEDIATE")
+        worker = context.Process(target=_reading_worker, args=(str(db), old_text, batch, send))
+        worker.start()
+        send.close()
+        while (message := receive.recv()) is not None:
+            index, rowids, joined = message
+            if rowids:
+                conn.executemany(updates[index], zip(joined.split("\x00"), rowids, strict=True))
+                done += len(rowids)
+        worker.join()
+        conn.execute("COMMIT")
+    return done
+
+
+def experiment_g(source: Path, work: Path, runs: int) -> None:
+    key = old_key(source)
+    alternate("g: a worker that reads for itself (sketch) against the floor", {
+        "floor (one core)": lambda db: timed(lambda: bare_pass(db, key)),
+        "1 worker reads + re-encrypts + checks, parent only writes": lambda db: timed(
+            lambda: reading_worker_pass(db, key)),
+    }, source, work, runs)
+
+
+def experiment_f(source: Path, work: Path, runs: int) -> None:
+    """The real CLI in a subprocess, with keyrotate's default worker pool and with none."""
+    from benchmark import run_measured
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("ENCRYPTION_KEY", None)
+
+    def rotate(workers: list[str]) -> Timed:
+        def variant(db: Path) -> Timing:
+            new_key = work / "new.key"
+            m = run_measured([sys.executable, "-m", "keyrotate", "rotate", "--db", str(db), "--old-key-file",
+                              str(source / "data" / ".encryption_key"), "--new-key-file", str(new_key),
+                              "--backup", str(work / "backup.db"), "--json", *workers], env)
+            return m.wall, m.cpu
+        return variant
+
+    alternate("f: keyrotate rotate (whole command), with and without its worker pool", {
+        "default (1 worker on 2 cores)": rotate([]),
+        "--workers 0": rotate(["--workers", "0"]),
+    }, source, work, runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="*", default=["a", "b", "c", "d", "e"])
@@ -509,7 +608,7 @@ def main() -> None:
     try:
         for name in args.experiments:
             {"a": experiment_a, "b": experiment_b, "c": experiment_c, "d": experiment_d,
-             "e": experiment_e}[name](source, work, args.runs)
+             "e": experiment_e, "f": experiment_f, "g": experiment_g}[name](source, work, args.runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
