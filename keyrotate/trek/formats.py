@@ -190,22 +190,11 @@ class Keyring:
         ciphers = {scheme: tuple(by_key[i] for i in order) for scheme, by_key in self._ciphers.items()}
         return Keyring([self.keys[i] for i in order], _ciphers=ciphers)
 
-    def open_sealed(self, sealed: bytes, scheme: Scheme) -> tuple[int, bytes] | None:
-        """(index of the first key that opens decoded ``iv || tag || ciphertext``, plaintext), or None."""
-        if len(sealed) < MIN_SEALED_BYTES:
-            return None
-        iv, data = sealed[:IV_BYTES], sealed[MIN_SEALED_BYTES:] + sealed[IV_BYTES:MIN_SEALED_BYTES]
-        for index, cipher in enumerate(self._ciphers[scheme]):
-            try:
-                return index, cipher._decrypt(iv, data, None)
-            except InvalidTag:
-                continue
-        return None
-
     def open(self, stored: str, scheme: Scheme) -> tuple[int, bytes] | None:
-        """:meth:`open_sealed` for a stored text (an api value must carry the prefix)."""
-        body = stored[len(API_PREFIX) :] if scheme is Scheme.API else stored
-        return self.open_sealed(node_base64_decode(body), scheme)
+        """(index of the first key that opens a stored ciphertext, plaintext), or None: :meth:`read` without
+        the plaintext cases."""
+        index, plaintext = self.read(stored, scheme)
+        return (index, plaintext) if index >= 0 else None
 
     def read(self, stored: str, scheme: Scheme) -> tuple[int, bytes]:
         """What a stored text is, as TREK would read it: see :meth:`reader`."""
