@@ -95,7 +95,7 @@ def scan(conn: sqlite3.Connection, tables: set[str]) -> Scanner:
     """Rotate (old -> new) only the targets of ``tables``; the caller rolls back."""
     info = inspect_database(conn, Path("travel.db"))
     resolved = resolve_catalogue(info.schema, info.version)
-    rewrite = Rewrite(1, Cipher(NEW, Scheme.API), False)
+    rewrite = Rewrite(1, False)
     scanner = Scanner(conn, info, resolved, Keyring((OLD, NEW)), rewrite=rewrite)
     for target in scanner.targets():
         if target.table in tables:

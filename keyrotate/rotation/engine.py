@@ -37,7 +37,7 @@ from keyrotate.store.database import WRITE_CACHE_KIB, translate_error, write_tra
 from keyrotate.store.uncommitted import remove_leftovers
 from keyrotate.trek.audit_log import ROTATE_ENCRYPTION_KEY, record_in_audit_log
 from keyrotate.trek.catalogue import resolve_catalogue
-from keyrotate.trek.formats import Cipher, Keyring, Scheme
+from keyrotate.trek.formats import Keyring
 from keyrotate.trek.keys import Key
 
 # The rotation's entry points for the CLI and the operations, in one place.
@@ -202,7 +202,7 @@ class _Rotation:
         """Re-encrypt every value under an old key, each checked as it is rewritten; the backup is finished after."""
         options = self.options
         fingerprint = new_fingerprint()
-        rewrite = Rewrite(self.new_index, Cipher(options.new_key, Scheme.API), options.encrypt_plaintext)
+        rewrite = Rewrite(self.new_index, options.encrypt_plaintext)
         if not options.dry_run:
             self.conn.execute("PRAGMA secure_delete = ON")
         # Values are checked as they are rewritten; the decision comes after the pass, before the commit.

@@ -20,7 +20,7 @@ from keyrotate.rotation.json_values import (
 from keyrotate.rotation.reading import Batch
 from keyrotate.rotation.tallies import FailedValue, Fingerprint, Tallies, Tally
 from keyrotate.rotation.targets import DiscoveryTarget, LocationTarget
-from keyrotate.trek.formats import API_PREFIX, Cipher, Keyring, Scheme, is_well_formed_token
+from keyrotate.trek.formats import API_PREFIX, Keyring, Scheme, is_well_formed_token
 
 LOOKALIKE = "looks like a token but opens under none of the keys; left as it is"
 NOT_OPENED_OUTSIDE = "a well-formed TREK ciphertext found outside the catalogue that opens under none of the keys"
@@ -31,10 +31,9 @@ Update = tuple[str, int]  # (new value, rowid)
 
 @dataclass
 class Rewrite:
-    """What a pass does besides classifying: re-encrypt for ``new_index``."""
+    """What a pass does besides classifying: re-encrypt to the key at ``new_index`` of the scan's keyring."""
 
     new_index: int
-    cipher: Cipher  # the new key, api scheme: what JSON fields and stray tokens are re-encrypted with
     encrypt_plaintext: bool
 
 
@@ -44,6 +43,8 @@ class ValueHandler:
     def __init__(self, keyring: Keyring, tallies: Tallies, *, fingerprint: Fingerprint | None,
                  rewrite: Rewrite | None, on_token: TokenCallback | None, plugin_fields: PluginFields) -> None:
         self.read = keyring.reader(Scheme.API)
+        # JSON fields and stray tokens are all api scheme
+        self.seal = keyring.cipher(rewrite.new_index, Scheme.API).seal_checked if rewrite is not None else None
         self.tallies = tallies
         self.fingerprint = fingerprint
         self.rewrite = rewrite
@@ -92,9 +93,9 @@ class ValueHandler:
             self.fingerprint.add(label, rowid, path, plaintext)
 
     def _seal(self, label: str, table: str, column: str, rowid: int, path: str, plaintext: bytes) -> str:
-        assert self.rewrite is not None
+        assert self.seal is not None
         self._fingerprint(label, rowid, path, plaintext)
-        new = self.rewrite.cipher.seal_checked(plaintext)
+        new = self.seal(plaintext)
         if new is None:
             raise rewrite_failed(table, column, rowid)
         return new
