@@ -42,6 +42,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import statistics
@@ -349,6 +350,16 @@ def print_table(results: list[dict[str, Any]]) -> None:
 EXPOSURE_FORMATS = ("text", "markdown", "json", "csv")
 
 
+def _exposed(report: Path) -> int:
+    """``totals.exposed`` of a JSON exposure report, read from its end (the totals close the document)."""
+    with report.open("rb") as handle:
+        handle.seek(max(0, report.stat().st_size - 65536))
+        found = re.search(rb'"exposed": (\d+)', handle.read())
+    if found is None:
+        raise SystemExit(f"{report}: no totals.exposed")
+    return int(found.group(1))
+
+
 def bench_exposure(out: Path, secrets: int, runs: int, seed: int, workers: str | None) -> list[dict[str, object]]:
     """``keyrotate exposure`` in each format: median wall, largest peak RSS; formats alternate within a run."""
     source, _ = prepare(out, secrets, seed)
@@ -364,15 +375,20 @@ def bench_exposure(out: Path, secrets: int, runs: int, seed: int, workers: str |
     exposed = 0
     for run in range(runs):
         for fmt in EXPOSURE_FORMATS:
-            wall, cpu, peak, text = measure(
-                [sys.executable, "-m", "keyrotate", "exposure", "--db", str(db), "--key-file",
-                 str(source / "data" / ".encryption_key"), "--format", fmt, "--no-copies", "--quiet", *extra], env)
+            # The report goes to a file, never through this process: a child's peak RSS (ru_maxrss) starts at
+            # its parent's size when forked, and 165 MB of JSON read here would count in every later run.
+            output = work / f"exposure.{fmt}"
+            wall, cpu, peak, _ = measure(
+                ["sh", "-c", 'exec "$@" > "$0"', str(output), sys.executable, "-m", "keyrotate", "exposure",
+                 "--db", str(db), "--key-file", str(source / "data" / ".encryption_key"), "--format", fmt,
+                 "--no-copies", "--quiet", *extra], env)
             walls[fmt].append(wall)
             cpus[fmt].append(cpu)
             peaks[fmt].append(peak)
             loads.append(os.getloadavg()[0])
             if fmt == "json":
-                exposed = json.loads(text)["totals"]["exposed"]
+                exposed = _exposed(output)
+            output.unlink()
             print(f"  {secrets}: run {run + 1}/{runs}: exposure --format {fmt} {wall:.2f}s (cpu {cpu:.2f}s), "
                   f"rss {peak:.0f} MB, load {loads[-1]:.2f}", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)

@@ -74,7 +74,8 @@ class ExposureWriter:
             self.out.write(("\n  ],\n" if report.groups.counts else "],\n") + body[2:] + "\n")
         else:
             lines = _text(report) if self.fmt == "text" else _markdown(report)
-            self.out.write("\n".join(lines) + "\n")
+            for start in range(0, len(lines), 1000):  # one line per user: never the whole text in one string
+                self.out.write("".join(line + "\n" for line in lines[start : start + 1000]))
 
 
 def render_exposure(report: ExposureReport, fmt: str) -> str:

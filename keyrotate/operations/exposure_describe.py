@@ -28,8 +28,8 @@ from keyrotate.trek.formats import Scheme
 
 MFA_ADVICE = "the user must disable and re-enrol MFA in TREK (the TOTP seed is compromised; old codes keep working until then)"
 FLUSH_EVERY = 2000  # hits described per bulk read: bounds memory whatever the number of secrets
-USERNAME_CACHE = 200_000  # owners' names kept; a larger instance re-reads some
-HEADS_CACHE = 50_000  # per location: (owner, detail) -> the start of a row
+USERNAME_CACHE = 100_000  # owners' names kept; a larger instance re-reads some
+COUNTS_KEPT = 20_000  # (owner, kind) counts a location keeps before adding them to the groups
 UNKNOWN_ACTION = "find out what this value is for and reissue it where it was issued"
 _ARRAY_INDEX = re.compile(r"^\$\[(\d+)\]")
 _FIELD = re.compile(r"^\$\.([^.\[]+)$")
@@ -44,15 +44,15 @@ _IDENTITY = itemgetter(slice(3, None))
 class _ColumnQuery:
     """One whole-column location: the range query that describes its hits, worked out once, and its counts."""
 
+    location: SecretLocation
     sql: str
     params: tuple[Any, ...]
     identity: tuple[str, ...]
     detail: str | None  # the column that refines the description (provider, plugin_id)
     action: str
-    tiers: dict[bool, str]  # instance secret? -> the group's title
+    tier_of: dict[bool, tuple[int, str]]  # instance secret? -> the group
     whats: dict[Any, str] = field(default_factory=dict)  # detail -> description
-    counts: Counter[tuple[Any, Any]] = field(default_factory=Counter)  # (owner, detail) -> secrets, over the pass
-    heads: dict[tuple[Any, Any], SecretHead] = field(default_factory=dict)  # (owner, detail) -> a row's start
+    counts: Counter[tuple[Any, Any]] = field(default_factory=Counter)  # (owner, detail) -> secrets not yet in groups
 
 
 class Describer:
@@ -72,7 +72,7 @@ class Describer:
         self._bulk_label: str | None = None
         self._bulk: list[int] = []  # row ids of the current whole-column location
         self._buffer: list[tuple[str, str, str, int, str]] = []
-        self._usernames: dict[int, str | None] = {}
+        self._owners: dict[int, tuple[str, str | None]] = {}  # users.id -> ("user 4 (alice)", "alice")
         self._rows: dict[tuple[str, int], dict[str, Any]] = {}
         self._field_labels: dict[tuple[str, str], str] = {}
         if "plugin_settings_fields" in schema and "label" in schema["plugin_settings_fields"]:
@@ -101,22 +101,11 @@ class Describer:
             self.flush()
 
     def finish(self) -> None:
-        """Describe what still waits, then count every whole-column location into the groups."""
+        """Describe what still waits, and count every whole-column location into the groups."""
         self._flush_bulk()
         self.flush()
-        owners: dict[int, str] = {}  # owner id -> "user 4 (alice)": the same users hold secrets in many locations
-        for label, query in self._queries.items():
-            loc = self.by_label[label]
-            tiers = {instance: tier_of(loc.table, loc.column, None if instance else 0, True) for instance in (True, False)}
-            self._names(owner for owner, _ in query.counts if isinstance(owner, int) and owner not in owners)
-            for (owner, detail), count in query.counts.items():  # GroupTally.add sums what falls together
-                owner_id = owner if isinstance(owner, int) else None
-                if owner_id is None:
-                    whose = "instance"
-                elif (whose := owners.get(owner_id, "")) == "":
-                    whose = owners[owner_id] = owner_label(owner_id, self._usernames.get(owner_id))
-                self.groups.add(tiers[owner_id is None], owner_id, whose, self._what_of(loc, query, detail),
-                                query.action, count)
+        for query in self._queries.values():
+            self._count(query)
 
     # -- whole-column locations: nearly every secret ------------------------------------
 
@@ -133,39 +122,49 @@ class Describer:
                  if row[0] in hits]
         keys = list(map(_OWNER_DETAIL, found))
         query.counts.update(keys)
+        if len(query.counts) > COUNTS_KEPT:
+            self._count(query)
         if self.emit is None:
             return
-        heads = query.heads
-        if len(heads) > HEADS_CACHE:
-            heads.clear()
-        new = set(keys).difference(heads)
-        self._names(owner for owner, _ in new if isinstance(owner, int))
-        for key in new:
-            heads[key] = self._head(loc, query, key)
+        distinct = set(keys)
+        self._names(owner for owner, _ in distinct if isinstance(owner, int))
+        heads = {key: self._head(query, key) for key in distinct}
         self.emit(SecretRows(loc.label, loc.table, loc.column, query.action, query.identity,
                              list(map(heads.__getitem__, keys)), list(map(_IDENTITY, found))))
 
-    def _head(self, loc: SecretLocation, query: _ColumnQuery, key: tuple[Any, Any]) -> SecretHead:
+    def _head(self, query: _ColumnQuery, key: tuple[Any, Any]) -> SecretHead:
         """What a row with this owner and detail says before its own identity: what, owner, owner_id, name, group."""
         owner, detail = key
         owner_id = owner if isinstance(owner, int) else None
-        name = self._usernames.get(owner_id) if owner_id is not None else None
-        return (self._what_of(loc, query, detail), owner_label(owner_id, name), owner_id, name,
-                query.tiers[owner_id is None])
+        whose, name = self._owners[owner_id] if owner_id is not None else ("instance", None)
+        return self._what_of(query, detail), whose, owner_id, name, query.tier_of[owner_id is None][1]
+
+    def _count(self, query: _ColumnQuery) -> None:
+        """Move a location's counts so far into the groups (GroupTally.add sums what falls together)."""
+        self._names(owner for owner, _ in query.counts if isinstance(owner, int))
+        for (owner, detail), count in query.counts.items():
+            owner_id = owner if isinstance(owner, int) else None
+            whose = self._owners[owner_id][0] if owner_id is not None else "instance"
+            self.groups.add(query.tier_of[owner_id is None], owner_id, whose, self._what_of(query, detail),
+                            query.action, count)
+        query.counts.clear()
 
     def _names(self, owners: Iterable[int]) -> None:
-        """Make sure the users' names of these owners are known (at most USERNAME_CACHE of them kept)."""
-        missing = sorted(set(owners).difference(self._usernames))
+        """Make sure these owners' names are known (at most USERNAME_CACHE of them kept)."""
+        wanted = set(owners)
+        missing = sorted(wanted.difference(self._owners))
         if not missing:
             return
-        if len(self._usernames) + len(missing) > USERNAME_CACHE:
-            self._usernames.clear()
+        if len(self._owners) + len(missing) > USERNAME_CACHE:
+            self._owners.clear()
+            missing = sorted(wanted)
+        names: dict[int, str | None] = {}
         if "username" in self.schema.get("users", ()):
             for chunk in _chunks(missing):
                 found = self.conn.execute(
                     f"SELECT id, username FROM users WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
-                self._usernames.update((uid, str(name) if name is not None else None) for uid, name in found)
-        self._usernames.update((uid, None) for uid in missing if uid not in self._usernames)
+                names.update((uid, str(name) if name is not None else None) for uid, name in found)
+        self._owners.update((uid, (owner_label(uid, names.get(uid)), names.get(uid))) for uid in missing)
 
     def _query(self, loc: SecretLocation) -> _ColumnQuery:
         query = self._queries.get(loc.label)
@@ -190,14 +189,13 @@ class Describer:
             sql += f" AND t.{quote_identifier(loc.key_column)} = ?"
             params = (loc.setting_key,)
         action = MFA_ADVICE if loc.scheme is Scheme.MFA else loc.revoke_hint
-        tiers = {instance: tier_of(loc.table, loc.column, None if instance else 0, True)[1]
-                 for instance in (True, False)}
-        return _ColumnQuery(sql + " ORDER BY t.rowid", params, identity or ("rowid",), detail, action, tiers)
+        tiers = {instance: tier_of(loc.table, loc.column, None if instance else 0, True) for instance in (True, False)}
+        return _ColumnQuery(loc, sql + " ORDER BY t.rowid", params, identity or ("rowid",), detail, action, tiers)
 
-    def _what_of(self, loc: SecretLocation, query: _ColumnQuery, detail: Any) -> str:
+    def _what_of(self, query: _ColumnQuery, detail: Any) -> str:
         what = query.whats.get(detail)
         if what is None:
-            what = query.whats[detail] = self._what(loc, {str(query.detail): detail}, 0, "")
+            what = query.whats[detail] = self._what(query.location, {str(query.detail): detail}, 0, "")
         return what
 
     # -- everything else: JSON fields and tokens outside the catalogue ------------------
@@ -214,8 +212,7 @@ class Describer:
             owner_column = loc.owner_column if loc else ("user_id" if "user_id" in row else None)
             owner_id = row.get(owner_column) if owner_column else None
             owner_id = owner_id if isinstance(owner_id, int) else None
-            name = self._usernames.get(owner_id) if owner_id is not None else None
-            owner = owner_label(owner_id, name)
+            owner, name = self._owners[owner_id] if owner_id is not None else ("instance", None)
             tier = tier_of(table, column, owner_id, loc is not None)
             if loc is None:
                 what, action = f"unknown secret found outside the catalogue in {table}.{column}", UNKNOWN_ACTION
