@@ -176,3 +176,22 @@ def test_nothing_to_rotate_or_revoke_commits_nothing_and_keeps_no_backup(trek: T
     assert table_dump(trek.db) == before
     assert len(audit_rows(trek.db)) == 1
     assert backups_beside(trek) == backups
+
+
+def test_a_revoke_only_run_says_what_it_revoked(trek3: TrekCopy, new_key_file: Path) -> None:
+    """Nothing left to re-encrypt (a rerun): the text summary names the tokens this run deleted."""
+    first = rotate(trek3, new_key_file)
+    assert first.exit_code == 0, first.stderr
+    add_tokens(trek3)
+    want = expected(trek3.db)
+
+    result = rotate(trek3, new_key_file, *FLAGS)
+
+    assert result.exit_code == 0, result.stderr
+    assert (f"Deleted {want['share_links']} share link(s), expired (deleted) {want['invites']} open invite(s)."
+            in result.stderr)
+    assert "no token was revoked" not in result.stderr
+    left = tokens(trek3.db)
+    assert left["share_tokens"] == left["journey_share_tokens"] == []
+    with closing(sqlite3.connect(trek3.db)) as conn:
+        assert conn.execute(f"SELECT count(*) FROM invite_tokens WHERE {OPEN}").fetchone()[0] == 0

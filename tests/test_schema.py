@@ -1,16 +1,26 @@
-"""trek/schema.py: which tables keyrotate reads, from PRAGMA table_list, on copies of the real fixtures."""
+"""trek/schema.py: which tables keyrotate reads (PRAGMA table_list, or the CREATE statements on SQLite before 3.37),
+read through sqlite-utils without changing the connection, on copies of the real fixtures."""
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
+
+import pytest
 
 from keyrotate.rotation.engine import RotateOptions, rotate_database
 from keyrotate.store.database import connect
 from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key
-from keyrotate.trek.schema import inspect_database
+from keyrotate.trek.schema import (
+    declares_without_rowid,
+    inspect_database,
+    kinds_from_create_statements,
+    kinds_from_table_list,
+)
 
 from .conftest import TrekCopy
 
@@ -49,3 +59,91 @@ def test_a_table_whose_sql_mentions_without_rowid_is_rotated(trek4: TrekCopy, tm
         [stored] = conn.execute("SELECT secret FROM hooks").fetchone()
     assert stored != token
     assert Cipher(NEW, Scheme.API).open(stored) == b"a webhook secret"
+
+
+def add_odd_tables(db: Path) -> None:
+    """More of what the CREATE statements must be read for: other virtual modules, WITHOUT ROWID written every
+    way SQLite accepts it, names that look like shadow tables but are not."""
+    with closing(sqlite3.connect(db)) as conn:
+        for sql in (
+            "CREATE VIRTUAL TABLE \"Trip Search\" USING FTS4(title, notes)",
+            "CREATE VIRTUAL TABLE places_box USING rtree(id, min_x, max_x)",
+            "CREATE TABLE note_search_extra (id INTEGER PRIMARY KEY, secret TEXT)",  # not a suffix FTS5 uses
+            "CREATE TABLE \"Trip Search_notes\" (secret TEXT)",  # nor FTS4
+            "CREATE TABLE strict_keys (k TEXT PRIMARY KEY, v TEXT) STRICT, without rowid",
+            "CREATE TABLE [odd \"name\"] (k INTEGER PRIMARY KEY, v) /* options: */ WiThOuT\n  RowId",
+            "CREATE TABLE commented (k PRIMARY KEY, v) -- WITHOUT ROWID",
+        ):
+            conn.execute(sql)
+        conn.commit()
+
+
+def test_the_create_statements_give_what_table_list_gives(trek4: TrekCopy) -> None:
+    """The fallback for SQLite before 3.37, run on the same file as PRAGMA table_list."""
+    add_tables(trek4)
+    add_odd_tables(trek4.db)
+    with closing(connect(trek4.db)) as conn:
+        listed = kinds_from_table_list(conn)
+        read = kinds_from_create_statements(conn)
+        info = inspect_database(conn, trek4.db)
+    assert listed is not None
+    assert read == listed
+    assert listed.without_rowid == {"sync_state", "strict_keys", 'odd "name"'}
+    shadows = {"note_search_data", "note_search_idx", "note_search_content", "note_search_docsize",
+               "note_search_config", "Trip Search_content", "Trip Search_segments", "Trip Search_segdir",
+               "Trip Search_docsize", "Trip Search_stat", "places_box_node", "places_box_parent", "places_box_rowid"}
+    assert listed.left_out == {"note_search", "Trip Search", "places_box"} | shadows
+    assert {"note_search_extra", "Trip Search_notes", "hooks", "commented"} <= info.schema.keys()
+    assert not info.schema.keys() & listed.left_out
+
+
+def test_both_ways_agree_on_the_fixtures(trek: TrekCopy) -> None:
+    with closing(connect(trek.db)) as conn:
+        listed = kinds_from_table_list(conn)
+        assert listed is not None and kinds_from_create_statements(conn) == listed
+        assert not listed.left_out and not listed.without_rowid
+
+
+@pytest.mark.parametrize(("sql", "without_rowid"), [
+    ("CREATE TABLE t (k TEXT PRIMARY KEY) WITHOUT ROWID", True),
+    ("create table t (k text primary key) strict,without rowid", True),
+    ("CREATE TABLE t (k TEXT PRIMARY KEY) WITHOUT /* ) */ ROWID", True),
+    ("CREATE TABLE t (k, mode TEXT DEFAULT 'WITHOUT ROWID')", False),
+    ("CREATE TABLE \"x) WITHOUT ROWID\" (k)", False),
+    ("CREATE TABLE t (k PRIMARY KEY) /* ) WITHOUT ROWID */", False),
+    ("CREATE TABLE t (k TEXT PRIMARY KEY) STRICT", False),
+])
+def test_without_rowid_is_an_option_after_the_columns(sql: str, without_rowid: bool) -> None:
+    assert declares_without_rowid(sql) is without_rowid
+    with closing(sqlite3.connect(":memory:")) as conn:  # and SQLite agrees
+        conn.execute(sql)
+        [wr] = conn.execute("SELECT wr FROM pragma_table_list WHERE schema = 'main' AND type = 'table' "
+                            "AND name NOT LIKE 'sqlite%'").fetchone()
+    assert bool(wr) is without_rowid
+
+
+def test_reading_the_schema_leaves_the_connection_as_it_was(trek4: TrekCopy) -> None:
+    """sqlite-utils reads the schema on keyrotate's own connection: no pragma changed, nothing begun or committed."""
+    with closing(connect(trek4.db)) as conn:
+        state = [conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("recursive_triggers", "foreign_keys")]
+        assert state == [0, 1]
+        inspect_database(conn, trek4.db)
+        assert [conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("recursive_triggers", "foreign_keys")] == state
+        assert not conn.in_transaction and conn.isolation_level is None
+
+        conn.execute("BEGIN")
+        conn.execute("CREATE TABLE scratch (x)")
+        inspect_database(conn, trek4.db)
+        assert conn.in_transaction
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'scratch'").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("command", [["--help"], ["generate-key"]])
+def test_commands_without_a_database_do_not_import_sqlite_utils(command: list[str]) -> None:
+    """It costs start-up time (trek.schema.introspect); only commands that open a database pay it."""
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "keyrotate", *command],
+                         capture_output=True, text=True, check=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert "click" in imported
+    assert "sqlite_utils" not in imported

@@ -116,9 +116,6 @@ def _rotate(args: RotateArgs) -> int:
     report, stopped_by, exposure = _run_engine(rotation, _rotate_options(rotation))
     # After a commit, finish_rotation prints fuller operator steps than the report's own.
     say(render(report, "text"), quiet=args.silent)
-    if (args.revoke_share_links or args.expire_invites) and not report.revoked and not report.committed:
-        warn("Nothing needed re-encrypting, so nothing was committed and no token was revoked: "
-             "delete share links and open invites in TREK's admin panel.")
     extras = RotationExtras()
     _after_engine(rotation, report, stopped_by, exposure, extras)
     if args.rotate_jwt_secret and args.data_dir is not None:

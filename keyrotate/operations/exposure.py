@@ -20,7 +20,8 @@ from keyrotate.operations.exposure_describe import Describer, RowsSink
 from keyrotate.operations.exposure_groups import GroupTally
 from keyrotate.operations.exposure_records import ExposedSecret, SecretRows
 from keyrotate.rotation.scanning import ProgressCallback, Scanner
-from keyrotate.rotation.session import crypto_pool, read_session
+from keyrotate.rotation.session import read_session
+from keyrotate.rotation.workers import crypto_pool
 from keyrotate.trek.beyond import Finding, find_beyond
 from keyrotate.trek.formats import Keyring
 from keyrotate.trek.keys import Key

@@ -29,9 +29,9 @@ from keyrotate.rotation.plan import ConfirmCallback, RotationPlan, make_plan, re
 from keyrotate.rotation.report import RotationReport
 from keyrotate.rotation.revoke import revoke_tokens
 from keyrotate.rotation.scanning import Fingerprint, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
-from keyrotate.rotation.session import crypto_pool, open_database
+from keyrotate.rotation.session import open_database
 from keyrotate.rotation.verify import verify_database
-from keyrotate.rotation.workers import CryptoPool
+from keyrotate.rotation.workers import CryptoPool, crypto_pool
 from keyrotate.store.backup import BackupJob
 from keyrotate.store.database import WRITE_CACHE_KIB, translate_error, write_transaction
 from keyrotate.store.uncommitted import remove_leftovers

@@ -10,6 +10,9 @@ from keyrotate.rotation.targets import LocationTarget, Target
 from keyrotate.store.database import quote_identifier
 from keyrotate.trek.catalogue import SecretLocation
 
+# The hot path stays on raw sqlite3: for 100,000 rows of 120 characters (CPU medians of 5 runs, dev VM),
+# reading the batches as tuples took 42 ms against 76 ms as sqlite-utils' dict rows (Database.query), and
+# writing them with one executemany took 119 ms against 3,327 ms with sqlite-utils' Table.update per row.
 BATCH_ROWS = 2000
 Batch = list[tuple[Any, ...]]  # (rowid, *the target's selected values)
 

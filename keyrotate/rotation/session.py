@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyrotate.rotation.workers import CryptoPool, worker_count
 from keyrotate.store.database import check_integrity, check_sqlite_header, check_writable, connect, translate_error
 from keyrotate.trek.catalogue import ResolvedLocation, resolve_catalogue
-from keyrotate.trek.keys import Key
 from keyrotate.trek.schema import DatabaseInfo, inspect_database
 
 
@@ -62,24 +60,3 @@ def read_session(db_path: Path, busy_timeout: float) -> Iterator[ReadSession]:
         raise translate_error(exc, db_path) from None
     finally:
         conn.close()
-
-
-@contextmanager
-def crypto_pool(db_path: Path, keys: Sequence[Key], requested: int | None) -> Iterator[CryptoPool | None]:
-    """Worker processes for the crypto, or None when this machine or database gains nothing from them.
-
-    Started before the database is opened, so the workers hold no connection.
-    """
-    size = 0
-    for path in (db_path, Path(f"{db_path}-wal")):
-        with suppress(OSError):
-            size += path.stat().st_size
-    workers = worker_count(requested, size)
-    if workers == 0:
-        yield None
-        return
-    pool = CryptoPool(keys, workers)
-    try:
-        yield pool
-    finally:
-        pool.close()

@@ -10,7 +10,8 @@ from keyrotate.rotation.failures import name_failures
 from keyrotate.rotation.outcome import locations
 from keyrotate.rotation.report import VerifyReport
 from keyrotate.rotation.scanning import ProgressCallback, Scanner
-from keyrotate.rotation.session import crypto_pool, read_session
+from keyrotate.rotation.session import read_session
+from keyrotate.rotation.workers import crypto_pool
 from keyrotate.trek.formats import Keyring
 from keyrotate.trek.keys import Key
 

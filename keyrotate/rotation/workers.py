@@ -17,10 +17,11 @@ import pickle
 import signal
 import socket
 import sys
-from collections.abc import Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from keyrotate.errors import KeyrotateError
@@ -241,3 +242,24 @@ def worker_count(requested: int | None, database_bytes: int) -> int:
     if cores < 2 or database_bytes < PARALLEL_MIN_BYTES:
         return 0
     return min(cores - 1, 3)
+
+
+@contextmanager
+def crypto_pool(db_path: Path, keys: Sequence[Key], requested: int | None) -> Iterator[CryptoPool | None]:
+    """Worker processes for the crypto, or None when this machine or database gains nothing from them.
+
+    Started before the database is opened, so the workers hold no connection.
+    """
+    size = 0
+    for path in (db_path, Path(f"{db_path}-wal")):
+        with suppress(OSError):
+            size += path.stat().st_size
+    workers = worker_count(requested, size)
+    if workers == 0:
+        yield None
+        return
+    pool = CryptoPool(keys, workers)
+    try:
+        yield pool
+    finally:
+        pool.close()

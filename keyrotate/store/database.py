@@ -149,10 +149,13 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 
 def quote_identifier(name: str) -> str:
-    # sqlite_utils.db.quote_identifier is the same one line, but importing sqlite_utils (it pulls in click, and
-    # numpy when installed) made every start slower: `import keyrotate.cli.app` took 483 ms instead of 343 ms
-    # (medians of 9 alternating runs). So keyrotate does not import it.
-    return '"' + name.replace('"', '""') + '"'
+    """``name`` as a quoted SQL identifier: sqlite-utils' rule, the one used for every name keyrotate puts in SQL."""
+    # Imported here, not at the top, so that --help and generate-key do not pay for importing sqlite_utils (see
+    # trek.schema.introspect). Every caller works on a database that inspect_database has already read with
+    # sqlite-utils, so this import is a lookup in sys.modules; quoting happens per statement, not per value.
+    from sqlite_utils.db import quote_identifier as quote
+
+    return quote(name)
 
 
 @contextmanager

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from keyrotate.errors import NotADatabaseError, NotTrekError
-from keyrotate.store.database import quote_identifier, translate_error
+from keyrotate.errors import NotTrekError
+from keyrotate.store.database import translate_error
 from keyrotate.trek.catalogue import TrekVersion, detect_trek_version
 
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+
 TREK_TABLES = ("users", "settings", "app_settings")
-# PRAGMA table_list says which tables are WITHOUT ROWID, virtual or an FTS index's shadow tables.
-TABLE_LIST_SINCE = (3, 37, 0)
+# The tables a virtual table's module keeps its data in (SQLite's "shadow tables", named <table>_<suffix>).
+SHADOW_SUFFIXES = {
+    "FTS3": frozenset({"content", "segments", "segdir", "docsize", "stat"}),
+    "FTS4": frozenset({"content", "segments", "segdir", "docsize", "stat"}),
+    "FTS5": frozenset({"data", "idx", "content", "docsize", "config"}),
+    "RTREE": frozenset({"node", "parent", "rowid"}),
+    "GEOPOLY": frozenset({"node", "parent", "rowid"}),
+}
+# A CREATE TABLE statement's tokens: quoted names and strings whole, comments apart, words, single characters.
+_SQL_TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\]|--[^\n]*|/\*.*?(?:\*/|\Z)|\w+|\S""",
+                        re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -22,6 +36,18 @@ class DatabaseInfo:
     without_rowid: frozenset[str]
     schema_version: int | None
     version: TrekVersion
+
+
+@dataclass(frozen=True)
+class TableKinds:
+    """Which tables of the main database keyrotate leaves out, and which of the others are WITHOUT ROWID.
+
+    Virtual tables and their shadow tables (an FTS5 index's ``*_data``, ``*_content``...)
+    hold no secret TREK wrote, and only SQLite may change them.
+    """
+
+    left_out: frozenset[str]
+    without_rowid: frozenset[str]
 
 
 def inspect_database(conn: sqlite3.Connection, path: Path) -> DatabaseInfo:
@@ -44,25 +70,76 @@ def inspect_database(conn: sqlite3.Connection, path: Path) -> DatabaseInfo:
 
 
 def _ordinary_tables(conn: sqlite3.Connection) -> tuple[dict[str, tuple[str, ...]], frozenset[str]]:
-    """Each ordinary table of the main database with its columns, and which of them are WITHOUT ROWID.
+    """Each ordinary table of the main database with its columns (in the order the tables were created),
+    and which of them are WITHOUT ROWID."""
+    kinds = kinds_from_table_list(conn)
+    if kinds is None:  # SQLite before 3.37 (the Python of RHEL 9 has 3.34)
+        kinds = kinds_from_create_statements(conn)
+    return {
+        table.name: tuple(column.name for column in table.columns)
+        for table in introspect(conn).tables
+        if table.name not in kinds.left_out and not table.name.startswith("sqlite_")
+    }, kinds.without_rowid
 
-    Virtual tables and the shadow tables behind them (an FTS5 index's ``*_data``, ``*_content``...)
-    hold no secret TREK wrote, and only SQLite may change them.
+
+def introspect(conn: sqlite3.Connection) -> Database:
+    """sqlite-utils' view of ``conn``, for reading the schema; it leaves the connection as it was.
+
+    Without ``recursive_triggers=False`` it would turn on recursive triggers on keyrotate's connection, and
+    without ``execute_plugins=False`` an installed sqlite-utils plugin could register functions on it; when
+    only reading it begins and commits nothing (tests/test_schema.py checks all three).
     """
-    if sqlite3.sqlite_version_info < TABLE_LIST_SINCE:
-        raise NotADatabaseError(
-            f"keyrotate needs SQLite {'.'.join(map(str, TABLE_LIST_SINCE))} or newer to read the schema; this "
-            f"Python has SQLite {sqlite3.sqlite_version}. Use a newer Python (for example the python:3.12 image)."
-        )
-    schema: dict[str, tuple[str, ...]] = {}
-    without_rowid = set()
-    for name, without in conn.execute(  # in the order the tables were created, as sqlite_master lists them
-        "SELECT t.name, t.wr FROM sqlite_master AS m JOIN pragma_table_list AS t ON t.name = m.name "
-        "WHERE m.type = 'table' AND t.schema = 'main' AND t.type = 'table' ORDER BY m.rowid"
-    ).fetchall():
-        if name.startswith("sqlite_"):
-            continue
-        schema[name] = tuple(row[1] for row in conn.execute(f"PRAGMA main.table_info({quote_identifier(name)})"))
-        if without:
-            without_rowid.add(name)
-    return schema, frozenset(without_rowid)
+    # Imported here, not at the top, so that --help and generate-key (no database) do not pay for it. Measured
+    # on the 2-core dev VM, CPU medians of 11 alternating runs: importing sqlite_utils after click costs 50 ms,
+    # 150 ms when numpy is installed (sqlite_utils imports it if it can); `verify` of the trek-4.2-shape fixture
+    # went from 236 to 412 ms (numpy installed), of which ~4 ms is reading the schema through sqlite-utils
+    # rather than with raw PRAGMAs (it lists the tables again for each table's columns).
+    from sqlite_utils import Database
+
+    return Database(conn, recursive_triggers=False, execute_plugins=False)
+
+
+def kinds_from_table_list(conn: sqlite3.Connection) -> TableKinds | None:
+    """What ``PRAGMA table_list`` (SQLite 3.37 and newer) says; None where SQLite does not know it."""
+    try:
+        rows = conn.execute("SELECT name, type, wr FROM pragma_table_list WHERE schema = 'main'").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "pragma_table_list" in str(exc):  # "no such table: pragma_table_list"
+            return None
+        raise
+    return TableKinds(
+        left_out=frozenset(name for name, kind, _ in rows if kind in ("virtual", "shadow")),
+        without_rowid=frozenset(name for name, kind, wr in rows if kind == "table" and wr
+                                and not name.startswith("sqlite_")),
+    )
+
+
+def kinds_from_create_statements(conn: sqlite3.Connection) -> TableKinds:
+    """The same answer as :func:`kinds_from_table_list`, read from the CREATE statements, for older SQLite."""
+    tables = introspect(conn).tables
+    modules = {t.name.lower(): t.virtual_table_using for t in tables if t.virtual_table_using}
+
+    def is_shadow(name: str) -> bool:
+        owner, _, suffix = name.lower().rpartition("_")
+        module = modules.get(owner)
+        return module is not None and suffix in SHADOW_SUFFIXES.get(module, frozenset())
+
+    left_out = frozenset(t.name for t in tables if t.name.lower() in modules or is_shadow(t.name))
+    return TableKinds(
+        left_out=left_out,
+        without_rowid=frozenset(t.name for t in tables if t.name not in left_out and not t.name.startswith("sqlite_")
+                                and declares_without_rowid(t.schema)),
+    )
+
+
+def declares_without_rowid(create_table: str) -> bool:
+    """Whether a CREATE TABLE statement ends with the option WITHOUT ROWID (next to STRICT, in either order).
+
+    The options follow the parenthesis that closes the column list; the words WITHOUT ROWID
+    anywhere else (a default value, a comment, a name) do not count.
+    """
+    words = [t.upper() for t in _SQL_TOKEN.findall(create_table) if not t.startswith(("--", "/*"))]
+    if ")" not in words:
+        return False
+    options = words[len(words) - words[::-1].index(")"):]
+    return any(options[i:i + 2] == ["WITHOUT", "ROWID"] for i in range(len(options) - 1))
