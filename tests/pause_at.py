@@ -53,15 +53,15 @@ if POINT == "import":
     sys.meta_path.insert(0, _SlowImport())
 else:
     from keyrotate import crashpoints
-    from keyrotate.operations import backup_zips as backups
+    from keyrotate.operations import backup_rekey
 
     def named(name: str) -> None:
         if name == POINT:
             pause()
 
     crashpoints.observe(named)
-    backups.rekey_backup = _counting("zip", backups.rekey_backup)  # type: ignore[assignment]
-    backups.rotate_database = _counting("zip-extracted", backups.rotate_database)  # type: ignore[assignment]
+    backup_rekey.rekey_backup = _counting("zip", backup_rekey.rekey_backup)  # type: ignore[assignment]
+    backup_rekey.rotate_database = _counting("zip-extracted", backup_rekey.rotate_database)  # type: ignore[assignment]
 
 from keyrotate.__main__ import run  # noqa: E402
 

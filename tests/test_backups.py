@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from keyrotate.cli.app import main
-from keyrotate.operations.backup_zips import find_backups, list_backups, rekey_backup
+from keyrotate.operations.backup_rekey import rekey_backup
+from keyrotate.operations.backup_zips import find_backups, list_backups
 from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
 from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key, create_key_file

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from keyrotate.cli.app import main
 from keyrotate.cli.exposure_render import render_exposure as render
 from keyrotate.cli.render import FORMATS
-from keyrotate.operations.backup_zips import rekey_backup
+from keyrotate.operations.backup_rekey import rekey_backup
 from keyrotate.operations.exposure import find_exposure
 from keyrotate.store.backup import backup_database
 from keyrotate.trek.formats import Cipher, Scheme

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from keyrotate.cli.app import main
 from keyrotate.errors import ExitCode
-from keyrotate.operations import backup_zips as backups
+from keyrotate.operations import backup_extract
 from keyrotate.trek.keys import create_key_file, generate_key_text
 
 from .conftest import TrekCopy
@@ -54,7 +54,7 @@ def rekey(zip_path: Path, trek: TrekCopy, tmp_path: Path, *extra: str) -> Result
 def test_a_member_beyond_a_sane_ratio_is_refused_and_nothing_is_extracted(
     trek3: TrekCopy, tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch, dry_run: bool
 ) -> None:
-    monkeypatch.setattr(backups, "RATIO_FLOOR", 1 << 20)  # so a 50 MB bomb is enough to show it
+    monkeypatch.setattr(backup_extract, "RATIO_FLOOR", 1 << 20)  # so a 50 MB bomb is enough to show it
     zip_path = make_bomb(trek3, tmp_path / "backup-bomb.zip")
     before = zip_path.read_bytes()
 
@@ -70,9 +70,9 @@ def test_a_member_beyond_a_sane_ratio_is_refused_and_nothing_is_extracted(
 def test_a_member_larger_than_the_free_space_is_refused(
     trek3: TrekCopy, tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backups, "MAX_RATIO", 10**6)  # only the free space decides here
+    monkeypatch.setattr(backup_extract, "MAX_RATIO", 10**6)  # only the free space decides here
     free = shutil.disk_usage(private_tmp).free
-    monkeypatch.setattr(backups, "FREE_SPACE_MARGIN", free - (10 << 20))  # as if only ~10 MB were free
+    monkeypatch.setattr(backup_extract, "FREE_SPACE_MARGIN", free - (10 << 20))  # as if only ~10 MB were free
     zip_path = make_bomb(trek3, tmp_path / "backup-big.zip")
     before = zip_path.read_bytes()
 
@@ -86,15 +86,15 @@ def test_a_member_larger_than_the_free_space_is_refused(
 
 def test_the_copy_stops_at_the_cap_whatever_the_header_said() -> None:
     out = io.BytesIO()
-    with pytest.raises(backups._TooLarge, match="beyond what its header claims"):
-        backups._copy_capped(io.BytesIO(bytes(3 << 20)), out, 2 << 20)
+    with pytest.raises(backup_extract.TooLarge, match="beyond what its header claims"):
+        backup_extract._copy_capped(io.BytesIO(bytes(3 << 20)), out, 2 << 20)
     assert len(out.getvalue()) <= 2 << 20
 
 
 def test_backups_listing_reports_a_bomb_instead_of_unpacking_it(
     trek3: TrekCopy, tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backups, "RATIO_FLOOR", 1 << 20)
+    monkeypatch.setattr(backup_extract, "RATIO_FLOOR", 1 << 20)
     (trek3.data_dir / "backups").mkdir()
     make_bomb(trek3, trek3.data_dir / "backups" / "backup-2026-01-01.zip")
     result = CliRunner().invoke(main, ["backups", "--data-dir", str(trek3.data_dir)], catch_exceptions=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.operations.backup_zips import rekey_backup
+from keyrotate.operations.backup_rekey import rekey_backup
 from keyrotate.rotation.engine import verify_database
 from keyrotate.trek.keys import Key
 

@@ -12,7 +12,8 @@ from keyrotate.cli.options import exit_codes_help, format_option, key_options
 from keyrotate.cli.render import emit
 from keyrotate.cli.running import run, say
 from keyrotate.errors import ExitCode, InputNotFoundError, InterruptedAfterCommitError
-from keyrotate.operations.backup_zips import BackupListing, RekeyReport, RekeyResult, list_backups, rekey_backups
+from keyrotate.operations.backup_rekey import RekeyOutcome, RekeyReport, RekeyResult, rekey_backups
+from keyrotate.operations.backup_zips import BackupListing, list_backups
 from keyrotate.trek.keys import Key
 
 BACKUPS_HELP = exit_codes_help({
@@ -112,7 +113,7 @@ def _rekey(zips: tuple[Path, ...], old_keys: list[Key], new_key: Key, *, encrypt
     def each(index: int, total: int, result: RekeyResult | None, zip_path: Path) -> None:
         if result is None:
             say(f"Backup ZIP {index} of {total}: {zip_path} ...")
-        elif result.outcome == "rekeyed":
+        elif result.outcome is RekeyOutcome.REKEYED:
             rewritten.append(str(zip_path))
 
     try:

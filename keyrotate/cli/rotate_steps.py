@@ -19,7 +19,8 @@ from keyrotate.cli.render import emit, render
 from keyrotate.cli.rotate_args import RotationRun
 from keyrotate.cli.running import say, warn
 from keyrotate.errors import KeyrotateError
-from keyrotate.operations.backup_zips import RekeyReport, RekeyResult, find_backups, rekey_backups
+from keyrotate.operations.backup_rekey import RekeyReport, RekeyResult, rekey_backups
+from keyrotate.operations.backup_zips import find_backups
 from keyrotate.operations.exposure import ExposureReport, find_exposure
 from keyrotate.operations.exposure_copies import find_exposed_copies
 from keyrotate.rotation.engine import RotationPlan

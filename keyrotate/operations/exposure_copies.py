@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyrotate.operations.backup_zips import find_backups, inspect_backup
+from keyrotate.operations.backup_zips import Opens, find_backups, inspect_backup
 from keyrotate.trek.keys import Key
 
 # Copies of travel.db that keyrotate (and TREK's own script) leave next to it.
@@ -49,7 +49,7 @@ def find_exposed_copies(db_path: Path, suspected: Sequence[Key]) -> tuple[Expose
             note = f"could not be checked ({status.problem}); assume it opens with the old key"
         else:
             opens = status.keys[0].opens
-            if opens in ("none", "no secrets"):
+            if opens in (Opens.NONE, Opens.NO_SECRETS):
                 continue
             note = (f"the suspected key opens {opens} of its secrets (backup from {status.date}); "
                     "re-encrypt it with `keyrotate rekey-backup` or `rotate --rekey-backups`, or delete it")

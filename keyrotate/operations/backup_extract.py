@@ -1,0 +1,112 @@
+"""Extract the ``travel.db`` of one TREK backup ZIP into a private temporary directory, safely."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from keyrotate.store.files import new_file
+
+DB_MEMBER = "travel.db"
+_SIDE_FILES = ("travel.db-wal", "travel.db-journal")
+
+# A travel.db deflates 3 to 10 times; a member claiming far more is a bomb (or a file of empty pages), and it is
+# extracted to the temporary directory, which is often a small tmpfs. Below RATIO_FLOOR the ratio is not checked.
+MAX_RATIO = 100
+RATIO_FLOOR = 256 << 20
+FREE_SPACE_MARGIN = 64 << 20  # left free for the rotation's journal and the rest of the system
+
+
+class Unusable(Exception):
+    """A backup ZIP keyrotate will not read or rewrite; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TooLarge(Unusable):
+    pass
+
+
+@contextmanager
+def extracted_database(zip_path: Path) -> Iterator[tuple[Path, zipfile.ZipInfo]]:
+    """``travel.db`` from the ZIP in a fresh 0700 directory, removed on exit.
+
+    The whole archive is CRC-checked first: a ZIP with a damaged member is not
+    one keyrotate rewrites.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="keyrotate-zip-"))
+    try:
+        os.chmod(workdir, 0o700)
+        try:
+            with zipfile.ZipFile(zip_path) as archive:
+                info, cap = _database_member(archive, workdir)
+                target = workdir / DB_MEMBER
+                with new_file(target) as out, archive.open(info) as member:
+                    _copy_capped(member, out, cap)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, ValueError, zlib.error) as exc:
+            raise Unusable(f"cannot be read as a ZIP ({exc})") from None
+        except OSError as exc:
+            raise Unusable(f"cannot be read ({exc.strerror or exc})") from None
+        yield target, info
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _database_member(archive: zipfile.ZipFile, workdir: Path) -> tuple[zipfile.ZipInfo, int]:
+    """The one top-level travel.db and the most bytes it may inflate to, after the CRC check of every member."""
+    names = archive.namelist()
+    if names.count(DB_MEMBER) != 1:
+        raise Unusable(f"holds {names.count(DB_MEMBER)} '{DB_MEMBER}' members at its top level, not 1")
+    side = [n for n in _SIDE_FILES if n in names]
+    if side:
+        raise Unusable(f"also holds {', '.join(side)}; keyrotate only rewrites a self-contained travel.db")
+    info = archive.getinfo(DB_MEMBER)
+    cap = _extraction_cap(info, workdir)  # before the CRC check, which inflates every member
+    bad = archive.testzip()
+    if bad is not None:
+        raise Unusable(f"member {bad!r} fails its CRC check (damaged ZIP)")
+    return info, cap
+
+
+def _extraction_cap(info: zipfile.ZipInfo, workdir: Path) -> int:
+    """The most bytes travel.db may inflate to; refuses before writing anything if its header claims more."""
+    free = shutil.disk_usage(workdir).free - FREE_SPACE_MARGIN
+    by_ratio = max(RATIO_FLOOR, info.compress_size * MAX_RATIO)
+    if info.file_size > free:
+        raise TooLarge(f"{DB_MEMBER} would inflate to {info.file_size} bytes, more than the {max(free, 0)} free in "
+                       f"{workdir.parent} (set TMPDIR to a larger disk)")
+    if info.file_size > by_ratio:
+        raise TooLarge(f"{DB_MEMBER} would inflate {info.file_size // max(info.compress_size, 1)} times "
+                       f"({info.compress_size} to {info.file_size} bytes): not a database TREK wrote")
+    return min(free, by_ratio)
+
+
+def _copy_capped(member: IO[bytes], out: IO[bytes], cap: int) -> None:
+    """Copy, stopping at ``cap`` bytes whatever the ZIP's header said."""
+    written = 0
+    while chunk := member.read(1 << 20):
+        written += len(chunk)
+        if written > cap:
+            raise TooLarge(f"{DB_MEMBER} inflates to more than {cap} bytes, beyond what its header claims; "
+                           "not a database TREK wrote")
+        out.write(chunk)
+
+
+def member_date(info: zipfile.ZipInfo) -> str:
+    """The ZIP member's timestamp (TREK's local clock when it made the backup)."""
+    y, mo, d, h, mi, s = info.date_time
+    return f"{y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi:02d}:{s:02d}"
+
+
+def name_the_zip(message: str, temp_db: Path, zip_path: Path) -> str:
+    """Error messages name the ZIP, not the throwaway copy they were raised about."""
+    return message.replace(str(temp_db.parent), f"{zip_path}!").replace(f"{zip_path}!/", f"{zip_path}!")
