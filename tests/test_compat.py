@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from keyrotate.cli.summaries import render_verify
 from keyrotate.errors import UndecryptableError
 from keyrotate.operations.audit import UNKNOWN, audit_database
 from keyrotate.operations.exposure import find_exposure
 from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
-from keyrotate.rotation.report import render_verify
 from keyrotate.store.database import connect
 from keyrotate.trek.catalogue import CATALOGUE, Presence, resolve_catalogue
 from keyrotate.trek.formats import Cipher, Scheme, decrypt_text

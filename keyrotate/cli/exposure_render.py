@@ -16,12 +16,12 @@ from collections.abc import Iterable
 from json.encoder import encode_basestring_ascii as _string
 from typing import Any, TextIO
 
+from keyrotate.cli.printable import printable as _clean
 from keyrotate.cli.tables import markdown_text as _md
 from keyrotate.operations.exposure import ExposedSecret, ExposureReport
 from keyrotate.operations.exposure_groups import GroupLine
 from keyrotate.operations.exposure_records import SecretHead, SecretRows
 from keyrotate.rotation.report import SCHEMA_VERSION
-from keyrotate.rotation.report import printable as _clean
 
 TITLE = "Secrets readable with the suspected key"
 CSV_COLUMNS = ("what", "owner", "where", "revoke or reissue at", "group")

@@ -16,9 +16,10 @@ from typing import Any, Protocol, runtime_checkable
 import click
 
 from keyrotate.cli.exposure_render import render_exposure
+from keyrotate.cli.summaries import render_rotation, render_verify
 from keyrotate.cli.tables import Tabular, table_csv, table_markdown, table_text
 from keyrotate.operations.exposure import ExposureReport
-from keyrotate.rotation.report import RotationReport, VerifyReport, render_rotation, render_verify
+from keyrotate.rotation.report import RotationReport, VerifyReport
 
 FORMATS = ("text", "json", "markdown", "csv")
 _TABLE_RENDERERS = {"text": table_text, "markdown": table_markdown, "csv": table_csv}

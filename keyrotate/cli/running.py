@@ -10,8 +10,8 @@ import click
 
 from keyrotate import interrupts
 from keyrotate.cli.interrupted import stopped_before_commit
+from keyrotate.cli.printable import printable
 from keyrotate.errors import ExitCode, KeyrotateError
-from keyrotate.rotation.report import printable
 
 
 def say(message: str, *, quiet: bool = False) -> None:

@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Any, Protocol, runtime_checkable
 
-from keyrotate.rotation.report import printable
+from keyrotate.cli.printable import printable
 
 
 @runtime_checkable
