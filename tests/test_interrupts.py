@@ -240,3 +240,36 @@ def test_ctrl_c_at_the_confirmation_on_a_terminal_cancels_with_12(tmp_path: Path
     assert os.waitstatus_to_exitcode(status) == 12, output
     assert "Aborted!" not in output and "Cancelled; nothing was written." in output
     assert inspect(scenario).under == "old"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not Path("/dev/ptmx").exists(), reason="needs a pseudo-terminal")
+@pytest.mark.parametrize(("answers", "stop"), [
+    ((), b"\x03"),  # Ctrl-C at the old key
+    ((), b"\x04"),  # Ctrl-D (end of input) at the old key
+    ((OLD_TEXT, NEW_TEXT), b"\x03"),  # Ctrl-C when asked to repeat the new key
+], ids=["ctrl-c-old-key", "ctrl-d-old-key", "ctrl-c-new-key-repeat"])
+def test_ctrl_c_or_d_at_a_key_prompt_on_a_terminal_cancels_with_12(
+    tmp_path: Path, answers: tuple[str, ...], stop: bytes
+) -> None:
+    scenario = make_scenario(tmp_path)
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: keyrotate on a real terminal, asking for its keys at hidden prompts
+        os.environ.update(environment())
+        os.execv(sys.executable, [sys.executable, "-m", "keyrotate", "rotate", "--db", str(scenario.db), "--quiet"])
+    seen = bytearray()
+    prompts = (b"Old ENCRYPTION_KEY", b"New ENCRYPTION_KEY", b"Repeat for confirmation")
+    for prompt, answer in zip(prompts, (*answers, None), strict=False):
+        _read_until(terminal, prompt, seen)
+        time.sleep(0.1)
+        os.write(terminal, stop if answer is None else answer.encode() + b"\r")
+        if answer is None:
+            break
+    _read_until(terminal, b"\x00never", seen)
+    _, status = os.waitpid(pid, 0)
+    os.close(terminal)
+    output = seen.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 12, output
+    assert "Cancelled; nothing was written." in output
+    assert "Traceback" not in output and "Aborted!" not in output and "Usage:" not in output
+    assert inspect(scenario).under == "old"
+    assert sorted(p.name for p in scenario.db.parent.iterdir() if "keyrotate" in p.name) == []

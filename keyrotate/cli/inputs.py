@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from keyrotate.cli.running import warn
-from keyrotate.errors import KeyProblemError
+from keyrotate.errors import CancelledError, KeyProblemError
 from keyrotate.rotation.old_key import fallback_explanation, saved_old_keys
 from keyrotate.store.database import locate_database
 from keyrotate.trek.keys import (
@@ -60,10 +60,17 @@ def trek_keys(data_dir: Path | None, purpose: str | None = None) -> list[Key]:
 
 
 def prompt_key(prompt: str, label: str, options_hint: str, *, confirm: bool) -> Key:
-    """Ask on the terminal with echo off; a pipe works too (keys stay out of argv)."""
+    """Ask on the terminal with echo off; a pipe works too (keys stay out of argv).
+
+    Ctrl-C, or Ctrl-D on a terminal, cancels (exit 12) as at the confirmation question; a pipe that ends
+    before giving a key is a usage error (exit 2) that names the options.
+    """
     try:
         text = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True)
-    except click.Abort:
+    except click.Abort as abort:
+        # click turns both KeyboardInterrupt and EOFError into Abort; the one it caught is the context.
+        if isinstance(abort.__context__, KeyboardInterrupt) or click.get_text_stream("stdin").isatty():
+            raise CancelledError("Cancelled; nothing was written.") from None
         raise click.UsageError(f"No {label} key given and none could be read from the prompt. Use {options_hint}.") from None
     return Key(text, f"{label} key typed at the prompt")
 
