@@ -71,8 +71,10 @@ def test_a_member_larger_than_the_free_space_is_refused(
     trek3: TrekCopy, tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(backup_extract, "MAX_RATIO", 10**6)  # only the free space decides here
+    # As if the disk were full: a margin as large as the free space plus 1 TiB. (Leaving "10 MB free" made the
+    # test flaky: other processes freeing 40 MB of the shared disk between the two readings let the member fit.)
     free = shutil.disk_usage(private_tmp).free
-    monkeypatch.setattr(backup_extract, "FREE_SPACE_MARGIN", free - (10 << 20))  # as if only ~10 MB were free
+    monkeypatch.setattr(backup_extract, "FREE_SPACE_MARGIN", free + (1 << 40))
     zip_path = make_bomb(trek3, tmp_path / "backup-big.zip")
     before = zip_path.read_bytes()
 
