@@ -59,7 +59,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from keyrotate.rotation.scanning import BATCH_ROWS  # noqa: E402
+from keyrotate.rotation.reading import BATCH_ROWS  # noqa: E402
 from keyrotate.store.database import WRITE_CACHE_KIB, quote_identifier  # noqa: E402
 from keyrotate.trek.catalogue import Presence, resolve_catalogue  # noqa: E402
 from keyrotate.trek.formats import API_PREFIX, IV_BYTES, MIN_SEALED_BYTES, TAG_BYTES, Scheme  # noqa: E402

@@ -13,7 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from keyrotate.cli.app import EXIT_CODES_HELP, main  # noqa: E402
+from keyrotate.cli.app import main  # noqa: E402
+from keyrotate.cli.options import EXIT_CODES_HELP  # noqa: E402
 from keyrotate.errors import ExitCode  # noqa: E402
 
 

@@ -195,9 +195,11 @@ def bare_proof(db: Path, *, decrypt: bool, batch: int = 2000) -> int:
 def scanner_proof(db: Path, old_text: str, workers: int) -> Timing:
     """Today's proof after the commit, through keyrotate's own Scanner. The CPU figure includes the
     worker's whole life (start-up too); the wall figure leaves out the pool's start and stop."""
-    from keyrotate.rotation.scanning import Fingerprint, Keyring, Scanner
+    from keyrotate.rotation.scanning import Scanner
+    from keyrotate.rotation.tallies import Fingerprint
     from keyrotate.rotation.workers import CryptoPool
     from keyrotate.store.database import connect
+    from keyrotate.trek.formats import Keyring
 
     keys = (Key(NEW_KEY, "new"), Key(old_text, "old"))
     cpu = _cpu()
@@ -253,21 +255,22 @@ def old_key(source: Path) -> str:
     return (source / "data" / ".encryption_key").read_text().strip()
 
 
+def after_rotation(key: str, measure: Timed) -> Timed:
+    """``measure`` timed on a database the bare pass has just rotated (the pass itself untimed)."""
+    def variant(db: Path) -> Timing:
+        bare_pass(db, key)
+        return measure(db)
+    return variant
+
+
 def experiment_a(source: Path, work: Path, runs: int) -> None:
     key = old_key(source)
-
-    def after_rotation(measure: Timed) -> Timed:
-        def variant(db: Path) -> Timing:
-            bare_pass(db, key)
-            return measure(db)
-        return variant
-
     alternate("a: the proof after the commit, on the rotated database", {
-        "today: Scanner, every new value decrypted, 1 worker": after_rotation(lambda db: scanner_proof(db, key, 1)),
-        "today: Scanner, no worker": after_rotation(lambda db: scanner_proof(db, key, 0)),
-        "bare: decrypt + keyed BLAKE2b of plaintexts, 1 core": after_rotation(
+        "today: Scanner, every new value decrypted, 1 worker": after_rotation(key, lambda db: scanner_proof(db, key, 1)),
+        "today: Scanner, no worker": after_rotation(key, lambda db: scanner_proof(db, key, 0)),
+        "bare: decrypt + keyed BLAKE2b of plaintexts, 1 core": after_rotation(key,
             lambda db: timed(lambda: bare_proof(db, decrypt=True))),
-        "bare: keyed BLAKE2b of stored ciphertexts, no AES, 1 core": after_rotation(
+        "bare: keyed BLAKE2b of stored ciphertexts, no AES, 1 core": after_rotation(key,
             lambda db: timed(lambda: bare_proof(db, decrypt=False))),
     }, source, work, runs)
     alternate("a: the pass, one core (what each check adds to the floor)", {
@@ -315,16 +318,9 @@ def _vacuum_into_work(db: Path) -> None:
 
 def experiment_c(source: Path, work: Path, runs: int) -> None:
     key = old_key(source)
-
-    def rotated(measure: Timed) -> Timed:
-        def variant(db: Path) -> Timing:
-            bare_pass(db, key)
-            return measure(db)
-        return variant
-
     alternate("c: compacting the rotated database", {
-        "VACUUM + wal_checkpoint(TRUNCATE) (today)": rotated(_vacuum_in_place),
-        "VACUUM INTO new file + fsync + rename over": rotated(_vacuum_into),
+        "VACUUM + wal_checkpoint(TRUNCATE) (today)": after_rotation(key, _vacuum_in_place),
+        "VACUUM INTO new file + fsync + rename over": after_rotation(key, _vacuum_into),
     }, source, work, runs)
 
 
@@ -449,9 +445,9 @@ def rotate_phases(db: Path, key_file: Path, work: Path, profile: bool) -> tuple[
     wrap("keyrotate.store.database", "check_integrity", "integrity check")
     wrap("keyrotate.store.backup", "backup_database", "backup copy+check")
     wrap("keyrotate.rotation.scanning", "Scanner.run", "scanner pass")
-    wrap("keyrotate.rotation.scanning", "DiscoverySearch._search", "stray-token search")
-    wrap("keyrotate.rotation.engine", "_scrub_after_commit", "VACUUM + checkpoint")
-    wrap("keyrotate.rotation.engine", "_verify_after_commit", "proof on a fresh connection")
+    wrap("keyrotate.rotation.discovery", "DiscoverySearch._search", "stray-token search")
+    wrap("keyrotate.rotation.after_commit", "scrub_after_commit", "VACUUM + checkpoint")
+    wrap("keyrotate.rotation.after_commit", "verify_after_commit", "proof on a fresh connection")
     new_key = work / "new.key"
     new_key.write_text(NEW_KEY + "\n")
     new_key.chmod(0o600)

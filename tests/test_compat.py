@@ -23,7 +23,8 @@ from keyrotate.store.database import connect
 from keyrotate.trek.catalogue import CATALOGUE, Presence, resolve_catalogue
 from keyrotate.trek.formats import Cipher, Scheme, decrypt_text
 from keyrotate.trek.keys import Key
-from keyrotate.trek.sample import SampleDatabase, SampleSecret, build_sample_database
+from keyrotate.trek.sample import SampleDatabase, build_sample_database
+from keyrotate.trek.sample_secrets import SampleSecret
 from keyrotate.trek.schema import inspect_database
 
 OLD = Key("the old key of the compat tests", "old test key")

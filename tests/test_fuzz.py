@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyrotate.rotation.scanning import Rewrite, Scanner
+from keyrotate.rotation.scanning import Scanner
+from keyrotate.rotation.values import Rewrite
 from keyrotate.store.database import connect
 from keyrotate.trek.catalogue import resolve_catalogue
 from keyrotate.trek.formats import (

@@ -15,7 +15,7 @@ from keyrotate.cli.app import main
 from keyrotate.errors import ExitCode
 from keyrotate.rotation import after_commit
 from keyrotate.rotation.failures import FAILURE_EXAMPLES
-from keyrotate.rotation.scanning import FAILURE_DETAIL_LIMIT, Fingerprint
+from keyrotate.rotation.tallies import FAILURE_DETAIL_LIMIT, Fingerprint
 from keyrotate.trek.formats import Scheme, encrypt_text
 from keyrotate.trek.keys import Key, create_key_file, generate_key_text
 from keyrotate.trek.sample import build_sample_database

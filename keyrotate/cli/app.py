@@ -14,8 +14,6 @@ from keyrotate.cli.options import EXIT_CODES_HELP
 from keyrotate.cli.rotate import rotate
 from keyrotate.cli.verify import verify
 
-__all__ = ["EXIT_CODES_HELP", "main"]
-
 
 @click.group(epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="keyrotate")

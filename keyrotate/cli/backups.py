@@ -1,4 +1,4 @@
-"""TREK's backup ZIPs: the ``backups`` listing and the ``rekey-backup`` command."""
+"""The ``backups`` and ``rekey-backup`` commands: keys and messages around operations.backup_zips and backup_rekey."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Replacing TREK's session secret: the ``rotate-jwt-secret`` command and ``rotate --rotate-jwt-secret``."""
+"""The ``rotate-jwt-secret`` command and ``rotate --rotate-jwt-secret``: the CLI side of operations.jwt_secret."""
 
 from __future__ import annotations
 

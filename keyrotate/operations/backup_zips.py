@@ -56,10 +56,6 @@ class BackupStatus:
     keys: tuple[KeyVerdict, ...] = ()
     problem: str | None = None  # set when the ZIP or its database cannot be read
 
-    @property
-    def opens_with_first_key(self) -> bool:
-        return bool(self.keys) and self.keys[0].opens in (Opens.ALL, Opens.NO_SECRETS)
-
 
 def inspect_backup(zip_path: Path, keys: Sequence[Key]) -> BackupStatus:
     """Which of ``keys`` opens the secrets of one backup: all, some or none."""

@@ -1,4 +1,4 @@
-"""Replacing TREK's session-signing secret (``data/.jwt_secret``) after a leak.
+"""Replacing TREK's session-signing secret (``data/.jwt_secret``) after a leak; the CLI's side is cli/jwt_secret.py.
 
 A new secret has TREK's own shape (32 random bytes as hex, mode 0600, the old
 file's owner kept) and signs every user out. An install still on the

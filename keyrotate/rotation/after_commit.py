@@ -9,8 +9,9 @@ from pathlib import Path
 from keyrotate.errors import VerificationError
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.outcome import RunFacts
-from keyrotate.rotation.scanning import Fingerprint, ProgressCallback, Scanner
+from keyrotate.rotation.scanning import ProgressCallback, Scanner
 from keyrotate.rotation.session import snapshot
+from keyrotate.rotation.tallies import Fingerprint
 from keyrotate.rotation.workers import CryptoPool
 from keyrotate.store.backup import restore_command
 from keyrotate.store.database import checkpoint, connect

@@ -28,8 +28,10 @@ from keyrotate.rotation.outcome import Finished, RunFacts, SavedKey, rotation_re
 from keyrotate.rotation.plan import ConfirmCallback, RotationPlan, make_plan, refuse_if_unopenable
 from keyrotate.rotation.report import RotationReport
 from keyrotate.rotation.revoke import revoke_tokens
-from keyrotate.rotation.scanning import Fingerprint, ProgressCallback, Rewrite, Scanner, Tally, new_fingerprint
+from keyrotate.rotation.scanning import ProgressCallback, Scanner
 from keyrotate.rotation.session import open_database
+from keyrotate.rotation.tallies import Fingerprint, Tally, new_fingerprint
+from keyrotate.rotation.values import Rewrite
 from keyrotate.rotation.verify import verify_database
 from keyrotate.rotation.workers import CryptoPool, crypto_pool
 from keyrotate.store.backup import BackupJob

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from keyrotate.rotation.scanning import Tally
+from keyrotate.rotation.tallies import Tally
 from keyrotate.store.database import quote_identifier
 from keyrotate.trek.catalogue import CATALOGUE
 

@@ -1,4 +1,4 @@
-"""The key's life around a rotation: born before the database is touched, handed to TREK after.
+"""The keys around a rotation: a new key generated first, the old key saved and found again, the steps left after.
 
 A generated key is written to its file (new, 0600, fsynced) before anything
 else happens, so no crash can leave a database under a key that exists
@@ -9,7 +9,7 @@ TREK gets its key (TREK-FORMAT.md section 2): these are spelled out as steps.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -87,9 +87,9 @@ def fallback_explanation(resolution: TrekKeyResolution) -> str | None:
     )
 
 
-def environment_holds(keys: Sequence[Key], environ: Mapping[str, str] | None = None) -> bool:
+def environment_holds(keys: Sequence[Key]) -> bool:
     """True when this shell's ENCRYPTION_KEY is one of ``keys`` (used as is, as TREK uses it)."""
-    value = (os.environ if environ is None else environ).get("ENCRYPTION_KEY", "")
+    value = os.environ.get("ENCRYPTION_KEY", "")
     if not value.strip():
         return False
     probe = Key(value, "$ENCRYPTION_KEY")

@@ -9,7 +9,7 @@ from pathlib import Path
 from keyrotate.rotation.failures import FailedSecret
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.report import LocationResult, RotationReport
-from keyrotate.rotation.scanning import Tally
+from keyrotate.rotation.tallies import Tally
 from keyrotate.store.backup import restore_command
 from keyrotate.trek.catalogue import Presence, ResolvedLocation
 from keyrotate.trek.keys import Key

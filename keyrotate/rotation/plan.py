@@ -10,7 +10,7 @@ from keyrotate.rotation.failures import FailedSecret, summarise_failures
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.outcome import locations
 from keyrotate.rotation.report import LocationResult, unopened_by_label
-from keyrotate.rotation.scanning import Tally
+from keyrotate.rotation.tallies import Tally
 from keyrotate.trek.catalogue import ResolvedLocation
 
 

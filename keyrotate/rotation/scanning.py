@@ -20,8 +20,8 @@ from typing import Any
 from keyrotate.rotation.batches import BatchResult, BatchSpec, process_batch
 from keyrotate.rotation.discovery import DiscoverySearch
 from keyrotate.rotation.json_values import load_plugin_fields
-from keyrotate.rotation.reading import BATCH_ROWS, Batch, count_empty_values, count_rows, read_batches, write_values
-from keyrotate.rotation.tallies import FAILURE_DETAIL_LIMIT, FailedValue, Fingerprint, Tallies, Tally, new_fingerprint
+from keyrotate.rotation.reading import Batch, count_empty_values, count_rows, read_batches, write_values
+from keyrotate.rotation.tallies import FailedValue, Fingerprint, Tallies, Tally
 from keyrotate.rotation.targets import DiscoveryTarget, LocationTarget, Target, plan_targets
 from keyrotate.rotation.unrewritable import unrewritable_cells
 from keyrotate.rotation.values import Rewrite, TokenCallback, ValueHandler
@@ -29,11 +29,6 @@ from keyrotate.rotation.workers import CryptoPool, PendingBatch
 from keyrotate.trek.catalogue import ResolvedLocation
 from keyrotate.trek.formats import EMBEDDED_TOKEN, UNOPENED, Keyring, Scheme, is_well_formed_token
 from keyrotate.trek.schema import DatabaseInfo
-
-__all__ = [
-    "BATCH_ROWS", "FAILURE_DETAIL_LIMIT", "FailedValue", "Fingerprint", "ProgressCallback", "Rewrite", "Scanner",
-    "Tally", "TokenCallback", "new_fingerprint",
-]
 
 ProgressCallback = Callable[[str, str, int, int | None], None]  # phase, label, advanced, total
 

@@ -27,19 +27,19 @@ class Holder:
     file: str
 
 
-def processes_holding(db_path: Path, proc: Path = PROC) -> list[Holder]:
+def processes_holding(db_path: Path) -> list[Holder]:
     """Other processes with the database (or its -wal/-shm/-journal) open."""
     wanted = {str(db_path.resolve()) + suffix for suffix in DATABASE_SUFFIXES}
     holders = []
     try:
-        entries = os.listdir(proc)
+        entries = os.listdir(PROC)
     except OSError:
         return []
     me = os.getpid()
     for entry in entries:
         if not entry.isdigit() or int(entry) == me:
             continue
-        fd_dir = proc / entry / "fd"
+        fd_dir = PROC / entry / "fd"
         try:
             fds = os.listdir(fd_dir)
         except OSError:
@@ -50,7 +50,7 @@ def processes_holding(db_path: Path, proc: Path = PROC) -> list[Holder]:
             except OSError:
                 continue
             if target in wanted:
-                holders.append(Holder(int(entry), _program_name(proc / entry), target))
+                holders.append(Holder(int(entry), _program_name(PROC / entry), target))
                 break
     return holders
 

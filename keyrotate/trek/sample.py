@@ -21,8 +21,6 @@ from keyrotate.trek.keys import Key
 from keyrotate.trek.sample_schema import RELEASES, create_tables, user_insert_sql
 from keyrotate.trek.sample_secrets import SampleSecret, SecretWriter
 
-__all__ = ["RELEASES", "SampleDatabase", "SampleSecret", "add_plugin_users", "build_sample_database"]
-
 
 @dataclass
 class SampleDatabase:
@@ -38,7 +36,6 @@ class _Mix:
     users: int
     photos_per_user: float
     plugin_user_share: float
-    stray_tokens: bool
 
 
 def build_sample_database(
@@ -50,7 +47,6 @@ def build_sample_database(
     major: int = 4,
     seed: int = 0,
     keep_secrets: bool = True,
-    stray_tokens: bool = True,
     plugin_user_share: float = 0.0,
     release: str | None = None,
     schema_version: int | None = None,
@@ -75,7 +71,7 @@ def build_sample_database(
         conn.execute("PRAGMA journal_mode=WAL")
         create_tables(conn, shape)
         conn.execute("BEGIN")
-        _fill(conn, writer, shape, schema_version, _Mix(users, photos_per_user, plugin_user_share, stray_tokens))
+        _fill(conn, writer, shape, schema_version, _Mix(users, photos_per_user, plugin_user_share))
         conn.execute("COMMIT")
     return SampleDatabase(path, 4 if shape is R4 else 3, shape, writer.secrets, writer.count)
 
@@ -90,7 +86,7 @@ def _fill(conn: sqlite3.Connection, w: SecretWriter, shape: Release, schema_vers
     if shape >= R3_3_0 and mix.plugin_user_share > 0:
         chosen = [u for u in range(1, mix.users + 1) if w.rng.random() < mix.plugin_user_share]
         rows.insert_plugin_users(conn, w, chosen)
-    if mix.stray_tokens and shape >= R4:
+    if shape >= R4:
         rows.insert_stray_addon(conn, w)
     rows.newer_locations(conn, w, shape, mix.users)
 
@@ -103,7 +99,7 @@ def _users_and_trips(conn: sqlite3.Connection, w: SecretWriter, shape: Release, 
     conn.executemany(
         "INSERT INTO trips (user_id, title, description) VALUES (?, ?, ?)",
         ((u, f"Trip {u}", "Notes mention enc:v1:not-a-real-token, which must not block a rotation"
-          if mix.stray_tokens and u == 1 else "A trip") for u in range(1, mix.users + 1)),
+          if u == 1 else "A trip") for u in range(1, mix.users + 1)),
     )
 
 
