@@ -18,7 +18,9 @@ from click.testing import CliRunner
 from keyrotate.cli.app import main
 from keyrotate.operations.backup_rekey import rekey_backup
 from keyrotate.operations.backup_zips import find_backups, list_backups
-from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
+from keyrotate.rotation.engine import rotate_database
+from keyrotate.rotation.options import RotateOptions
+from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key, create_key_file
 

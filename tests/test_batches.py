@@ -11,7 +11,9 @@ import pytest
 
 from keyrotate.errors import KeyrotateError, UndecryptableError
 from keyrotate.rotation.batches import BatchSpec, process_batch
-from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
+from keyrotate.rotation.engine import rotate_database
+from keyrotate.rotation.options import RotateOptions
+from keyrotate.rotation.verify import verify_database
 from keyrotate.rotation.workers import CryptoPool, PendingBatch, worker_count
 from keyrotate.trek.formats import Cipher, Keyring, Scheme
 from keyrotate.trek.keys import Key

@@ -18,7 +18,9 @@ from keyrotate.cli.summaries import render_verify
 from keyrotate.errors import UndecryptableError
 from keyrotate.operations.audit import UNKNOWN, audit_database
 from keyrotate.operations.exposure import find_exposure
-from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
+from keyrotate.rotation.engine import rotate_database
+from keyrotate.rotation.options import RotateOptions
+from keyrotate.rotation.verify import verify_database
 from keyrotate.store.database import connect
 from keyrotate.trek.catalogue import CATALOGUE, Presence, resolve_catalogue
 from keyrotate.trek.formats import Cipher, Scheme, decrypt_text

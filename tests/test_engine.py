@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from keyrotate.errors import ExitCode, KeyProblemError, UndecryptableError, WrongKeyError
-from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
+from keyrotate.rotation.engine import rotate_database
+from keyrotate.rotation.options import RotateOptions
+from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from keyrotate.errors import CannotWriteError
-from keyrotate.rotation.engine import verify_database
+from keyrotate.rotation.verify import verify_database
 from keyrotate.store.files import replacing, write_new_file
 
 from .conftest import TrekCopy

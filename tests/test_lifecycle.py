@@ -13,7 +13,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from keyrotate.cli.app import main
-from keyrotate.rotation.engine import verify_database
+from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.keys import Key, create_key_file
 
 from .conftest import TrekCopy, listing

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 from keyrotate.errors import ExitCode
-from keyrotate.rotation.engine import verify_database
+from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.keys import Key, create_key_file, generate_key_text
 
 from .conftest import TrekCopy
@@ -19,7 +19,8 @@ from .test_lifecycle import REPO_ROOT, run_keyrotate
 WINNER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from keyrotate.rotation.engine import RotateOptions, rotate_database
+    from keyrotate.rotation.options import RotateOptions
+    from keyrotate.rotation.engine import rotate_database
     from keyrotate.trek.keys import Key
 
     db, go, old_key_file = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.rotation.engine import RotateOptions, rotate_database
+from keyrotate.rotation.engine import rotate_database
+from keyrotate.rotation.options import RotateOptions
 from keyrotate.trek.formats import API_PREFIX, EMBEDDED_TOKEN, Cipher, Scheme
 from keyrotate.trek.keys import Key
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from keyrotate.operations.backup_zips import inspect_backup
-from keyrotate.rotation.engine import verify_database
+from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy, copy_fixture

@@ -11,7 +11,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
+from keyrotate.rotation.engine import rotate_database
+from keyrotate.rotation.options import RotateOptions
+from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key
 from keyrotate.trek.sample import add_plugin_users, build_sample_database

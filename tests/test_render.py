@@ -9,7 +9,7 @@ from keyrotate.cli.app import main
 from keyrotate.cli.render import FORMATS, render
 from keyrotate.operations.audit import audit_database
 from keyrotate.operations.exposure import find_exposure
-from keyrotate.rotation.engine import verify_database
+from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.keys import Key, key_from_file
 
 from .conftest import TrekCopy

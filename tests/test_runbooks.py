@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.rotation.engine import verify_database
+from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.keys import Key
 
 from .conftest import FIXTURE_NAMES, copy_fixture

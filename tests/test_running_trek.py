@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from keyrotate.cli.app import main
 from keyrotate.errors import ExitCode
-from keyrotate.rotation.engine import verify_database
+from keyrotate.rotation.verify import verify_database
 from keyrotate.store.processes import processes_holding
 from keyrotate.trek.keys import Key
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.rotation.engine import RotateOptions, rotate_database
+from keyrotate.rotation.engine import rotate_database
+from keyrotate.rotation.options import RotateOptions
 from keyrotate.store.database import connect
 from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.rotation.engine import verify_database
+from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.keys import Key, js_trim, key_from_file
 
 from .conftest import TrekCopy

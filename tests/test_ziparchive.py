@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from keyrotate.operations.backup_rekey import rekey_backup
-from keyrotate.rotation.engine import verify_database
+from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy

@@ -39,8 +39,9 @@ from keyrotate.cli.running import run, say, warn
 from keyrotate.errors import ExitCode, KeyrotateError
 from keyrotate.operations.backup_zips import find_backups
 from keyrotate.operations.exposure import ExposureReport
-from keyrotate.rotation.engine import RotateOptions, rotate_database
+from keyrotate.rotation.engine import rotate_database
 from keyrotate.rotation.old_key import environment_holds
+from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.report import RotationReport
 from keyrotate.rotation.revoke import Revocation
 

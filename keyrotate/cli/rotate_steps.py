@@ -23,8 +23,8 @@ from keyrotate.operations.backup_rekey import RekeyReport, RekeyResult, rekey_ba
 from keyrotate.operations.backup_zips import find_backups
 from keyrotate.operations.exposure import ExposureReport, find_exposure
 from keyrotate.operations.exposure_copies import find_exposed_copies
-from keyrotate.rotation.engine import RotationPlan
 from keyrotate.rotation.old_key import environment_holds, generate_new_key, next_steps
+from keyrotate.rotation.plan import RotationPlan
 from keyrotate.rotation.report import RotationReport
 from keyrotate.trek.catalogue import Presence
 from keyrotate.trek.keys import Key

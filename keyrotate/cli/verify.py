@@ -21,7 +21,7 @@ from keyrotate.cli.progress import progress_bars
 from keyrotate.cli.render import emit, render
 from keyrotate.cli.running import run, say
 from keyrotate.errors import ExitCode
-from keyrotate.rotation.engine import verify_database
+from keyrotate.rotation.verify import verify_database
 
 
 @click.command(epilog=EXIT_CODES_HELP)

@@ -17,7 +17,8 @@ from typing import IO, Any
 
 from keyrotate.errors import KeyrotateError, WrongKeyError
 from keyrotate.operations.backup_extract import DB_MEMBER, Unusable, extracted_database, name_the_zip
-from keyrotate.rotation.engine import RotateOptions, rotate_database
+from keyrotate.rotation.engine import rotate_database
+from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.report import SCHEMA_VERSION
 from keyrotate.store.files import replacing
 from keyrotate.store.ziparchive import ZipLayoutError, check_replaceable, read_layout, replace_member

@@ -15,8 +15,8 @@ from typing import Any
 
 from keyrotate.errors import KeyrotateError
 from keyrotate.operations.backup_extract import Unusable, extracted_database, member_date, name_the_zip
-from keyrotate.rotation.engine import verify_database
 from keyrotate.rotation.report import SCHEMA_VERSION, VerifyReport
+from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.keys import Key
 
 BACKUP_GLOBS = ("backup-*.zip", "auto-backup-*.zip")

@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from keyrotate.rotation.engine import RotateOptions, rotate_database, verify_database
+from keyrotate.rotation.engine import rotate_database
+from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.report import RotationReport, VerifyReport
+from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.keys import Key, create_key_file, generate_key_text, key_from_file, resolve_trek_key
 from keyrotate.trek.sample import add_plugin_users, build_sample_database
 

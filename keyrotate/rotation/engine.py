@@ -32,7 +32,6 @@ from keyrotate.rotation.scanning import ProgressCallback, Scanner
 from keyrotate.rotation.session import open_database
 from keyrotate.rotation.tallies import Fingerprint, Tally, new_fingerprint
 from keyrotate.rotation.values import Rewrite
-from keyrotate.rotation.verify import verify_database
 from keyrotate.rotation.workers import CryptoPool, crypto_pool
 from keyrotate.store.backup import BackupJob
 from keyrotate.store.database import WRITE_CACHE_KIB, translate_error, write_transaction
@@ -41,9 +40,6 @@ from keyrotate.trek.audit_log import ROTATE_ENCRYPTION_KEY, record_in_audit_log
 from keyrotate.trek.catalogue import resolve_catalogue
 from keyrotate.trek.formats import Keyring
 from keyrotate.trek.keys import Key
-
-# The rotation's entry points for the CLI and the operations, in one place.
-__all__ = ["RotateOptions", "RotationPlan", "rotate_database", "verify_database"]
 
 
 @dataclass(frozen=True)
