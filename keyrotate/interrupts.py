@@ -36,10 +36,6 @@ class Interrupted(KeyboardInterrupt):
         self.stage = stage
         self.report = report  # the RotationReport of a rotation that was committed
 
-    @property
-    def signal_name(self) -> str:
-        return signal.Signals(self.signum).name
-
 
 def signal_number(interrupt: KeyboardInterrupt) -> int:
     return interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT

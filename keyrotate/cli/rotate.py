@@ -193,7 +193,7 @@ def _run_engine(rotation: RotationRun,
     except interrupts.Interrupted as interrupt:
         if interrupt.report is None:
             raise stopped_before_commit(interrupt, rotation.unused_new_key) from None
-        return interrupt.report, interrupt.signal_name, exposure
+        return interrupt.report, signal_name(interrupt), exposure
     finally:
         progress.close()
     return report, None, exposure

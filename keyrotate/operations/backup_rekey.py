@@ -21,7 +21,7 @@ from keyrotate.rotation.engine import rotate_database
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.report import SCHEMA_VERSION
 from keyrotate.store.files import replacing
-from keyrotate.store.ziparchive import ZipLayoutError, check_replaceable, read_layout, replace_member
+from keyrotate.store.ziparchive import ZipLayoutError, check_member_replaceable, read_layout, replace_member
 from keyrotate.trek.keys import Key
 
 
@@ -71,7 +71,7 @@ def rekey_backup(
         return left("it is a symbolic link and keyrotate never writes through one; rekey the file it points to")
     try:
         with zip_path.open("rb") as archive:
-            check_replaceable(archive, DB_MEMBER)  # before any work, so a dry run reports what the run will do
+            check_member_replaceable(archive, DB_MEMBER)  # before any work, so a dry run reports what the run will do
         with extracted_database(zip_path) as (db, _info):
             options = RotateOptions(db, tuple(old_keys), new_key, backup_path=None, dry_run=dry_run,
                                     encrypt_plaintext=encrypt_plaintext)

@@ -6,7 +6,8 @@ from contextlib import closing
 from pathlib import Path
 
 from keyrotate.rotation.targets import DiscoveryTarget, Sql
-from keyrotate.store.database import InThread, connect, quote_identifier
+from keyrotate.store.database import connect, quote_identifier
+from keyrotate.store.in_thread import InThread
 
 
 class DiscoverySearch:

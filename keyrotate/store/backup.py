@@ -9,8 +9,9 @@ from pathlib import Path
 
 from keyrotate.errors import CannotWriteError
 from keyrotate.store import uncommitted
-from keyrotate.store.database import InThread, check_integrity, read_only_uri
+from keyrotate.store.database import check_integrity, read_only_uri
 from keyrotate.store.files import publish, temporary_beside
+from keyrotate.store.in_thread import InThread
 
 
 def refuse_existing_backup(destination: Path) -> None:

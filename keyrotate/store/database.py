@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from keyrotate.errors import (
@@ -28,9 +26,6 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 # large transaction spill dirty pages to the journal again and again (a users row
 # is rewritten once per secret column); 16 MB keeps memory flat and the spills rare.
 WRITE_CACHE_KIB = 16 * 1024
-
-T = TypeVar("T")
-
 
 def locate_database(db: Path | None, data_dir: Path | None) -> Path:
     """The database file named by ``--db`` or inside ``--data-dir``."""
@@ -196,33 +191,6 @@ def _try_begin_immediate(conn: sqlite3.Connection) -> bool:
         return False
     finally:
         conn.execute(f"PRAGMA busy_timeout = {timeout}")
-
-
-class InThread(Generic[T]):
-    """``work`` run in a daemon thread; :meth:`result` waits for it and raises what it raised.
-
-    For reads on a connection of their own that overlap the rotation pass: SQLite
-    does its work without holding Python's lock.
-    """
-
-    def __init__(self, work: Callable[[], T], name: str) -> None:
-        self._work = work
-        self._outcome: tuple[bool, Any] = (False, None)
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._outcome = (True, self._work())
-        except BaseException as exc:  # handed to the caller by result()
-            self._outcome = (False, exc)
-
-    def result(self) -> T:
-        self._thread.join()
-        ok, value = self._outcome
-        if not ok:
-            raise value
-        return value  # type: ignore[no-any-return]
 
 
 def checkpoint(conn: sqlite3.Connection) -> bool:

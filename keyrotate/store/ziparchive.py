@@ -162,7 +162,7 @@ def replace_member(
     out.write(eocd)
 
 
-def check_replaceable(source: BinaryIO, member: str) -> None:
+def check_member_replaceable(source: BinaryIO, member: str) -> None:
     """Raise :class:`ZipLayoutError` if :func:`replace_member` would refuse this archive: a dry run must say
     what the real run will do."""
     try:
