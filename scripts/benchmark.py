@@ -158,35 +158,55 @@ def _memory_kib(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
+# Runs the command as its child and reports on fd argv[1]: pid, exit status, peak RSS (KiB), CPU and wall seconds.
+# A child's ru_maxrss starts at the size of the process that forked it (the kernel carries the pre-exec memory's
+# peak over exec), so the command is never forked by this benchmark process, which grows as it runs: a fresh,
+# small launcher forks it instead, and every command starts from the same floor.
+_LAUNCHER = """
+import os, subprocess, sys, time
+report = int(sys.argv[1])
+started = time.perf_counter()
+proc = subprocess.Popen(sys.argv[2:])
+os.write(report, b"%d\\n" % proc.pid)
+_, status, usage = os.wait4(proc.pid, 0)
+os.write(report, b"%d %d %r %r\\n" % (os.waitstatus_to_exitcode(status), usage.ru_maxrss,
+         usage.ru_utime + usage.ru_stime, time.perf_counter() - started))
+"""
+
+
 def run_measured(command: list[str], env: dict[str, str]) -> Measured:
-    """Run ``command``, polling /proc every 10 ms for the memory of its whole process tree."""
+    """Run ``command`` from a small launcher, polling /proc every 10 ms for the memory of its whole process tree."""
     # Output goes to files: a full pipe would block the command and skew the time.
-    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        started = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, text=True)
+    read_end, write_end = os.pipe()
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr, \
+            os.fdopen(read_end, "rb") as report:
+        launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(write_end), *command], stdout=stdout,
+                                    stderr=stderr, env=env, text=True, pass_fds=(write_end,))
+        os.close(write_end)
+        started = report.readline()
+        if not started:  # the launcher could not start the command
+            launcher.wait()
+            stderr.seek(0)
+            raise SystemExit(f"{' '.join(command)} did not start:\n{stderr.read()}")
+        pid = int(started)
         peaks: dict[int, int] = {}
         sampled = 0
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
+        while launcher.poll() is None:
             total = 0
-            for member in _process_tree(proc.pid):
+            for member in _process_tree(pid):
                 rss, hwm = _memory_kib(member)
                 total += rss
                 peaks[member] = max(peaks.get(member, 0), hwm)
             sampled = max(sampled, total)
             time.sleep(0.01)
-        wall = time.perf_counter() - started
-        peaks[proc.pid] = max(peaks.get(proc.pid, 0), usage.ru_maxrss)  # its very last peak, in KiB on Linux
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        returncode, maxrss, cpu, wall = report.readline().split()
+        peaks[pid] = max(peaks.get(pid, 0), int(maxrss))  # its very last peak, in KiB on Linux
         stdout.seek(0)
         stderr.seek(0)
         out, err = stdout.read(), stderr.read()
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} exited {proc.returncode}:\n{err}")
-    return Measured(wall, usage.ru_utime + usage.ru_stime, max(sampled, sum(peaks.values())) / 1024,
-                    sampled / 1024, out)
+    if launcher.returncode != 0 or int(returncode) != 0:
+        raise SystemExit(f"{' '.join(command)} exited {returncode}:\n{err}")
+    return Measured(float(wall), float(cpu), max(sampled, sum(peaks.values())) / 1024, sampled / 1024, out)
 
 
 def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
@@ -375,8 +395,7 @@ def bench_exposure(out: Path, secrets: int, runs: int, seed: int, workers: str |
     exposed = 0
     for run in range(runs):
         for fmt in EXPOSURE_FORMATS:
-            # The report goes to a file, never through this process: a child's peak RSS (ru_maxrss) starts at
-            # its parent's size when forked, and 165 MB of JSON read here would count in every later run.
+            # The report goes to a file, never through this process (run_measured launches from a small process).
             output = work / f"exposure.{fmt}"
             wall, cpu, peak, _ = measure(
                 ["sh", "-c", 'exec "$@" > "$0"', str(output), sys.executable, "-m", "keyrotate", "exposure",

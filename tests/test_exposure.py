@@ -21,6 +21,7 @@ from keyrotate.cli.exposure_render import render_exposure as render
 from keyrotate.cli.render import FORMATS
 from keyrotate.operations.backup_rekey import rekey_backup
 from keyrotate.operations.exposure import find_exposure
+from keyrotate.operations.exposure_groups import API_KEYS, DENSE_IDS, INSTANCE, SIGN_IN, GroupTally
 from keyrotate.store.backup import backup_database
 from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key
@@ -136,7 +137,8 @@ def test_counting_only_gives_the_same_groups(trek4: TrekCopy) -> None:
     counted = find_exposure(trek4.db, [trek4.key], keep_secrets=False, on_secret=streamed.append)
     only = find_exposure(trek4.db, [trek4.key], keep_secrets=False)
     assert counted.secrets == () and only.secrets == ()
-    assert kept.groups.counts == counted.groups.counts == only.groups.counts
+    assert list(kept.groups.lines()) == list(counted.groups.lines()) == list(only.groups.lines())
+    assert kept.groups.total == only.groups.total > 0
     assert sorted(map(repr, streamed)) == sorted(map(repr, kept.secrets))
 
 
@@ -241,3 +243,34 @@ def test_streamed_records_are_what_the_json_and_csv_modules_write(trek4: TrekCop
         [("what", "owner", "where", "revoke or reissue at", "group")]
         + [(s.what, s.owner, s.where, s.action, s.group) for s in secrets])
     assert CliRunner().invoke(main, [*args, "csv"], catch_exceptions=False).stdout.startswith(expected.getvalue())
+
+
+def test_a_plain_totp_seed_is_counted_once_as_plaintext_not_as_unopened(trek4: TrekCopy) -> None:
+    before = find_exposure(trek4.db, [trek4.key], check_copies=False)
+    with closing(sqlite3.connect(trek4.db)) as conn, conn:
+        user = conn.execute("SELECT min(id) FROM users WHERE mfa_secret IS NOT NULL AND mfa_secret != ''").fetchone()[0]
+        assert user is not None, "the fixture has a user with an encrypted TOTP seed"
+        conn.execute("UPDATE users SET mfa_secret = 'JBSWY3DPEHPK3PXP' WHERE id = ?", (user,))
+    after = find_exposure(trek4.db, [trek4.key], check_copies=False)
+    assert after.plaintext == before.plaintext + 1
+    assert after.not_opened == before.not_opened  # readable without any key: not a value the key fails to open
+    assert after.exposed == before.exposed - 1  # the key no longer opens that seed: it is reported as plaintext
+    assert not any(s.table == "users" and s.column == "mfa_secret" and s.row.get("id") == user for s in after.secrets)
+
+
+def test_group_lines_come_by_tier_then_owner_id_whatever_the_ids() -> None:
+    groups = GroupTally()
+    far = DENSE_IDS + 5  # counted in the dict, not the arrays
+    for owner_id, tier, what in [(far, API_KEYS, "b key"), (3, API_KEYS, "b key"), (3, API_KEYS, "a key"),
+                                 (-2, API_KEYS, "a key"), (None, INSTANCE, "z secret"), (None, INSTANCE, "y secret"),
+                                 (3, SIGN_IN, "TOTP seed"), (3, API_KEYS, "a key")]:
+        groups.add(tier, owner_id, what, f"revoke {what}")
+    groups.names.update({3: "anna", -2: None})
+    lines = [(line.tier, line.owner, line.kinds) for line in groups.lines()]
+    assert lines == [(INSTANCE, "instance", [("y secret", 1)]), (INSTANCE, "instance", [("z secret", 1)]),
+                     (SIGN_IN, "user 3 (anna)", [("TOTP seed", 1)]),
+                     (API_KEYS, "user -2", [("a key", 1)]), (API_KEYS, "user 3 (anna)", [("a key", 2), ("b key", 1)]),
+                     (API_KEYS, f"user {far}", [("b key", 1)])]
+    assert groups.users() == 3 and groups.total == 8
+    assert groups.per_tier() == {INSTANCE[1]: 2, SIGN_IN[1]: 1, API_KEYS[1]: 5}
+    assert groups.user_actions(API_KEYS) == [("a key", "revoke a key"), ("b key", "revoke b key")]

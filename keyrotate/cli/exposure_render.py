@@ -12,7 +12,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from json.encoder import encode_basestring_ascii as _string
 from typing import Any, TextIO
 
@@ -71,11 +72,11 @@ class ExposureWriter:
                     "copies": [{"path": c.path, "kind": c.kind, "note": c.note} for c in report.copies],
                     "totals": totals(report)}
             body = json.dumps(tail, indent=2, default=str)
-            self.out.write(("\n  ],\n" if report.groups.counts else "],\n") + body[2:] + "\n")
+            self.out.write(("\n  ],\n" if report.groups.total else "],\n") + body[2:] + "\n")
         else:
             lines = _text(report) if self.fmt == "text" else _markdown(report)
-            for start in range(0, len(lines), 1000):  # one line per user: never the whole text in one string
-                self.out.write("".join(line + "\n" for line in lines[start : start + 1000]))
+            while chunk := list(islice(lines, 1000)):  # one line per user: never the whole text at once
+                self.out.write("".join(line + "\n" for line in chunk))
 
 
 def render_exposure(report: ExposureReport, fmt: str) -> str:
@@ -191,51 +192,46 @@ def _notes(report: ExposureReport) -> list[str]:
     return [_clean(n) for n in notes]
 
 
-def _sections(report: ExposureReport) -> list[tuple[str, list[tuple[str, str]], list[GroupLine]]]:
-    """Per tier: its title, the kinds in it with where to revoke each, and its lines."""
-    out: list[tuple[str, list[tuple[str, str]], list[GroupLine]]] = []
-    for line in report.groups.lines():
-        if not out or out[-1][0] != line.tier[1]:
-            out.append((line.tier[1], [], []))
-        title, actions, lines = out[-1]
-        lines.append(line)
-        if line.owner_id is not None:
-            actions.extend(a for a in line.actions if a not in actions)
-    return out
+def _sections(report: ExposureReport) -> Iterator[tuple[str, int, list[tuple[str, str]], Iterator[GroupLine]]]:
+    """Per tier: its title, its count, the kinds users have in it with where to revoke each, and its lines."""
+    groups = report.groups
+    for tier in sorted(groups.tiers):
+        yield tier[1], groups.tiers[tier], groups.user_actions(tier), groups.tier_lines(tier)
 
 
-def _text(report: ExposureReport) -> list[str]:
-    lines = _headline(report) + [""]
-    for number, (title, actions, group) in enumerate(_sections(report), 1):
-        lines.append(f"{number}. {title} ({sum(g.count for g in group)})")
-        lines += [_clean(f"   where: {what} -> {action}") for what, action in sorted(actions)]
+def _text(report: ExposureReport) -> Iterator[str]:
+    yield from _headline(report)
+    yield ""
+    for number, (title, count, actions, group) in enumerate(_sections(report), 1):
+        yield f"{number}. {title} ({count})"
+        yield from (_clean(f"   where: {what} -> {action}") for what, action in actions)
         for line in group:
             if line.owner_id is None:
-                lines.append(_clean(f"   [ ] {line.summary()} -> {line.actions[0][1]}"))
+                yield _clean(f"   [ ] {line.summary()} -> {line.actions[0][1]}")
             else:
-                lines.append(_clean(f"   [ ] {line.owner}: {line.summary()}"))
-        lines.append("")
+                yield _clean(f"   [ ] {line.owner}: {line.summary()}")
+        yield ""
     if report.beyond:
-        lines.append(BEYOND_TITLE)
-        lines += [_clean(f"   [ ] {finding.line()}") for finding in report.beyond]
-        lines.append("")
-    return lines + _notes(report)
+        yield BEYOND_TITLE
+        yield from (_clean(f"   [ ] {finding.line()}") for finding in report.beyond)
+        yield ""
+    yield from _notes(report)
 
 
-def _markdown(report: ExposureReport) -> list[str]:
-    lines = [f"## {TITLE}", ""] + [f"- {_md(line)}" for line in _headline(report)] + [""]
-    for title, actions, group in _sections(report):
-        lines += [f"### {_md(title)} ({sum(g.count for g in group)})", ""]
-        lines += [f"- where: {_md(what)} → {_md(action)}" for what, action in sorted(actions)]
+def _markdown(report: ExposureReport) -> Iterator[str]:
+    yield from [f"## {TITLE}", ""] + [f"- {_md(line)}" for line in _headline(report)] + [""]
+    for title, count, actions, group in _sections(report):
+        yield from [f"### {_md(title)} ({count})", ""]
+        yield from (f"- where: {_md(what)} → {_md(action)}" for what, action in actions)
         for line in group:
             if line.owner_id is None:
-                lines.append(f"- [ ] **{_md(line.summary())}** → {_md(line.actions[0][1])}")
+                yield f"- [ ] **{_md(line.summary())}** → {_md(line.actions[0][1])}"
             else:
-                lines.append(f"- [ ] **{_md(line.owner)}**: {_md(line.summary())}")
-        lines.append("")
+                yield f"- [ ] **{_md(line.owner)}**: {_md(line.summary())}"
+        yield ""
     if report.beyond:
-        lines += [f"### {BEYOND_TITLE}", ""]
-        lines += [f"- [ ] **{_md(f.what)}**: {f.count} ({_md(f.where)}). {_md(f.risk)} Do: {_md(f.action)}"
-                  for f in report.beyond]
-        lines.append("")
-    return lines + ["### Notes", ""] + [f"- {_md(n)}" for n in _notes(report)]
+        yield from [f"### {BEYOND_TITLE}", ""]
+        yield from (f"- [ ] **{_md(f.what)}**: {f.count} ({_md(f.where)}). {_md(f.risk)} Do: {_md(f.action)}"
+                    for f in report.beyond)
+        yield ""
+    yield from ["### Notes", ""] + [f"- {_md(n)}" for n in _notes(report)]

@@ -6,7 +6,8 @@ nearly all of a large database) wait in a short buffer per location; each flush
 reads their rows' identifying columns and owners' names in one range query and
 counts them per (owner, kind), handing rows on as :class:`SecretRows`. Tokens
 inside JSON values and outside the catalogue (few) are described one by one.
-Memory stays bounded by the buffer whatever the number of secrets.
+Memory holds the buffer and, per user, its name (read once) and a counter per kind
+(:class:`GroupTally`): nothing per secret.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from keyrotate.trek.formats import Scheme
 
 MFA_ADVICE = "the user must disable and re-enrol MFA in TREK (the TOTP seed is compromised; old codes keep working until then)"
 FLUSH_EVERY = 2000  # hits described per bulk read: bounds memory whatever the number of secrets
-USERNAME_CACHE = 100_000  # owners' names kept; a larger instance re-reads some
 COUNTS_KEPT = 20_000  # (owner, kind) counts a location keeps before adding them to the groups
 UNKNOWN_ACTION = "find out what this value is for and reissue it where it was issued"
 _ARRAY_INDEX = re.compile(r"^\$\[(\d+)\]")
@@ -72,7 +72,7 @@ class Describer:
         self._bulk_label: str | None = None
         self._bulk: list[int] = []  # row ids of the current whole-column location
         self._buffer: list[tuple[str, str, str, int, str]] = []
-        self._owners: dict[int, tuple[str, str | None]] = {}  # users.id -> ("user 4 (alice)", "alice")
+        self._names_of = groups.names  # users.id -> username: each user's name read once, kept for the pass
         self._rows: dict[tuple[str, int], dict[str, Any]] = {}
         self._field_labels: dict[tuple[str, str], str] = {}
         if "plugin_settings_fields" in schema and "label" in schema["plugin_settings_fields"]:
@@ -136,35 +136,35 @@ class Describer:
         """What a row with this owner and detail says before its own identity: what, owner, owner_id, name, group."""
         owner, detail = key
         owner_id = owner if isinstance(owner, int) else None
-        whose, name = self._owners[owner_id] if owner_id is not None else ("instance", None)
-        return self._what_of(query, detail), whose, owner_id, name, query.tier_of[owner_id is None][1]
+        name = self._names_of[owner_id] if owner_id is not None else None
+        return (self._what_of(query, detail), owner_label(owner_id, name), owner_id, name,
+                query.tier_of[owner_id is None][1])
 
     def _count(self, query: _ColumnQuery) -> None:
         """Move a location's counts so far into the groups (GroupTally.add sums what falls together)."""
         self._names(owner for owner, _ in query.counts if isinstance(owner, int))
+        users: dict[Any, list[tuple[int, int]]] = {}  # detail -> (owner, count)
         for (owner, detail), count in query.counts.items():
-            owner_id = owner if isinstance(owner, int) else None
-            whose = self._owners[owner_id][0] if owner_id is not None else "instance"
-            self.groups.add(query.tier_of[owner_id is None], owner_id, whose, self._what_of(query, detail),
-                            query.action, count)
+            if isinstance(owner, int):
+                users.setdefault(detail, []).append((owner, count))
+            else:
+                self.groups.add(query.tier_of[True], None, self._what_of(query, detail), query.action, count)
+        for detail, counts in users.items():
+            self.groups.add_users(query.tier_of[False], self._what_of(query, detail), query.action, counts)
         query.counts.clear()
 
     def _names(self, owners: Iterable[int]) -> None:
-        """Make sure these owners' names are known (at most USERNAME_CACHE of them kept)."""
-        wanted = set(owners)
-        missing = sorted(wanted.difference(self._owners))
+        """Make sure these owners' names are known: read once per user, in bulk."""
+        missing = sorted(set(owners).difference(self._names_of))
         if not missing:
             return
-        if len(self._owners) + len(missing) > USERNAME_CACHE:
-            self._owners.clear()
-            missing = sorted(wanted)
         names: dict[int, str | None] = {}
         if "username" in self.schema.get("users", ()):
             for chunk in _chunks(missing):
                 found = self.conn.execute(
                     f"SELECT id, username FROM users WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
                 names.update((uid, str(name) if name is not None else None) for uid, name in found)
-        self._owners.update((uid, (owner_label(uid, names.get(uid)), names.get(uid))) for uid in missing)
+        self._names_of.update((uid, names.get(uid)) for uid in missing)
 
     def _query(self, loc: SecretLocation) -> _ColumnQuery:
         query = self._queries.get(loc.label)
@@ -212,14 +212,15 @@ class Describer:
             owner_column = loc.owner_column if loc else ("user_id" if "user_id" in row else None)
             owner_id = row.get(owner_column) if owner_column else None
             owner_id = owner_id if isinstance(owner_id, int) else None
-            owner, name = self._owners[owner_id] if owner_id is not None else ("instance", None)
+            name = self._names_of[owner_id] if owner_id is not None else None
+            owner = owner_label(owner_id, name)
             tier = tier_of(table, column, owner_id, loc is not None)
             if loc is None:
                 what, action = f"unknown secret found outside the catalogue in {table}.{column}", UNKNOWN_ACTION
             else:
                 what = self._what(loc, row, rowid, path)
                 action = MFA_ADVICE if loc.scheme is Scheme.MFA else loc.revoke_hint
-            add(tier, owner_id, owner, what, action)
+            add(tier, owner_id, what, action)
             if emit is not None:
                 identity = loc.identity if loc else tuple(c for c in ("id", "user_id", "key") if c in self.schema[table])
                 ident = {c: row.get(c) for c in identity} or {"rowid": rowid}

@@ -124,9 +124,7 @@ def process_batch(keyring: Keyring, spec: BatchSpec, rows: Sequence[Row]) -> Bat
             continue
         else:  # PLAINTEXT
             plain += 1
-            if mfa:  # an unencrypted TOTP seed: reported like a token no key opens, never rewritten
-                if tokens is not None:
-                    tokens.append((rowid, -1))
+            if mfa:  # an unencrypted TOTP seed: counted as plaintext (not a token: none in tokens), never rewritten
                 continue
             encryptable += 1  # legacy plaintext in an api location
             if not encrypt_plaintext:
