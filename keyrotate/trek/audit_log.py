@@ -1,5 +1,7 @@
-"""keyrotate's rotations recorded in TREK's own admin audit log (TREK-FORMAT.md section 7), so an admin
-sees them in TREK's UI: one ``audit_log`` row per rotation, no user, no ip, counts only, never a key."""
+"""keyrotate's rotations recorded in TREK's own admin audit log (TREK-FORMAT.md section 7).
+
+An admin sees them in TREK's UI: one ``audit_log`` row per rotation, no user, no ip, counts only, never a key.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""The ENCRYPTION_KEY as a value that cannot leak through ``repr`` or logs,
-and the places a key can come from."""
+"""The ENCRYPTION_KEY as TREK reads it: a value that never shows in ``repr`` or logs, and where it comes from.
+
+Key files are trimmed like JavaScript's ``trim()``; the key TREK uses is resolved from its data directory as
+TREK does (TREK-FORMAT.md section 2); a new key TREK would not read back unchanged is refused.
+"""
 
 from __future__ import annotations
 
