@@ -95,22 +95,33 @@ def _json_records(batch: SecretRows) -> list[str]:
     shared = (f'"location": {_string(batch.location)}, "table": {_string(batch.table)}, '
               f'"column": {_string(batch.column)}, "row": {{')
     names = [f"{_string(name)}: " for name in batch.identity]
-    one = names[0] if len(names) == 1 else None
     action = f', "action": {_string(batch.action)}, "group": '
     parts: dict[SecretHead, tuple[str, str]] = {}  # a head's JSON: before the row, after the where
+
+    def ends_of(head: SecretHead) -> tuple[str, str]:
+        what, owner, owner_id, owner_name, group = head
+        ends = parts[head] = (f'{{"what": {_string(what)}, "owner": {_string(owner)}, "owner_id": {_value(owner_id)}, '
+                              f'"owner_name": {_value(owner_name)}, {shared}', f"{action}{_string(group)}}}")
+        return ends
+
     out: list[str] = []
     append = out.append
+    if len(names) == 1 and batch.paths is None:  # nearly every secret of a large database: one id, whole value
+        one = names[0]
+        where_head = f"{batch.table}.{batch.column} ({batch.identity[0]}="
+        quoted_head = _string(where_head)[:-1]  # an integer id needs no escaping: the where's JSON is built here
+        for head, (value,) in zip(batch.heads, batch.values, strict=True):
+            ends = parts.get(head) or ends_of(head)
+            if value.__class__ is int:
+                text = int.__repr__(value)
+                append(f'{ends[0]}{one}{text}}}, "path": "", "where": {quoted_head}{text})"{ends[1]}')
+            else:
+                append(f'{ends[0]}{one}{_value(value)}}}, "path": "", '
+                       f'"where": {_string(f"{where_head}{value})")}{ends[1]}')
+        return out
     for head, values, path, where in zip(batch.heads, batch.values, batch.path_list(), batch.wheres(), strict=True):
-        ends = parts.get(head)
-        if ends is None:
-            what, owner, owner_id, owner_name, group = head
-            ends = parts[head] = (
-                f'{{"what": {_string(what)}, "owner": {_string(owner)}, "owner_id": {_value(owner_id)}, '
-                f'"owner_name": {_value(owner_name)}, {shared}', f"{action}{_string(group)}}}")
-        if one is not None:
-            fields = one + _value(values[0])
-        else:
-            fields = ", ".join(name + _value(value) for name, value in zip(names, values, strict=True))
+        ends = parts.get(head) or ends_of(head)
+        fields = ", ".join(name + _value(value) for name, value in zip(names, values, strict=True))
         append(f'{ends[0]}{fields}}}, "path": {_string(path)}, "where": {_string(where)}{ends[1]}')
     return out
 

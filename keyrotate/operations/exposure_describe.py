@@ -128,17 +128,27 @@ class Describer:
             return
         distinct = set(keys)
         self._names(owner for owner, _ in distinct if isinstance(owner, int))
-        heads = {key: self._head(query, key) for key in distinct}
+        heads = self._heads(query, distinct)
         self.emit(SecretRows(loc.label, loc.table, loc.column, query.action, query.identity,
                              list(map(heads.__getitem__, keys)), list(map(_IDENTITY, found))))
 
-    def _head(self, query: _ColumnQuery, key: tuple[Any, Any]) -> SecretHead:
-        """What a row with this owner and detail says before its own identity: what, owner, owner_id, name, group."""
-        owner, detail = key
-        owner_id = owner if isinstance(owner, int) else None
-        name = self._names_of[owner_id] if owner_id is not None else None
-        return (self._what_of(query, detail), owner_label(owner_id, name), owner_id, name,
-                query.tier_of[owner_id is None][1])
+    def _heads(self, query: _ColumnQuery, keys: Iterable[tuple[Any, Any]]) -> dict[tuple[Any, Any], SecretHead]:
+        """What rows with each (owner, detail) say before their own identity: what, owner, owner_id, name, group.
+
+        Called for nearly every secret (owners rarely repeat within a flush), so owner_label is written out here.
+        """
+        names, what_of = self._names_of, self._what_of
+        instance, user = query.tier_of[True][1], query.tier_of[False][1]
+        heads: dict[tuple[Any, Any], SecretHead] = {}
+        for key in keys:
+            owner, detail = key
+            if isinstance(owner, int):
+                name = names[owner]
+                heads[key] = (what_of(query, detail), f"user {owner} ({name})" if name else f"user {owner}", owner,
+                              name, user)
+            else:
+                heads[key] = (what_of(query, detail), "instance", None, None, instance)
+        return heads
 
     def _count(self, query: _ColumnQuery) -> None:
         """Move a location's counts so far into the groups (GroupTally.add sums what falls together)."""
