@@ -193,10 +193,10 @@ def bare_proof(db: Path, *, decrypt: bool, batch: int = 2000) -> int:
 
 
 def scanner_proof(db: Path, old_text: str, workers: int) -> Timing:
-    """Today's proof after the commit, through keyrotate's own Scanner. The CPU figure includes the
-    worker's whole life (start-up too); the wall figure leaves out the pool's start and stop."""
+    """The decrypting proof after the commit (before issue 11's stored digest), through keyrotate's own Scanner.
+    The CPU figure includes the worker's whole life (start-up too); the wall figure leaves out the pool's start
+    and stop."""
     from keyrotate.rotation.scanning import Scanner
-    from keyrotate.rotation.tallies import Fingerprint
     from keyrotate.rotation.workers import CryptoPool
     from keyrotate.store.database import connect
     from keyrotate.trek.formats import Keyring
@@ -210,7 +210,7 @@ def scanner_proof(db: Path, old_text: str, workers: int) -> Timing:
             info = inspect_database(conn, db)
             resolved = resolve_catalogue(info.schema, info.version)
             conn.execute("BEGIN")
-            Scanner(conn, info, resolved, Keyring(keys), fingerprint=Fingerprint(os.urandom(32)), pool=pool,
+            Scanner(conn, info, resolved, Keyring(keys), pool=pool,
                     discovery_tables=frozenset(), count_empty=False).run("verify")
             conn.execute("ROLLBACK")
         wall = time.perf_counter() - started

@@ -1,4 +1,4 @@
-"""The batch hot path (batches) and the worker pool (workers): same answers in a worker as in-process, and as the scanner's own code."""
+"""The batch hot path (batches), the stored-text digest (stored) and the worker pool (workers): same answers in a worker as in-process, and as the scanner's own code."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from keyrotate.errors import KeyrotateError, UndecryptableError
+from keyrotate.rotation import reading
 from keyrotate.rotation.batches import BatchSpec, process_batch
 from keyrotate.rotation.engine import rotate_database
 from keyrotate.rotation.options import RotateOptions
+from keyrotate.rotation.stored import StoredDigest, differing_labels
 from keyrotate.rotation.verify import verify_database
 from keyrotate.rotation.workers import CryptoPool, PendingBatch, worker_count
 from keyrotate.trek.formats import Cipher, Keyring, Scheme
@@ -20,6 +22,7 @@ from keyrotate.trek.keys import Key
 from keyrotate.trek.sample import build_sample_database
 
 from .conftest import TrekCopy, listing, opens_under, table_dump
+from .crashkit import inspect, make_scenario
 
 OLD = Key("old key for batch tests", "old test key")
 OTHER = Key("another old key", "other test key")
@@ -41,7 +44,7 @@ def _rows() -> list[tuple[int, object]]:
 
 
 def _spec(**kwargs: object) -> BatchSpec:
-    defaults: dict[str, object] = {"key_order": (0, 1, 2), "fingerprint_salt": SALT}
+    defaults: dict[str, object] = {"key_order": (0, 1, 2)}
     defaults.update(kwargs)
     return BatchSpec("users.maps_api_key", "users", "maps_api_key", Scheme.API, **defaults)  # type: ignore[arg-type]
 
@@ -69,21 +72,52 @@ def test_batch_rewrites_to_the_new_key_and_the_result_opens() -> None:
     assert {rowid: new.open(value) for value, rowid in result.updates} == expected
 
 
-def test_batch_fingerprint_survives_the_rewrite_and_catches_a_changed_plaintext() -> None:
-    """The post-commit pass must arrive at the write pass's digest, and only if every plaintext is the same."""
-    context = Keyring((OLD, OTHER, NEW))
-    rows = [row for row in _rows() if row[0] != 4]  # the plaintext row is not fingerprinted unless encrypted
-    written = process_batch(context, _spec(new_index=2), rows)
+def test_stored_digest_matches_the_texts_written_and_nothing_else() -> None:
+    """The post-commit check digests the stored texts read back: equal only if they are the bytes written."""
+    rows = _rows()
+    written = process_batch(Keyring((OLD, OTHER, NEW)), _spec(new_index=2), rows)
+    pass_digest = StoredDigest(SALT)
+    pass_digest.add_values("users.maps_api_key", rows, written.updates)
     rewritten = dict((rowid, value) for value, rowid in written.updates)
-    after = [(rowid, rewritten.get(rowid, value)) for rowid, value in rows]
-    reread = process_batch(context, _spec(key_order=(2, 0, 1)), after)
-    assert reread.opened_by[0] == written.fingerprinted == 4
-    assert (reread.fingerprint, reread.fingerprinted) == (written.fingerprint, written.fingerprinted)
-    tampered = [(1, Cipher(NEW, Scheme.API).seal(b"another plaintext")) if rowid == 1 else (rowid, value)
-                for rowid, value in after]
-    assert process_batch(context, _spec(key_order=(2, 0, 1)), tampered).fingerprint != written.fingerprint
-    other_salt = process_batch(context, _spec(key_order=(2, 0, 1), fingerprint_salt=bytes(32)), after)
-    assert other_salt.fingerprint != written.fingerprint
+    on_disk = [(rowid, rewritten.get(rowid, value)) for rowid, value in rows]
+
+    def read_back(stored: list[tuple[int, object]], key: bytes = SALT) -> StoredDigest:
+        digest = StoredDigest(key)
+        digest.add_values("users.maps_api_key", stored, ())
+        return digest
+
+    labels = {"users.maps_api_key"}
+    assert differing_labels(pass_digest, read_back(on_disk), labels) == []
+    assert pass_digest.count(labels) == len(rows)
+    new = Cipher(NEW, Scheme.API)
+    # The same plaintext under the new key with another IV: it opens fine, but it is not the checked text.
+    again = [(rowid, new.seal(new.open(value)) if rowid == 1 else value) for rowid, value in on_disk]  # type: ignore[arg-type]
+    changed = [(rowid, "5" if rowid == 5 else value) for rowid, value in on_disk]  # the number 42 as text
+    swapped = [(rowid, on_disk[0][1] if rowid == 3 else on_disk[2][1] if rowid == 1 else value)
+               for rowid, value in on_disk]
+    for tampered in (again, changed, swapped, on_disk[1:]):
+        assert differing_labels(pass_digest, read_back(tampered), labels) == ["users.maps_api_key"]
+    assert differing_labels(pass_digest, read_back(on_disk, bytes(32)), labels) == ["users.maps_api_key"]
+
+
+def test_stored_digest_of_fully_rewritten_batches_and_of_discovered_cells() -> None:
+    rows = [row for row in _rows() if row[0] in (1, 2, 7)]  # all under an old key: every one rewritten
+    written = process_batch(Keyring((OLD, OTHER, NEW)), _spec(new_index=2), rows)
+    assert [rowid for _, rowid in written.updates] == [1, 2, 7]
+    pass_digest, reread = StoredDigest(SALT), StoredDigest(SALT)
+    pass_digest.add_values("users.maps_api_key", rows, written.updates)
+    reread.add_values("users.maps_api_key", [(rowid, text) for text, rowid in written.updates], ())
+    assert differing_labels(pass_digest, reread, {"users.maps_api_key"}) == []
+    # Discovery: (rowid, *cells), NULL where a cell holds no token; updates name their column.
+    cells = [(3, "note enc:v1:old", None), (8, None, "enc:v1:other")]
+    pass_digest.add_cells("notes (outside the catalogue)", ("body", "title"), cells, [("note enc:v1:new", 3, "body")])
+    reread.add_cells("notes (outside the catalogue)", ("body", "title"),
+                     [(3, "note enc:v1:new", None), (8, None, "enc:v1:other")], ())
+    assert differing_labels(pass_digest, reread, {"notes (outside the catalogue)"}) == []
+    moved = StoredDigest(SALT)
+    moved.add_cells("notes (outside the catalogue)", ("body", "title"),
+                    [(3, "note enc:v1:new", None), (8, "enc:v1:other", None)], ())
+    assert differing_labels(pass_digest, moved, {"notes (outside the catalogue)"}) == ["notes (outside the catalogue)"]
 
 
 def test_a_worker_gives_the_same_result_and_reports_its_failures() -> None:
@@ -107,10 +141,24 @@ def test_rows_and_results_cross_the_pipe_unchanged(extra: tuple[int, object]) ->
     # New ciphertexts differ (fresh IVs); everything else must not.
     assert [rowid for _, rowid in in_worker.updates] == [rowid for _, rowid in here.updates]
     assert (in_worker.opened_by, in_worker.plaintext, in_worker.encrypted_plaintext, in_worker.rewritten,
-            in_worker.unopened, in_worker.fingerprint) == (here.opened_by, here.plaintext, here.encrypted_plaintext,
-                                                          here.rewritten, here.unopened, here.fingerprint)
+            in_worker.unopened) == (here.opened_by, here.plaintext, here.encrypted_plaintext, here.rewritten,
+                                    here.unopened)
     new = Cipher(NEW, Scheme.API)
     assert [new.open(v) for v, _ in in_worker.updates] == [new.open(v) for v, _ in here.updates]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_check_after_the_commit_passes_when_batches_finish_out_of_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """Tiny batches: while the workers are busy the scanner does batches itself, so results come back in another
+    order than the rows were read. The stored-text digest must not depend on that order."""
+    monkeypatch.setattr(reading, "BATCH_ROWS", 3)
+    scenario = make_scenario(tmp_path)
+    report = rotate_database(RotateOptions(scenario.db, (scenario.old_key,), scenario.new_key, tmp_path / "b.db",
+                                           workers=workers))
+    assert report.committed and report.verified_after_commit
+    assert inspect(scenario).under == "new"
 
 
 def test_worker_count_decides_from_cores_and_size() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from keyrotate.cli.app import main
 from keyrotate.errors import ExitCode
 from keyrotate.rotation import after_commit
 from keyrotate.rotation.failures import FAILURE_EXAMPLES
-from keyrotate.rotation.tallies import FAILURE_DETAIL_LIMIT, Fingerprint
+from keyrotate.rotation.stored import Batch, StoredDigest
+from keyrotate.rotation.tallies import FAILURE_DETAIL_LIMIT
 from keyrotate.trek.formats import Scheme, encrypt_text
 from keyrotate.trek.keys import Key, create_key_file, generate_key_text
 from keyrotate.trek.sample import build_sample_database
@@ -70,19 +72,18 @@ def test_verify_after_a_rotation_names_the_key_trek_uses(trek4: TrekCopy, new_ke
     assert f"OK: the first key (the key TREK uses from {trek4.data_dir}) opens all" in result.output
 
 
-class _PhantomFingerprint(Fingerprint):
-    """Test-side fault: the read-back check counts one value more than was written."""
+class _PhantomDigest(StoredDigest):
+    """Test-side fault: the read-back check sees one value more than was written."""
 
-    def __init__(self, salt: bytes) -> None:
-        super().__init__(salt)
-        self.count = 1
+    def add_values(self, label: str, batch: Batch, updates: Sequence[tuple[str, int]]) -> None:
+        super().add_values(label, [*batch, (2**62, "phantom")], updates)
 
 
 @pytest.mark.parametrize("allow_running", [False, True])
 def test_failed_check_after_commit_says_what_a_restore_would_lose(
     trek4: TrekCopy, new_key_file: Path, monkeypatch: pytest.MonkeyPatch, allow_running: bool
 ) -> None:
-    monkeypatch.setattr(after_commit, "Fingerprint", _PhantomFingerprint)
+    monkeypatch.setattr(after_commit, "StoredDigest", _PhantomDigest)
     args = ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new_key_file)]
 
     result = invoke([*args, "--allow-running"] if allow_running else args)

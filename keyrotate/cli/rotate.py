@@ -101,8 +101,9 @@ def rotate(**params: Any) -> None:
     value is checked before it is written; if any catalogued secret opens under
     none of the keys, everything is rolled back and nothing changes. Before the
     first write the database is backed up (mode 0600, through SQLite, so nothing
-    waiting in travel.db-wal is lost). After the commit the whole database is
-    verified again on a fresh connection, and with --data-dir the new key is
+    waiting in travel.db-wal is lost). After the commit every secret is read
+    back on a fresh connection and must be exactly the text that was checked,
+    and with --data-dir the new key is
     written to data/.encryption_key. Run it again after any interruption: it
     finishes the job.
     """

@@ -1,4 +1,4 @@
-"""After the COMMIT: old ciphertexts compacted out of the files, then proof on a fresh connection that all came back."""
+"""After the COMMIT: old ciphertexts compacted out of the files, then proof on a fresh connection that the checked texts are on disk."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 from keyrotate.errors import VerificationError
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.outcome import RunFacts
-from keyrotate.rotation.scanning import ProgressCallback, Scanner
+from keyrotate.rotation.reading import count_rows, read_batches
+from keyrotate.rotation.scanning import ProgressCallback
 from keyrotate.rotation.session import snapshot
-from keyrotate.rotation.tallies import Fingerprint
-from keyrotate.rotation.workers import CryptoPool
+from keyrotate.rotation.stored import StoredDigest, differing_labels
+from keyrotate.rotation.targets import DiscoveryTarget, Target, plan_targets
 from keyrotate.store.backup import restore_command
 from keyrotate.store.database import checkpoint, connect
-from keyrotate.trek.formats import Keyring
 
 
 def scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions) -> list[str]:
@@ -53,40 +53,52 @@ def scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions) -> list
 
 def verify_after_commit(
     run: RunFacts,
-    expected: Fingerprint,
+    written: StoredDigest,
     backup: Path | None,
     progress: ProgressCallback | None,
-    pool: CryptoPool | None,
     found_outside: frozenset[str],
 ) -> None:
-    """Reopen the file and prove every plaintext came back, now under the new key.
+    """Reopen the file and prove every secret location holds exactly the text the rotation wrote or left there.
 
-    The fingerprint of (location, row, plaintext) pairs read now must equal the
-    one taken while writing, and no value may still open under an old key.
-    Outside the catalogue only the tables where the rotation found tokens are
-    searched again: the rotation wrote nothing anywhere else.
+    The texts read back on a fresh connection are digested like the ones the
+    pass wrote or left (:class:`StoredDigest`); every new one was decrypted
+    again before it was written, so no value is decrypted here. Outside the
+    catalogue only the tables where the rotation found tokens are read again:
+    the rotation wrote nothing anywhere else.
     """
     options = run.options
-    fingerprint = Fingerprint(expected.salt)
+    read_back = StoredDigest(written.key)
+    targets = plan_targets(run.info, run.resolved, found_outside)
     try:
         with closing(connect(options.db_path, busy_timeout=options.busy_timeout)) as conn, snapshot(conn):
-            scanner = Scanner(conn, run.info, run.resolved, Keyring((options.new_key, *options.old_keys)),
-                              fingerprint=fingerprint, pool=pool, discovery_tables=found_outside,
-                              count_empty=False)  # only leftovers and the fingerprint matter here
-            scanner.run("verify", progress)
+            for target in targets:
+                _read_back(conn, target, read_back, progress)
     except sqlite3.Error as exc:
         problem = f"the database could not be read back ({exc})"
     else:
-        leftovers = sum(sum(t.opened_by[1:]) for t in scanner.tallies.values())
-        if leftovers:
-            problem = f"{leftovers} value(s) still open under an old key"
-        elif (fingerprint.value, fingerprint.count) != (expected.value, expected.count):
-            problem = (f"the secrets read back ({fingerprint.count}) do not match the ones written "
-                       f"({expected.count})")
-        else:
+        labels = {target.label for target in targets}
+        differing = differing_labels(written, read_back, labels)
+        if not differing:
             return
+        problem = (f"the values stored in {', '.join(differing[:3])}{' and others' if len(differing) > 3 else ''} "
+                   f"are not the ones written and checked ({read_back.count(labels)} read back, "
+                   f"{written.count(labels)} written or left as they were)")
     raise VerificationError(f"The rotation was committed but the check on a fresh connection failed: {problem}."
                             f"{_restore_advice(options, backup)}")
+
+
+def _read_back(conn: sqlite3.Connection, target: Target, digest: StoredDigest,
+               progress: ProgressCallback | None) -> None:
+    total = count_rows(conn, target) if progress else None
+    if progress:
+        progress("verify", target.label, 0, total)
+    for batch in read_batches(conn, target):
+        if isinstance(target, DiscoveryTarget):
+            digest.add_cells(target.label, target.columns, batch, ())
+        else:
+            digest.add_values(target.label, batch, ())
+        if progress:
+            progress("verify", target.label, len(batch), total)
 
 
 def _restore_advice(options: RotateOptions, backup: Path | None) -> str:

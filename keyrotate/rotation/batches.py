@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from hashlib import blake2b
 from typing import Any
 
 from keyrotate.errors import VerificationError
@@ -32,7 +31,6 @@ class BatchSpec:
     key_order: tuple[int, ...]  # indexes into the keyring's keys, in order of preference
     new_index: int | None = None  # position in key_order to re-encrypt to; None: read only
     encrypt_plaintext: bool = False
-    fingerprint_salt: bytes | None = None
     report_tokens: bool = False  # list every token's row and the key that opened it
 
 
@@ -47,11 +45,6 @@ class BatchResult:
     encrypted_plaintext: int = 0
     rewritten: int = 0
     unopened: list[int] = field(default_factory=list)  # row ids; never values
-    # Keyed digest of the batch's (rowid, plaintext) records, one hash per batch: a
-    # rotation reads the same batches before and after (the same rows stay non-empty),
-    # so the post-commit pass must arrive at the same digests.
-    fingerprint: int = 0
-    fingerprinted: int = 0
     tokens: list[tuple[int, int]] = field(default_factory=list)  # (rowid, key position or -1) when asked
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -63,7 +56,7 @@ class BatchResult:
 
 
 _RESULT_FIELDS = ("opened_by", "plaintext", "encryptable_plaintext", "encrypted_plaintext", "rewritten", "unopened",
-                  "fingerprint", "fingerprinted", "tokens")
+                  "tokens")
 
 
 def _unpack_result(values: str, rowids: list[int], others: tuple[Any, ...]) -> BatchResult:
@@ -102,8 +95,6 @@ def process_batch(keyring: Keyring, spec: BatchSpec, rows: Sequence[Row]) -> Bat
     encrypt_plaintext = seal is not None and spec.encrypt_plaintext and scheme is Scheme.API
     ivs = os.urandom(IV_BYTES * len(rows)) if seal is not None else b""
     iv_at = 0
-    # (rowid, plaintext) records of the batch, hashed once at the end (see BatchResult.fingerprint)
-    records: list[bytes] | None = [] if spec.fingerprint_salt is not None else None
     plain = encryptable = encrypted_plain = rewritten = 0
     tokens = result.tokens if spec.report_tokens else None
     mfa = scheme is Scheme.MFA
@@ -129,8 +120,6 @@ def process_batch(keyring: Keyring, spec: BatchSpec, rows: Sequence[Row]) -> Bat
             encryptable += 1  # legacy plaintext in an api location
             if not encrypt_plaintext:
                 continue
-        if records is not None:
-            records.append(b"%d\x00%d\x00%s" % (rowid, len(plaintext), plaintext))
         if seal is None or index == new_index:
             continue
         new_value = seal(plaintext, ivs[iv_at : iv_at + IV_BYTES])
@@ -146,16 +135,4 @@ def process_batch(keyring: Keyring, spec: BatchSpec, rows: Sequence[Row]) -> Bat
     result.encryptable_plaintext = encryptable
     result.encrypted_plaintext = encrypted_plain
     result.rewritten = rewritten
-    if records:
-        result.fingerprint = digest_records(spec.fingerprint_salt or b"", spec.label, records)
-        result.fingerprinted = len(records)
     return result
-
-
-def digest_records(salt: bytes, label: str, records: Sequence[bytes]) -> int:
-    """The keyed digest of one location's ``rowid NUL length NUL plaintext`` records: the fingerprint's unit
-    (see :class:`keyrotate.rotation.tallies.Fingerprint`)."""
-    digest = blake2b(key=salt, digest_size=16, person=b"keyrotate-batch")
-    digest.update(label.encode() + b"\x00")
-    digest.update(b"".join(records))
-    return int.from_bytes(digest.digest(), "big")

@@ -5,7 +5,7 @@ that checks every value opens, re-encrypts it and decrypts the new value again
 before writing it (the backup starts just before the first write and must be
 finished before the commit), then the decision: if any catalogued secret did
 not open, roll everything back; otherwise commit, compact, and reopen the
-database on a fresh connection to verify everything once more. When someone
+database on a fresh connection to prove the texts on disk are the checked ones. When someone
 must confirm the plan first, a read-only check pass runs before the rotation
 pass. Nothing here prints; progress goes to a callback and the outcome comes
 back as a report.
@@ -30,7 +30,8 @@ from keyrotate.rotation.report import RotationReport
 from keyrotate.rotation.revoke import revoke_tokens
 from keyrotate.rotation.scanning import ProgressCallback, Scanner
 from keyrotate.rotation.session import open_database
-from keyrotate.rotation.tallies import Fingerprint, Tally, new_fingerprint
+from keyrotate.rotation.stored import StoredDigest
+from keyrotate.rotation.tallies import Tally
 from keyrotate.rotation.values import Rewrite
 from keyrotate.rotation.workers import CryptoPool, crypto_pool
 from keyrotate.store.backup import BackupJob
@@ -54,7 +55,7 @@ class _Written:
     """What the committed transaction leaves for the steps after it."""
 
     writer: Scanner
-    fingerprint: Fingerprint
+    stored: StoredDigest
     failed: tuple[FailedSecret, ...]
     revoked: dict[str, int]
     backup: Path | None
@@ -121,7 +122,7 @@ class _Rotation:
             crash_point("after-commit")
             warnings = scrub_after_commit(self.conn, self.options)
             crash_point("after-checkpoint")
-            return _Written(outcome.writer, outcome.fingerprint, outcome.failed, outcome.revoked, self.backup,
+            return _Written(outcome.writer, outcome.stored, outcome.failed, outcome.revoked, self.backup,
                             tuple(warnings))
         except sqlite3.Error as exc:
             self._discard_backup()
@@ -167,7 +168,7 @@ class _Rotation:
         if calls.notice is not None and not options.dry_run:
             calls.notice("Writing now. If this run is interrupted (power cut, kill), run the same command again: "
                          "it finishes the job.")
-        writer, fingerprint = self._rewrite_pass()
+        writer, stored = self._rewrite_pass()
         failed = name_failures(self.conn, writer.tallies)
         plan = make_plan(writer.tallies, self.facts.resolved, self.new_index, options.encrypt_plaintext)
         refuse_if_unopenable(plan, failed, options)
@@ -179,7 +180,7 @@ class _Rotation:
             self.conn.execute("ROLLBACK")
             return self._nothing_to_do(writer.tallies, failed, blocked=bool(plan.failed), revoked=revoked)
         self._commit(plan, revoked)
-        return _Written(writer, fingerprint, failed, revoked, self.backup)
+        return _Written(writer, stored, failed, revoked, self.backup)
 
     def _check_then_confirm(self, confirm: ConfirmCallback) -> RotationReport | None:
         """A read-only pass first, so the person at the keyboard sees the plan before anything is written."""
@@ -196,15 +197,15 @@ class _Rotation:
             raise CancelledError("Cancelled; nothing was written.")
         return None
 
-    def _rewrite_pass(self) -> tuple[Scanner, Fingerprint]:
+    def _rewrite_pass(self) -> tuple[Scanner, StoredDigest]:
         """Re-encrypt every value under an old key, each checked as it is rewritten; the backup is finished after."""
         options = self.options
-        fingerprint = new_fingerprint()
+        stored = StoredDigest()  # the text every secret location holds once committed
         rewrite = Rewrite(self.new_index, options.encrypt_plaintext)
         if not options.dry_run:
             self.conn.execute("PRAGMA secure_delete = ON")
         # Values are checked as they are rewritten; the decision comes after the pass, before the commit.
-        writer = Scanner(self.conn, self.facts.info, self.facts.resolved, Keyring(self.keys), fingerprint=fingerprint,
+        writer = Scanner(self.conn, self.facts.info, self.facts.resolved, Keyring(self.keys), stored=stored,
                          rewrite=rewrite, pool=self.pool, before_first_write=self._take_backup)
         if self.in_wal:
             writer.search_in_background(options.db_path)
@@ -215,7 +216,7 @@ class _Rotation:
             self.backup = self.backup_job.wait()  # a finished, checked backup before any decision to commit
             if self.backup is not None:
                 crash_point("backup-done")
-        return writer, fingerprint
+        return writer, stored
 
     def _take_backup(self) -> None:
         if self.backup_job is not None and not self.backup_job.started:
@@ -248,9 +249,8 @@ class _Rotation:
         # Tables where stray tokens were found and rewritten; the others hold none this rotation touched.
         found_outside = frozenset(t.table for t in written.writer.tallies.values()
                                   if not t.catalogued and any(t.opened_by))
-        self.hold.doing = "the rotation is committed; checking every secret again on a fresh connection"
-        verify_after_commit(self.facts, written.fingerprint, written.backup, self.calls.progress, self.pool,
-                            found_outside)
+        self.hold.doing = "the rotation is committed; reading every secret back on a fresh connection"
+        verify_after_commit(self.facts, written.stored, written.backup, self.calls.progress, found_outside)
         crash_point("after-verify")
         key_file_written, saved = None, SavedKey()
         if options.key_file is not None:

@@ -6,7 +6,8 @@ the table is. Whole values go through :func:`~keyrotate.rotation.batches.process
 (on the crypto pool when there is one); JSON fields and stray tokens through
 :class:`~keyrotate.rotation.values.ValueHandler`. What a pass does with each value
 is set by its arguments: classify only (verify, audit), report each token
-(exposure), fingerprint and re-encrypt (rotate, dry run), re-read (the post-commit proof).
+(exposure), re-encrypt and digest the stored texts (rotate, dry run). The post-commit check reads the
+same targets back without a scanner (:mod:`~keyrotate.rotation.after_commit`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from keyrotate.rotation.batches import BatchResult, BatchSpec, process_batch
 from keyrotate.rotation.discovery import DiscoverySearch
 from keyrotate.rotation.json_values import load_plugin_fields
 from keyrotate.rotation.reading import Batch, count_empty_values, count_rows, read_batches, write_values
-from keyrotate.rotation.tallies import FailedValue, Fingerprint, Tallies, Tally
+from keyrotate.rotation.stored import StoredDigest
+from keyrotate.rotation.tallies import FailedValue, Tallies, Tally
 from keyrotate.rotation.targets import DiscoveryTarget, LocationTarget, Target, plan_targets
 from keyrotate.rotation.unrewritable import unrewritable_cells
 from keyrotate.rotation.values import Rewrite, TokenCallback, ValueHandler
@@ -48,7 +50,7 @@ class Scanner:
         resolved: Sequence[ResolvedLocation],
         keyring: Keyring,
         *,
-        fingerprint: Fingerprint | None = None,
+        stored: StoredDigest | None = None,
         rewrite: Rewrite | None = None,
         on_token: TokenCallback | None = None,
         pool: CryptoPool | None = None,
@@ -61,11 +63,11 @@ class Scanner:
         self.info = info
         self.resolved = resolved
         self.keyring = keyring
-        self.fingerprint = fingerprint
+        self.stored = stored
         self.rewrite = rewrite
         self.on_token = on_token
         self.tallies = Tallies(len(keyring))
-        self._values = ValueHandler(keyring, self.tallies, fingerprint=fingerprint, rewrite=rewrite,
+        self._values = ValueHandler(keyring, self.tallies, rewrite=rewrite,
                                     on_token=on_token, plugin_fields=load_plugin_fields(conn, info.schema))
         self._pool = pool
         self._before_first_write = before_first_write
@@ -77,7 +79,7 @@ class Scanner:
         # The pool's keyring when there is one: a batch names its keys by their place in it.
         self._batch_keyring = pool.keyring if pool is not None else keyring
         self._key_order = tuple(self._batch_keyring.index_of(key) for key in keyring.keys)
-        self._pending: deque[tuple[LocationTarget, PendingBatch]] = deque()
+        self._pending: deque[tuple[LocationTarget, Batch, PendingBatch]] = deque()
         self._empties: dict[str, int] | None = None
 
     def targets(self) -> list[Target]:
@@ -120,13 +122,18 @@ class Scanner:
     def _process(self, target: Target, batch: Batch) -> None:
         if isinstance(target, DiscoveryTarget):
             updates = self._values.discovery_batch(target, batch)
+            if self.stored is not None:
+                self.stored.add_cells(target.label, target.columns, batch, updates)
             by_column: dict[str, list[tuple[str, int]]] = {}
             for new_text, rowid, column in updates:
                 by_column.setdefault(column, []).append((new_text, rowid))
             for column, pairs in by_column.items():
                 self._write(target.table, column, pairs)
         elif target.json:
-            self._write(target.table, target.location.column, self._values.json_batch(target, batch))
+            json_updates = self._values.json_batch(target, batch)
+            if self.stored is not None:
+                self.stored.add_values(target.label, batch, json_updates)
+            self._write(target.table, target.location.column, json_updates)
         else:
             self._submit(target, batch)
 
@@ -136,7 +143,6 @@ class Scanner:
             loc.label, loc.table, loc.column, loc.scheme, self._key_order,
             new_index=rw.new_index if rw is not None else None,
             encrypt_plaintext=rw.encrypt_plaintext if rw is not None else False,
-            fingerprint_salt=self.fingerprint.salt if self.fingerprint is not None else None,
             report_tokens=self.on_token is not None,
         )
 
@@ -147,25 +153,25 @@ class Scanner:
             self._collect(wait=False)
             handed = self._pool.try_submit(spec, batch)
             if handed is not None:
-                self._pending.append((target, handed))
+                self._pending.append((target, batch, handed))
                 return
-        self._merge(target, process_batch(self._batch_keyring, spec, batch))
+        self._merge(target, batch, process_batch(self._batch_keyring, spec, batch))
 
     def _collect(self, *, wait: bool) -> None:
         """Merge finished worker results, oldest first (all of them when ``wait``)."""
         pending = self._pending
-        while pending and (wait or pending[0][1].ready()):
-            target, handle = pending.popleft()
-            self._merge(target, handle.get())
+        while pending and (wait or pending[0][2].ready()):
+            target, batch, handle = pending.popleft()
+            self._merge(target, batch, handle.get())
 
-    def _merge(self, target: LocationTarget, result: BatchResult) -> None:
+    def _merge(self, target: LocationTarget, batch: Batch, result: BatchResult) -> None:
         loc = target.location
         self.tallies.of(loc.label, loc.table, loc.column, True).add_batch(result)
         if self.on_token is not None:
             for rowid, index in result.tokens:
                 self.on_token(loc.label, loc.table, loc.column, rowid, "", None if index < 0 else index)
-        if self.fingerprint is not None:
-            self.fingerprint.merge(result.fingerprint, result.fingerprinted)
+        if self.stored is not None:  # the texts as they come back: exactly what is written next
+            self.stored.add_values(loc.label, batch, result.updates)
         self._write(loc.table, loc.column, result.updates)
 
     def _write(self, table: str, column: str, updates: Sequence[tuple[str, int]]) -> None:

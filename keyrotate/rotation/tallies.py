@@ -1,11 +1,10 @@
-"""Counting what a scan finds: per-location tallies, failures by row id, and one keyed fingerprint of the plaintexts."""
+"""Counting what a scan finds: per-location tallies and failures by row id."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from os import urandom
 
-from keyrotate.rotation.batches import NOT_OPENED, BatchResult, digest_records
+from keyrotate.rotation.batches import NOT_OPENED, BatchResult
 
 FAILURE_DETAIL_LIMIT = 200  # failures listed one by one; beyond that only counted
 
@@ -82,30 +81,3 @@ class Tallies(dict[str, Tally]):
 
 def outside_label(table: str, column: str) -> str:
     return f"{table}.{column} (outside the catalogue)"
-
-
-class Fingerprint:
-    """An order-independent digest of (location, row, path, plaintext) records.
-
-    Lets the post-commit check prove that every plaintext came back unchanged
-    without holding any plaintext in memory. Keyed with a per-run random key,
-    so the digest says nothing about the secrets. Whole-value locations add one
-    :func:`~keyrotate.rotation.batches.digest_records` per batch of rows, JSON
-    fields and discovered tokens one per value: the same digest, XORed in.
-    """
-
-    def __init__(self, salt: bytes) -> None:
-        self.salt = salt
-        self.value = 0
-        self.count = 0
-
-    def add(self, label: str, rowid: int, path: str, plaintext: bytes) -> None:
-        self.merge(digest_records(self.salt, f"{label}\x00{path}", [b"%d\x00%d\x00%s" % (rowid, len(plaintext), plaintext)]), 1)
-
-    def merge(self, digest: int, count: int) -> None:
-        self.value ^= digest
-        self.count += count
-
-
-def new_fingerprint() -> Fingerprint:
-    return Fingerprint(urandom(32))

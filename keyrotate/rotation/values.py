@@ -1,4 +1,4 @@
-"""What a scan does with each token or plaintext outside the hot path: classify, fingerprint, re-encrypt in place."""
+"""What a scan does with each token or plaintext outside the hot path: classify, re-encrypt in place."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from keyrotate.rotation.json_values import (
     secret_paths,
 )
 from keyrotate.rotation.reading import Batch
-from keyrotate.rotation.tallies import FailedValue, Fingerprint, Tallies, Tally
+from keyrotate.rotation.tallies import FailedValue, Tallies, Tally
 from keyrotate.rotation.targets import DiscoveryTarget, LocationTarget
 from keyrotate.trek.formats import API_PREFIX, Keyring, Scheme, is_well_formed_token
 
@@ -38,15 +38,14 @@ class Rewrite:
 
 
 class ValueHandler:
-    """JSON fields and stray tokens, value by value, with the same keyring, tallies and fingerprint as the batches."""
+    """JSON fields and stray tokens, value by value, with the same keyring and tallies as the batches."""
 
-    def __init__(self, keyring: Keyring, tallies: Tallies, *, fingerprint: Fingerprint | None,
+    def __init__(self, keyring: Keyring, tallies: Tallies, *,
                  rewrite: Rewrite | None, on_token: TokenCallback | None, plugin_fields: PluginFields) -> None:
         self.read = keyring.reader(Scheme.API)
         # JSON fields and stray tokens are all api scheme
         self.seal = keyring.cipher(rewrite.new_index, Scheme.API).seal_checked if rewrite is not None else None
         self.tallies = tallies
-        self.fingerprint = fingerprint
         self.rewrite = rewrite
         self.on_token = on_token
         self.plugin_fields = plugin_fields
@@ -72,10 +71,9 @@ class ValueHandler:
         tally.opened_by[index] += 1
         rw = self.rewrite
         if rw is None or index == rw.new_index:
-            self._fingerprint(tally.label, rowid, path, plaintext)
             return None
         tally.rewritten += 1
-        return self._seal(tally.label, table, column, rowid, path, plaintext)
+        return self._seal(table, column, rowid, plaintext)
 
     def plaintext(self, tally: Tally, table: str, column: str, rowid: int, path: str, value: str, *,
                   can_rewrite: bool) -> str | None:
@@ -86,15 +84,10 @@ class ValueHandler:
         if rw is None or not rw.encrypt_plaintext or not can_rewrite:
             return None
         tally.encrypted_plaintext += 1
-        return self._seal(tally.label, table, column, rowid, path, value.encode("utf-8"))
+        return self._seal(table, column, rowid, value.encode("utf-8"))
 
-    def _fingerprint(self, label: str, rowid: int, path: str, plaintext: bytes) -> None:
-        if self.fingerprint is not None:
-            self.fingerprint.add(label, rowid, path, plaintext)
-
-    def _seal(self, label: str, table: str, column: str, rowid: int, path: str, plaintext: bytes) -> str:
+    def _seal(self, table: str, column: str, rowid: int, plaintext: bytes) -> str:
         assert self.seal is not None
-        self._fingerprint(label, rowid, path, plaintext)
         new = self.seal(plaintext)
         if new is None:
             raise rewrite_failed(table, column, rowid)
