@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from keyrotate.trek.formats import Scheme, decrypt_text
+from keyrotate.trek.formats import Scheme
 from keyrotate.trek.keys import Key, create_key_file, generate_key_text
+
+from .trek_text import decrypt_text
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

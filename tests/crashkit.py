@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keyrotate.trek.formats import Scheme, decrypt_text
+from keyrotate.trek.formats import Scheme
 from keyrotate.trek.keys import Key, create_key_file
 from keyrotate.trek.sample import add_plugin_users, build_sample_database
 
 from .conftest import stored_value
 from .kill_at import KILL_VARIABLE, MARK_VARIABLE
+from .trek_text import decrypt_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OLD_TEXT = "crash-harness-old-key-0123456789abcdef"

@@ -15,10 +15,11 @@ from contextlib import closing
 from pathlib import Path
 
 from keyrotate.errors import ExitCode
-from keyrotate.trek.formats import Scheme, decrypt_text, encrypt_text
+from keyrotate.trek.formats import Scheme
 
 from .crashkit import NEW_TEXT, OLD_TEXT, Scenario, environment, make_scenario
 from .test_interrupts import rotate_args
+from .trek_text import decrypt_text, encrypt_text
 
 Change = Callable[[sqlite3.Connection, Scenario], None]
 FAILED = "The rotation was committed but the check on a fresh connection failed: the values stored in "

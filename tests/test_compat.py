@@ -23,11 +23,13 @@ from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.verify import verify_database
 from keyrotate.store.database import connect
 from keyrotate.trek.catalogue import CATALOGUE, Presence, resolve_catalogue
-from keyrotate.trek.formats import Cipher, Scheme, decrypt_text
+from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key
 from keyrotate.trek.sample import SampleDatabase, build_sample_database
 from keyrotate.trek.sample_secrets import SampleSecret
 from keyrotate.trek.schema import inspect_database
+
+from .trek_text import decrypt_text
 
 OLD = Key("the old key of the compat tests", "old test key")
 NEW = Key("the new key of the compat tests", "new test key")

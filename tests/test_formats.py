@@ -19,13 +19,12 @@ from keyrotate.trek.formats import (
     Cipher,
     Keyring,
     Scheme,
-    decrypt_text,
-    encrypt_text,
     node_base64_decode,
 )
 from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy, stored_value
+from .trek_text import decrypt_text, encrypt_text
 
 
 @pytest.mark.parametrize(

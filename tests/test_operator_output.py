@@ -18,12 +18,13 @@ from keyrotate.rotation import after_commit
 from keyrotate.rotation.failures import FAILURE_EXAMPLES
 from keyrotate.rotation.stored import Batch, StoredDigest
 from keyrotate.rotation.tallies import FAILURE_DETAIL_LIMIT
-from keyrotate.trek.formats import Scheme, encrypt_text
+from keyrotate.trek.formats import Scheme
 from keyrotate.trek.keys import Key, create_key_file, generate_key_text
 from keyrotate.trek.sample import build_sample_database
 
 from .conftest import TrekCopy, listing
 from .test_lifecycle import run_keyrotate
+from .trek_text import encrypt_text
 
 
 def invoke(args: list[str]) -> Result:

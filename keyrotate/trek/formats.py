@@ -244,16 +244,3 @@ class Keyring:
             return UNOPENED, b""
 
         return read
-
-
-def encrypt_text(plaintext: str, key: Key, scheme: Scheme) -> str:
-    """Encrypt a string the way TREK does (trimmed first, as TREK trims input)."""
-    return Cipher(key, scheme).seal(plaintext.strip().encode("utf-8"))
-
-
-def decrypt_text(stored: str, key: Key, scheme: Scheme) -> str | None:
-    """Decrypt to text, or None when the value does not open under ``key``."""
-    if scheme is Scheme.API and not is_api_token(stored):
-        return None
-    opened = Cipher(key, scheme).open(stored)
-    return None if opened is None else opened.decode("utf-8", errors="replace")
