@@ -16,7 +16,9 @@ from pathlib import Path
 
 from keyrotate.errors import ExitCode
 from keyrotate.trek.formats import Scheme
+from keyrotate.trek.keys import Key
 
+from .conftest import TrekCopy
 from .crashkit import NEW_TEXT, OLD_TEXT, Scenario, environment, make_scenario
 from .test_interrupts import rotate_args
 from .trek_text import decrypt_text, encrypt_text
@@ -90,3 +92,43 @@ def test_an_untouched_file_passes_the_check(tmp_path: Path) -> None:
     scenario, result = _paused_rotation(tmp_path, lambda conn, scenario: None)
     assert result.returncode == 0, result.stderr
     assert scenario.key_file.read_text().strip() == NEW_TEXT
+
+
+def _plugin_table_without_primary_key(conn: sqlite3.Connection, key: Key) -> dict[str, str]:
+    """A plugin table with neither primary key nor index (its rowids are VACUUM's to renumber) holding
+    tokens under ``key`` between rows that are deleted again; the tokens' plaintexts by owner."""
+    conn.execute("CREATE TABLE plugin_notes (owner TEXT, note TEXT)")
+    secrets = {}
+    for n in range(12):
+        conn.executemany("INSERT INTO plugin_notes VALUES ('filler', ?)", [(f"filler {i}",) for i in range(50)])
+        secrets[f"owner {n}"] = f"plugin secret {n}"
+        conn.execute("INSERT INTO plugin_notes VALUES (?, ?)",
+                     (f"owner {n}", encrypt_text(secrets[f"owner {n}"], key, Scheme.API)))
+    conn.execute("DELETE FROM plugin_notes WHERE owner = 'filler'")
+    return secrets
+
+
+def _token_rowids(conn: sqlite3.Connection) -> list[int]:
+    return [rowid for (rowid,) in conn.execute("SELECT rowid FROM plugin_notes ORDER BY owner")]
+
+
+def test_tokens_in_a_table_whose_rowids_vacuum_renumbers_pass_the_check(trek: TrekCopy, new_key_file: Path,
+                                                                         tmp_path: Path) -> None:
+    """SQLite: VACUUM "may change the ROWIDs of entries in any tables that do not have an explicit INTEGER
+    PRIMARY KEY". The check after the VACUUM must not count a renumbered row as a changed value."""
+    with closing(sqlite3.connect(trek.db, isolation_level=None)) as conn:
+        secrets = _plugin_table_without_primary_key(conn, trek.key)
+        before = _token_rowids(conn)
+        with closing(sqlite3.connect(tmp_path / "scratch.db", isolation_level=None)) as scratch:
+            conn.backup(scratch)
+            scratch.execute("VACUUM")
+            assert _token_rowids(scratch) != before  # VACUUM really renumbers this table: the test tests something
+    result = subprocess.run([sys.executable, "-m", "keyrotate", "rotate", "--data-dir", str(trek.data_dir),
+                             "--new-key-file", str(new_key_file), "--yes", "--quiet"],
+                            env=environment(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == ExitCode.OK, result.stderr
+    new_key = Key(new_key_file.read_text().strip(), "new key")
+    with closing(sqlite3.connect(trek.db)) as conn:
+        assert _token_rowids(conn) != before  # the rotation's VACUUM renumbered them
+        stored = dict(conn.execute("SELECT owner, note FROM plugin_notes").fetchall())
+    assert {owner: decrypt_text(text, new_key, Scheme.API) for owner, text in stored.items()} == secrets

@@ -52,6 +52,20 @@ def test_virtual_and_shadow_tables_are_left_out_and_without_rowid_comes_from_sql
     assert list(info.schema)[-2:] == ["sync_state", "hooks"]  # in the order the tables were created
 
 
+def test_only_an_integer_primary_key_counts_as_a_rowid_vacuum_keeps(trek4: TrekCopy) -> None:
+    """SQLite's documented condition: VACUUM may renumber any table without an explicit INTEGER PRIMARY KEY."""
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        conn.executescript(
+            'CREATE TABLE alias_a ("Id" integer PRIMARY KEY, v); CREATE TABLE alias_b (v, id INTEGER, PRIMARY KEY (id DESC));'
+            "CREATE TABLE loose_desc (id INTEGER PRIMARY KEY DESC, v); CREATE TABLE loose_int (id INT PRIMARY KEY, v);"
+            "CREATE TABLE loose_text (k TEXT PRIMARY KEY, v); CREATE TABLE loose_pair (a INTEGER, b, PRIMARY KEY (a, b));"
+            "CREATE TABLE loose_none (v); CREATE TABLE loose_wr (id INTEGER PRIMARY KEY, v) WITHOUT ROWID;")
+    with closing(connect(trek4.db)) as conn:
+        info = inspect_database(conn, trek4.db)
+    assert {"alias_a", "alias_b", "users"} <= info.rowid_alias
+    assert not {t for t in info.rowid_alias if t.startswith("loose_")}
+
+
 def test_a_table_whose_sql_mentions_without_rowid_is_rotated(trek4: TrekCopy, tmp_path: Path) -> None:
     token = add_tables(trek4)
     report = rotate_database(RotateOptions(trek4.db, (trek4.key,), NEW, backup_path=None, workers=0))

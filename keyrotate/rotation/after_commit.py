@@ -67,7 +67,7 @@ def verify_after_commit(
     the rotation wrote nothing anywhere else.
     """
     options = run.options
-    read_back = StoredDigest(written.key)
+    read_back = StoredDigest(written.key, written.loose)
     targets = plan_targets(run.info, run.resolved, found_outside)
     try:
         with closing(connect(options.db_path, busy_timeout=options.busy_timeout)) as conn, snapshot(conn):

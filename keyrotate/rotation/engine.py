@@ -30,7 +30,7 @@ from keyrotate.rotation.report import RotationReport
 from keyrotate.rotation.revoke import revoke_tokens
 from keyrotate.rotation.scanning import ProgressCallback, Scanner
 from keyrotate.rotation.session import open_database
-from keyrotate.rotation.stored import StoredDigest
+from keyrotate.rotation.stored import StoredDigest, loose_labels
 from keyrotate.rotation.tallies import Tally
 from keyrotate.rotation.values import Rewrite
 from keyrotate.rotation.workers import CryptoPool, crypto_pool
@@ -200,7 +200,8 @@ class _Rotation:
     def _rewrite_pass(self) -> tuple[Scanner, StoredDigest]:
         """Re-encrypt every value under an old key, each checked as it is rewritten; the backup is finished after."""
         options = self.options
-        stored = StoredDigest()  # the text every secret location holds once committed
+        # The text every secret location holds once committed.
+        stored = StoredDigest(loose=loose_labels(self.facts.info, self.facts.resolved))
         rewrite = Rewrite(self.new_index, options.encrypt_plaintext)
         if not options.dry_run:
             self.conn.execute("PRAGMA secure_delete = ON")

@@ -8,6 +8,10 @@ from hashlib import blake2b
 from os import urandom
 from typing import Any
 
+from keyrotate.rotation.targets import plan_targets
+from keyrotate.trek.catalogue import ResolvedLocation
+from keyrotate.trek.schema import DatabaseInfo
+
 Batch = Sequence[tuple[Any, ...]]  # (rowid, value, ...) or, for discovery, (rowid, *cells)
 _MODULUS = 2**256
 
@@ -25,11 +29,15 @@ class StoredDigest:
     :func:`~keyrotate.rotation.reading.read_batches`); each batch is digested
     in rowid order, and a location's batch digests are added up (mod 2**256),
     because worker results are merged in the order they finish, not the order
-    they were read.
+    they were read. The ``loose`` labels are in tables without an INTEGER
+    PRIMARY KEY, whose rowids the VACUUM after the COMMIT may renumber (and so
+    cut into other batches): there each cell is digested on its own, without
+    its rowid, and the cell digests added up, a multiset of the stored texts.
     """
 
-    def __init__(self, key: bytes | None = None) -> None:
+    def __init__(self, key: bytes | None = None, loose: Collection[str] = ()) -> None:
         self.key = key if key is not None else urandom(32)
+        self.loose = frozenset(loose)
         self._sums: dict[str, int] = {}
         self.cells: dict[str, int] = {}
 
@@ -56,8 +64,11 @@ class StoredDigest:
                           [new.get((row[0], column), row[place]) for row in rows])
 
     def _add(self, label: str, column: str, rowids: list[int], values: list[Any]) -> None:
-        stream = blake2b(key=self.key, digest_size=32, person=b"keyrotate-stored")
         name = f"{label}\x00{column}".encode("utf-8", "surrogatepass")
+        if label in self.loose:
+            self._add_cells_alone(label, name, values)
+            return
+        stream = blake2b(key=self.key, digest_size=32, person=b"keyrotate-stored")
         try:
             text = "".join(values)
             kinds = b"T"  # every value is text, the common case
@@ -74,12 +85,32 @@ class StoredDigest:
         self._sums[label] = (self._sums.get(label, 0) + int.from_bytes(stream.digest(), "big")) % _MODULUS
         self.cells[label] = self.cells.get(label, 0) + len(rowids)
 
+    def _add_cells_alone(self, label: str, name: bytes, values: list[Any]) -> None:
+        """Each cell's keyed digest of (label, column, type tag, stored text), no rowid, added up."""
+        head = blake2b(key=self.key, digest_size=32, person=b"keyrotate-cell")
+        head.update(b"%d:%s" % (len(name), name))
+        total = self._sums.get(label, 0)
+        for value in values:
+            stream = head.copy()
+            if value.__class__ is str:
+                stream.update(b"T" + value.encode("utf-8", "surrogatepass"))
+            else:  # a number or blob where TREK expects text: tagged, so 5 and "5" differ
+                stream.update(b"R" + repr(value).encode("utf-8", "surrogatepass"))
+            total += int.from_bytes(stream.digest(), "big")
+        self._sums[label] = total % _MODULUS
+        self.cells[label] = self.cells.get(label, 0) + len(values)
+
     def digests(self, labels: Collection[str]) -> dict[str, tuple[int, int]]:
         """(sum of batch digests, cells) per label in ``labels``."""
         return {label: (total, self.cells[label]) for label, total in self._sums.items() if label in labels}
 
     def count(self, labels: Collection[str]) -> int:
         return sum(n for label, n in self.cells.items() if label in labels)
+
+
+def loose_labels(info: DatabaseInfo, resolved: Sequence[ResolvedLocation]) -> frozenset[str]:
+    """The labels of all targets in tables whose rowids a VACUUM may renumber (no INTEGER PRIMARY KEY)."""
+    return frozenset(target.label for target in plan_targets(info, resolved) if target.table not in info.rowid_alias)
 
 
 def differing_labels(written: StoredDigest, read_back: StoredDigest, labels: Collection[str]) -> list[str]:

@@ -14,6 +14,7 @@ from keyrotate.trek.catalogue import TrekVersion, detect_trek_version
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
+    from sqlite_utils.db import Table
 
 TREK_TABLES = ("users", "settings", "app_settings")
 # The tables a virtual table's module keeps its data in (SQLite's "shadow tables", named <table>_<suffix>).
@@ -36,6 +37,8 @@ class DatabaseInfo:
     without_rowid: frozenset[str]
     schema_version: int | None
     version: TrekVersion
+    # Tables whose rowid is an INTEGER PRIMARY KEY: the only ones whose rowids VACUUM must keep.
+    rowid_alias: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class TableKinds:
 def inspect_database(conn: sqlite3.Connection, path: Path) -> DatabaseInfo:
     """Read the schema and decide whether this is TREK's database."""
     try:
-        schema, without_rowid = _ordinary_tables(conn)
+        schema, without_rowid, rowid_alias = _ordinary_tables(conn)
     except sqlite3.DatabaseError as exc:
         raise translate_error(exc, path) from None
     missing = [t for t in TREK_TABLES if t not in schema]
@@ -66,20 +69,37 @@ def inspect_database(conn: sqlite3.Connection, path: Path) -> DatabaseInfo:
     if "schema_version" in schema:
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         schema_version = row[0] if row and isinstance(row[0], int) else None
-    return DatabaseInfo(path, schema, without_rowid, schema_version, detect_trek_version(schema, schema_version))
+    return DatabaseInfo(path, schema, without_rowid, schema_version, detect_trek_version(schema, schema_version),
+                        rowid_alias)
 
 
-def _ordinary_tables(conn: sqlite3.Connection) -> tuple[dict[str, tuple[str, ...]], frozenset[str]]:
+def _ordinary_tables(
+    conn: sqlite3.Connection,
+) -> tuple[dict[str, tuple[str, ...]], frozenset[str], frozenset[str]]:
     """Each ordinary table of the main database with its columns (in the order the tables were created),
-    and which of them are WITHOUT ROWID."""
+    which of them are WITHOUT ROWID, and which have an INTEGER PRIMARY KEY as their rowid."""
     kinds = kinds_from_table_list(conn)
     if kinds is None:  # SQLite before 3.37 (the Python of RHEL 9 has 3.34)
         kinds = kinds_from_create_statements(conn)
-    return {
-        table.name: tuple(column.name for column in table.columns)
-        for table in introspect(conn).tables
-        if table.name not in kinds.left_out and not table.name.startswith("sqlite_")
-    }, kinds.without_rowid
+    tables = [table for table in introspect(conn).tables
+              if table.name not in kinds.left_out and not table.name.startswith("sqlite_")]
+    schema = {table.name: tuple(column.name for column in table.columns) for table in tables}
+    alias = frozenset(table.name for table in tables
+                      if table.name not in kinds.without_rowid and _has_rowid_alias(table))
+    return schema, kinds.without_rowid, alias
+
+
+def _has_rowid_alias(table: Table) -> bool:
+    """Whether the table's rowid is an INTEGER PRIMARY KEY column, which VACUUM never renumbers.
+
+    SQLite: "The VACUUM command may change the ROWIDs of entries in any tables that do not have an
+    explicit INTEGER PRIMARY KEY." A single primary-key column declared INTEGER is the rowid unless
+    SQLite made an index for it (``INTEGER PRIMARY KEY DESC`` in the column definition is not an alias).
+    """
+    pk = [column for column in table.columns if column.is_pk]
+    if len(pk) != 1 or (pk[0].type or "").upper() != "INTEGER":
+        return False
+    return not any(index.origin == "pk" for index in table.indexes)
 
 
 def introspect(conn: sqlite3.Connection) -> Database:
