@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,10 +70,14 @@ def prompt_key(prompt: str, label: str, options_hint: str, *, confirm: bool) -> 
         text = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True)
     except click.Abort as abort:
         # click turns both KeyboardInterrupt and EOFError into Abort; the one it caught is the context.
-        if isinstance(abort.__context__, KeyboardInterrupt) or click.get_text_stream("stdin").isatty():
+        if isinstance(abort.__context__, KeyboardInterrupt) or _stdin_is_a_terminal():
             raise CancelledError("Cancelled; nothing was written.") from None
         raise click.UsageError(f"No {label} key given and none could be read from the prompt. Use {options_hint}.") from None
     return Key(text, f"{label} key typed at the prompt")
+
+
+def _stdin_is_a_terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def check_new_key(key: Key) -> None:
