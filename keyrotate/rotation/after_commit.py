@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -32,7 +33,7 @@ def scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions) -> list
             warnings.append(
                 f"The rotation is committed, but compacting the database failed ({exc}): unused space in "
                 f"{options.db_path} may still hold old ciphertexts. Free some space and run: "
-                f"sqlite3 {options.db_path} 'VACUUM'"
+                f"sqlite3 {shlex.quote(str(options.db_path))} 'VACUUM'"
             )
     else:
         warnings.append(
