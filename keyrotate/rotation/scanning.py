@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from keyrotate.rotation.batches import BatchResult, BatchSpec, process_batch
 from keyrotate.rotation.discovery import DiscoverySearch
@@ -81,9 +80,13 @@ class Scanner:
         self._key_order = tuple(self._batch_keyring.index_of(key) for key in keyring.keys)
         self._pending: deque[tuple[LocationTarget, Batch, PendingBatch]] = deque()
         self._empties: dict[str, int] | None = None
+        self._targets: list[Target] | None = None
 
     def targets(self) -> list[Target]:
-        return plan_targets(self.info, self.resolved, self._discovery_tables)
+        """What this scan walks, planned once (the catalogue crossed with the schema)."""
+        if self._targets is None:
+            self._targets = plan_targets(self.info, self.resolved, self._discovery_tables)
+        return self._targets
 
     def run(self, phase: str, progress: ProgressCallback | None = None) -> dict[str, Tally]:
         try:
@@ -114,7 +117,7 @@ class Scanner:
         self._discovery_search = DiscoverySearch(
             path, [t for t in self.targets() if isinstance(t, DiscoveryTarget)])
 
-    def _batches(self, target: Target) -> Any:
+    def _batches(self, target: Target) -> Iterator[Batch]:
         search = self._discovery_search
         rowids = search.rowids(target.table) if search is not None and isinstance(target, DiscoveryTarget) else None
         return read_batches(self.conn, target, rowids)
