@@ -19,9 +19,9 @@ from typing import Any, TextIO
 
 from keyrotate.cli.printable import printable as _clean
 from keyrotate.cli.tables import markdown_text as _md
-from keyrotate.operations.exposure import ExposedSecret, ExposureReport
+from keyrotate.operations.exposure import ExposureReport
 from keyrotate.operations.exposure_groups import GroupLine
-from keyrotate.operations.exposure_records import SecretHead, SecretRows
+from keyrotate.operations.exposure_records import ExposedSecret, SecretHead, SecretRows
 from keyrotate.rotation.report import SCHEMA_VERSION
 
 TITLE = "Secrets readable with the suspected key"
@@ -167,10 +167,6 @@ def _value(value: object) -> str:
     if value is None:
         return "null"
     return _ENCODE(value)
-
-
-def exposure_text(report: ExposureReport) -> str:
-    return "\n".join(_text(report))
 
 
 def totals(report: ExposureReport) -> dict[str, Any]:

@@ -26,8 +26,6 @@ from keyrotate.trek.beyond import Finding, find_beyond
 from keyrotate.trek.formats import Keyring
 from keyrotate.trek.keys import Key
 
-__all__ = ["ExposedSecret", "ExposureReport", "SecretRows", "find_exposure"]
-
 
 @dataclass(frozen=True)
 class ExposureReport:
