@@ -162,3 +162,22 @@ def test_commands_without_a_database_do_not_import_sqlite_utils(command: list[st
     imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
     assert "click" in imported
     assert "sqlite_utils" not in imported
+
+
+def test_the_cli_reads_a_schema_without_importing_numpy(trek4: TrekCopy) -> None:
+    """sqlite_utils imports numpy whenever it is installed; the CLI's own process keeps it out (keyrotate.__main__)."""
+    pytest.importorskip("numpy")  # only where numpy is installed can this fail
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "keyrotate", "verify", "--data-dir",
+                          str(trek4.data_dir), "--quiet"], capture_output=True, text=True, check=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert "sqlite_utils" in imported
+    assert not [name for name in imported if name.split(".")[0] in ("numpy", "pandas")]
+
+
+def test_a_library_user_can_still_import_numpy_after_reading_a_schema(trek4: TrekCopy) -> None:
+    """Only the CLI's process keeps numpy out: ``import keyrotate`` changes nothing for its host."""
+    pytest.importorskip("numpy")
+    code = ("import sys, keyrotate.store.database as d, keyrotate.trek.schema as s; from pathlib import Path; "
+            f"s.inspect_database(d.connect(Path({str(trek4.db)!r})), Path({str(trek4.db)!r})); "
+            "import numpy, sqlite_utils.db; assert sqlite_utils.db.np is numpy")
+    subprocess.run([sys.executable, "-c", code], check=True)

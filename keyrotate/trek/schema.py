@@ -113,7 +113,8 @@ def introspect(conn: sqlite3.Connection) -> Database:
     # on the 2-core dev VM, CPU medians of 11 alternating runs: importing sqlite_utils after click costs 50 ms,
     # 150 ms when numpy is installed (sqlite_utils imports it if it can); `verify` of the trek-4.2-shape fixture
     # went from 236 to 412 ms (numpy installed), of which ~4 ms is reading the schema through sqlite-utils
-    # rather than with raw PRAGMAs (it lists the tables again for each table's columns).
+    # rather than with raw PRAGMAs (it lists the tables again for each table's columns). The CLI's process keeps
+    # numpy out of that import (keyrotate.__main__.keep_out_unused_modules).
     from sqlite_utils import Database
 
     return Database(conn, recursive_triggers=False, execute_plugins=False)
