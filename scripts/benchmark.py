@@ -18,7 +18,11 @@ ratios to the floor as the median (min–max) of each run's own ratio, and the
 median CPU time (user + system, workers included) of keyrotate and of the
 floor: steadier than wall time on a busy machine. Peak RSS is over all of keyrotate's processes (the CLI and its crypto workers): the sum
 of each process's own peak (VmHWM, read from /proc every 10 ms), an upper
-bound on what they held at one moment. ``--host loaded`` measures with
+bound on what they held at one moment. Peak PSS, a second and lower figure, is
+the largest sum of the processes' proportional set sizes seen at one 10 ms
+sample (/proc/PID/smaps_rollup: a page two processes share counts half in
+each), so pages shared by the CLI and a worker count once; a short peak between
+samples can be missed. ``--host loaded`` measures with
 ``--workers 0`` while one CPU-bound neighbour process runs (floor included):
 what to expect on a host busy with other work.
 
@@ -126,6 +130,7 @@ class Measured:
     cpu: float  # user + system seconds of the command and every process it waited for (workers included)
     rss_mb: float  # peak RSS of all its processes: the sum of each process's own peak (VmHWM), an upper bound
     rss_sampled_mb: float  # the largest sum of VmRSS over the process tree seen at one 10 ms sample
+    pss_mb: float  # the largest sum of PSS over the process tree seen at one 10 ms sample (a shared page counted once)
     stdout: str
 
 
@@ -141,6 +146,18 @@ def _process_tree(pid: int) -> list[int]:
         except (FileNotFoundError, ProcessLookupError, ValueError):
             continue
     return pids
+
+
+def _pss_kib(pid: int) -> int:
+    """Proportional set size of one process: each page it shares counted as its share, zero once it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
+        pass
+    return 0
 
 
 def _memory_kib(pid: int) -> tuple[int, int]:
@@ -190,14 +207,16 @@ def run_measured(command: list[str], env: dict[str, str]) -> Measured:
             raise SystemExit(f"{' '.join(command)} did not start:\n{stderr.read()}")
         pid = int(started)
         peaks: dict[int, int] = {}
-        sampled = 0
+        sampled = pss = 0
         while launcher.poll() is None:
-            total = 0
+            total = total_pss = 0
             for member in _process_tree(pid):
                 rss, hwm = _memory_kib(member)
                 total += rss
+                total_pss += _pss_kib(member)
                 peaks[member] = max(peaks.get(member, 0), hwm)
             sampled = max(sampled, total)
+            pss = max(pss, total_pss)
             time.sleep(0.01)
         returncode, maxrss, cpu, wall = report.readline().split()
         peaks[pid] = max(peaks.get(pid, 0), int(maxrss))  # its very last peak, in KiB on Linux
@@ -206,7 +225,7 @@ def run_measured(command: list[str], env: dict[str, str]) -> Measured:
         out, err = stdout.read(), stderr.read()
     if launcher.returncode != 0 or int(returncode) != 0:
         raise SystemExit(f"{' '.join(command)} exited {returncode}:\n{err}")
-    return Measured(float(wall), float(cpu), max(sampled, sum(peaks.values())) / 1024, sampled / 1024, out)
+    return Measured(float(wall), float(cpu), max(sampled, sum(peaks.values())) / 1024, sampled / 1024, pss / 1024, out)
 
 
 def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
@@ -275,15 +294,17 @@ class Series:
     walls: list[float] = field(default_factory=list)
     cpus: list[float] = field(default_factory=list)
     rss: list[float] = field(default_factory=list)
+    pss: list[float] = field(default_factory=list)
 
     def add(self, m: Measured) -> None:
         self.walls.append(m.wall)
         self.cpus.append(m.cpu)
         self.rss.append(m.rss_mb)
+        self.pss.append(m.pss_mb)
 
     def summary(self) -> dict[str, float]:
         return {"median": statistics.median(self.walls), "min": min(self.walls), "max": max(self.walls),
-                "cpu": statistics.median(self.cpus), "peak_rss_mb": max(self.rss)}
+                "cpu": statistics.median(self.cpus), "peak_rss_mb": max(self.rss), "peak_pss_mb": max(self.pss)}
 
 
 def _ratios(top: list[float], bottom: list[float]) -> dict[str, float]:
@@ -335,7 +356,8 @@ def bench_size(out: Path, case: Case) -> dict[str, object]:
             verify.add(run_measured([sys.executable, "-m", "keyrotate", "verify", "--db", str(db), "--key-file",
                                      str(work / "copy" / "new.key"), "--quiet", *extra], env))
             print(f"  {name}: run {run + 1}/{case.runs}: floor {floor.walls[-1]:.2f}s (cpu {floor.cpus[-1]:.2f}s), "
-                  f"keyrotate {rotate.walls[-1]:.2f}s (cpu {rotate.cpus[-1]:.2f}s, {rotate.rss[-1]:.0f} MB), "
+                  f"keyrotate {rotate.walls[-1]:.2f}s (cpu {rotate.cpus[-1]:.2f}s, {rotate.rss[-1]:.0f} MB, "
+                  f"PSS {rotate.pss[-1]:.0f} MB), "
                   f"verify {verify.walls[-1]:.2f}s, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
     keyrotate = rotate.summary()
@@ -355,14 +377,15 @@ def _spread(s: dict[str, float], unit: str = " s") -> str:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     print("| database | host | secrets | runs | keyrotate (median, min–max) | µs/secret | peak RSS, all processes "
-          "| floor (median, min–max) | keyrotate / floor | verify (median, min–max) | verify / floor "
+          "| peak PSS, sampled | floor (median, min–max) | keyrotate / floor | verify (median, min–max) | verify / floor "
           "| CPU keyrotate / floor |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         kind = f"filler {r['filler']:g}, {r['db_mb']:.0f} MB" if r["filler"] else f"generator, {r['db_mb']:.0f} MB"
         host = "loaded: --workers 0 + 1 busy process" if r["loaded"] else "as is"
         print(f"| {kind} | {host} | {r['secrets']:,} | {r['runs']} | {_spread(r['keyrotate'])} "
-              f"| {r['us_per_secret']:.1f} | {r['keyrotate']['peak_rss_mb']:.0f} MB | {_spread(r['floor'])} "
+              f"| {r['us_per_secret']:.1f} | {r['keyrotate']['peak_rss_mb']:.0f} MB "
+              f"| {r['keyrotate']['peak_pss_mb']:.0f} MB | {_spread(r['floor'])} "
               f"| {_spread(r['ratio'], 'x')} | {_spread(r['verify'])} | {_spread(r['verify_ratio'], 'x')} "
               f"| {r['keyrotate']['cpu']:.2f} s / {r['floor']['cpu']:.2f} s |")
 

@@ -79,3 +79,40 @@ def test_pipeline_ends_when_the_rotation_is_killed(tmp_path: Path) -> None:
         for pid in _gone_within(workers, 0):
             os.kill(pid, signal.SIGKILL)
     assert reader.returncode == 0
+
+
+def _worker_pids() -> list[int]:
+    return [pid for pid in _children(os.getpid()) if _alive(pid)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_a_worker_is_a_fresh_process_that_got_its_keys_over_its_pipe() -> None:
+    """Not a fork: it maps none of this process's libraries or heap (here: SQLite, loaded by the tests), holds
+    nothing of its stdin or stdout, and the key is in neither its command line nor its environment."""
+    import sqlite3  # noqa: F401 - loaded here, so a forked worker would map it too
+
+    from keyrotate.rotation.batches import BatchSpec
+    from keyrotate.rotation.workers import CryptoPool
+    from keyrotate.trek.formats import Cipher, Scheme
+    from keyrotate.trek.keys import Key
+
+    text = "a key that must stay out of argv and environ 7f3c"
+    key = Key(text, "test key")
+    before = set(_worker_pids())
+    with CryptoPool((key,), 1) as pool:
+        spec = BatchSpec("users.maps_api_key", "users", "maps_api_key", Scheme.API, (0,))
+        handed = pool.try_submit(spec, [(1, Cipher(key, Scheme.API).seal(b"hello"))])
+        assert handed is not None
+        assert handed.get().opened_by == [1]  # it holds the key: it opened the value
+        (worker,) = set(_worker_pids()) - before
+        os.kill(worker, signal.SIGINT)  # interrupts are the parent's: the worker goes on
+        after = pool.try_submit(spec, [(2, "plain")])
+        assert after is not None
+        assert after.get().plaintext == 1
+        proc = Path(f"/proc/{worker}")
+        assert text.encode() not in (proc / "cmdline").read_bytes()
+        assert text.encode() not in (proc / "environ").read_bytes()
+        assert "_sqlite3" not in (proc / "maps").read_text()
+        for fd in (0, 1):
+            assert os.readlink(proc / "fd" / str(fd)) == os.devnull
+    assert worker not in _children(os.getpid())  # stopped and reaped

@@ -16,7 +16,7 @@ from keyrotate.rotation.session import snapshot
 from keyrotate.rotation.stored import StoredDigest, differing_labels
 from keyrotate.rotation.targets import DiscoveryTarget, Target, plan_targets
 from keyrotate.store.backup import restore_command
-from keyrotate.store.database import checkpoint, connect
+from keyrotate.store.database import PASS_THROUGH_CACHE_KIB, checkpoint, connect
 
 
 def scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions) -> list[str]:
@@ -28,6 +28,7 @@ def scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions) -> list
     warnings = []
     if options.vacuum:
         try:
+            conn.execute(f"PRAGMA cache_size = -{PASS_THROUGH_CACHE_KIB}")  # drops the pass's pages first
             conn.execute("VACUUM")
         except sqlite3.Error as exc:
             warnings.append(

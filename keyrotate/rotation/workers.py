@@ -3,29 +3,29 @@
 The crypto is CPU-bound; SQLite I/O is not shared: the calling process reads
 every batch, hands it to a worker (or does it itself while the workers are
 busy) and writes the results through its one connection, in its one
-transaction. Keys reach the workers as the arguments of the forked process
-(inherited memory on Linux, the process's pipe elsewhere), never through argv,
-the environment or a file.
+transaction. Each worker is a fresh, small interpreter
+(:mod:`keyrotate.rotation.crypto_worker`), not a fork of this process; keys
+reach it as the first message on its pipe, never through argv, the
+environment or a file.
 """
 
 from __future__ import annotations
 
-import ctypes
-import multiprocessing
 import os
 import pickle
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
 
+import keyrotate
 from keyrotate.errors import KeyrotateError
-from keyrotate.rotation.batches import BatchResult, BatchSpec, Row, process_batch
+from keyrotate.rotation.batches import BatchResult, BatchSpec, Row
+from keyrotate.rotation.crypto_worker import BOOTSTRAP, INTERRUPTS
 from keyrotate.trek.formats import Keyring
 from keyrotate.trek.keys import Key
 
@@ -42,73 +42,14 @@ def _pack_rows(rows: list[Row]) -> tuple[list[int], str] | list[Row]:
     return [row[0] for row in rows], joined
 
 
-def _unpack_rows(packed: tuple[list[int], str] | list[Row]) -> list[Row]:
-    if isinstance(packed, list):
-        return packed
-    rowids, joined = packed
-    return list(zip(rowids, joined.split("\x00"), strict=True))
-
-
 # A worker holds the batch it is working on plus, when it fits in the pipe's buffer, the next one.
 # A second batch is only sent when the kernel can take all of it at once: the sender then never
 # blocks, so the two sides can never both be stuck sending to each other.
 BATCHES_PER_WORKER = 2
 
 
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: the kernel kills this worker when the process that forked it dies, even by SIGKILL."""
-    if sys.platform != "linux":
-        return
-    with suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(0)
-
-
-def _serve(keys: tuple[Key, ...], conn: Connection, parent: int, inherited: tuple[int, ...]) -> None:
-    """A worker's loop: batches in, results out, until told to stop or the parent is gone."""
-    # Interrupts are the parent's to handle: it rolls back (or finishes after a commit) and stops the workers.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)
-    _die_with_parent(parent)
-    # A forked worker inherits the parent's end of every pipe (its own and earlier workers'). Holding one
-    # keeps that pipe open after the parent dies: this worker would never see EOF and live on with the keys.
-    for fd in inherited:
-        with suppress(OSError):
-            os.close(fd)
-    # Nor may it hold the parent's stdout: `keyrotate ... | cat` ends only when every writer is gone.
-    with suppress(OSError):
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(null, 1)
-        os.close(null)
-    keyring = Keyring(keys)
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
-        spec, packed = message
-        try:
-            reply: tuple[bool, Any] = (True, process_batch(keyring, spec, _unpack_rows(packed)))
-        except KeyrotateError as exc:  # messages name rows, never values
-            reply = (False, exc)
-        except Exception as exc:  # noqa: BLE001 - anything else is a bug; its type is enough
-            reply = (False, KeyrotateError(f"A crypto worker failed ({type(exc).__name__}); nothing was committed."))
-        try:
-            conn.send(reply)
-        except OSError:  # the parent closed its end: it is stopping or gone
-            return
-
-
 class _Worker:
-    def __init__(self, process: BaseProcess, conn: Connection, send_room: int) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], conn: Connection, send_room: int) -> None:
         self.process = process
         self.conn = conn
         self.send_room = send_room  # bytes the pipe surely takes without waiting for the worker
@@ -158,6 +99,28 @@ def _pipe() -> tuple[Connection, Connection, int]:
     return Connection(ends[0].detach()), Connection(ends[1].detach()), granted // 4
 
 
+def _import_path() -> list[str]:
+    """Where this process found keyrotate and its dependencies, for a worker started without site or environment."""
+    here = str(Path(keyrotate.__file__).resolve().parent.parent)
+    return [here, *(entry for entry in sys.path if entry and entry != here)]
+
+
+def _start_worker(there: Connection) -> subprocess.Popen[bytes]:
+    """A worker process on the far end of a pipe (:mod:`keyrotate.rotation.crypto_worker`).
+
+    It starts with the interrupts blocked (a signal mask survives exec) and
+    ignores them before unblocking them, so a Ctrl-C that arrives while it
+    starts up is the parent's alone.
+    """
+    command = [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(os.getpid()), str(there.fileno()), *_import_path()]
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+    try:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                pass_fds=(there.fileno(),))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 class CryptoPool:
     """Worker processes that run :func:`process_batch` for one set of keys.
 
@@ -165,26 +128,26 @@ class CryptoPool:
     room (:meth:`try_submit`) and processes the batch itself otherwise, so
     ``workers`` is best one less than the number of cores. Results come back
     over each worker's pipe in the order its batches went out; no helper
-    threads. Create the pool before opening the database: the workers are
-    forked at once, so they never inherit an open SQLite connection.
+    threads. Each worker is a new interpreter that inherits nothing but its
+    end of the pipe (not this process's memory, files or SQLite connections).
     """
 
     def __init__(self, keys: Sequence[Key], workers: int) -> None:
         self.keyring = Keyring(keys)
         self.workers = workers
-        forking = sys.platform == "linux"
-        ctx = multiprocessing.get_context("fork" if forking else None)
         self._workers: list[_Worker] = []
         try:
             for _ in range(workers):
                 here, there, send_room = _pipe()
-                # Parent ends a forked child inherits; a spawned child inherits none.
-                inherited = tuple(c.fileno() for c in (here, *(w.conn for w in self._workers))) if forking else ()
-                process = ctx.Process(target=_serve, args=(self.keyring.keys, there, os.getpid(), inherited),
-                                      daemon=True)
-                process.start()
-                there.close()
+                try:
+                    process = _start_worker(there)
+                except BaseException:
+                    here.close()
+                    raise
+                finally:
+                    there.close()
                 self._workers.append(_Worker(process, here, send_room))
+                here.send(self.keyring.keys)
         except BaseException:
             self.close()
             raise
@@ -217,10 +180,11 @@ class CryptoPool:
                 worker.conn.send(None)
             worker.conn.close()  # a worker still sending a result gets an error and stops too
         for worker in self._workers:
-            worker.process.join(timeout=2)
-            if worker.process.is_alive():
+            try:
+                worker.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
                 worker.process.kill()  # it ignores SIGTERM
-                worker.process.join()
+                worker.process.wait()
         self._workers = []
 
     def __enter__(self) -> CryptoPool:

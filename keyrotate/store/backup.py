@@ -9,7 +9,7 @@ from pathlib import Path
 
 from keyrotate.errors import CannotWriteError
 from keyrotate.store import uncommitted
-from keyrotate.store.database import check_integrity, read_only_uri
+from keyrotate.store.database import PASS_THROUGH_CACHE_KIB, check_integrity, read_only_uri
 from keyrotate.store.files import publish, temporary_beside
 from keyrotate.store.in_thread import InThread
 
@@ -44,6 +44,8 @@ def backup_database(path: Path, destination: Path) -> None:
             with closing(sqlite3.connect(read_only_uri(path), uri=True)) as source, closing(
                 sqlite3.connect(str(partial), isolation_level=None)
             ) as target:
+                for conn in (source, target):
+                    conn.execute(f"PRAGMA cache_size = -{PASS_THROUGH_CACHE_KIB}")
                 copy_pages(source, target)
                 # One self-contained file: no -wal to forget when restoring.
                 target.execute("PRAGMA journal_mode=DELETE")
