@@ -1,19 +1,25 @@
-"""The discovery search: row ids of stray ``enc:v1:`` cells, found on a connection and thread of its own."""
+"""The discovery search for stray ``enc:v1:`` cells (and on a twin the unrewritable ones), on a thread of its own."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Collection
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 from keyrotate.rotation.targets import DiscoveryTarget, Sql
+from keyrotate.rotation.unrewritable import UnrewritableCell, unrewritable_cells
 from keyrotate.store.database import connect, quote_identifier
 from keyrotate.store.in_thread import InThread
+from keyrotate.trek.schema import DatabaseInfo
 
 
 class DiscoverySearch:
     """The full-table scans for stray tokens, run in a thread on a connection of their own.
 
-    Only for a rotation of a WAL database, started once the write lock is held:
+    For a read-only pass, on a twin connection in the pass's own snapshot. Otherwise only
+    for a rotation of a WAL database, started once the write lock is held:
     this connection's snapshot is then the database as the rotation found it
     (no other writer can commit, and the rotation's own writes stay invisible
     until its commit). Those writes touch only catalogued cells, which the
@@ -22,21 +28,41 @@ class DiscoverySearch:
     It hands over row ids only; the rotation reads and rewrites the rows itself.
     """
 
-    def __init__(self, path: Path, targets: list[DiscoveryTarget]) -> None:
+    def __init__(self, path: Path, targets: list[DiscoveryTarget], twin: Twin | None = None) -> None:
+        """``twin``: a connection already inside the scanner's own snapshot (a read-only pass, see
+        :func:`keyrotate.rotation.session.twin_in_snapshot`), which the search then owns and closes, and
+        the tables whose unrewritable cells it lists too (the scanner's other full-table scan)."""
         self._path = path
+        self._twin = twin
         self._queries = {target.table: _rowid_query(target) for target in targets}
         self._found = InThread(self._search, "keyrotate-discovery")
 
-    def _search(self) -> dict[str, list[int]]:
-        with closing(connect(self._path)) as conn:  # reads only
-            conn.execute("BEGIN")  # one snapshot for every table
+    def _search(self) -> tuple[dict[str, list[int]], list[UnrewritableCell] | None]:
+        twin = self._twin
+        with closing(twin.conn if twin is not None else connect(self._path)) as conn:  # reads only
+            if twin is None:
+                conn.execute("BEGIN")  # one snapshot for every table
             found = {table: [row[0] for row in conn.execute(sql.text, sql.params)]
                      for table, sql in self._queries.items()}
+            cells = list(unrewritable_cells(conn, twin.info, twin.tables)) if twin is not None else None
             conn.execute("ROLLBACK")
-        return found
+        return found, cells
 
     def rowids(self, table: str) -> list[int]:
-        return self._found.result().get(table, [])
+        return self._found.result()[0].get(table, [])
+
+    def unrewritable(self) -> list[UnrewritableCell] | None:
+        """The cells :func:`unrewritable_cells` lists, when this search had a twin; None: list them yourself."""
+        return self._found.result()[1]
+
+
+@dataclass(frozen=True)
+class Twin:
+    """A connection inside the scanner's snapshot, and what the scanner would pass to :func:`unrewritable_cells`."""
+
+    conn: sqlite3.Connection
+    info: DatabaseInfo
+    tables: Collection[str] | None
 
 
 def _rowid_query(target: DiscoveryTarget) -> Sql:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 from keyrotate.rotation.batches import BatchResult, BatchSpec, process_batch
-from keyrotate.rotation.discovery import DiscoverySearch
+from keyrotate.rotation.discovery import DiscoverySearch, Twin
 from keyrotate.rotation.json_values import load_plugin_fields
 from keyrotate.rotation.reading import Batch, count_empty_values, count_rows, read_batches, write_values
 from keyrotate.rotation.stored import StoredDigest
@@ -109,13 +109,15 @@ class Scanner:
             if progress:
                 progress(phase, target.label, len(batch), total)
 
-    def search_in_background(self, path: Path) -> None:
+    def search_in_background(self, path: Path, twin: sqlite3.Connection | None = None) -> None:
         """Find the rows holding stray tokens on another connection while this scanner does the rest.
 
-        Only sound where :class:`DiscoverySearch` says so: a WAL database under this scanner's write lock.
+        Only sound where :class:`DiscoverySearch` says so: on a ``twin`` in this scanner's snapshot, or
+        a WAL database under this scanner's write lock.
         """
         self._discovery_search = DiscoverySearch(
-            path, [t for t in self.targets() if isinstance(t, DiscoveryTarget)])
+            path, [t for t in self.targets() if isinstance(t, DiscoveryTarget)],
+            Twin(twin, self.info, self._discovery_tables) if twin is not None else None)
 
     def _batches(self, target: Target) -> Iterator[Batch]:
         search = self._discovery_search
@@ -200,7 +202,9 @@ class Scanner:
         under none, is a failure that blocks the rotation and fails verify: never left silently.
         """
         read = self.keyring.reader(Scheme.API)
-        for cell in unrewritable_cells(self.conn, self.info, self._discovery_tables):
+        search = self._discovery_search
+        cells = search.unrewritable() if search is not None else None
+        for cell in cells if cells is not None else unrewritable_cells(self.conn, self.info, self._discovery_tables):
             for match in EMBEDDED_TOKEN.finditer(cell.text):
                 index, _ = read(match.group())
                 if index == self._settled:

@@ -8,18 +8,28 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from keyrotate.errors import KeyrotateError
 from keyrotate.store.database import check_integrity, check_sqlite_header, check_writable, connect, translate_error
 from keyrotate.trek.catalogue import ResolvedLocation, resolve_catalogue
 from keyrotate.trek.schema import DatabaseInfo, inspect_database
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReadSession:
-    """An open database inside one read snapshot, with the catalogue resolved against its schema."""
+    """An open database inside one read snapshot, with the catalogue resolved against its schema.
+
+    ``twin``: when asked for and SQLite could give one, a second connection inside the very same snapshot
+    (see :func:`twin_in_snapshot`). Whoever takes it (:meth:`take_twin`) rolls it back and closes it.
+    """
 
     conn: sqlite3.Connection
     info: DatabaseInfo
     resolved: tuple[ResolvedLocation, ...]
+    twin: sqlite3.Connection | None = None
+
+    def take_twin(self) -> sqlite3.Connection | None:
+        twin, self.twin = self.twin, None
+        return twin
 
 
 def open_database(path: Path, busy_timeout: float, *, for_writing: bool) -> tuple[sqlite3.Connection, DatabaseInfo]:
@@ -49,14 +59,73 @@ def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
                 conn.execute("ROLLBACK")
 
 
-@contextmanager
-def read_session(db_path: Path, busy_timeout: float) -> Iterator[ReadSession]:
-    """Open, inspect and begin; always roll back and close; SQLite errors become keyrotate errors."""
-    conn, info = open_database(db_path, busy_timeout, for_writing=False)
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _open_twin(path: Path) -> tuple[sqlite3.Connection, int] | None:
+    """A second connection and what it sees of the commits so far; None if it cannot read right away."""
     try:
+        # It never waits: a lock it would wait for can be one that waits for the first connection to finish.
+        twin = connect(path, busy_timeout=0, check_same_thread=False)
+    except (sqlite3.Error, KeyrotateError):
+        return None
+    try:
+        return twin, _data_version(twin)
+    except sqlite3.Error:
+        twin.close()
+        return None
+
+
+def twin_in_snapshot(conn: sqlite3.Connection, path: Path) -> sqlite3.Connection | None:
+    """Pin ``conn``'s snapshot (just begun, nothing read yet) and open a second connection inside the same one.
+
+    SQLite cannot hand a snapshot to another connection, but it tells a connection whether any other one has
+    committed since it last looked (``PRAGMA data_version``). The twin looks before ``conn``'s snapshot begins
+    and again as its own begins: the same number means nothing was committed in between, so both read the
+    same database. None when something was (or the twin cannot read at once): the caller reads on ``conn``
+    alone. The twin may be used from another thread.
+    """
+    opened = _open_twin(path)
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()  # conn's snapshot begins at its first read
+    except BaseException:
+        if opened is not None:
+            opened[0].close()
+        raise
+    if opened is None:
+        return None
+    twin, seen = opened
+    try:
+        twin.execute("BEGIN")
+        if _data_version(twin) == seen:  # the twin's first read: its snapshot begins here
+            return twin
+    except sqlite3.Error:
+        pass
+    except BaseException:
+        twin.close()
+        raise
+    twin.close()
+    return None
+
+
+@contextmanager
+def read_session(db_path: Path, busy_timeout: float, *, twin: bool = False) -> Iterator[ReadSession]:
+    """Open, inspect and begin; always roll back and close; SQLite errors become keyrotate errors.
+
+    With ``twin``, a second connection inside the same snapshot comes with it when SQLite can give one.
+    """
+    conn, info = open_database(db_path, busy_timeout, for_writing=False)
+    session = ReadSession(conn, info, ())
+    try:
+        session.resolved = tuple(resolve_catalogue(info.schema, info.version))
         with snapshot(conn):
-            yield ReadSession(conn, info, tuple(resolve_catalogue(info.schema, info.version)))
+            if twin:
+                session.twin = twin_in_snapshot(conn, db_path)
+            yield session
     except sqlite3.Error as exc:
         raise translate_error(exc, db_path) from None
     finally:
+        if session.twin is not None:  # nobody took it
+            session.twin.close()
         conn.close()

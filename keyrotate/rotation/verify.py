@@ -27,8 +27,12 @@ def verify_database(
     """Read-only: which of ``keys`` opens each secret."""
     if not keys:
         raise KeyProblemError("No key was given to verify.")
-    with crypto_pool(db_path, keys, workers) as pool, read_session(db_path, busy_timeout) as session:
+    with crypto_pool(db_path, keys, workers) as pool, \
+            read_session(db_path, busy_timeout, twin=pool is not None) as session:
         scanner = Scanner(session.conn, session.info, session.resolved, Keyring(keys), pool=pool)
+        twin = session.take_twin()
+        if twin is not None:  # a database worth a pool: its stray-token scans overlap the crypto
+            scanner.search_in_background(db_path, twin)
         scanner.run("verify", progress)
         failed = name_failures(session.conn, scanner.tallies)
     return VerifyReport(

@@ -91,7 +91,7 @@ def read_only_uri(path: Path) -> str:
     return _uri(path, "ro")
 
 
-def connect(path: Path, *, busy_timeout: float = 5.0) -> sqlite3.Connection:
+def connect(path: Path, *, busy_timeout: float = 5.0, check_same_thread: bool = True) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit).
 
     Opened read-write even for read-only work: only a read-write connection can
@@ -99,10 +99,12 @@ def connect(path: Path, *, busy_timeout: float = 5.0) -> sqlite3.Connection:
     the directory as it found it. No data is written unless asked.
     """
     try:
-        conn = sqlite3.connect(_uri(path, "rw"), uri=True, isolation_level=None, timeout=busy_timeout)
+        conn = sqlite3.connect(_uri(path, "rw"), uri=True, isolation_level=None, timeout=busy_timeout,
+                               check_same_thread=check_same_thread)
     except sqlite3.OperationalError:
         try:
-            conn = sqlite3.connect(_uri(path, "ro"), uri=True, isolation_level=None, timeout=busy_timeout)
+            conn = sqlite3.connect(_uri(path, "ro"), uri=True, isolation_level=None, timeout=busy_timeout,
+                                   check_same_thread=check_same_thread)
         except sqlite3.OperationalError as exc:
             raise NotADatabaseError(f"SQLite cannot open {path}: {exc}.") from None
     conn.execute("PRAGMA foreign_keys=ON")

@@ -1,0 +1,106 @@
+"""rotation/verify.py and its read session: with a pool, the stray-token scans run on a twin connection in the
+same snapshot and the report is the one a single connection gives, on real SQLite files and real keys."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from keyrotate.rotation import discovery, session
+from keyrotate.rotation.session import read_session
+from keyrotate.rotation.verify import verify_database
+from keyrotate.trek.formats import Cipher, Scheme
+from keyrotate.trek.keys import Key
+from keyrotate.trek.sample import build_sample_database
+
+KEY = Key("the key of the verify tests, which opens everything", "verify test key")
+LOST = Key("a key nobody has any more", "lost test key")
+
+
+def sample(tmp_path: Path, journal: str = "wal") -> Path:
+    """A generated TREK database with a stray token under a lost key, a BLOB token and a WITHOUT ROWID token."""
+    db = build_sample_database(tmp_path / "travel.db", KEY, users=40, seed=5, release="4.x").path
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("UPDATE trips SET description = ? WHERE id = 3", (Cipher(LOST, Scheme.API).seal(b"lost"),))
+        conn.execute("UPDATE trips SET description = ? WHERE id = 4", (Cipher(LOST, Scheme.API).seal(b"b").encode(),))
+        conn.execute("CREATE TABLE sync_state (name TEXT PRIMARY KEY, state TEXT) WITHOUT ROWID")
+        conn.execute("INSERT INTO sync_state VALUES ('calendar', ?)", (Cipher(LOST, Scheme.API).seal(b"s"),))
+        conn.commit()
+        conn.execute(f"PRAGMA journal_mode={journal}")
+    return db
+
+
+@pytest.fixture
+def twin_searches(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+    """The unrewritable-cell lists the background searches handed over (None: the scanner listed them itself)."""
+    seen: list[object] = []
+    original = discovery.DiscoverySearch.unrewritable
+
+    def spy(self: discovery.DiscoverySearch) -> object:
+        cells = original(self)
+        seen.append(cells)
+        return cells
+
+    monkeypatch.setattr(discovery.DiscoverySearch, "unrewritable", spy)
+    yield seen
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_verify_with_a_pool_reports_what_one_connection_reports(
+        tmp_path: Path, journal: str, twin_searches: list[object]) -> None:
+    db = sample(tmp_path, journal)
+    alone = verify_database(db, [KEY], workers=0)
+    assert twin_searches == []
+    pooled = verify_database(db, [KEY], workers=1)
+    assert len(twin_searches) == 1 and isinstance(twin_searches[0], list)  # the twin did the scans
+    assert pooled == alone
+    assert not alone.ok
+    assert {f.table for f in alone.failures} == {"trips", "sync_state"}
+
+
+def test_the_twin_reads_the_snapshot_of_the_session_whatever_is_committed_after(tmp_path: Path) -> None:
+    db = sample(tmp_path)
+    with read_session(db, 1.0, twin=True) as opened:
+        twin = opened.take_twin()
+        assert twin is not None
+        with closing(sqlite3.connect(db)) as writer:
+            writer.execute("UPDATE trips SET title = 'changed' WHERE id = 1")
+            writer.commit()
+        with closing(twin):
+            seen = [c.execute("SELECT title FROM trips WHERE id = 1").fetchone()[0] for c in (opened.conn, twin)]
+    assert seen[0] == seen[1] != "changed"
+
+
+def test_no_twin_when_a_commit_comes_between(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer commits after the twin first looked and before the session's snapshot begins: the twin would
+    read another database than the session, so there is none and the session reads alone (what it sees)."""
+    db = sample(tmp_path)
+    original = session._open_twin
+
+    def then_a_commit(path: Path) -> tuple[sqlite3.Connection, int] | None:
+        opened = original(path)
+        with closing(sqlite3.connect(db)) as writer:
+            writer.execute("UPDATE trips SET title = 'changed' WHERE id = 1")
+            writer.commit()
+        return opened
+
+    monkeypatch.setattr(session, "_open_twin", then_a_commit)
+    with read_session(db, 1.0, twin=True) as opened:
+        assert opened.twin is None
+        assert opened.conn.execute("SELECT title FROM trips WHERE id = 1").fetchone()[0] == "changed"
+    report = verify_database(db, [KEY], workers=1)
+    assert {f.table for f in report.failures} == {"trips", "sync_state"}
+
+
+def test_an_untaken_twin_is_closed_with_the_session(tmp_path: Path) -> None:
+    db = sample(tmp_path)
+    with read_session(db, 1.0, twin=True) as opened:
+        twin = opened.twin
+        assert twin is not None
+    with pytest.raises(sqlite3.ProgrammingError):
+        twin.execute("SELECT 1")
+    assert not Path(f"{db}-wal").exists()  # the last connection to close tidied up
