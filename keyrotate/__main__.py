@@ -7,6 +7,7 @@ exit code 12, not a traceback.
 
 from __future__ import annotations
 
+import gc
 import sys
 
 from keyrotate import interrupts
@@ -31,6 +32,26 @@ def run() -> None:
     interrupts.install()
     keep_out_unused_modules()
     try:
+        code = _main()
+    finally:  # commands end with SystemExit: this runs for them too
+        before_teardown()
+    sys.exit(code)
+
+
+def before_teardown() -> None:
+    """Collect reference cycles once, then freeze every object left, so the interpreter's teardown skips them.
+
+    The teardown clears every module and runs the cyclic garbage collector over all that is left, again;
+    after one collection here (which closes whatever only a cycle still held, a connection say, as the
+    teardown would have) nothing is left for it to find. Measured on the 2-core VM, CPU medians of 15
+    alternating runs with the modules a verify imports: exit ~20 ms sooner.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def _main() -> int:
+    try:
         import click
 
         from keyrotate.cli.app import main
@@ -45,7 +66,7 @@ def run() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted before anything was done; nothing was written.\n")
         code = 12
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":
