@@ -9,12 +9,20 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
-from keyrotate.errors import ExitCode
+import pytest
+
+from keyrotate import crashpoints
+from keyrotate.errors import ExitCode, VerificationError
+from keyrotate.rotation import after_commit
+from keyrotate.rotation.engine import rotate_database
+from keyrotate.rotation.options import RotateOptions
 from keyrotate.trek.formats import Scheme
 from keyrotate.trek.keys import Key
 
@@ -27,15 +35,16 @@ Change = Callable[[sqlite3.Connection, Scenario], None]
 FAILED = "The rotation was committed but the check on a fresh connection failed: the values stored in "
 
 
-def _paused_rotation(tmp_path: Path, change: Change) -> tuple[Scenario, subprocess.CompletedProcess[str]]:
+def _paused_rotation(tmp_path: Path, change: Change, point: str = "after-checkpoint",
+                     ) -> tuple[Scenario, subprocess.CompletedProcess[str]]:
     scenario = make_scenario(tmp_path, users=6)
     marker, go = tmp_path / "paused", tmp_path / "go"
     args = rotate_args(scenario)
-    process = subprocess.Popen([sys.executable, "-m", "tests.pause_at", "after-checkpoint", str(marker), str(go),
+    process = subprocess.Popen([sys.executable, "-m", "tests.pause_at", point, str(marker), str(go),
                                 *args], env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not marker.exists() and process.poll() is None:
         time.sleep(0.002)
-    assert process.poll() is None, f"never reached after-checkpoint: {process.communicate()}"
+    assert process.poll() is None, f"never reached {point}: {process.communicate()}"
     try:
         with closing(sqlite3.connect(scenario.db, isolation_level=None)) as conn:
             change(conn, scenario)
@@ -55,13 +64,16 @@ def _first_users_secret(conn: sqlite3.Connection, scenario: Scenario) -> tuple[s
     return column, rowid, stored
 
 
-def test_a_stored_value_changed_after_the_commit_fails_the_check(tmp_path: Path) -> None:
+# after-commit: before the VACUUM, so the reading beside it sees the change; after-checkpoint: that reading is
+# done, so only the check that no other connection committed since the COMMIT (data_version) can send it back.
+@pytest.mark.parametrize("point", ["after-commit", "after-checkpoint"])
+def test_a_stored_value_changed_after_the_commit_fails_the_check(tmp_path: Path, point: str) -> None:
     def swap_in_a_wrong_value(conn: sqlite3.Connection, scenario: Scenario) -> None:
         column, rowid, _ = _first_users_secret(conn, scenario)
         conn.execute(f'UPDATE users SET "{column}" = ? WHERE rowid = ?',
                      (encrypt_text("not the secret it was", scenario.new_key, Scheme.API), rowid))
 
-    scenario, result = _paused_rotation(tmp_path, swap_in_a_wrong_value)
+    scenario, result = _paused_rotation(tmp_path, swap_in_a_wrong_value, point)
 
     assert result.returncode == ExitCode.VERIFY_FAILED, result.stderr
     assert FAILED + "users." in result.stderr
@@ -132,3 +144,62 @@ def test_tokens_in_a_table_whose_rowids_vacuum_renumbers_pass_the_check(trek: Tr
         assert _token_rowids(conn) != before  # the rotation's VACUUM renumbered them
         stored = dict(conn.execute("SELECT owner, note FROM plugin_notes").fetchall())
     assert {owner: decrypt_text(text, new_key, Scheme.API) for owner, text in stored.items()} == secrets
+
+
+def _rotate_watching_the_reads(trek: TrekCopy, monkeypatch: pytest.MonkeyPatch, at_checkpoint: Change | None = None,
+                               ) -> list[str]:
+    """Rotate ``trek`` in this process; which thread read the secrets back, each time they were read.
+
+    ``at_checkpoint`` changes the file from another connection once the -wal is emptied.
+    """
+    readers: list[str] = []
+    compare = after_commit._compare
+
+    def watched(*args: Any) -> str | None:
+        readers.append(threading.current_thread().name)
+        return compare(*args)
+
+    def observer(point: str) -> None:
+        if point == "after-checkpoint" and at_checkpoint is not None:
+            with closing(sqlite3.connect(trek.db, isolation_level=None)) as conn:
+                at_checkpoint(conn, trek)
+
+    monkeypatch.setattr(after_commit, "_compare", watched)
+    monkeypatch.setattr(crashpoints, "_observers", [observer])
+    new_key = Key("the key after the commit check", "new test key")
+    rotate_database(RotateOptions(trek.db, (trek.key,), new_key, trek.data_dir / "backup.db", workers=0))
+    return readers
+
+
+def test_the_reading_beside_the_vacuum_is_the_check_when_no_other_connection_commits(
+        trek4: TrekCopy, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _rotate_watching_the_reads(trek4, monkeypatch) == ["keyrotate-read-back"]
+
+
+def test_a_commit_by_another_connection_sends_the_check_back_to_the_file(
+        trek4: TrekCopy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another program committing what holds no secret: everything is read again after the checkpoint, and passes."""
+    def commit_something_else(conn: sqlite3.Connection, trek: TrekCopy) -> None:
+        conn.execute("CREATE TABLE another_program (note TEXT)")
+        conn.execute("INSERT INTO another_program VALUES ('no secret here')")
+
+    readers = _rotate_watching_the_reads(trek4, monkeypatch, commit_something_else)
+    assert readers == ["keyrotate-read-back", threading.main_thread().name]
+
+
+def test_a_secret_changed_by_another_connection_after_the_reading_fails_the_check(
+        trek4: TrekCopy, monkeypatch: pytest.MonkeyPatch) -> None:
+    def blank_a_secret(conn: sqlite3.Connection, trek: TrekCopy) -> None:
+        column = next(e["column"] for e in trek.manifest if e["table"] == "users" and e["scheme"] == "api")
+        conn.execute(f'UPDATE users SET "{column}" = \'enc:v1:AAAA\' WHERE "{column}" LIKE \'enc:v1:%\'')
+
+    with pytest.raises(VerificationError, match="the values stored in users"):
+        _rotate_watching_the_reads(trek4, monkeypatch, blank_a_secret)
+
+
+def test_a_rollback_journal_database_is_read_back_after_the_vacuum(
+        trek4: TrekCopy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside WAL mode a reader would hold up the VACUUM's commit: the check waits for it."""
+    with closing(sqlite3.connect(trek4.db, isolation_level=None)) as conn:
+        assert conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+    assert _rotate_watching_the_reads(trek4, monkeypatch) == [threading.main_thread().name]

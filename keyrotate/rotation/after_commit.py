@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sqlite3
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 
 from keyrotate.errors import VerificationError
@@ -17,13 +17,42 @@ from keyrotate.rotation.stored import StoredDigest, differing_labels
 from keyrotate.rotation.targets import DiscoveryTarget, Target, plan_targets
 from keyrotate.store.backup import restore_command
 from keyrotate.store.database import PASS_THROUGH_CACHE_KIB, checkpoint, connect
+from keyrotate.store.in_thread import InThread
 
 
-def scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions) -> list[str]:
+class ReadBack:
+    """The proof's reading on a fresh connection, in a thread of its own, started right after the COMMIT.
+
+    Only for a WAL database compacted after the COMMIT: the VACUUM runs in SQLite
+    without holding Python's lock, so the two share the machine's cores, and the
+    VACUUM does not wait for this reader (WAL readers and the writer do not block
+    each other). Whether this reading sees the file before or after the VACUUM,
+    the texts are the committed ones: a VACUUM changes no value. A commit by
+    another connection meanwhile is the engine's to notice (``PRAGMA
+    data_version``); it then reads everything again after the checkpoint.
+    """
+
+    def __init__(self, run: RunFacts, written: StoredDigest, progress: ProgressCallback | None,
+                 found_outside: frozenset[str]) -> None:
+        self._reading = InThread(lambda: _compare(run, written, progress, found_outside), "keyrotate-read-back")
+
+    def wait(self) -> None:
+        """Until it is done (what it found is for :meth:`problem`): its snapshot would hold up the checkpoint."""
+        with suppress(Exception):
+            self._reading.result()
+
+    def problem(self) -> str | None:
+        """What differs (None: nothing); raises the :class:`sqlite3.Error` that kept it from reading."""
+        return self._reading.result()
+
+
+def scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions, reading: ReadBack | None = None) -> list[str]:
     """Compact (if asked) and empty the -wal, so old ciphertexts leave the database files.
 
     The rotation is committed by now: a failure here is a warning, not a reason to
-    stop before the key file is written.
+    stop before the key file is written. ``reading``, running alongside the
+    VACUUM, is waited for before the checkpoint, which could not empty the -wal
+    under its snapshot.
     """
     warnings = []
     if options.vacuum:
@@ -40,6 +69,8 @@ def scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions) -> list
         warnings.append(
             f"Not compacted (--no-vacuum): unused space in {options.db_path} may still hold old ciphertexts."
         )
+    if reading is not None:
+        reading.wait()
     try:
         emptied = checkpoint(conn)
     except sqlite3.Error as exc:
@@ -53,12 +84,25 @@ def scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions) -> list
     return warnings
 
 
+def committed_elsewhere(conn: sqlite3.Connection, version: int) -> bool:
+    """Whether another connection committed (or checkpointed) since ``PRAGMA data_version`` was ``version`` on
+    ``conn``, the rotation's own connection; True when it cannot be told.
+
+    The connection's own commits (the VACUUM) and checkpoints leave its ``data_version`` as it was.
+    """
+    try:
+        return int(conn.execute("PRAGMA data_version").fetchone()[0]) != version
+    except sqlite3.Error:
+        return True
+
+
 def verify_after_commit(
     run: RunFacts,
     written: StoredDigest,
     backup: Path | None,
     progress: ProgressCallback | None,
     found_outside: frozenset[str],
+    read_already: ReadBack | None = None,
 ) -> None:
     """Reopen the file and prove every secret location holds exactly the text the rotation wrote or left there.
 
@@ -66,27 +110,45 @@ def verify_after_commit(
     pass wrote or left (:class:`StoredDigest`); every new one was decrypted
     again before it was written, so no value is decrypted here. Outside the
     catalogue only the tables where the rotation found tokens are read again:
-    the rotation wrote nothing anywhere else.
+    the rotation wrote nothing anywhere else. ``read_already`` is that reading
+    done alongside the VACUUM (:class:`ReadBack`); it is done again here if it
+    could not read.
     """
+    try:
+        problem = (read_already.problem() if read_already is not None
+                   else _read_now(run, written, progress, found_outside))
+    except sqlite3.Error:  # the reading alongside the VACUUM could not read: once more, now
+        problem = _read_now(run, written, progress, found_outside)
+    if problem is None:
+        return
+    raise VerificationError(f"The rotation was committed but the check on a fresh connection failed: {problem}."
+                            f"{_restore_advice(run.options, backup)}")
+
+
+def _read_now(run: RunFacts, written: StoredDigest, progress: ProgressCallback | None,
+              found_outside: frozenset[str]) -> str | None:
+    try:
+        return _compare(run, written, progress, found_outside)
+    except sqlite3.Error as exc:
+        return f"the database could not be read back ({exc})"
+
+
+def _compare(run: RunFacts, written: StoredDigest, progress: ProgressCallback | None,
+             found_outside: frozenset[str]) -> str | None:
+    """Every target read back on a fresh connection, in one snapshot: what differs from ``written``, or None."""
     options = run.options
     read_back = StoredDigest(written.key, written.loose)
     targets = plan_targets(run.info, run.resolved, found_outside)
-    try:
-        with closing(connect(options.db_path, busy_timeout=options.busy_timeout)) as conn, snapshot(conn):
-            for target in targets:
-                _read_back(conn, target, read_back, progress)
-    except sqlite3.Error as exc:
-        problem = f"the database could not be read back ({exc})"
-    else:
-        labels = {target.label for target in targets}
-        differing = differing_labels(written, read_back, labels)
-        if not differing:
-            return
-        problem = (f"the values stored in {', '.join(differing[:3])}{' and others' if len(differing) > 3 else ''} "
-                   f"are not the ones written and checked ({read_back.count(labels)} read back, "
-                   f"{written.count(labels)} written or left as they were)")
-    raise VerificationError(f"The rotation was committed but the check on a fresh connection failed: {problem}."
-                            f"{_restore_advice(options, backup)}")
+    with closing(connect(options.db_path, busy_timeout=options.busy_timeout)) as conn, snapshot(conn):
+        for target in targets:
+            _read_back(conn, target, read_back, progress)
+    labels = {target.label for target in targets}
+    differing = differing_labels(written, read_back, labels)
+    if not differing:
+        return None
+    return (f"the values stored in {', '.join(differing[:3])}{' and others' if len(differing) > 3 else ''} "
+            f"are not the ones written and checked ({read_back.count(labels)} read back, "
+            f"{written.count(labels)} written or left as they were)")
 
 
 def _read_back(conn: sqlite3.Connection, target: Target, digest: StoredDigest,

@@ -4,11 +4,11 @@ Order of work in :func:`rotate_database`: take the write lock, then one pass
 that checks every value opens, re-encrypts it and decrypts the new value again
 before writing it (the backup starts just before the first write and must be
 finished before the commit), then the decision: if any catalogued secret did
-not open, roll everything back; otherwise commit, compact, and reopen the
-database on a fresh connection to prove the texts on disk are the checked ones. When someone
-must confirm the plan first, a read-only check pass runs before the rotation
-pass. Nothing here prints; progress goes to a callback and the outcome comes
-back as a report.
+not open, roll everything back; otherwise commit, compact, and reopen the database on
+a fresh connection (in WAL mode beside the VACUUM) to prove the texts on disk are the
+checked ones. When someone must confirm the plan first, a read-only check pass runs
+before the rotation pass. Nothing here prints; progress goes to a callback and the
+outcome comes back as a report.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from keyrotate.crashpoints import crash_point
 from keyrotate.errors import CancelledError, DatabaseBusyError, WrongKeyError
 from keyrotate.interrupts import COMMITTED, ROLLED_BACK, Hold, Interrupted, signal_number
-from keyrotate.rotation.after_commit import scrub_after_commit, verify_after_commit
+from keyrotate.rotation.after_commit import ReadBack, committed_elsewhere, scrub_after_commit, verify_after_commit
 from keyrotate.rotation.failures import FailedSecret, name_failures
 from keyrotate.rotation.key_file import replace_key_file
 from keyrotate.rotation.options import NoticeCallback, RotateOptions, key_file_holds, preflight
@@ -60,6 +60,11 @@ class _Written:
     revoked: dict[str, int]
     backup: Path | None
     warnings: tuple[str, ...] = ()
+    read_back: ReadBack | None = None  # the proof's reading, done alongside the VACUUM
+
+    def found_outside(self) -> frozenset[str]:
+        """Tables where stray tokens were found and rewritten; the others hold none this rotation touched."""
+        return frozenset(t.table for t in self.writer.tallies.values() if not t.catalogued and any(t.opened_by))
 
 
 def rotate_database(
@@ -103,6 +108,7 @@ class _Rotation:
         self.waited = False
         self.raced = False
         self.version_before = 0
+        self.version_committed = 0
 
     def run(self) -> RotationReport:
         written = self._transaction()
@@ -120,10 +126,16 @@ class _Rotation:
                 return outcome
             self.hold.doing = "the rotation is committed; compacting the database and emptying its -wal"
             crash_point("after-commit")
-            warnings = scrub_after_commit(self.conn, self.options)
+            read_back = None
+            if self.in_wal and self.options.vacuum:  # in rollback mode a reader would hold up the VACUUM's commit
+                self.hold.doing += " while reading every secret back on a fresh connection"
+                read_back = ReadBack(self.facts, outcome.stored, self.calls.progress, outcome.found_outside())
+            warnings = scrub_after_commit(self.conn, self.options, read_back)
             crash_point("after-checkpoint")
+            if read_back is not None and committed_elsewhere(self.conn, self.version_committed):
+                read_back = None  # it may have read before that commit: all is read again after it
             return _Written(outcome.writer, outcome.stored, outcome.failed, outcome.revoked, self.backup,
-                            tuple(warnings))
+                            tuple(warnings), read_back)
         except sqlite3.Error as exc:
             self._discard_backup()
             raise translate_error(exc, self.options.db_path) from None
@@ -237,6 +249,7 @@ class _Rotation:
         self.hold.start("committing the rotation")
         if self.backup_job is not None:
             self.backup_job.committing()  # signals are held from here: no interrupt between this and COMMIT
+        self.version_committed = self._data_version()  # no other connection can commit inside this transaction
         try:
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -247,11 +260,9 @@ class _Rotation:
     def _after_commit(self, written: _Written) -> RotationReport:
         """The proof on a fresh connection, then the new key into the key file."""
         options = self.options
-        # Tables where stray tokens were found and rewritten; the others hold none this rotation touched.
-        found_outside = frozenset(t.table for t in written.writer.tallies.values()
-                                  if not t.catalogued and any(t.opened_by))
         self.hold.doing = "the rotation is committed; reading every secret back on a fresh connection"
-        verify_after_commit(self.facts, written.stored, written.backup, self.calls.progress, found_outside)
+        verify_after_commit(self.facts, written.stored, written.backup, self.calls.progress, written.found_outside(),
+                            written.read_back)
         crash_point("after-verify")
         key_file_written, saved = None, SavedKey()
         if options.key_file is not None:
