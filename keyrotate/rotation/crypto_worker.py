@@ -37,28 +37,33 @@ def main(parent: int, fd: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
     _die_with_parent(parent)
     _use_builtin_sha256()
-    # Imported only now, after the two steps above, and only here: the parent never runs this module's main.
+    with socket.socket(fileno=fd) as pipe, pipe.makefile("rb") as incoming:
+        _serve(pipe, incoming)
+    os._exit(0)  # nothing to flush: the interpreter's teardown would only keep the parent waiting
+
+
+def _serve(pipe: socket.socket, incoming: BinaryIO) -> None:
+    # Imported only here, after main's first steps: the parent imports this module but never serves.
     from keyrotate.errors import KeyrotateError
     from keyrotate.rotation.batches import process_batch
     from keyrotate.trek.formats import Keyring
 
-    with socket.socket(fileno=fd) as pipe, pipe.makefile("rb") as incoming:
-        message = _receive(incoming)
-        if message is None:
+    keys = _receive(incoming)
+    if keys is None:
+        return
+    keyring = Keyring(keys)
+    while (message := _receive(incoming)) is not None:
+        spec, packed = message
+        try:
+            reply: tuple[bool, Any] = (True, process_batch(keyring, spec, _unpack_rows(packed)))
+        except KeyrotateError as exc:  # messages name rows, never values
+            reply = (False, exc)
+        except Exception as exc:  # noqa: BLE001 - anything else is a bug; its type is enough
+            reply = (False, KeyrotateError(f"A crypto worker failed ({type(exc).__name__}); nothing was committed."))
+        try:
+            _send(pipe, pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
+        except OSError:  # the parent closed its end: it is stopping or gone
             return
-        keyring = Keyring(message)
-        while (message := _receive(incoming)) is not None:
-            spec, packed = message
-            try:
-                reply: tuple[bool, Any] = (True, process_batch(keyring, spec, _unpack_rows(packed)))
-            except KeyrotateError as exc:  # messages name rows, never values
-                reply = (False, exc)
-            except Exception as exc:  # noqa: BLE001 - anything else is a bug; its type is enough
-                reply = (False, KeyrotateError(f"A crypto worker failed ({type(exc).__name__}); nothing was committed."))
-            try:
-                _send(pipe, pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
-            except OSError:  # the parent closed its end: it is stopping or gone
-                return
 
 
 def _unpack_rows(packed: Any) -> list[tuple[int, Any]]:
