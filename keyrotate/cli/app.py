@@ -2,20 +2,58 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 import click
 
 from keyrotate import __version__
-from keyrotate.cli.backups import backups, rekey_backup
-from keyrotate.cli.demo import demo
-from keyrotate.cli.generate_key import generate_key
-from keyrotate.cli.jwt_secret import rotate_jwt_secret_command
-from keyrotate.cli.leak import audit, exposure
 from keyrotate.cli.options import EXIT_CODES_HELP
-from keyrotate.cli.rotate import rotate
-from keyrotate.cli.verify import verify
+
+if TYPE_CHECKING:  # the dependencies import-linter checks (no cycle through here); at run time see COMMANDS
+    from keyrotate.cli import backups, demo, generate_key, jwt_secret, leak, rotate, verify  # noqa: F401
+
+# Where each command lives. A command's module (and all it imports) is loaded when that command runs, or
+# when --help or a mistyped name needs them all: a `verify` does not import rotate, backups, exposure or
+# demo (18 modules; ~15 ms of CPU at every start, measured on the 2-core VM).
+COMMANDS = {
+    "rotate": ("keyrotate.cli.rotate", "rotate"),
+    "verify": ("keyrotate.cli.verify", "verify"),
+    "generate-key": ("keyrotate.cli.generate_key", "generate_key"),
+    "demo": ("keyrotate.cli.demo", "demo"),
+    "rotate-jwt-secret": ("keyrotate.cli.jwt_secret", "rotate_jwt_secret_command"),
+    "backups": ("keyrotate.cli.backups", "backups"),
+    "rekey-backup": ("keyrotate.cli.backups", "rekey_backup"),
+    "exposure": ("keyrotate.cli.leak", "exposure"),
+    "audit": ("keyrotate.cli.leak", "audit"),
+}
 
 
-@click.group(epilog=EXIT_CODES_HELP)
+class CommandGroup(click.Group):
+    """A click group whose commands are imported on first use, from :data:`COMMANDS`."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            self._load(cmd_name)
+        else:  # click suggests the names closest to a mistyped one: it needs them all
+            self.load_all()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.load_all()
+        return super().list_commands(ctx)
+
+    def load_all(self) -> None:
+        for name in COMMANDS:
+            self._load(name)
+
+    def _load(self, name: str) -> None:
+        if name not in self.commands:
+            module, attribute = COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+
+
+@click.group(cls=CommandGroup, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="keyrotate")
 def main() -> None:
     """Rotate the ENCRYPTION_KEY of a TREK database, all secrets or none.
@@ -32,6 +70,3 @@ def main() -> None:
     Try `keyrotate demo` to watch the whole flow on a throwaway database.
     """
 
-
-for _command in (rotate, verify, generate_key, demo, rotate_jwt_secret_command, backups, rekey_backup, exposure, audit):
-    main.add_command(_command)
