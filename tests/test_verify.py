@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from keyrotate.rotation import discovery, session
+from keyrotate.rotation.discovery import DiscoverySearch
 from keyrotate.rotation.session import read_session
+from keyrotate.rotation.targets import DiscoveryTarget, Sql
 from keyrotate.rotation.verify import verify_database
+from keyrotate.store.database import connect
 from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key
 from keyrotate.trek.sample import build_sample_database
@@ -104,3 +107,23 @@ def test_an_untaken_twin_is_closed_with_the_session(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.ProgrammingError):
         twin.execute("SELECT 1")
     assert not Path(f"{db}-wal").exists()  # the last connection to close tidied up
+
+
+def test_a_search_cut_short_closes_its_connection_before_stop_returns(tmp_path: Path) -> None:
+    """A pass that fails or is interrupted stops its background search: no connection is left open behind it,
+    so the last one to close tidies the ``-wal`` and ``-shm`` files away (a verify leaves no residue)."""
+    db = tmp_path / "big.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) "
+                     "INSERT INTO notes (body) SELECT printf('note %d without any token at all', i) FROM n")
+        conn.commit()
+    target = DiscoveryTarget("notes", ("body",), (Sql("0"),))
+    with closing(connect(db)) as conn:
+        conn.execute("SELECT count(*) FROM notes").fetchone()
+        for _ in range(3):
+            search = DiscoverySearch(db, [target])
+            search.stop()
+            assert search._open is None  # closed, not merely asked to stop
+    assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Collection
-from contextlib import closing
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,18 +36,46 @@ class DiscoverySearch:
         self._path = path
         self._twin = twin
         self._queries = {target.table: _rowid_query(target) for target in targets}
+        self._lock = threading.Lock()  # SQLite: never interrupt a connection that is closing
+        self._open: sqlite3.Connection | None = None
+        self._stopped = False
         self._found = InThread(self._search, "keyrotate-discovery")
 
     def _search(self) -> tuple[dict[str, list[int]], list[UnrewritableCell] | None]:
         twin = self._twin
-        with closing(twin.conn if twin is not None else connect(self._path)) as conn:  # reads only
+        conn = twin.conn if twin is not None else connect(self._path)  # reads only
+        with self._lock:
+            self._open = conn
+        found: dict[str, list[int]] = {}
+        cells = None
+        try:
             if twin is None:
                 conn.execute("BEGIN")  # one snapshot for every table
-            found = {table: [row[0] for row in conn.execute(sql.text, sql.params)]
-                     for table, sql in self._queries.items()}
-            cells = list(unrewritable_cells(conn, twin.info, twin.tables)) if twin is not None else None
+            for table, sql in self._queries.items():
+                if self._stopped:
+                    break
+                found[table] = [row[0] for row in conn.execute(sql.text, sql.params)]
+            if twin is not None and not self._stopped:
+                cells = list(unrewritable_cells(conn, twin.info, twin.tables))
             conn.execute("ROLLBACK")
+        finally:
+            with self._lock:
+                self._open = None
+                conn.close()
         return found, cells
+
+    def stop(self) -> None:
+        """Cut the search short if it still runs, and wait until its connection is closed.
+
+        A pass that ends early (an error, Ctrl-C) must not leave a scan running on a connection of its own:
+        the process could exit with it open, leaving ``-wal`` and ``-shm`` files beside the database.
+        """
+        self._stopped = True
+        with self._lock:
+            if self._open is not None:
+                self._open.interrupt()
+        with suppress(Exception):  # what it raised ("interrupted", or any error) no longer matters
+            self._found.result()
 
     def rowids(self, table: str) -> list[int]:
         return self._found.result()[0].get(table, [])

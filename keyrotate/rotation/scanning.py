@@ -96,6 +96,8 @@ class Scanner:
             self._check_unrewritable()
         finally:
             self._pending.clear()
+            if self._discovery_search is not None:  # done, or cut short: its connection is closed either way
+                self._discovery_search.stop()
         return self.tallies
 
     def run_target(self, target: Target, phase: str, progress: ProgressCallback | None) -> None:
