@@ -139,9 +139,11 @@ def _compare(run: RunFacts, written: StoredDigest, progress: ProgressCallback | 
     options = run.options
     read_back = StoredDigest(written.key, written.loose)
     targets = plan_targets(run.info, run.resolved, found_outside)
-    with closing(connect(options.db_path, busy_timeout=options.busy_timeout)) as conn, snapshot(conn):
-        for target in targets:
-            _read_back(conn, target, read_back, progress)
+    with closing(connect(options.db_path, busy_timeout=options.busy_timeout)) as conn:
+        conn.execute(f"PRAGMA cache_size = -{PASS_THROUGH_CACHE_KIB}")  # each page is read once; beside the VACUUM
+        with snapshot(conn):
+            for target in targets:
+                _read_back(conn, target, read_back, progress)
     labels = {target.label for target in targets}
     differing = differing_labels(written, read_back, labels)
     if not differing:
