@@ -11,7 +11,7 @@ import pytest
 
 from keyrotate.errors import KeyrotateError, UndecryptableError
 from keyrotate.rotation import reading
-from keyrotate.rotation.batches import BatchSpec, process_batch
+from keyrotate.rotation.batches import BatchSpec, RowRange, close_readers, process_batch, read_range
 from keyrotate.rotation.engine import rotate_database
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.stored import StoredDigest, differing_labels
@@ -49,7 +49,7 @@ def _spec(**kwargs: object) -> BatchSpec:
     return BatchSpec("users.maps_api_key", "users", "maps_api_key", Scheme.API, **defaults)  # type: ignore[arg-type]
 
 
-def _submitted(pool: CryptoPool, spec: BatchSpec, rows: list[tuple[int, object]]) -> PendingBatch:
+def _submitted(pool: CryptoPool, spec: BatchSpec, rows: list[tuple[int, object]] | RowRange) -> PendingBatch:
     handed = pool.try_submit(spec, rows)
     assert handed is not None  # an idle worker always takes a batch
     return handed
@@ -214,3 +214,28 @@ def test_backup_is_the_database_before_the_rotation_in_either_journal_mode(tmp_p
     assert report.committed and report.backup == str(tmp_path / "backup.db")
     assert table_dump(tmp_path / "backup.db") == before
     assert table_dump(db) != before
+
+
+def test_a_worker_reads_its_range_as_the_database_was_before_the_uncommitted_writes(tmp_path: Path) -> None:
+    """RowRange: under the rotation's write lock in WAL, another connection reads the pre-rotation values."""
+    db = tmp_path / "travel.db"
+    build_sample_database(db, OLD, users=20, photos_per_user=5, seed=2, keep_secrets=False)
+    sql = ("SELECT rowid, passphrase FROM trek_photos WHERE rowid BETWEEN ? AND ? "
+           "AND passphrase IS NOT NULL AND passphrase != '' ORDER BY rowid")
+    with closing(sqlite3.connect(db, isolation_level=None)) as writer:
+        assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        before = writer.execute(sql, (1, 40)).fetchall()
+        assert len(before) > 10
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE trek_photos SET passphrase = 'rewritten' WHERE rowid <= 40")
+        assert read_range(RowRange(str(db), sql, (1, 40), len(before))) == before
+        with pytest.raises(KeyrotateError, match="other rows"):
+            read_range(RowRange(str(db), sql, (1, 40), len(before) + 1))
+        spec = _spec(new_index=2)
+        with CryptoPool((OLD, OTHER, NEW), 1) as pool:
+            in_worker = _submitted(pool, spec, RowRange(str(db), sql, (1, 40), len(before))).get()
+            pool.release_reads()
+        here = process_batch(Keyring((OLD, OTHER, NEW)), spec, before)
+        assert [rowid for _, rowid in in_worker.updates] == [rowid for _, rowid in here.updates] == [r[0] for r in before]
+        writer.execute("ROLLBACK")
+    close_readers()

@@ -45,7 +45,7 @@ def main(parent: int, fd: int) -> None:
 def _serve(pipe: socket.socket, incoming: BinaryIO) -> None:
     # Imported only here, after main's first steps: the parent imports this module but never serves.
     from keyrotate.errors import KeyrotateError
-    from keyrotate.rotation.batches import process_batch
+    from keyrotate.rotation.batches import serve_message
     from keyrotate.trek.formats import Keyring
 
     keys = _receive(incoming)
@@ -53,9 +53,8 @@ def _serve(pipe: socket.socket, incoming: BinaryIO) -> None:
         return
     keyring = Keyring(keys)
     while (message := _receive(incoming)) is not None:
-        spec, packed = message
         try:
-            reply: tuple[bool, Any] = (True, process_batch(keyring, spec, _unpack_rows(packed)))
+            reply: tuple[bool, Any] = (True, serve_message(keyring, message))
         except KeyrotateError as exc:  # messages name rows, never values
             reply = (False, exc)
         except Exception as exc:  # noqa: BLE001 - anything else is a bug; its type is enough
@@ -64,14 +63,6 @@ def _serve(pipe: socket.socket, incoming: BinaryIO) -> None:
             _send(pipe, pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
         except OSError:  # the parent closed its end: it is stopping or gone
             return
-
-
-def _unpack_rows(packed: Any) -> list[tuple[int, Any]]:
-    """The rows of a batch as :func:`keyrotate.rotation.workers._pack_rows` sent them."""
-    if isinstance(packed, list):
-        return packed
-    rowids, joined = packed
-    return list(zip(rowids, joined.split("\x00"), strict=True))
 
 
 def _die_with_parent(parent: int) -> None:

@@ -1,68 +1,88 @@
-"""The discovery search for stray ``enc:v1:`` cells (and on a twin the unrewritable ones), on a thread of its own."""
+"""The whole-table reads of a pass, run on a connection and thread of their own: stray tokens, unrewritable cells, empty counts."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyrotate.rotation.targets import DiscoveryTarget, Sql
+from keyrotate.rotation.reading import count_empty_values
+from keyrotate.rotation.targets import DiscoveryTarget, LocationTarget, Sql, Target
 from keyrotate.rotation.unrewritable import UnrewritableCell, unrewritable_cells
 from keyrotate.store.database import connect, quote_identifier
 from keyrotate.store.in_thread import InThread
 from keyrotate.trek.schema import DatabaseInfo
 
 
+@dataclass(frozen=True)
+class _Found:
+    """What the search found, in the snapshot it shares with the scanner (None: it was stopped first)."""
+
+    rowids: dict[str, list[int]]
+    unrewritable: list[UnrewritableCell] | None = None
+    empties: dict[str, int] | None = None
+
+
 class DiscoverySearch:
-    """The full-table scans for stray tokens, run in a thread on a connection of their own.
+    """The full-table scans, run in a thread on a connection of their own.
+
+    The row ids of stray tokens (the discovery targets), the cells discovery
+    cannot rewrite (:func:`unrewritable_cells`) and the NULL and '' counts of the
+    whole-value locations (:func:`count_empty_values`): every table is read
+    whole, and none of it needs the scanner's connection.
 
     For a read-only pass, on a twin connection in the pass's own snapshot. Otherwise only
     for a rotation of a WAL database, started once the write lock is held:
     this connection's snapshot is then the database as the rotation found it
     (no other writer can commit, and the rotation's own writes stay invisible
-    until its commit). Those writes touch only catalogued cells, which the
-    search excludes, so it finds exactly the rows the rotation's own scan would.
+    until its commit). Those writes touch only non-empty catalogued cells, which the
+    token search excludes, and stray tokens in TEXT cells of rowid tables, which are
+    neither unrewritable nor empty, so it finds exactly what the rotation's own scans would.
     SQLite scans without holding Python's lock, so the search overlaps the crypto.
     It hands over row ids only; the rotation reads and rewrites the rows itself.
     """
 
-    def __init__(self, path: Path, targets: list[DiscoveryTarget], twin: Twin | None = None) -> None:
+    def __init__(self, path: Path, info: DatabaseInfo, targets: Sequence[Target],
+                 discovery_tables: Collection[str] | None, twin: sqlite3.Connection | None = None) -> None:
         """``twin``: a connection already inside the scanner's own snapshot (a read-only pass, see
-        :func:`keyrotate.rotation.session.twin_in_snapshot`), which the search then owns and closes, and
-        the tables whose unrewritable cells it lists too (the scanner's other full-table scan)."""
+        :func:`keyrotate.rotation.session.twin_in_snapshot`), which the search then owns and closes."""
         self._path = path
+        self._info = info
+        self._queries = {t.table: _rowid_query(t) for t in targets if isinstance(t, DiscoveryTarget)}
+        self._located = [t for t in targets if isinstance(t, LocationTarget)]
+        self._tables = discovery_tables
         self._twin = twin
-        self._queries = {target.table: _rowid_query(target) for target in targets}
         self._lock = threading.Lock()  # SQLite: never interrupt a connection that is closing
         self._open: sqlite3.Connection | None = None
         self._stopped = False
         self._found = InThread(self._search, "keyrotate-discovery")
 
-    def _search(self) -> tuple[dict[str, list[int]], list[UnrewritableCell] | None]:
+    def _search(self) -> _Found:
         twin = self._twin
-        conn = twin.conn if twin is not None else connect(self._path)  # reads only
+        conn = twin if twin is not None else connect(self._path)  # reads only
         with self._lock:
             self._open = conn
         found: dict[str, list[int]] = {}
-        cells = None
         try:
             if twin is None:
                 conn.execute("BEGIN")  # one snapshot for every table
             for table, sql in self._queries.items():
                 if self._stopped:
-                    break
+                    return _Found(found)
                 found[table] = [row[0] for row in conn.execute(sql.text, sql.params)]
-            if twin is not None and not self._stopped:
-                cells = list(unrewritable_cells(conn, twin.info, twin.tables))
+            if self._stopped:
+                return _Found(found)
+            cells = list(unrewritable_cells(conn, self._info, self._tables))
+            empties = count_empty_values(conn, self._located) if not self._stopped else None
             conn.execute("ROLLBACK")
         finally:
             with self._lock:
                 self._open = None
                 conn.close()
-        return found, cells
+        return _Found(found, cells, empties)
 
     def stop(self) -> None:
         """Cut the search short if it still runs, and wait until its connection is closed.
@@ -78,20 +98,15 @@ class DiscoverySearch:
             self._found.result()
 
     def rowids(self, table: str) -> list[int]:
-        return self._found.result()[0].get(table, [])
+        return self._found.result().rowids.get(table, [])
 
-    def unrewritable(self) -> list[UnrewritableCell] | None:
-        """The cells :func:`unrewritable_cells` lists, when this search had a twin; None: list them yourself."""
-        return self._found.result()[1]
+    def unrewritable(self) -> list[UnrewritableCell]:
+        """The cells :func:`unrewritable_cells` lists (only asked for once the pass is done: never stopped)."""
+        return self._found.result().unrewritable or []
 
-
-@dataclass(frozen=True)
-class Twin:
-    """A connection inside the scanner's snapshot, and what the scanner would pass to :func:`unrewritable_cells`."""
-
-    conn: sqlite3.Connection
-    info: DatabaseInfo
-    tables: Collection[str] | None
+    def empties(self) -> dict[str, int]:
+        """NULL and '' per whole-value location label (:func:`count_empty_values`), as :meth:`unrewritable`."""
+        return self._found.result().empties or {}
 
 
 def _rowid_query(target: DiscoveryTarget) -> Sql:

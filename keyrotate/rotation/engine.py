@@ -220,8 +220,8 @@ class _Rotation:
         # Values are checked as they are rewritten; the decision comes after the pass, before the commit.
         writer = Scanner(self.conn, self.facts.info, self.facts.resolved, Keyring(self.keys), stored=stored,
                          rewrite=rewrite, pool=self.pool, before_first_write=self._take_backup)
-        if self.in_wal:
-            writer.search_in_background(options.db_path)
+        if self.in_wal:  # other connections see the database as it was before this transaction
+            writer.read_elsewhere(options.db_path)
         writer.run("rotate", self.calls.progress)
         if options.revoke.asked:
             self._take_backup()  # tokens are deleted next, even when no secret was rewritten

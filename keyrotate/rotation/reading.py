@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from keyrotate.rotation.targets import LocationTarget, Target
+from keyrotate.rotation.targets import LocationTarget, Sql, Target
 from keyrotate.store.database import quote_identifier
 from keyrotate.trek.catalogue import SecretLocation
 
@@ -23,20 +23,49 @@ def read_batches(conn: sqlite3.Connection, target: Target, rowids: Sequence[int]
     Without ``rowids`` the rows its condition picks, page after page; with them exactly those rows
     (found beforehand by :class:`keyrotate.rotation.discovery.DiscoverySearch`).
     """
-    select = target.select()
-    head = f"SELECT rowid, {select.text} FROM {quote_identifier(target.table)} WHERE "
     if rowids is not None:
+        select = target.select()
+        head = f"SELECT rowid, {select.text} FROM {quote_identifier(target.table)} WHERE "
         for start in range(0, len(rowids), BATCH_ROWS):
             chunk = tuple(rowids[start : start + BATCH_ROWS])
             sql = f"{head}rowid IN ({', '.join('?' * len(chunk))}) ORDER BY rowid"
             yield conn.execute(sql, (*select.params, *chunk)).fetchall()
         return
-    where = target.where()
-    sql = f"{head}rowid > ? AND {where.text} ORDER BY rowid LIMIT {BATCH_ROWS}"
+    reads = BatchReads(target)
     last = -(2**63)
-    while batch := conn.execute(sql, (*select.params, last, *where.params)).fetchall():
+    while batch := reads.rows(conn, last):
         yield batch
         last = batch[-1][0]
+
+
+class BatchReads:
+    """The queries that cut a target into the batches :func:`read_batches` yields, one batch at a time.
+
+    A batch is the next BATCH_ROWS rows the target's condition picks after a rowid. :meth:`rows` reads
+    one; :meth:`rowids` finds the same batch's row ids only, and :meth:`between` is the query that
+    reads exactly its rows again, on another connection that sees the same values.
+    """
+
+    def __init__(self, target: Target) -> None:
+        select, where = target.select(), target.where()
+        table = quote_identifier(target.table)
+        self._rows = Sql(f"SELECT rowid, {select.text} FROM {table} WHERE rowid > ? AND {where.text} "
+                         f"ORDER BY rowid LIMIT {BATCH_ROWS}", select.params)
+        self._rowids = Sql(f"SELECT rowid FROM {table} WHERE rowid > ? AND {where.text} "
+                           f"ORDER BY rowid LIMIT {BATCH_ROWS}")
+        self._between = Sql(f"SELECT rowid, {select.text} FROM {table} WHERE rowid BETWEEN ? AND ? AND {where.text} "
+                            "ORDER BY rowid", select.params)
+        self._where = where.params
+
+    def rows(self, conn: sqlite3.Connection, after: int) -> Batch:
+        return conn.execute(self._rows.text, (*self._rows.params, after, *self._where)).fetchall()
+
+    def rowids(self, conn: sqlite3.Connection, after: int) -> list[int]:
+        return [row[0] for row in conn.execute(self._rowids.text, (after, *self._where))]
+
+    def between(self, first: int, last: int) -> Sql:
+        """The query (and its values) for the rows of the batch from rowid ``first`` to ``last``."""
+        return Sql(self._between.text, (*self._between.params, first, last, *self._where))
 
 
 def count_rows(conn: sqlite3.Connection, target: Target) -> int:

@@ -17,10 +17,10 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
-from keyrotate.rotation.batches import BatchResult, BatchSpec, process_batch
-from keyrotate.rotation.discovery import DiscoverySearch, Twin
+from keyrotate.rotation.batches import BatchResult, BatchSpec, RowRange, process_batch
+from keyrotate.rotation.discovery import DiscoverySearch
 from keyrotate.rotation.json_values import load_plugin_fields
-from keyrotate.rotation.reading import Batch, count_empty_values, count_rows, read_batches, write_values
+from keyrotate.rotation.reading import Batch, BatchReads, count_empty_values, count_rows, read_batches, write_values
 from keyrotate.rotation.stored import StoredDigest
 from keyrotate.rotation.tallies import FailedValue, Tallies, Tally
 from keyrotate.rotation.targets import DiscoveryTarget, LocationTarget, Target, plan_targets
@@ -37,9 +37,9 @@ ProgressCallback = Callable[[str, str, int, int | None], None]  # phase, label, 
 class Scanner:
     """Walks every target of a database with one keyring.
 
-    Whole-value batches go to ``pool`` when one is given: they are read here,
-    handed to the pool a few at a time and their updates written here, in the
-    order they were read.
+    Whole-value batches go to ``pool`` when one is given: they are read here (or,
+    see :meth:`read_in_workers`, by the worker that takes them), handed to the pool
+    a few at a time and their updates written here, in the order they were read.
     """
 
     def __init__(
@@ -78,7 +78,8 @@ class Scanner:
         # The pool's keyring when there is one: a batch names its keys by their place in it.
         self._batch_keyring = pool.keyring if pool is not None else keyring
         self._key_order = tuple(self._batch_keyring.index_of(key) for key in keyring.keys)
-        self._pending: deque[tuple[LocationTarget, Batch, PendingBatch]] = deque()
+        self._pending: deque[tuple[LocationTarget, int, PendingBatch]] = deque()  # target, rows, result
+        self._read_path: str | None = None  # see read_in_workers()
         self._empties: dict[str, int] | None = None
         self._targets: list[Target] | None = None
 
@@ -93,11 +94,15 @@ class Scanner:
             for target in self.targets():
                 self.run_target(target, phase, progress)
             self._collect(wait=True)
+            if self._discovery_search is not None and self._count_empty_values:
+                self._add_empties(self._discovery_search.empties())
             self._check_unrewritable()
         finally:
             self._pending.clear()
             if self._discovery_search is not None:  # done, or cut short: its connection is closed either way
                 self._discovery_search.stop()
+            if self._read_path is not None and self._pool is not None:
+                self._pool.release_reads()
         return self.tallies
 
     def run_target(self, target: Target, phase: str, progress: ProgressCallback | None) -> None:
@@ -106,10 +111,17 @@ class Scanner:
         total = count_rows(self.conn, target) if progress else None
         if progress:
             progress(phase, target.label, 0, total)
+
+        def advanced(size: int) -> None:
+            if progress:
+                progress(phase, target.label, size, total)
+
+        if isinstance(target, LocationTarget) and not target.json and self._pool and self._read_path:
+            self._hand_out(self._pool, self._read_path, target, advanced)
+            return
         for batch in self._batches(target):
             self._process(target, batch)
-            if progress:
-                progress(phase, target.label, len(batch), total)
+            advanced(len(batch))
 
     def search_in_background(self, path: Path, twin: sqlite3.Connection | None = None) -> None:
         """Find the rows holding stray tokens on another connection while this scanner does the rest.
@@ -117,9 +129,44 @@ class Scanner:
         Only sound where :class:`DiscoverySearch` says so: on a ``twin`` in this scanner's snapshot, or
         a WAL database under this scanner's write lock.
         """
-        self._discovery_search = DiscoverySearch(
-            path, [t for t in self.targets() if isinstance(t, DiscoveryTarget)],
-            Twin(twin, self.info, self._discovery_tables) if twin is not None else None)
+        self._discovery_search = DiscoverySearch(path, self.info, self.targets(), self._discovery_tables, twin)
+
+    def read_elsewhere(self, path: Path) -> None:
+        """Read on connections of their own what need not be read on this one: the whole-table scans
+        (:meth:`search_in_background`) and, by the crypto workers, the whole-value batches they are handed.
+
+        Only sound where :class:`~keyrotate.rotation.batches.RowRange` and :class:`DiscoverySearch` say
+        so: a WAL database under this scanner's write lock. This process then reads only each handed
+        batch's row ids, and the values of the batches it does itself.
+        """
+        self.search_in_background(path)
+        if self._pool is not None:
+            self._read_path = str(path)
+
+    def _hand_out(self, pool: CryptoPool, path: str, target: LocationTarget, advanced: Callable[[int], None]) -> None:
+        """A whole-value location's batches (as :func:`read_batches` cuts them), each read by a worker
+        when one has room, else read and done here."""
+        reads, spec = BatchReads(target), self._batch_spec(target)
+        last = -(2**63)
+        while True:
+            self._collect(wait=False)
+            handed = None
+            if pool.has_room():
+                rowids = reads.rowids(self.conn, last)
+                if not rowids:
+                    return
+                between = reads.between(rowids[0], rowids[-1])
+                handed = pool.try_submit(spec, RowRange(path, between.text, between.params, len(rowids)))
+                if handed is not None:
+                    self._pending.append((target, len(rowids), handed))
+                    last, size = rowids[-1], len(rowids)
+            if handed is None:
+                batch = reads.rows(self.conn, last)
+                if not batch:
+                    return
+                self._merge(target, len(batch), process_batch(self._batch_keyring, spec, batch))
+                last, size = batch[-1][0], len(batch)
+            advanced(size)
 
     def _batches(self, target: Target) -> Iterator[Batch]:
         search = self._discovery_search
@@ -151,6 +198,8 @@ class Scanner:
             new_index=rw.new_index if rw is not None else None,
             encrypt_plaintext=rw.encrypt_plaintext if rw is not None else False,
             report_tokens=self.on_token is not None,
+            digest_key=self.stored.key if self.stored is not None else None,
+            digest_loose=self.stored is not None and loc.label in self.stored.loose,
         )
 
     def _submit(self, target: LocationTarget, batch: Batch) -> None:
@@ -160,25 +209,25 @@ class Scanner:
             self._collect(wait=False)
             handed = self._pool.try_submit(spec, batch)
             if handed is not None:
-                self._pending.append((target, batch, handed))
+                self._pending.append((target, len(batch), handed))
                 return
-        self._merge(target, batch, process_batch(self._batch_keyring, spec, batch))
+        self._merge(target, len(batch), process_batch(self._batch_keyring, spec, batch))
 
     def _collect(self, *, wait: bool) -> None:
         """Merge finished worker results, oldest first (all of them when ``wait``)."""
         pending = self._pending
         while pending and (wait or pending[0][2].ready()):
-            target, batch, handle = pending.popleft()
-            self._merge(target, batch, handle.get())
+            target, rows, handle = pending.popleft()
+            self._merge(target, rows, handle.get())
 
-    def _merge(self, target: LocationTarget, batch: Batch, result: BatchResult) -> None:
+    def _merge(self, target: LocationTarget, rows: int, result: BatchResult) -> None:
         loc = target.location
         self.tallies.of(loc.label, loc.table, loc.column, True).add_batch(result)
         if self.on_token is not None:
             for rowid, index in result.tokens:
                 self.on_token(loc.label, loc.table, loc.column, rowid, "", None if index < 0 else index)
-        if self.stored is not None:  # the texts as they come back: exactly what is written next
-            self.stored.add_values(loc.label, batch, result.updates)
+        if self.stored is not None and result.digest is not None:  # of exactly the texts written next
+            self.stored.add_digest(loc.label, result.digest, rows)
         self._write(loc.table, loc.column, result.updates)
 
     def _write(self, table: str, column: str, updates: Sequence[tuple[str, int]]) -> None:
@@ -190,12 +239,24 @@ class Scanner:
         write_values(self.conn, table, column, updates)
 
     def _count_empty(self, target: LocationTarget) -> None:
-        """NULL and '' both mean "not set" to TREK; counted, never fetched."""
+        """NULL and '' both mean "not set" to TREK; counted, never fetched.
+
+        With a background search they are counted there and added once the pass is done.
+        """
+        loc = target.location
+        tally = self.tallies.of(loc.label, loc.table, loc.column, True)  # in the order the targets come
+        if self._discovery_search is not None:
+            return
         if self._empties is None:
             located = [t for t in self.targets() if isinstance(t, LocationTarget)]
             self._empties = count_empty_values(self.conn, located)
-        loc = target.location
-        self.tallies.of(loc.label, loc.table, loc.column, True).empty += self._empties.get(loc.label, 0)
+        tally.empty += self._empties.get(loc.label, 0)
+
+    def _add_empties(self, empties: dict[str, int]) -> None:
+        for target in self.targets():
+            if isinstance(target, LocationTarget) and not target.json:
+                loc = target.location
+                self.tallies.of(loc.label, loc.table, loc.column, True).empty += empties.get(loc.label, 0)
 
     def _check_unrewritable(self) -> None:
         """``enc:v1:`` where discovery cannot rewrite it: WITHOUT ROWID tables and BLOB values.
@@ -205,8 +266,9 @@ class Scanner:
         """
         read = self.keyring.reader(Scheme.API)
         search = self._discovery_search
-        cells = search.unrewritable() if search is not None else None
-        for cell in cells if cells is not None else unrewritable_cells(self.conn, self.info, self._discovery_tables):
+        cells = (search.unrewritable() if search is not None
+                 else unrewritable_cells(self.conn, self.info, self._discovery_tables))
+        for cell in cells:
             for match in EMBEDDED_TOKEN.finditer(cell.text):
                 index, _ = read(match.group())
                 if index == self._settled:

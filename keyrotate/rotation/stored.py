@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Collection, Sequence
-from hashlib import blake2b
 from os import urandom
 from typing import Any
 
 from keyrotate.rotation.targets import plan_targets
+from keyrotate.rotation.text_digest import MODULUS, digest_name, digest_texts, texts_after
 from keyrotate.trek.catalogue import ResolvedLocation
 from keyrotate.trek.schema import DatabaseInfo
 
 Batch = Sequence[tuple[Any, ...]]  # (rowid, value, ...) or, for discovery, (rowid, *cells)
-_MODULUS = 2**256
 
 
 class StoredDigest:
@@ -44,13 +42,7 @@ class StoredDigest:
     def add_values(self, label: str, batch: Batch, updates: Sequence[tuple[str, int]]) -> None:
         """One whole-value or JSON batch, ``updates`` being the ``(new text, rowid)`` pairs written for it."""
         rowids = [row[0] for row in batch]
-        if not updates:
-            values = [row[1] for row in batch]
-        elif len(updates) == len(rowids) and [rowid for _, rowid in updates] == rowids:
-            values = [text for text, _ in updates]  # every row rewritten: a rotation's common case
-        else:
-            new = {rowid: text for text, rowid in updates}
-            values = [new.get(row[0], row[1]) for row in batch]
+        values = texts_after(batch, updates)
         self._add(label, "", rowids, values)
 
     def add_cells(self, label: str, columns: Sequence[str], batch: Batch,
@@ -64,41 +56,13 @@ class StoredDigest:
                           [new.get((row[0], column), row[place]) for row in rows])
 
     def _add(self, label: str, column: str, rowids: list[int], values: list[Any]) -> None:
-        name = f"{label}\x00{column}".encode("utf-8", "surrogatepass")
-        if label in self.loose:
-            self._add_cells_alone(label, name, values)
-            return
-        stream = blake2b(key=self.key, digest_size=32, person=b"keyrotate-stored")
-        try:
-            text = "".join(values)
-            kinds = b"T"  # every value is text, the common case
-        except TypeError:  # a number or blob where TREK expects text: tagged, so 5 and "5" differ
-            kinds = b"M" + bytes(value.__class__ is not str for value in values)
-            values = [value if value.__class__ is str else repr(value) for value in values]
-            text = "".join(values)
-        # Counts and lengths first, so every split of the joined text is unambiguous.
-        stream.update(b"%d:%d:%s" % (len(rowids), len(name), name))
-        stream.update(kinds)
-        stream.update(array("q", rowids).tobytes())
-        stream.update(array("q", map(len, values)).tobytes())
-        stream.update(text.encode("utf-8", "surrogatepass"))
-        self._sums[label] = (self._sums.get(label, 0) + int.from_bytes(stream.digest(), "big")) % _MODULUS
-        self.cells[label] = self.cells.get(label, 0) + len(rowids)
+        self.add_digest(label, digest_texts(self.key, digest_name(label, column), label in self.loose, rowids, values),
+                        len(rowids))
 
-    def _add_cells_alone(self, label: str, name: bytes, values: list[Any]) -> None:
-        """Each cell's keyed digest of (label, column, type tag, stored text), no rowid, added up."""
-        head = blake2b(key=self.key, digest_size=32, person=b"keyrotate-cell")
-        head.update(b"%d:%s" % (len(name), name))
-        total = self._sums.get(label, 0)
-        for value in values:
-            stream = head.copy()
-            if value.__class__ is str:
-                stream.update(b"T" + value.encode("utf-8", "surrogatepass"))
-            else:  # a number or blob where TREK expects text: tagged, so 5 and "5" differ
-                stream.update(b"R" + repr(value).encode("utf-8", "surrogatepass"))
-            total += int.from_bytes(stream.digest(), "big")
-        self._sums[label] = total % _MODULUS
-        self.cells[label] = self.cells.get(label, 0) + len(values)
+    def add_digest(self, label: str, digest: int, cells: int) -> None:
+        """A batch's digest made elsewhere (by :func:`~keyrotate.rotation.batches.process_batch`, maybe in a worker)."""
+        self._sums[label] = (self._sums.get(label, 0) + digest) % MODULUS
+        self.cells[label] = self.cells.get(label, 0) + cells
 
     def digests(self, labels: Collection[str]) -> dict[str, tuple[int, int]]:
         """(sum of batch digests, cells) per label in ``labels``."""

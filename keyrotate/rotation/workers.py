@@ -1,9 +1,10 @@
 """Worker processes for the crypto, so a rotation uses more than one core.
 
-The crypto is CPU-bound; SQLite I/O is not shared: the calling process reads
-every batch, hands it to a worker (or does it itself while the workers are
+The crypto is CPU-bound; SQLite writes are not shared: the calling process
+cuts every batch, hands it to a worker (or does it itself while the workers are
 busy) and writes the results through its one connection, in its one
-transaction. Each worker is a fresh, small interpreter
+transaction. A worker reads a batch's rows itself when handed a
+:class:`~keyrotate.rotation.batches.RowRange` instead of the rows. Each worker is a fresh, small interpreter
 (:mod:`keyrotate.rotation.crypto_worker`), not a fork of this process; keys
 reach it as the first message on its pipe, never through argv, the
 environment or a file.
@@ -24,14 +25,17 @@ from pathlib import Path
 
 import keyrotate
 from keyrotate.errors import KeyrotateError
-from keyrotate.rotation.batches import BatchResult, BatchSpec, Row
+from keyrotate.rotation.batches import RELEASE, BatchResult, BatchSpec, Packed, Row, RowRange
 from keyrotate.rotation.crypto_worker import BOOTSTRAP, INTERRUPTS
 from keyrotate.trek.formats import Keyring
 from keyrotate.trek.keys import Key
 
 
-def _pack_rows(rows: list[Row]) -> tuple[list[int], str] | list[Row]:
-    """Rows for a worker: row ids and one NUL-joined string when every value is text without NUL."""
+def _pack_rows(rows: list[Row] | RowRange) -> Packed:
+    """Rows for a worker: row ids and one NUL-joined string when every value is text without NUL
+    (a :class:`RowRange` as it is: the worker reads those rows itself)."""
+    if isinstance(rows, RowRange):
+        return rows
     values = [row[1] for row in rows]
     try:
         joined = "\x00".join(values)
@@ -155,7 +159,11 @@ class CryptoPool:
     def __repr__(self) -> str:
         return f"CryptoPool({self.workers} workers)"
 
-    def try_submit(self, spec: BatchSpec, rows: list[Row]) -> PendingBatch | None:
+    def has_room(self) -> bool:
+        """Whether a worker takes a small message (a :class:`RowRange`) now."""
+        return min(w.outstanding for w in self._workers) < BATCHES_PER_WORKER
+
+    def try_submit(self, spec: BatchSpec, rows: list[Row] | RowRange) -> PendingBatch | None:
         """Hand the batch to a worker if one can take it now; None: the caller does it itself.
 
         An idle worker always takes it (it is reading, so the send completes). A
@@ -173,6 +181,16 @@ class CryptoPool:
             raise KeyrotateError("A crypto worker process stopped unexpectedly; nothing was committed.") from None
         worker.outstanding += 1
         return PendingBatch(worker)
+
+    def release_reads(self) -> None:
+        """Every worker closes the connections it read :class:`RowRange` batches on; results not yet
+        collected are dropped. Returns once all have (a worker that is gone holds none)."""
+        for worker in self._workers:
+            with suppress(OSError, EOFError):
+                worker.conn.send(RELEASE)
+                while worker.conn.recv() != (True, None):
+                    pass  # a result nobody waits for any more (the pass stopped early)
+            worker.outstanding = 0
 
     def close(self) -> None:
         for worker in self._workers:
