@@ -45,10 +45,12 @@ class DiscoverySearch:
     It hands over row ids only; the rotation reads and rewrites the rows itself.
     """
 
-    def __init__(self, path: Path, info: DatabaseInfo, targets: Sequence[Target],
-                 discovery_tables: Collection[str] | None, twin: sqlite3.Connection | None = None) -> None:
+    def __init__(self, path: Path, targets: Sequence[Target], twin: sqlite3.Connection | None = None,
+                 info: DatabaseInfo | None = None, discovery_tables: Collection[str] | None = None) -> None:
         """``twin``: a connection already inside the scanner's own snapshot (a read-only pass, see
-        :func:`keyrotate.rotation.session.twin_in_snapshot`), which the search then owns and closes."""
+        :func:`keyrotate.rotation.session.twin_in_snapshot`), which the search then owns and closes.
+        ``info`` (and the scanner's ``discovery_tables``): list the unrewritable cells and count the
+        empty values too; without it only the stray tokens are searched."""
         self._path = path
         self._info = info
         self._queries = {t.table: _rowid_query(t) for t in targets if isinstance(t, DiscoveryTarget)}
@@ -73,7 +75,7 @@ class DiscoverySearch:
                 if self._stopped:
                     return _Found(found)
                 found[table] = [row[0] for row in conn.execute(sql.text, sql.params)]
-            if self._stopped:
+            if self._stopped or self._info is None:
                 return _Found(found)
             cells = list(unrewritable_cells(conn, self._info, self._tables))
             empties = count_empty_values(conn, self._located) if not self._stopped else None
@@ -100,13 +102,13 @@ class DiscoverySearch:
     def rowids(self, table: str) -> list[int]:
         return self._found.result().rowids.get(table, [])
 
-    def unrewritable(self) -> list[UnrewritableCell]:
-        """The cells :func:`unrewritable_cells` lists (only asked for once the pass is done: never stopped)."""
-        return self._found.result().unrewritable or []
+    def unrewritable(self) -> list[UnrewritableCell] | None:
+        """The cells :func:`unrewritable_cells` lists; None when not listed (no ``info``, or stopped)."""
+        return self._found.result().unrewritable
 
-    def empties(self) -> dict[str, int]:
+    def empties(self) -> dict[str, int] | None:
         """NULL and '' per whole-value location label (:func:`count_empty_values`), as :meth:`unrewritable`."""
-        return self._found.result().empties or {}
+        return self._found.result().empties
 
 
 def _rowid_query(target: DiscoveryTarget) -> Sql:

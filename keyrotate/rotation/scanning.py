@@ -95,7 +95,9 @@ class Scanner:
                 self.run_target(target, phase, progress)
             self._collect(wait=True)
             if self._discovery_search is not None and self._count_empty_values:
-                self._add_empties(self._discovery_search.empties())
+                empties = self._discovery_search.empties()
+                self._add_empties(empties if empties is not None else count_empty_values(
+                    self.conn, [t for t in self.targets() if isinstance(t, LocationTarget)]))
             self._check_unrewritable()
         finally:
             self._pending.clear()
@@ -129,7 +131,7 @@ class Scanner:
         Only sound where :class:`DiscoverySearch` says so: on a ``twin`` in this scanner's snapshot, or
         a WAL database under this scanner's write lock.
         """
-        self._discovery_search = DiscoverySearch(path, self.info, self.targets(), self._discovery_tables, twin)
+        self._discovery_search = DiscoverySearch(path, self.targets(), twin, self.info, self._discovery_tables)
 
     def read_elsewhere(self, path: Path) -> None:
         """Read on connections of their own what need not be read on this one: the whole-table scans
@@ -266,9 +268,8 @@ class Scanner:
         """
         read = self.keyring.reader(Scheme.API)
         search = self._discovery_search
-        cells = (search.unrewritable() if search is not None
-                 else unrewritable_cells(self.conn, self.info, self._discovery_tables))
-        for cell in cells:
+        cells = search.unrewritable() if search is not None else None
+        for cell in cells if cells is not None else unrewritable_cells(self.conn, self.info, self._discovery_tables):
             for match in EMBEDDED_TOKEN.finditer(cell.text):
                 index, _ = read(match.group())
                 if index == self._settled:
