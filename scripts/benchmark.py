@@ -160,6 +160,14 @@ def _pss_kib(pid: int) -> int:
     return 0
 
 
+def _command_line(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
 def _memory_kib(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) of one process, zeros once it is gone."""
     rss = hwm = 0
@@ -206,7 +214,10 @@ def run_measured(command: list[str], env: dict[str, str]) -> Measured:
             stderr.seek(0)
             raise SystemExit(f"{' '.join(command)} did not start:\n{stderr.read()}")
         pid = int(started)
-        peaks: dict[int, int] = {}
+        # Per process: its current program (command line) and that program's VmHWM. A child seen between its
+        # fork and its exec still shares or copies its parent's memory, and the kernel starts VmHWM again at
+        # exec: only the program a pid runs last counts, with its own peak (as the kernel reports it).
+        peaks: dict[int, tuple[bytes, int]] = {}
         sampled = pss = 0
         while launcher.poll() is None:
             total = total_pss = 0
@@ -214,18 +225,22 @@ def run_measured(command: list[str], env: dict[str, str]) -> Measured:
                 rss, hwm = _memory_kib(member)
                 total += rss
                 total_pss += _pss_kib(member)
-                peaks[member] = max(peaks.get(member, 0), hwm)
+                program = _command_line(member)
+                seen = peaks.get(member)
+                peaks[member] = (program, hwm if seen is None or seen[0] != program else max(seen[1], hwm))
             sampled = max(sampled, total)
             pss = max(pss, total_pss)
             time.sleep(0.01)
         returncode, maxrss, cpu, wall = report.readline().split()
-        peaks[pid] = max(peaks.get(pid, 0), int(maxrss))  # its very last peak, in KiB on Linux
+        program, hwm = peaks.get(pid, (b"", 0))
+        peaks[pid] = (program, max(hwm, int(maxrss)))  # its very last peak, in KiB on Linux
         stdout.seek(0)
         stderr.seek(0)
         out, err = stdout.read(), stderr.read()
     if launcher.returncode != 0 or int(returncode) != 0:
         raise SystemExit(f"{' '.join(command)} exited {returncode}:\n{err}")
-    return Measured(float(wall), float(cpu), max(sampled, sum(peaks.values())) / 1024, sampled / 1024, pss / 1024, out)
+    total_peak = sum(hwm for _, hwm in peaks.values())
+    return Measured(float(wall), float(cpu), max(sampled, total_peak) / 1024, sampled / 1024, pss / 1024, out)
 
 
 def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
