@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from importlib.util import find_spec
 
 from keyrotate import interrupts
 
@@ -16,16 +17,22 @@ from keyrotate import interrupts
 # through sqlite-utils and writes nothing with it). Measured on the 2-core VM at 370,000 secrets: numpy costs
 # every command that opens a database ~90 ms of import, 14 MB of RSS and ~40 ms of teardown at exit.
 UNUSED_BY_THE_CLI = ("numpy", "pandas")
+# hashlib loads OpenSSL's libcrypto, 3.5 MB of RSS, unless its _hashlib is missing; it then uses Python's own
+# SHA-2 and BLAKE2 (the same digests). The CLI hashes only the keys (a few SHA-256) with it, BLAKE2b is Python's own
+# either way, and cryptography brings its own OpenSSL for the AES-GCM and the backup ZIPs' SHA-256 (issue 11).
+HASHLIB_OPENSSL = "_hashlib"
 
 
 def keep_out_unused_modules() -> None:
-    """Make ``import numpy`` (and pandas) fail in this process, as if they were not installed.
+    """Make ``import numpy`` (and pandas, and hashlib's OpenSSL) fail in this process, as if they were not installed.
 
     Only in the CLI's own process, which runs nothing but keyrotate, and only for a module nobody has
     imported yet: ``import keyrotate`` as a library changes nothing for its host.
     """
     for name in UNUSED_BY_THE_CLI:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "import fails", per the import system
+    if "hashlib" not in sys.modules and find_spec("_sha256") is not None:  # else hashlib needs OpenSSL
+        sys.modules.setdefault(HASHLIB_OPENSSL, None)  # type: ignore[arg-type]
 
 
 def run() -> None:

@@ -181,3 +181,14 @@ def test_a_library_user_can_still_import_numpy_after_reading_a_schema(trek4: Tre
             f"s.inspect_database(d.connect(Path({str(trek4.db)!r})), Path({str(trek4.db)!r})); "
             "import numpy, sqlite_utils.db; assert sqlite_utils.db.np is numpy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_cli_hashes_without_loading_openssl_twice(trek4: TrekCopy) -> None:
+    """hashlib's OpenSSL (_hashlib, 3.5 MB) stays out of the CLI's process: its hashes are Python's own (issue 11)."""
+    code = ("import atexit, runpy, sys; "
+            "atexit.register(lambda: print('hashlib', 'hashlib' in sys.modules, sys.modules.get('_hashlib'), "
+            "file=sys.stderr)); "
+            f"sys.argv = ['keyrotate', 'verify', '--data-dir', {str(trek4.data_dir)!r}, '--quiet']; "
+            "runpy.run_module('keyrotate', run_name='__main__')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "hashlib True None" in run.stderr
