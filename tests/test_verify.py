@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from keyrotate.errors import NotTrekError
 from keyrotate.rotation import discovery, session
 from keyrotate.rotation.discovery import DiscoverySearch
 from keyrotate.rotation.session import read_session
@@ -127,3 +128,19 @@ def test_a_search_cut_short_closes_its_connection_before_stop_returns(tmp_path: 
             search.stop()
             assert search._open is None  # closed, not merely asked to stop
     assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
+
+
+def test_the_integrity_check_beside_the_schema_reading_leaves_nothing_open(tmp_path: Path) -> None:
+    """open_database checks integrity on a connection of its own while it reads the schema; when the schema says
+    "not TREK" first, that error wins, as before, and the check's connection is closed before it is raised."""
+    db = tmp_path / "other.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) "
+                     "INSERT INTO notes (body) SELECT printf('note %d', i) FROM n")
+        conn.commit()
+    for _ in range(3):
+        with pytest.raises(NotTrekError):
+            session.open_database(db, 1.0, for_writing=False)
+        assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()

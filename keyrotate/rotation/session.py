@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keyrotate.errors import KeyrotateError
-from keyrotate.store.database import check_integrity, check_sqlite_header, check_writable, connect, translate_error
+from keyrotate.store.database import (
+    IntegrityCheck,
+    check_sqlite_header,
+    check_writable,
+    connect,
+    translate_error,
+)
 from keyrotate.trek.catalogue import ResolvedLocation, resolve_catalogue
 from keyrotate.trek.schema import DatabaseInfo, inspect_database
 
@@ -38,10 +44,12 @@ def open_database(path: Path, busy_timeout: float, *, for_writing: bool) -> tupl
     if for_writing:
         check_writable(path)
     conn = connect(path, busy_timeout=busy_timeout)
+    integrity = IntegrityCheck(path, busy_timeout)  # overlaps the schema reading; its verdict comes second, as before
     try:
         info = inspect_database(conn, path)
-        check_integrity(conn, path)
+        integrity.wait()
     except BaseException:
+        integrity.stop()
         conn.close()
         raise
     return conn, info
