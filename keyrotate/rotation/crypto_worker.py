@@ -20,11 +20,12 @@ import sys
 from contextlib import suppress
 from typing import Any, BinaryIO
 
+from keyrotate.interrupts import SIGNALS
+
 # Run as ``python -I -S -c BOOTSTRAP <parent pid> <pipe fd> <import path>...``: no site-packages scan, no .pth
 # files, nothing from the environment; the parent gives the import path it found keyrotate and cryptography on.
 BOOTSTRAP = ("import sys; sys.path[:0] = sys.argv[3:]; from keyrotate.rotation.crypto_worker import main; "
              "main(int(sys.argv[1]), int(sys.argv[2]))")
-INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -32,9 +33,9 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 def main(parent: int, fd: int) -> None:
     """The worker's whole life: batches in, results out, until told to stop or the parent is gone."""
     # The parent started this process with the interrupts blocked, so none can arrive before they are ignored.
-    for signum in INTERRUPTS:
+    for signum in SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
     _die_with_parent(parent)
     _use_builtin_sha256()
     with socket.socket(fileno=fd) as pipe, pipe.makefile("rb") as incoming:

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import keyrotate
 from keyrotate.errors import KeyrotateError
+from keyrotate.interrupts import SIGNALS
 from keyrotate.rotation.batches import RELEASE, BatchResult, BatchSpec, Packed, Row, RowRange
-from keyrotate.rotation.crypto_worker import BOOTSTRAP, INTERRUPTS
+from keyrotate.rotation.crypto_worker import BOOTSTRAP
 from keyrotate.trek.formats import Keyring
 from keyrotate.trek.keys import Key
 
@@ -117,7 +118,7 @@ def _start_worker(there: Connection) -> subprocess.Popen[bytes]:
     starts up is the parent's alone.
     """
     command = [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(os.getpid()), str(there.fileno()), *_import_path()]
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
         return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 pass_fds=(there.fileno(),))
