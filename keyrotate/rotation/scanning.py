@@ -20,7 +20,15 @@ from pathlib import Path
 from keyrotate.rotation.batches import BatchResult, BatchSpec, RowRange, process_batch
 from keyrotate.rotation.discovery import DiscoverySearch
 from keyrotate.rotation.json_values import load_plugin_fields
-from keyrotate.rotation.reading import Batch, BatchReads, count_empty_values, count_rows, read_batches, write_values
+from keyrotate.rotation.reading import (
+    Batch,
+    BatchReads,
+    RangeWriter,
+    count_empty_values,
+    count_rows,
+    read_batches,
+    write_values,
+)
 from keyrotate.rotation.stored import StoredDigest
 from keyrotate.rotation.tallies import FailedValue, Tallies, Tally
 from keyrotate.rotation.targets import DiscoveryTarget, LocationTarget, Target, plan_targets
@@ -38,7 +46,7 @@ class Scanner:
     """Walks every target of a database with one keyring.
 
     Whole-value batches go to ``pool`` when one is given: they are read here (or,
-    see :meth:`read_in_workers`, by the worker that takes them), handed to the pool
+    see :meth:`read_elsewhere`, by the worker that takes them), handed to the pool
     a few at a time and their updates written here, in the order they were read.
     """
 
@@ -79,7 +87,8 @@ class Scanner:
         self._batch_keyring = pool.keyring if pool is not None else keyring
         self._key_order = tuple(self._batch_keyring.index_of(key) for key in keyring.keys)
         self._pending: deque[tuple[LocationTarget, int, PendingBatch]] = deque()  # target, rows, result
-        self._read_path: str | None = None  # see read_in_workers()
+        self._read_path: str | None = None  # see read_elsewhere()
+        self._range_writer: RangeWriter | None = None
         self._empties: dict[str, int] | None = None
         self._targets: list[Target] | None = None
 
@@ -230,15 +239,24 @@ class Scanner:
                 self.on_token(loc.label, loc.table, loc.column, rowid, "", None if index < 0 else index)
         if self.stored is not None and result.digest is not None:  # of exactly the texts written next
             self.stored.add_digest(loc.label, result.digest, rows)
-        self._write(loc.table, loc.column, result.updates)
+        if result.updates and len(result.updates) == rows:  # every row of the batch rewritten: the common case
+            self._before_writing()
+            if self._range_writer is None:
+                self._range_writer = RangeWriter(self.conn)
+            self._range_writer.write(target, result.updates)
+        else:
+            self._write(loc.table, loc.column, result.updates)
 
     def _write(self, table: str, column: str, updates: Sequence[tuple[str, int]]) -> None:
         if not updates:
             return
+        self._before_writing()
+        write_values(self.conn, table, column, updates)
+
+    def _before_writing(self) -> None:
         if self._before_first_write is not None:
             before, self._before_first_write = self._before_first_write, None
             before()
-        write_values(self.conn, table, column, updates)
 
     def _count_empty(self, target: LocationTarget) -> None:
         """NULL and '' both mean "not set" to TREK; counted, never fetched.
