@@ -126,7 +126,7 @@ def test_a_search_cut_short_closes_its_connection_before_stop_returns(tmp_path: 
         for _ in range(3):
             search = DiscoverySearch(db, [target])
             search.stop()
-            assert search._open is None  # closed, not merely asked to stop
+            assert search._found._open is None  # closed, not merely asked to stop (see StoppableRead)
     assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Collection, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +11,7 @@ from keyrotate.rotation.reading import count_empty_values
 from keyrotate.rotation.targets import DiscoveryTarget, LocationTarget, Sql, Target
 from keyrotate.rotation.unrewritable import UnrewritableCell, unrewritable_cells
 from keyrotate.store.database import connect, quote_identifier
-from keyrotate.store.in_thread import InThread
+from keyrotate.store.in_thread import StoppableRead
 from keyrotate.trek.schema import DatabaseInfo
 
 
@@ -51,39 +49,28 @@ class DiscoverySearch:
         :func:`keyrotate.rotation.session.twin_in_snapshot`), which the search then owns and closes.
         ``info`` (and the scanner's ``discovery_tables``): list the unrewritable cells and count the
         empty values too; without it only the stray tokens are searched."""
-        self._path = path
         self._info = info
         self._queries = {t.table: _rowid_query(t) for t in targets if isinstance(t, DiscoveryTarget)}
         self._located = [t for t in targets if isinstance(t, LocationTarget)]
         self._tables = discovery_tables
-        self._twin = twin
-        self._lock = threading.Lock()  # SQLite: never interrupt a connection that is closing
-        self._open: sqlite3.Connection | None = None
-        self._stopped = False
-        self._found = InThread(self._search, "keyrotate-discovery")
+        self._own_snapshot = twin is None
+        self._found = StoppableRead((lambda: twin) if twin is not None else (lambda: connect(path)),  # reads only
+                                    self._search, "keyrotate-discovery")
+        self._found.start()
 
-    def _search(self) -> _Found:
-        twin = self._twin
-        conn = twin if twin is not None else connect(self._path)  # reads only
-        with self._lock:
-            self._open = conn
+    def _search(self, conn: sqlite3.Connection) -> _Found:
         found: dict[str, list[int]] = {}
-        try:
-            if twin is None:
-                conn.execute("BEGIN")  # one snapshot for every table
-            for table, sql in self._queries.items():
-                if self._stopped:
-                    return _Found(found)
-                found[table] = [row[0] for row in conn.execute(sql.text, sql.params)]
-            if self._stopped or self._info is None:
+        if self._own_snapshot:
+            conn.execute("BEGIN")  # one snapshot for every table
+        for table, sql in self._queries.items():
+            if self._found.stopped:
                 return _Found(found)
-            cells = list(unrewritable_cells(conn, self._info, self._tables))
-            empties = count_empty_values(conn, self._located) if not self._stopped else None
-            conn.execute("ROLLBACK")
-        finally:
-            with self._lock:
-                self._open = None
-                conn.close()
+            found[table] = [row[0] for row in conn.execute(sql.text, sql.params)]
+        if self._found.stopped or self._info is None:
+            return _Found(found)
+        cells = list(unrewritable_cells(conn, self._info, self._tables))
+        empties = count_empty_values(conn, self._located) if not self._found.stopped else None
+        conn.execute("ROLLBACK")
         return _Found(found, cells, empties)
 
     def stop(self) -> None:
@@ -92,12 +79,7 @@ class DiscoverySearch:
         A pass that ends early (an error, Ctrl-C) must not leave a scan running on a connection of its own:
         the process could exit with it open, leaving ``-wal`` and ``-shm`` files beside the database.
         """
-        self._stopped = True
-        with self._lock:
-            if self._open is not None:
-                self._open.interrupt()
-        with suppress(Exception):  # what it raised ("interrupted", or any error) no longer matters
-            self._found.result()
+        self._found.stop()
 
     def rowids(self, table: str) -> list[int]:
         return self._found.result().rowids.get(table, [])

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -21,7 +20,7 @@ from keyrotate.errors import (
     InputNotFoundError,
     NotADatabaseError,
 )
-from keyrotate.store.in_thread import InThread
+from keyrotate.store.in_thread import StoppableRead
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Page cache for the rotation's write connection: fixed, so memory stays flat however large the database. When the
@@ -134,36 +133,20 @@ class IntegrityCheck:
 
     def __init__(self, path: Path, busy_timeout: float) -> None:
         self._path = path
-        self._busy_timeout = busy_timeout
-        self._lock = threading.Lock()  # SQLite: never interrupt a connection that is closing
-        self._conn: sqlite3.Connection | None = None
-        self._stopped = False
-        self._done = InThread(self._check, "keyrotate-integrity")
+        self._check = StoppableRead(lambda: connect(path, busy_timeout=busy_timeout), self._run, "keyrotate-integrity")
+        self._check.start()
 
-    def _check(self) -> None:
-        conn = connect(self._path, busy_timeout=self._busy_timeout)
-        try:
-            with self._lock:
-                self._conn = conn
-            if not self._stopped:
-                conn.execute(f"PRAGMA cache_size = -{PASS_THROUGH_CACHE_KIB}")
-                check_integrity(conn, self._path)
-        finally:
-            with self._lock:
-                self._conn = None
-                conn.close()
+    def _run(self, conn: sqlite3.Connection) -> None:
+        if not self._check.stopped:
+            conn.execute(f"PRAGMA cache_size = -{PASS_THROUGH_CACHE_KIB}")
+            check_integrity(conn, self._path)
 
     def wait(self) -> None:
-        self._done.result()
+        self._check.result()
 
     def stop(self) -> None:
         """Cut the check short and wait until its connection is closed (nothing left open behind an error)."""
-        self._stopped = True
-        with self._lock:
-            if self._conn is not None:
-                self._conn.interrupt()
-        with suppress(Exception):  # its outcome no longer matters
-            self._done.result()
+        self._check.stop()
 
 
 def translate_error(exc: sqlite3.Error, path: Path) -> Exception:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -34,3 +36,53 @@ class InThread(Generic[T]):
         if not ok:
             raise value
         return value  # type: ignore[no-any-return]
+
+
+class StoppableRead(Generic[T]):
+    """:class:`InThread` for reading on a connection of its own, which :meth:`stop` can cut short.
+
+    ``connect`` makes the connection (in the thread) and ``work`` reads on it,
+    checking :attr:`stopped` between its steps; the connection is closed when
+    ``work`` returns or raises. :meth:`stop` interrupts whatever statement runs
+    and waits until the connection is closed, so nothing is left open (with its
+    ``-wal`` and ``-shm``) behind an error or a Ctrl-C.
+    """
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], work: Callable[[sqlite3.Connection], T],
+                 name: str) -> None:
+        self._connect = connect
+        self._work = work
+        self._name = name
+        self._lock = threading.Lock()  # SQLite: never interrupt a connection that is closing
+        self._open: sqlite3.Connection | None = None
+        self.stopped = False
+        self._done: InThread[T] | None = None
+
+    def start(self) -> None:
+        self._done = InThread(self._read, self._name)
+
+    def _read(self) -> T:
+        conn = self._connect()
+        with self._lock:
+            self._open = conn
+        try:
+            return self._work(conn)
+        finally:
+            with self._lock:
+                self._open = None
+                conn.close()
+
+    def result(self) -> T:
+        """What ``work`` returned; raises what it (or ``connect``) raised."""
+        assert self._done is not None, "start() first"
+        return self._done.result()
+
+    def stop(self) -> None:
+        """Cut the reading short if it still runs, and wait until its connection is closed."""
+        self.stopped = True
+        with self._lock:
+            if self._open is not None:
+                self._open.interrupt()
+        if self._done is not None:
+            with suppress(Exception):  # what it raised ("interrupted", or any error) no longer matters
+                self._done.result()
