@@ -16,7 +16,7 @@ from keyrotate.rotation.session import snapshot
 from keyrotate.rotation.stored import StoredDigest, differing_labels
 from keyrotate.rotation.targets import DiscoveryTarget, Target, plan_targets
 from keyrotate.store.backup import restore_command
-from keyrotate.store.database import PASS_THROUGH_CACHE_KIB, checkpoint, connect
+from keyrotate.store.database import PASS_THROUGH_CACHE_KIB, checkpoint, connect, data_version
 from keyrotate.store.in_thread import InThread
 
 
@@ -91,7 +91,7 @@ def committed_elsewhere(conn: sqlite3.Connection, version: int) -> bool:
     The connection's own commits (the VACUUM) and checkpoints leave its ``data_version`` as it was.
     """
     try:
-        return int(conn.execute("PRAGMA data_version").fetchone()[0]) != version
+        return data_version(conn) != version
     except sqlite3.Error:
         return True
 

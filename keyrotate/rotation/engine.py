@@ -35,7 +35,7 @@ from keyrotate.rotation.tallies import Tally
 from keyrotate.rotation.values import Rewrite
 from keyrotate.rotation.workers import CryptoPool, crypto_pool
 from keyrotate.store.backup import BackupJob
-from keyrotate.store.database import WRITE_CACHE_KIB, translate_error, write_transaction
+from keyrotate.store.database import WRITE_CACHE_KIB, data_version, translate_error, write_transaction
 from keyrotate.store.uncommitted import remove_leftovers
 from keyrotate.trek.audit_log import ROTATE_ENCRYPTION_KEY, record_in_audit_log
 from keyrotate.trek.catalogue import resolve_catalogue
@@ -156,10 +156,7 @@ class _Rotation:
         # Another writer that commits while this run waits for the lock may be a rotation to a key this run does
         # not know; then "the old key opens nothing" is about the race, not the key. (data_version moves on any
         # commit by another connection.)
-        self.version_before = self._data_version()
-
-    def _data_version(self) -> int:
-        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        self.version_before = data_version(self.conn)
 
     def _on_wait(self) -> None:
         self.waited = True
@@ -169,7 +166,7 @@ class _Rotation:
 
     def _inside_transaction(self) -> RotationReport | _Written:
         options, calls = self.options, self.calls
-        self.raced = self.waited and self._data_version() != self.version_before
+        self.raced = self.waited and data_version(self.conn) != self.version_before
         self.hold.stage = ROLLED_BACK  # from here an interrupt rolls back
         if not options.dry_run:
             _remove_uncommitted_backups(options.db_path, calls.notice)
@@ -249,7 +246,7 @@ class _Rotation:
         self.hold.start("committing the rotation")
         if self.backup_job is not None:
             self.backup_job.committing()  # signals are held from here: no interrupt between this and COMMIT
-        self.version_committed = self._data_version()  # no other connection can commit inside this transaction
+        self.version_committed = data_version(self.conn)  # no other connection can commit inside this transaction
         try:
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:

@@ -14,6 +14,7 @@ from keyrotate.store.database import (
     check_sqlite_header,
     check_writable,
     connect,
+    data_version,
     translate_error,
 )
 from keyrotate.trek.catalogue import ResolvedLocation, resolve_catalogue
@@ -67,10 +68,6 @@ def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
                 conn.execute("ROLLBACK")
 
 
-def _data_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])
-
-
 def _open_twin(path: Path) -> tuple[sqlite3.Connection, int] | None:
     """A second connection and what it sees of the commits so far; None if it cannot read right away."""
     try:
@@ -79,7 +76,7 @@ def _open_twin(path: Path) -> tuple[sqlite3.Connection, int] | None:
     except (sqlite3.Error, KeyrotateError):
         return None
     try:
-        return twin, _data_version(twin)
+        return twin, data_version(twin)
     except sqlite3.Error:
         twin.close()
         return None
@@ -106,7 +103,7 @@ def twin_in_snapshot(conn: sqlite3.Connection, path: Path) -> sqlite3.Connection
     twin, seen = opened
     try:
         twin.execute("BEGIN")
-        if _data_version(twin) == seen:  # the twin's first read: its snapshot begins here
+        if data_version(twin) == seen:  # the twin's first read: its snapshot begins here
             return twin
     except sqlite3.Error:
         pass

@@ -93,6 +93,12 @@ def read_only_uri(path: Path) -> str:
     return _uri(path, "ro")
 
 
+def data_version(conn: sqlite3.Connection) -> int:
+    """SQLite's ``PRAGMA data_version`` on ``conn``: it moves whenever another connection commits, never for
+    ``conn``'s own commits."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
 def connect(path: Path, *, busy_timeout: float = 5.0, check_same_thread: bool = True) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit).
 
