@@ -110,16 +110,22 @@ def test_an_untaken_twin_is_closed_with_the_session(tmp_path: Path) -> None:
     assert not Path(f"{db}-wal").exists()  # the last connection to close tidied up
 
 
-def test_a_search_cut_short_closes_its_connection_before_stop_returns(tmp_path: Path) -> None:
-    """A pass that fails or is interrupted stops its background search: no connection is left open behind it,
-    so the last one to close tidies the ``-wal`` and ``-shm`` files away (a verify leaves no residue)."""
-    db = tmp_path / "big.db"
+def notes_database(db: Path, rows: int, text: str) -> Path:
+    """A WAL database that is not TREK's: one table of ``rows`` notes (``text`` with ``%d`` for the row),
+    big enough that a full scan or integrity check is still running when it is stopped."""
     with closing(sqlite3.connect(db)) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
-        conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) "
-                     "INSERT INTO notes (body) SELECT printf('note %d without any token at all', i) FROM n")
+        conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+                     "INSERT INTO notes (body) SELECT printf(?, i) FROM n", (rows, text))
         conn.commit()
+    return db
+
+
+def test_a_search_cut_short_closes_its_connection_before_stop_returns(tmp_path: Path) -> None:
+    """A pass that fails or is interrupted stops its background search: no connection is left open behind it,
+    so the last one to close tidies the ``-wal`` and ``-shm`` files away (a verify leaves no residue)."""
+    db = notes_database(tmp_path / "big.db", 300_000, "note %d without any token at all")
     target = DiscoveryTarget("notes", ("body",), (Sql("0"),))
     with closing(connect(db)) as conn:
         conn.execute("SELECT count(*) FROM notes").fetchone()
@@ -133,13 +139,7 @@ def test_a_search_cut_short_closes_its_connection_before_stop_returns(tmp_path: 
 def test_the_integrity_check_beside_the_schema_reading_leaves_nothing_open(tmp_path: Path) -> None:
     """open_database checks integrity on a connection of its own while it reads the schema; when the schema says
     "not TREK" first, that error wins, as before, and the check's connection is closed before it is raised."""
-    db = tmp_path / "other.db"
-    with closing(sqlite3.connect(db)) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
-        conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) "
-                     "INSERT INTO notes (body) SELECT printf('note %d', i) FROM n")
-        conn.commit()
+    db = notes_database(tmp_path / "other.db", 200_000, "note %d")
     for _ in range(3):
         with pytest.raises(NotTrekError):
             session.open_database(db, 1.0, for_writing=False)
