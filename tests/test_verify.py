@@ -13,8 +13,10 @@ import pytest
 from keyrotate.errors import NotTrekError
 from keyrotate.rotation import discovery, session
 from keyrotate.rotation.discovery import DiscoverySearch
+from keyrotate.rotation.reading import count_empty_values
 from keyrotate.rotation.session import read_session
-from keyrotate.rotation.targets import DiscoveryTarget, Sql
+from keyrotate.rotation.targets import DiscoveryTarget, LocationTarget, Sql, plan_targets
+from keyrotate.rotation.unrewritable import unrewritable_cells
 from keyrotate.rotation.verify import verify_database
 from keyrotate.store.database import connect
 from keyrotate.trek.formats import Cipher, Scheme
@@ -108,6 +110,42 @@ def test_an_untaken_twin_is_closed_with_the_session(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.ProgrammingError):
         twin.execute("SELECT 1")
     assert not Path(f"{db}-wal").exists()  # the last connection to close tidied up
+
+
+def test_the_search_reads_each_table_once_and_finds_what_the_scanner_would(tmp_path: Path) -> None:
+    """The background search folds three full-table scans into one per table: stray tokens, unrewritable cells
+    (a BLOB token, a WITHOUT ROWID table before a rowid table in the schema) and the empty counts must be exactly
+    what the scanner's own queries give on the same snapshot, in the same order."""
+    db = build_sample_database(tmp_path / "travel.db", KEY, users=40, seed=5, release="4.x").path
+    token = Cipher(LOST, Scheme.API).seal(b"x")
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE a_sync (name TEXT PRIMARY KEY, state TEXT) WITHOUT ROWID")
+        conn.execute("INSERT INTO a_sync VALUES ('calendar', ?)", (token,))
+        conn.execute("CREATE TABLE z_notes (id INTEGER PRIMARY KEY, body TEXT, raw BLOB, n INTEGER)")
+        conn.executemany("INSERT INTO z_notes VALUES (?, ?, ?, ?)", [
+            (1, f"see {token}", None, 1), (2, "plain", token.encode(), 2), (3, None, b"no token", token),
+            (5, token, f"x{token}".encode(), None)])
+        conn.execute("UPDATE trips SET description = ? WHERE id IN (3, 7)", (token,))
+        conn.execute("UPDATE users SET mfa_secret = '' WHERE id < 5")
+        conn.execute("UPDATE settings SET value = NULL WHERE rowid % 3 = 0")
+        conn.commit()
+    with read_session(db, 1.0) as opened:
+        targets = plan_targets(opened.info, opened.resolved)
+        search = DiscoverySearch(db, targets, info=opened.info)
+        strays = {t.table: [r[0] for r in opened.conn.execute(
+            f"SELECT rowid FROM {t.table} WHERE {t.where().text} ORDER BY rowid", t.where().params)]
+            for t in targets if isinstance(t, DiscoveryTarget)}
+        assert strays["z_notes"] == [1, 3, 5] and {3, 7} <= set(strays["trips"])
+        assert {table: search.rowids(table) for table in strays} == strays
+        cells = list(unrewritable_cells(opened.conn, opened.info))
+        assert [(c.table, c.rowid, c.column) for c in cells if "enc:v1:" in c.text] == [
+            ("a_sync", 0, "state"), ("z_notes", 2, "raw"), ("z_notes", 5, "body"), ("z_notes", 5, "raw")]
+        assert search.unrewritable() == cells
+        empties = count_empty_values(opened.conn, [t for t in targets if isinstance(t, LocationTarget)])
+        assert sum(n > 0 for n in empties.values()) >= 3  # keyed (settings) and whole-column (users) counts
+        found = search.empties()
+        assert found is not None and {label: n for label, n in found.items() if n} == {  # 0 or left out: none
+            label: n for label, n in empties.items() if n}
 
 
 def notes_database(db: Path, rows: int, text: str) -> Path:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyrotate.rotation.reading import count_empty_values
+from keyrotate.rotation.reading import empty_value
 from keyrotate.rotation.targets import DiscoveryTarget, LocationTarget, Sql, Target
-from keyrotate.rotation.unrewritable import UnrewritableCell, unrewritable_cells
+from keyrotate.rotation.unrewritable import UnrewritableCell, blob_token, unrewritable_cells
 from keyrotate.store.database import connect, quote_identifier
 from keyrotate.store.in_thread import StoppableRead
+from keyrotate.trek.catalogue import NOT_SECRETS
 from keyrotate.trek.schema import DatabaseInfo
 
 
@@ -50,7 +51,7 @@ class DiscoverySearch:
         ``info`` (and the scanner's ``discovery_tables``): list the unrewritable cells and count the
         empty values too; without it only the stray tokens are searched."""
         self._info = info
-        self._queries = {t.table: _rowid_query(t) for t in targets if isinstance(t, DiscoveryTarget)}
+        self._strays = {t.table: t.where() for t in targets if isinstance(t, DiscoveryTarget)}
         self._located = [t for t in targets if isinstance(t, LocationTarget)]
         self._tables = discovery_tables
         self._own_snapshot = twin is None
@@ -60,16 +61,21 @@ class DiscoverySearch:
 
     def _search(self, conn: sqlite3.Connection) -> _Found:
         found: dict[str, list[int]] = {}
+        cells: list[UnrewritableCell] = []
+        empties: dict[str, int] = {}
         if self._own_snapshot:
             conn.execute("BEGIN")  # one snapshot for every table
-        for table, sql in self._queries.items():
+        for scan in _table_scans(self._strays, self._info, self._tables, self._located):
             if self._found.stopped:
                 return _Found(found)
-            found[table] = [row[0] for row in conn.execute(sql.text, sql.params)]
-        if self._found.stopped or self._info is None:
+            row = conn.execute(scan.sql.text, scan.sql.params).fetchone()
+            if scan.stray:
+                found[scan.table] = sorted(map(int, row[0].split(","))) if row[0] else []  # no order promised
+            if scan.blobs and row[scan.stray] and self._info is not None:  # list the cells there
+                cells.extend(unrewritable_cells(conn, self._info, (scan.table,)))
+            empties.update(zip(scan.empties, (int(n or 0) for n in row[len(row) - len(scan.empties):]), strict=True))
+        if self._info is None:
             return _Found(found)
-        cells = list(unrewritable_cells(conn, self._info, self._tables))
-        empties = count_empty_values(conn, self._located) if not self._found.stopped else None
         conn.execute("ROLLBACK")
         return _Found(found, cells, empties)
 
@@ -93,6 +99,41 @@ class DiscoverySearch:
         return self._found.result().empties
 
 
-def _rowid_query(target: DiscoveryTarget) -> Sql:
-    where = target.where()
-    return Sql(f"SELECT rowid FROM {quote_identifier(target.table)} WHERE {where.text} ORDER BY rowid", where.params)
+@dataclass(frozen=True)
+class _TableScan:
+    """One read of a table: a single aggregate row of the stray tokens' row ids, comma-separated (when
+    ``stray``), then whether :func:`unrewritable_cells` has cells to list there (when ``blobs``: a BLOB holds
+    ``enc:v1:``, or it is a WITHOUT ROWID table with rows), then one count per ``empties`` label."""
+
+    table: str
+    sql: Sql
+    stray: bool
+    blobs: bool
+    empties: tuple[str, ...]
+
+
+def _table_scans(strays: dict[str, Sql], info: DatabaseInfo | None, tables: Collection[str] | None,
+                 located: Sequence[LocationTarget]) -> Iterator[_TableScan]:
+    """The stray tokens (``strays``: each discovery table's condition) and, with ``info``, what
+    :func:`unrewritable_cells` looks for in rowid tables and what :func:`count_empty_values` counts,
+    read in one pass over each table instead of three (each is a full-table scan)."""
+    for table in info.schema if info is not None else strays:
+        parts: list[Sql] = []
+        stray = strays.get(table)  # never a WITHOUT ROWID table
+        if stray is not None:
+            parts.append(Sql(f"group_concat(CASE WHEN {stray.text} THEN rowid END)", stray.params))
+        scanned = [] if info is None or (tables is not None and table not in tables) \
+            else [c for c in info.schema[table] if (table, c) not in NOT_SECRETS]
+        if scanned and info is not None and table in info.without_rowid:  # any cell may be one: it looks itself
+            parts.append(Sql("max(1)"))
+        elif scanned:
+            parts.append(Sql(f"max(CASE WHEN {' OR '.join(blob_token(c) for c in scanned)} THEN 1 END)"))
+        labels = [t.location for t in located if info is not None and t.table == table and not t.json]
+        for loc in labels:
+            parts.append(Sql(f"sum({empty_value(loc.column)})") if loc.setting_key is None else
+                         Sql(f"sum({quote_identifier(loc.key_column)} = ? AND {empty_value(loc.column)})",
+                             (loc.setting_key,)))
+        if parts:
+            sql = Sql(f"SELECT {', '.join(p.text for p in parts)} FROM {quote_identifier(table)}",
+                      tuple(value for p in parts for value in p.params))
+            yield _TableScan(table, sql, stray is not None, bool(scanned), tuple(loc.label for loc in labels))

@@ -75,7 +75,8 @@ def count_rows(conn: sqlite3.Connection, target: Target) -> int:
     return int(conn.execute(sql, where.params).fetchone()[0])
 
 
-def _empty(column: str) -> str:
+def empty_value(column: str) -> str:
+    """SQL true for a value TREK reads as not set: NULL or ''."""
     col = quote_identifier(column)
     return f"({col} IS NULL OR {col} = '')"
 
@@ -90,7 +91,7 @@ def count_empty_values(conn: sqlite3.Connection, targets: Sequence[LocationTarge
     for table, locations in by_table.items():
         columns = [loc for loc in locations if loc.setting_key is None]
         if columns:
-            sums = ", ".join(f"sum({_empty(loc.column)})" for loc in columns)
+            sums = ", ".join(f"sum({empty_value(loc.column)})" for loc in columns)
             row = conn.execute(f"SELECT {sums} FROM {quote_identifier(table)}").fetchone()
             empties.update((loc.label, int(n or 0)) for loc, n in zip(columns, row, strict=True))
         keyed = [loc for loc in locations if loc.setting_key is not None]
@@ -99,7 +100,7 @@ def count_empty_values(conn: sqlite3.Connection, targets: Sequence[LocationTarge
             placeholders = ", ".join("?" * len(labels))
             rows = conn.execute(
                 f'SELECT "key", count(*) FROM {quote_identifier(table)} '
-                f'WHERE {_empty(column)} AND "key" IN ({placeholders}) GROUP BY "key"', tuple(labels),
+                f'WHERE {empty_value(column)} AND "key" IN ({placeholders}) GROUP BY "key"', tuple(labels),
             )
             empties.update((labels[key], int(n)) for key, n in rows if key in labels)
     return empties
