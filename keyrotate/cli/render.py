@@ -11,15 +11,17 @@ or a plaintext, so every rendering is safe to paste anywhere.
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol, runtime_checkable
+import sys
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import click
 
-from keyrotate.cli.exposure_render import render_exposure
 from keyrotate.cli.summaries import render_rotation, render_verify
 from keyrotate.cli.tables import Tabular, table_csv, table_markdown, table_text
-from keyrotate.operations.exposure import ExposureReport
 from keyrotate.rotation.report import RotationReport, VerifyReport
+
+if TYPE_CHECKING:
+    from keyrotate.operations.exposure import ExposureReport
 
 FORMATS = ("text", "json", "markdown", "csv")
 _TABLE_RENDERERS = {"text": table_text, "markdown": table_markdown, "csv": table_csv}
@@ -34,8 +36,12 @@ def render(report: object, fmt: str) -> str:
     """``report`` in format ``fmt`` (one of :data:`FORMATS`), without a final newline of its own."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
-    if isinstance(report, ExposureReport):
-        return render_exposure(report, fmt).removesuffix("\n")
+    exposure = _as_exposure(report)
+    if exposure is not None:
+        # Imported here: the exposure renderer and the scan under it are ~80 ms of imports rotate and verify skip.
+        from keyrotate.cli.exposure_render import render_exposure
+
+        return render_exposure(exposure, fmt).removesuffix("\n")
     if fmt == "json" and isinstance(report, Report):
         return json.dumps(report.to_json(), indent=2, default=str)
     if fmt == "text" and isinstance(report, RotationReport):
@@ -46,6 +52,14 @@ def render(report: object, fmt: str) -> str:
     if isinstance(report, Tabular):
         return _TABLE_RENDERERS[fmt](report)
     raise ValueError(f"a {type(report).__name__} has no {fmt} form")
+
+
+def _as_exposure(report: object) -> ExposureReport | None:
+    """``report`` if it is an exposure report: there is none before keyrotate.operations.exposure is imported."""
+    module = sys.modules.get("keyrotate.operations.exposure")
+    if module is not None and isinstance(report, module.ExposureReport):
+        return cast("ExposureReport", report)
+    return None
 
 
 def emit(report: object, fmt: str) -> None:

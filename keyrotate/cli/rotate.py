@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from keyrotate import interrupts
 from keyrotate.cli.inputs import check_new_key, database, given_keys, prompt_key, trek_keys
 from keyrotate.cli.interrupted import rerun_command, signal_name, stopped_after_commit, stopped_before_commit
-from keyrotate.cli.jwt_secret import jwt_after_rotation
 from keyrotate.cli.options import (
     EXIT_CODES_HELP,
     data_dir_option,
@@ -37,13 +36,14 @@ from keyrotate.cli.rotate_steps import (
 )
 from keyrotate.cli.running import run, say, warn
 from keyrotate.errors import ExitCode, KeyrotateError
-from keyrotate.operations.backup_zips import find_backups
-from keyrotate.operations.exposure import ExposureReport
 from keyrotate.rotation.engine import rotate_database
 from keyrotate.rotation.old_key import environment_holds
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.report import RotationReport
 from keyrotate.rotation.revoke import Revocation
+
+if TYPE_CHECKING:
+    from keyrotate.operations.exposure import ExposureReport
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -121,6 +121,8 @@ def _rotate(args: RotateArgs) -> int:
     extras = RotationExtras()
     _after_engine(rotation, report, stopped_by, exposure, extras)
     if args.rotate_jwt_secret and args.data_dir is not None:
+        from keyrotate.cli.jwt_secret import jwt_after_rotation  # --rotate-jwt-secret only: a plain rotate skips it
+
         extras.json["jwt_secret"] = jwt_after_rotation(report, args.data_dir, audit=not args.no_audit_log,
                                                        wait=args.wait, quiet=args.silent)
     if args.json_output:
@@ -212,7 +214,10 @@ def _after_engine(rotation: RotationRun, report: RotationReport, stopped_by: str
         return
     if "operator_steps" not in extras.json:  # the steps for TREK still apply
         operator_steps(rotation, report, extras)
-    done = set(extras.zips_done)
-    left = ([str(z) for z in find_backups(rotation.path.parent) if str(z) not in done]
-            if rotation.args.rekey_backups else [])
+    left: list[str] = []
+    if rotation.args.rekey_backups:
+        from keyrotate.operations.backup_zips import find_backups  # an interrupted --rekey-backups only
+
+        done = set(extras.zips_done)
+        left = [str(z) for z in find_backups(rotation.path.parent) if str(z) not in done]
     raise stopped_after_commit(stopped_by, report, zips_left=left, rerun=rerun_command(rotation.unused_new_key))

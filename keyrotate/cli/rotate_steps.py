@@ -8,26 +8,28 @@ import shlex
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from keyrotate.cli.exposure_render import totals
 from keyrotate.cli.inputs import default_old_keys
 from keyrotate.cli.interrupted import stopped_before_commit
 from keyrotate.cli.render import emit, render
 from keyrotate.cli.rotate_args import RotationRun
 from keyrotate.cli.running import say, warn
 from keyrotate.errors import KeyrotateError
-from keyrotate.operations.backup_rekey import RekeyReport, RekeyResult, rekey_backups
-from keyrotate.operations.backup_zips import find_backups
-from keyrotate.operations.exposure import ExposureReport, find_exposure
-from keyrotate.operations.exposure_copies import find_exposed_copies
 from keyrotate.rotation.old_key import environment_holds, generate_new_key, next_steps
 from keyrotate.rotation.plan import RotationPlan
 from keyrotate.rotation.report import RotationReport
 from keyrotate.trek.catalogue import Presence
 from keyrotate.trek.keys import Key
+
+if TYPE_CHECKING:
+    from keyrotate.operations.backup_rekey import RekeyResult
+    from keyrotate.operations.exposure import ExposureReport
+
+# The steps below that only --incident or --rekey-backups take import their operations when they run: a plain
+# rotate (and --help) does not pay for the exposure scan, the copies check or the ZIP rekeying (~60 ms of imports).
 
 
 def new_key_for_rotation(generate: bool, out: Path | None, file: Path | None, env: str | None) -> Key | None:
@@ -108,6 +110,8 @@ def incident_before(rotation: RotationRun) -> ExposureReport | None:
     """The secrets the old key opens, read before the rotation changes them."""
     if not rotation.args.incident:
         return None
+    from keyrotate.operations.exposure import find_exposure  # --incident only: see the note at the top
+
     return find_exposure(rotation.path, rotation.keys.old, busy_timeout=rotation.args.wait, check_copies=False,
                          keep_secrets=False)
 
@@ -115,6 +119,8 @@ def incident_before(rotation: RotationRun) -> ExposureReport | None:
 def incident_despite_failure(exposure: ExposureReport | None, rotation: RotationRun) -> None:
     """A rotation that fails must not swallow the leak checklist: revoking does not wait for the database."""
     if exposure is not None:
+        from keyrotate.operations.exposure_copies import find_exposed_copies  # --incident only
+
         emit(dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old)), "text")
 
 
@@ -126,6 +132,9 @@ def finish_rotation(rotation: RotationRun, report: RotationReport, exposure: Exp
     elif report.committed:
         _zips_left_under_old_key(rotation, report, extras)
     if exposure is not None:
+        from keyrotate.cli.exposure_render import totals  # --incident only
+        from keyrotate.operations.exposure_copies import find_exposed_copies
+
         exposure = dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old))
         extras.json["exposure"] = {"totals": totals(exposure), "groups": [g.to_json() for g in exposure.groups.lines()],
                                    "beyond": [f.to_json() for f in exposure.beyond]}
@@ -136,6 +145,9 @@ def finish_rotation(rotation: RotationRun, report: RotationReport, exposure: Exp
 
 def _rekey_zips(rotation: RotationRun, report: RotationReport, extras: RotationExtras) -> None:
     """--rekey-backups: TREK's backup ZIPs next to the database, under the new key too."""
+    from keyrotate.operations.backup_rekey import RekeyReport, rekey_backups  # --rekey-backups only
+    from keyrotate.operations.backup_zips import find_backups
+
     quiet, data_dir = rotation.args.silent, rotation.args.data_dir
     old_keys, new_key = rotation.keys.old, rotation.keys.new
 
@@ -177,6 +189,8 @@ def operator_steps(rotation: RotationRun, report: RotationReport, extras: Rotati
 def _zips_left_under_old_key(rotation: RotationRun, report: RotationReport, extras: RotationExtras) -> None:
     """Name TREK's backup ZIPs a rotation without --rekey-backups left under the old key, with the command
     that rekeys them now."""
+    from keyrotate.operations.backup_zips import find_backups  # after a commit only: not for dry runs or failures
+
     path, data_dir, new_key_file = rotation.path, rotation.args.data_dir, rotation.new_key_file
     zips = find_backups(path.parent)
     if not zips:
