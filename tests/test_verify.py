@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from keyrotate.errors import NotTrekError
+from keyrotate.errors import NotADatabaseError, NotTrekError
 from keyrotate.rotation import discovery, session
 from keyrotate.rotation.discovery import DiscoverySearch
+from keyrotate.rotation.engine import rotate_database
+from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.reading import count_empty_values
 from keyrotate.rotation.session import read_session
 from keyrotate.rotation.targets import DiscoveryTarget, LocationTarget, Sql, plan_targets
@@ -146,6 +148,41 @@ def test_the_search_reads_each_table_once_and_finds_what_the_scanner_would(tmp_p
         found = search.empties()
         assert found is not None and {label: n for label, n in found.items() if n} == {  # 0 or left out: none
             label: n for label, n in empties.items() if n}
+
+
+def damaged_index(tmp_path: Path) -> Path:
+    """A WAL TREK database that reads fine but fails SQLite's integrity check: an index whose definition names
+    another column than the one its entries hold. No scan meets the damage; only the check finds it."""
+    db = sample(tmp_path)
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE z_notes (a TEXT, b TEXT)")
+        conn.execute("CREATE INDEX z_notes_a ON z_notes (a)")
+        conn.executemany("INSERT INTO z_notes VALUES (?, ?)", [(f"a{i}", f"b{i}") for i in range(50)])
+        conn.commit()
+        conn.execute("PRAGMA writable_schema = ON")
+        conn.execute("UPDATE sqlite_master SET sql = 'CREATE INDEX z_notes_a ON z_notes (b)' WHERE name = 'z_notes_a'")
+        conn.commit()
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA integrity_check(1)").fetchone()[0] != "ok"
+    return db
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_damaged_database_is_refused_with_the_integrity_verdict(tmp_path: Path, workers: int) -> None:
+    """The integrity check begun at open runs beside the read (verify) or the pass (a WAL rotation), so its
+    verdict must still be waited for: verify fails, the rotation commits nothing and keeps no backup, and
+    nothing is left open beside the database."""
+    db = damaged_index(tmp_path)
+    with pytest.raises(NotADatabaseError, match="integrity check"):
+        verify_database(db, [KEY], workers=workers)
+    assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
+    before = db.read_bytes()
+    backup = tmp_path / "backup.db"
+    for backup_path in (backup, None):  # without a backup, whose own check would also find the damage
+        with pytest.raises(NotADatabaseError, match="integrity check"):
+            rotate_database(RotateOptions(db, (KEY,), LOST, backup_path, workers=workers))
+        assert db.read_bytes() == before and not backup.exists()
+        assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
 
 
 def notes_database(db: Path, rows: int, text: str) -> Path:

@@ -2,8 +2,9 @@
 
 Order of work in :func:`rotate_database`: take the write lock, then one pass
 that checks every value opens, re-encrypts it and decrypts the new value again
-before writing it (the backup starts just before the first write and must be
-finished before the commit), then the decision: if any catalogued secret did
+before writing it (the backup starts just before the first write and, like the
+integrity check begun at open, must be finished before the commit; in WAL mode
+both run beside the pass), then the decision: if any catalogued secret did
 not open, roll everything back; otherwise commit, compact, and reopen the database on
 a fresh connection (in WAL mode beside the VACUUM) to prove the texts on disk are the
 checked ones. When someone must confirm the plan first, a read-only check pass runs
@@ -18,18 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keyrotate.crashpoints import crash_point
-from keyrotate.errors import CancelledError, DatabaseBusyError, WrongKeyError
+from keyrotate.errors import CancelledError, WrongKeyError
 from keyrotate.interrupts import COMMITTED, ROLLED_BACK, Hold, Interrupted, signal_number
 from keyrotate.rotation.after_commit import ReadBack, committed_elsewhere, scrub_after_commit, verify_after_commit
 from keyrotate.rotation.failures import FailedSecret, name_failures
 from keyrotate.rotation.key_file import replace_key_file
 from keyrotate.rotation.options import NoticeCallback, RotateOptions, key_file_holds, preflight
 from keyrotate.rotation.outcome import Finished, RunFacts, SavedKey, rotation_report
-from keyrotate.rotation.plan import ConfirmCallback, RotationPlan, make_plan, refuse_if_unopenable
+from keyrotate.rotation.plan import ConfirmCallback, RotationPlan, lost_lock_race, make_plan, refuse_if_unopenable
 from keyrotate.rotation.report import RotationReport
 from keyrotate.rotation.revoke import revoke_tokens
 from keyrotate.rotation.scanning import ProgressCallback, Scanner
-from keyrotate.rotation.session import open_database
+from keyrotate.rotation.session import damage_first, open_database
 from keyrotate.rotation.stored import StoredDigest, loose_labels
 from keyrotate.rotation.tallies import Tally
 from keyrotate.rotation.values import Rewrite
@@ -99,7 +100,8 @@ class _Rotation:
                  calls: _Callbacks, hold: Hold) -> None:
         self.options, self.keys, self.pool, self.calls, self.hold = options, keys, pool, calls, hold
         self.new_index = len(options.old_keys)
-        self.conn, info = open_database(options.db_path, options.busy_timeout, for_writing=not options.dry_run)
+        self.conn, info, self.integrity = open_database(options.db_path, options.busy_timeout,
+                                                        for_writing=not options.dry_run)
         self.facts = RunFacts(options, info, keys, tuple(resolve_catalogue(info.schema, info.version)))
         self.backup_job: BackupJob | None = None
         self.backup: Path | None = None
@@ -119,9 +121,10 @@ class _Rotation:
     def _transaction(self) -> RotationReport | _Written:
         """Everything on the write connection: the early endings, or the commit and the scrub after it."""
         try:
-            self._prepare()
-            with write_transaction(self.conn, self.options.db_path, on_wait=self._on_wait):
-                outcome = self._inside_transaction()
+            with damage_first(self.integrity):  # its verdict comes before the COMMIT (see _prepare)
+                self._prepare()
+                with write_transaction(self.conn, self.options.db_path, on_wait=self._on_wait):
+                    outcome = self._inside_transaction()
             if isinstance(outcome, RotationReport):
                 return outcome
             self.hold.doing = "the rotation is committed; compacting the database and emptying its -wal"
@@ -141,16 +144,19 @@ class _Rotation:
             raise translate_error(exc, self.options.db_path) from None
         except WrongKeyError as error:
             self._discard_backup()
-            raise (_lost_lock_race(self.options) if self.raced else error) from None
+            raise (lost_lock_race(self.options) if self.raced else error) from None
         except BaseException:
             self._discard_backup()  # nothing was written, so the copy only adds exposure
             raise
         finally:
+            self.integrity.stop()
             self.conn.close()
 
     def _prepare(self) -> None:
         self.conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
         self.in_wal = self.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        if not self.in_wal:  # writes go to the file itself: refuse a damaged one first. In WAL mode nothing
+            self.integrity.wait()  # reaches it before the COMMIT, so the check runs beside the pass
         if self.options.backup_path is not None and not self.options.dry_run:
             self.backup_job = BackupJob(self.options.db_path, self.options.backup_path, in_background=self.in_wal)
         # Another writer that commits while this run waits for the lock may be a rotation to a key this run does
@@ -202,6 +208,7 @@ class _Rotation:
         if not plan.has_work and not self.options.revoke.asked:
             self.conn.execute("ROLLBACK")
             return self._nothing_to_do(check.tallies, failed, blocked=bool(plan.failed))
+        self.integrity.wait()  # a damaged database is refused before anyone is asked
         if not confirm(plan):
             raise CancelledError("Cancelled; nothing was written.")
         return None
@@ -242,6 +249,7 @@ class _Rotation:
                 "secrets_rotated": plan.to_rotate, "plaintext_encrypted": plan.to_encrypt,
                 "already_on_new_key": plan.already_new, "left_unopened": plan.failed,
                 **{f"revoked_{name}": n for name, n in revoked.items()}})
+        self.integrity.wait()
         crash_point("before-commit")
         self.hold.start("committing the rotation")
         if self.backup_job is not None:
@@ -297,11 +305,3 @@ def _remove_uncommitted_backups(db: Path, notice: NoticeCallback | None) -> None
             notice(f"Removed {backup}: the backup of an earlier run that stopped before its commit, so the database "
                    "still holds everything it held. This run makes its own backup.")
 
-
-def _lost_lock_race(options: RotateOptions) -> DatabaseBusyError:
-    return DatabaseBusyError(
-        f"While keyrotate waited for the lock on {options.db_path}, another program committed changes to it, and "
-        "now none of its secrets opens under the old or the new key: probably another rotation ran at the same "
-        "time. Nothing was written by this run. Stop TREK and any other keyrotate run, then find the key the "
-        "database is under with `keyrotate verify --key-file FILE`."
-    )

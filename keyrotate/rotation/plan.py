@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from keyrotate.errors import KeyProblemError, UndecryptableError, WrongKeyError
+from keyrotate.errors import DatabaseBusyError, KeyProblemError, UndecryptableError, WrongKeyError
 from keyrotate.rotation.failures import FailedSecret, summarise_failures
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.outcome import locations
@@ -70,4 +70,14 @@ def refuse_if_unopenable(plan: RotationPlan, failures: tuple[FailedSecret, ...],
         "If another old key exists (for example after an interrupted rotation), give it too "
         "(--old-key-file may be repeated). To rotate everything else and leave these values as they are, "
         "add --skip-undecryptable."
+    )
+
+
+def lost_lock_race(options: RotateOptions) -> DatabaseBusyError:
+    """Why the old key opened nothing when another writer committed while this run waited for the lock."""
+    return DatabaseBusyError(
+        f"While keyrotate waited for the lock on {options.db_path}, another program committed changes to it, and "
+        "now none of its secrets opens under the old or the new key: probably another rotation ran at the same "
+        "time. Nothing was written by this run. Stop TREK and any other keyrotate run, then find the key the "
+        "database is under with `keyrotate verify --key-file FILE`."
     )

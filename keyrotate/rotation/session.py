@@ -8,7 +8,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyrotate.errors import KeyrotateError
+from keyrotate.errors import KeyrotateError, NotADatabaseError
 from keyrotate.store.database import (
     IntegrityCheck,
     check_sqlite_header,
@@ -39,21 +39,49 @@ class ReadSession:
         return twin
 
 
-def open_database(path: Path, busy_timeout: float, *, for_writing: bool) -> tuple[sqlite3.Connection, DatabaseInfo]:
-    """A connection to a checked database (header, integrity, TREK's schema), and what its schema says."""
+def open_database(path: Path, busy_timeout: float, *,
+                  for_writing: bool) -> tuple[sqlite3.Connection, DatabaseInfo, IntegrityCheck]:
+    """A connection to a database whose header and schema are checked (TREK's), what its schema says, and
+    SQLite's integrity check of it, still running on a connection and thread of its own.
+
+    The caller overlaps the check with its own first reads, inside :func:`damage_first`, and has its
+    verdict (:meth:`IntegrityCheck.wait`) before it trusts what it read or commits anything.
+    """
     check_sqlite_header(path)
     if for_writing:
         check_writable(path)
     conn = connect(path, busy_timeout=busy_timeout)
-    integrity = IntegrityCheck(path, busy_timeout)  # overlaps the schema reading; its verdict comes second, as before
+    integrity = IntegrityCheck(path, busy_timeout)
     try:
-        info = inspect_database(conn, path)
-        integrity.wait()
+        info = inspect_database(conn, path)  # an error here comes before the check's verdict, as it always did
     except BaseException:
         integrity.stop()
         conn.close()
         raise
-    return conn, info
+    return conn, info, integrity
+
+
+@contextmanager
+def damage_first(integrity: IntegrityCheck) -> Iterator[None]:
+    """Work done while ``integrity`` may still run: it ends with the check's verdict.
+
+    An error the work meets on a damaged database gives way to that verdict ("restore it from a backup
+    first"); an interrupt stops the check (its connection closed, nothing left open) without waiting for it.
+    """
+    try:
+        yield
+    except Exception:
+        try:
+            integrity.wait()
+        except NotADatabaseError as damage:
+            raise damage from None
+        except Exception:  # the check itself could not run: the work's own error says more
+            pass
+        raise
+    except BaseException:
+        integrity.stop()
+        raise
+    integrity.wait()
 
 
 @contextmanager
@@ -120,14 +148,15 @@ def read_session(db_path: Path, busy_timeout: float, *, twin: bool = False) -> I
 
     With ``twin``, a second connection inside the same snapshot comes with it when SQLite can give one.
     """
-    conn, info = open_database(db_path, busy_timeout, for_writing=False)
+    conn, info, integrity = open_database(db_path, busy_timeout, for_writing=False)
     session = ReadSession(conn, info, ())
     try:
-        session.resolved = tuple(resolve_catalogue(info.schema, info.version))
-        with snapshot(conn):
-            if twin:
-                session.twin = twin_in_snapshot(conn, db_path)
-            yield session
+        with damage_first(integrity):  # the integrity check runs beside the whole read
+            session.resolved = tuple(resolve_catalogue(info.schema, info.version))
+            with snapshot(conn):
+                if twin:
+                    session.twin = twin_in_snapshot(conn, db_path)
+                yield session
     except sqlite3.Error as exc:
         raise translate_error(exc, db_path) from None
     finally:
