@@ -163,14 +163,14 @@ class Scanner:
             self._collect(wait=False)
             handed = None
             if pool.has_room():
-                rowids = reads.rowids(self.conn, last)
-                if not rowids:
+                end, rows = reads.span(self.conn, last)
+                if not rows:
                     return
-                between = reads.between(rowids[0], rowids[-1])
-                handed = pool.try_submit(spec, RowRange(path, between.text, between.params, len(rowids)))
+                between = reads.between(last + 1, end)  # no row of the batch lies between last and its first
+                handed = pool.try_submit(spec, RowRange(path, between.text, between.params, rows))
                 if handed is not None:
-                    self._pending.append((target, len(rowids), handed))
-                    last, size = rowids[-1], len(rowids)
+                    self._pending.append((target, rows, handed))
+                    last, size = end, rows
             if handed is None:
                 batch = reads.rows(self.conn, last)
                 if not batch:
