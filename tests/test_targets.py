@@ -34,3 +34,28 @@ def test_every_active_location_is_a_target_and_discovery_binds_the_catalogued_ke
         assert [row[settings.columns.index("value") + 1] for row in rows] == ["see enc:v1:abc"]
         assert conn.execute(f"SELECT key FROM settings WHERE {where.text}", where.params).fetchall() == [
             ("it's a note",)]
+
+
+def test_discovery_picks_text_cells_exactly_as_typeof_would(tmp_path: Path) -> None:
+    """The search tests a cell for TEXT by comparison (``>= ''`` and ``< X''``), not typeof(): the same rows
+    must come out for every storage class in every column affinity, a case-insensitive collation included."""
+    path = tmp_path / "travel.db"
+    build_sample_database(path, KEY, users=2, seed=5)
+    token = "enc:v1:" + "A" * 40
+    values: list[object] = [None, 0, 7, -3.5, "", "plain", token, f"note {token}", token.encode(), b"", "ENC:V1:x"]
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE odd (id INTEGER PRIMARY KEY, n INTEGER, r REAL, t TEXT COLLATE NOCASE, "
+                     "b BLOB, u, num NUMERIC)")
+        columns = ("n", "r", "t", "b", "u", "num")
+        for i, value in enumerate(values):
+            for j, column in enumerate(columns):
+                conn.execute(f"INSERT INTO odd (id, {column}) VALUES (?, ?)", (100 * j + i + 1, value))
+        info = inspect_database(conn, path)
+        target = next(t for t in plan_targets(info, resolve_catalogue(info.schema, info.version))
+                      if isinstance(t, DiscoveryTarget) and t.table == "odd")
+        where = target.where()
+        found = [r[0] for r in conn.execute(f"SELECT rowid FROM odd WHERE {where.text} ORDER BY rowid", where.params)]
+        by_typeof = " OR ".join(f"(typeof({c}) = 'text' AND instr({c}, 'enc:v1:') > 0)" for c in columns)
+        expected = [r[0] for r in conn.execute(f"SELECT rowid FROM odd WHERE {by_typeof} ORDER BY rowid")]
+    assert found == expected
+    assert len(found) == 2 * len(columns)  # the token and the note, as TEXT, in every column
