@@ -22,7 +22,7 @@ from keyrotate.rotation.unrewritable import unrewritable_cells
 from keyrotate.rotation.verify import verify_database
 from keyrotate.store.database import connect
 from keyrotate.trek.formats import Cipher, Scheme
-from keyrotate.trek.keys import Key
+from keyrotate.trek.keys import Key, create_key_file
 from keyrotate.trek.sample import build_sample_database
 
 KEY = Key("the key of the verify tests, which opens everything", "verify test key")
@@ -150,10 +150,9 @@ def test_the_search_reads_each_table_once_and_finds_what_the_scanner_would(tmp_p
             label: n for label, n in empties.items() if n}
 
 
-def damaged_index(tmp_path: Path) -> Path:
-    """A WAL TREK database that reads fine but fails SQLite's integrity check: an index whose definition names
-    another column than the one its entries hold. No scan meets the damage; only the check finds it."""
-    db = sample(tmp_path)
+def damaged_index(db: Path) -> Path:
+    """``db`` made to read fine but fail SQLite's integrity check: an index whose definition names another
+    column than the one its entries hold. No scan meets the damage; only the check finds it."""
     with closing(sqlite3.connect(db)) as conn:
         conn.execute("CREATE TABLE z_notes (a TEXT, b TEXT)")
         conn.execute("CREATE INDEX z_notes_a ON z_notes (a)")
@@ -172,17 +171,25 @@ def test_a_damaged_database_is_refused_with_the_integrity_verdict(tmp_path: Path
     """The integrity check begun at open runs beside the read (verify) or the pass (a WAL rotation), so its
     verdict must still be waited for: verify fails, the rotation commits nothing and keeps no backup, and
     nothing is left open beside the database."""
-    db = damaged_index(tmp_path)
+    db = damaged_index(sample(tmp_path))
     with pytest.raises(NotADatabaseError, match="integrity check"):
         verify_database(db, [KEY], workers=workers)
     assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
     before = db.read_bytes()
     backup = tmp_path / "backup.db"
-    for backup_path in (backup, None):  # without a backup, whose own check would also find the damage
+    for backup_path in (backup, None):  # with a backup, its check of the copy gives the verdict
         with pytest.raises(NotADatabaseError, match="integrity check"):
             rotate_database(RotateOptions(db, (KEY,), LOST, backup_path, workers=workers))
         assert db.read_bytes() == before and not backup.exists()
         assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
+    # Nothing under the old key (a rerun after a commit): no backup is taken, and the key file is not touched.
+    db = damaged_index(build_sample_database(tmp_path / "rerun.db", KEY, users=40, seed=5, release="4.x").path)
+    before = db.read_bytes()
+    key_file = tmp_path / ".encryption_key"
+    create_key_file(key_file, LOST.reveal())
+    with pytest.raises(NotADatabaseError, match="integrity check"):
+        rotate_database(RotateOptions(db, (LOST,), KEY, backup, workers=workers, key_file=key_file))
+    assert key_file.read_text().strip() == LOST.reveal() and db.read_bytes() == before and not backup.exists()
 
 
 def notes_database(db: Path, rows: int, text: str) -> Path:

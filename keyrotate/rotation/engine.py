@@ -2,9 +2,9 @@
 
 Order of work in :func:`rotate_database`: take the write lock, then one pass
 that checks every value opens, re-encrypts it and decrypts the new value again
-before writing it (the backup starts just before the first write and, like the
-integrity check begun at open, must be finished before the commit; in WAL mode
-both run beside the pass), then the decision: if any catalogued secret did
+before writing it (the backup starts just before the first write, in WAL mode beside
+the pass; its check of the copy, or without a backup SQLite's integrity check of the
+database, must pass before the commit), then the decision: if any catalogued secret did
 not open, roll everything back; otherwise commit, compact, and reopen the database on
 a fresh connection (in WAL mode beside the VACUUM) to prove the texts on disk are the
 checked ones. When someone must confirm the plan first, a read-only check pass runs
@@ -101,7 +101,8 @@ class _Rotation:
         self.options, self.keys, self.pool, self.calls, self.hold = options, keys, pool, calls, hold
         self.new_index = len(options.old_keys)
         self.conn, info, self.integrity = open_database(options.db_path, options.busy_timeout,
-                                                        for_writing=not options.dry_run)
+                                                        for_writing=not options.dry_run, backup_checks=bool(
+                                                            options.backup_path and not options.dry_run))
         self.facts = RunFacts(options, info, keys, tuple(resolve_catalogue(info.schema, info.version)))
         self.backup_job: BackupJob | None = None
         self.backup: Path | None = None
@@ -232,6 +233,7 @@ class _Rotation:
         if self.backup_job is not None:
             self.backup = self.backup_job.wait()  # a finished, checked backup before any decision to commit
             if self.backup is not None:
+                self.integrity.covered()  # the copy's check is of the very pages this transaction read
                 crash_point("backup-done")
         return writer, stored
 
@@ -284,6 +286,7 @@ class _Rotation:
         or a database with no secrets yet): the key file must follow, unless some secret opens under
         no key at all."""
         options = self.options
+        self.integrity.wait()  # before the key file is touched
         self._discard_backup()  # taken for a revocation that found nothing to delete
         notes = []
         written, saved = None, SavedKey()

@@ -39,19 +39,21 @@ class ReadSession:
         return twin
 
 
-def open_database(path: Path, busy_timeout: float, *,
-                  for_writing: bool) -> tuple[sqlite3.Connection, DatabaseInfo, IntegrityCheck]:
+def open_database(path: Path, busy_timeout: float, *, for_writing: bool,
+                  backup_checks: bool = False) -> tuple[sqlite3.Connection, DatabaseInfo, IntegrityCheck]:
     """A connection to a database whose header and schema are checked (TREK's), what its schema says, and
     SQLite's integrity check of it, still running on a connection and thread of its own.
 
     The caller overlaps the check with its own first reads, inside :func:`damage_first`, and has its
-    verdict (:meth:`IntegrityCheck.wait`) before it trusts what it read or commits anything.
+    verdict (:meth:`IntegrityCheck.wait`) before it trusts what it read or commits anything. With
+    ``backup_checks`` (a rotation that backs the database up first) the check waits to be needed: the
+    backup's own check of its page-for-page copy usually gives the verdict (:meth:`IntegrityCheck.covered`).
     """
     check_sqlite_header(path)
     if for_writing:
         check_writable(path)
     conn = connect(path, busy_timeout=busy_timeout)
-    integrity = IntegrityCheck(path, busy_timeout)
+    integrity = IntegrityCheck(path, busy_timeout, at_once=not backup_checks)
     try:
         info = inspect_database(conn, path)  # an error here comes before the check's verdict, as it always did
     except BaseException:

@@ -49,7 +49,7 @@ def backup_database(path: Path, destination: Path) -> None:
                 copy_pages(source, target)
                 # One self-contained file: no -wal to forget when restoring.
                 target.execute("PRAGMA journal_mode=DELETE")
-                check_integrity(target, partial)
+                check_integrity(target, path)  # a page-for-page copy: its damage is the database's
             publish(partial, fd, destination)
     except (sqlite3.Error, OSError) as exc:
         raise CannotWriteError(

@@ -134,25 +134,42 @@ def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
 
 
 class IntegrityCheck:
-    """:func:`check_integrity` on a connection and thread of its own, begun at once: the caller reads the
-    schema meanwhile (SQLite checks without holding Python's lock). :meth:`wait` raises what the check found."""
+    """:func:`check_integrity` on a connection and thread of its own: the caller reads the schema meanwhile
+    (SQLite checks without holding Python's lock). :meth:`wait` raises what the check found.
 
-    def __init__(self, path: Path, busy_timeout: float) -> None:
+    Begun at once, or (``at_once=False``) only when first waited for and not :meth:`covered` by then: a
+    rotation's backup gets the same verdict from its own check of a page-for-page copy of the database.
+    """
+
+    def __init__(self, path: Path, busy_timeout: float, *, at_once: bool = True) -> None:
         self._path = path
         self._check = StoppableRead(lambda: connect(path, busy_timeout=busy_timeout), self._run, "keyrotate-integrity")
-        self._check.start()
+        self._begun = at_once
+        self._covered = False
+        if at_once:
+            self._check.start()
 
     def _run(self, conn: sqlite3.Connection) -> None:
         if not self._check.stopped:
             conn.execute(f"PRAGMA cache_size = -{PASS_THROUGH_CACHE_KIB}")
             check_integrity(conn, self._path)
 
+    def covered(self) -> None:
+        """Another check of the very same pages passed: one not begun yet is not needed any more."""
+        self._covered = True
+
     def wait(self) -> None:
+        if not self._begun:
+            if self._covered:
+                return
+            self._begun = True
+            self._check.start()
         self._check.result()
 
     def stop(self) -> None:
         """Cut the check short and wait until its connection is closed (nothing left open behind an error)."""
-        self._check.stop()
+        if self._begun:
+            self._check.stop()
 
 
 def translate_error(exc: sqlite3.Error, path: Path) -> Exception:
