@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from keyrotate.errors import NotADatabaseError, NotTrekError
+from keyrotate.operations.exposure import find_exposure
 from keyrotate.rotation import discovery, session
 from keyrotate.rotation.discovery import DiscoverySearch
 from keyrotate.rotation.engine import rotate_database
@@ -190,6 +191,19 @@ def test_a_damaged_database_is_refused_with_the_integrity_verdict(tmp_path: Path
     with pytest.raises(NotADatabaseError, match="integrity check"):
         rotate_database(RotateOptions(db, (LOST,), KEY, backup, workers=workers, key_file=key_file))
     assert key_file.read_text().strip() == LOST.reveal() and db.read_bytes() == before and not backup.exists()
+
+
+def test_an_exposure_that_shows_secrets_as_it_finds_them_has_the_verdict_first(tmp_path: Path) -> None:
+    """Streamed output cannot be taken back: on a damaged database the exposure stops before the first secret."""
+    db = damaged_index(sample(tmp_path))
+    shown: list[object] = []
+    with pytest.raises(NotADatabaseError, match="integrity check"):
+        find_exposure(db, [KEY], on_secret=shown.append, keep_secrets=False, check_copies=False, workers=0)
+    assert shown == []
+    (tmp_path / "intact").mkdir()
+    report = find_exposure(sample(tmp_path / "intact"), [KEY], on_secret=shown.append, keep_secrets=False,
+                           check_copies=False, workers=0)
+    assert shown and report is not None
 
 
 def notes_database(db: Path, rows: int, text: str) -> Path:

@@ -78,7 +78,8 @@ def find_exposure(
                 if on_secret is not None:
                     on_secret(secret)
 
-    with crypto_pool(db_path, suspected, workers) as pool, read_session(db_path, busy_timeout) as session:
+    with crypto_pool(db_path, suspected, workers) as pool, \
+            read_session(db_path, busy_timeout, checked_first=on_rows is not None or on_secret is not None) as session:
         conn, schema = session.conn, session.info.schema
         describer = Describer(conn, schema, groups, emit if as_objects or on_rows else None)
         scanner = Scanner(conn, session.info, session.resolved, Keyring(suspected), on_token=describer.on_token,

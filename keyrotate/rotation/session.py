@@ -145,15 +145,20 @@ def twin_in_snapshot(conn: sqlite3.Connection, path: Path) -> sqlite3.Connection
 
 
 @contextmanager
-def read_session(db_path: Path, busy_timeout: float, *, twin: bool = False) -> Iterator[ReadSession]:
+def read_session(db_path: Path, busy_timeout: float, *, twin: bool = False,
+                 checked_first: bool = False) -> Iterator[ReadSession]:
     """Open, inspect and begin; always roll back and close; SQLite errors become keyrotate errors.
 
     With ``twin``, a second connection inside the same snapshot comes with it when SQLite can give one.
+    The integrity check runs beside the whole read and has the last word; with ``checked_first`` (for
+    work that shows what it finds as it goes) its verdict comes before anything is read.
     """
     conn, info, integrity = open_database(db_path, busy_timeout, for_writing=False)
     session = ReadSession(conn, info, ())
     try:
-        with damage_first(integrity):  # the integrity check runs beside the whole read
+        with damage_first(integrity):
+            if checked_first:
+                integrity.wait()
             session.resolved = tuple(resolve_catalogue(info.schema, info.version))
             with snapshot(conn):
                 if twin:
