@@ -21,6 +21,9 @@ e  one real ``keyrotate rotate``: time per phase and a cProfile of the parent
 f  the whole ``keyrotate rotate`` command with its default worker pool and with ``--workers 0``
 g  a sketch of a pass where one worker reads the old values on its own connection and
    re-encrypts them, and the main process only writes, against the one-core floor
+h  writing new texts into a table with several catalogued columns (users): one UPDATE per
+   column and 2,000-row range (today) against one UPDATE per range for all its columns;
+   no crypto, every value given the same length it had (what a re-encryption does)
 """
 
 from __future__ import annotations
@@ -579,6 +582,40 @@ def experiment_f(source: Path, work: Path, runs: int) -> None:
     }, source, work, runs)
 
 
+def _table_writes(db: Path, together: bool, rows_per_range: int = 2000) -> Timing:
+    """Every whole-value column of ``users`` rewritten, per column or all columns per range (see h)."""
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
+        conn.execute("PRAGMA secure_delete = ON")
+        columns = [column for loc, table, column, _, _ in _locations(conn, db)
+                   if table == '"users"' and loc.setting_key is None]
+        conn.create_function("changed", 1, lambda v: v if not v else v[:-1] + ("A" if v[-1] != "A" else "B"),
+                             deterministic=True)
+        ends = [r[0] for r in conn.execute("SELECT rowid FROM users ORDER BY rowid")][rows_per_range - 1::rows_per_range]
+
+        def write() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            first = -(2**63)
+            for last in [*ends, 2**63 - 1]:
+                if together:
+                    sets = ", ".join(f"{c} = changed({c})" for c in columns)
+                    conn.execute(f"UPDATE users SET {sets} WHERE rowid BETWEEN ? AND ?", (first, last))
+                else:
+                    for c in columns:
+                        conn.execute(f"UPDATE users SET {c} = changed({c}) WHERE rowid BETWEEN ? AND ? "
+                                     f"AND {c} IS NOT NULL AND {c} != ''", (first, last))
+                first = last + 1
+            conn.execute("COMMIT")
+        return timed(write)
+
+
+def experiment_h(source: Path, work: Path, runs: int) -> None:
+    alternate("h: a wide table's catalogued columns written (users; no crypto)", {
+        "one UPDATE per column and range (today)": lambda db: _table_writes(db, together=False),
+        "one UPDATE per range for all the columns": lambda db: _table_writes(db, together=True),
+    }, source, work, runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="*", default=["a", "b", "c", "d", "e"])
@@ -604,7 +641,7 @@ def main() -> None:
     try:
         for name in args.experiments:
             {"a": experiment_a, "b": experiment_b, "c": experiment_c, "d": experiment_d,
-             "e": experiment_e, "f": experiment_f, "g": experiment_g}[name](source, work, args.runs)
+             "e": experiment_e, "f": experiment_f, "g": experiment_g, "h": experiment_h}[name](source, work, args.runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
