@@ -59,3 +59,31 @@ def test_discovery_picks_text_cells_exactly_as_typeof_would(tmp_path: Path) -> N
         expected = [r[0] for r in conn.execute(f"SELECT rowid FROM odd WHERE {by_typeof} ORDER BY rowid")]
     assert found == expected
     assert len(found) == 2 * len(columns)  # the token and the note, as TEXT, in every column
+
+
+def test_a_column_collation_only_its_application_knows_does_not_stop_the_search(tmp_path: Path) -> None:
+    """The TEXT and BLOB tests compare with COLLATE BINARY: a plugin's column declared with a collation that
+    only its own application registers (SQLite refuses to compare with one it does not know) is still searched,
+    and a stray token there is rotated and found by verify."""
+    from keyrotate.rotation.engine import rotate_database
+    from keyrotate.rotation.options import RotateOptions
+    from keyrotate.rotation.verify import verify_database
+    from keyrotate.trek.formats import Cipher, Scheme
+
+    path = tmp_path / "travel.db"
+    build_sample_database(path, KEY, users=2, seed=5, release="4.x")
+    new = Key("targets test new key", "new test key")
+    with closing(sqlite3.connect(path)) as conn:
+        conn.create_collation("plugin_order", lambda a, b: (a > b) - (a < b))
+        conn.execute("CREATE TABLE plugin_notes (id INTEGER PRIMARY KEY, body TEXT COLLATE plugin_order, "
+                     "raw BLOB COLLATE plugin_order)")
+        conn.execute("INSERT INTO plugin_notes VALUES (1, ?, NULL)", (Cipher(KEY, Scheme.API).seal(b"plugin secret"),))
+        conn.commit()
+    for workers in (0, 1):
+        before = verify_database(path, [KEY if workers == 0 else new], workers=workers)
+        assert before.ok
+        report = rotate_database(RotateOptions(path, (KEY if workers == 0 else new,),
+                                               new if workers == 0 else KEY, None, workers=workers))
+        assert report.committed
+        tally = next(loc for loc in report.locations if loc.label.startswith("plugin_notes"))
+        assert tally.rewritten == 1
