@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyrotate.rotation.reading import empty_value
+from keyrotate.rotation.reading import empty_sums
 from keyrotate.rotation.targets import DiscoveryTarget, LocationTarget, Sql, Target
 from keyrotate.rotation.unrewritable import UnrewritableCell, blob_token, unrewritable_cells
 from keyrotate.store.database import connect, quote_identifier
@@ -129,10 +129,7 @@ def _table_scans(strays: dict[str, Sql], info: DatabaseInfo | None, tables: Coll
         elif scanned:
             parts.append(Sql(f"max(CASE WHEN {' OR '.join(blob_token(c) for c in scanned)} THEN 1 END)"))
         labels = [t.location for t in located if info is not None and t.table == table and not t.json]
-        for loc in labels:
-            parts.append(Sql(f"sum({empty_value(loc.column)})") if loc.setting_key is None else
-                         Sql(f"sum({quote_identifier(loc.key_column)} = ? AND {empty_value(loc.column)})",
-                             (loc.setting_key,)))
+        parts += empty_sums(labels)
         if parts:
             sql = Sql(f"SELECT {', '.join(p.text for p in parts)} FROM {quote_identifier(table)}",
                       tuple(value for p in parts for value in p.params))

@@ -84,6 +84,14 @@ def empty_value(column: str) -> str:
     return f"({col} IS NULL OR {col} = '')"
 
 
+def empty_sums(locations: Sequence[SecretLocation]) -> list[Sql]:
+    """One ``sum()`` per location, for a SELECT over its table: its NULL and '' cells (a keyed location's
+    in its own rows). Read with the rest of a table by :class:`~keyrotate.rotation.discovery.DiscoverySearch`."""
+    return [Sql(f"sum({empty_value(loc.column)})") if loc.setting_key is None else
+            Sql(f"sum({quote_identifier(loc.key_column)} = ? AND {empty_value(loc.column)})", (loc.setting_key,))
+            for loc in locations]
+
+
 def count_empty_values(conn: sqlite3.Connection, targets: Sequence[LocationTarget]) -> dict[str, int]:
     """NULL and '' (both "not set" to TREK) per whole-value location label: one scan per table, not per location."""
     by_table: dict[str, list[SecretLocation]] = {}
@@ -92,20 +100,10 @@ def count_empty_values(conn: sqlite3.Connection, targets: Sequence[LocationTarge
             by_table.setdefault(target.table, []).append(target.location)
     empties: dict[str, int] = {}
     for table, locations in by_table.items():
-        columns = [loc for loc in locations if loc.setting_key is None]
-        if columns:
-            sums = ", ".join(f"sum({empty_value(loc.column)})" for loc in columns)
-            row = conn.execute(f"SELECT {sums} FROM {quote_identifier(table)}").fetchone()
-            empties.update((loc.label, int(n or 0)) for loc, n in zip(columns, row, strict=True))
-        keyed = [loc for loc in locations if loc.setting_key is not None]
-        for column in sorted({loc.column for loc in keyed}):
-            labels = {loc.setting_key: loc.label for loc in keyed if loc.column == column}
-            placeholders = ", ".join("?" * len(labels))
-            rows = conn.execute(
-                f'SELECT "key", count(*) FROM {quote_identifier(table)} '
-                f'WHERE {empty_value(column)} AND "key" IN ({placeholders}) GROUP BY "key"', tuple(labels),
-            )
-            empties.update((labels[key], int(n)) for key, n in rows if key in labels)
+        sums = empty_sums(locations)
+        row = conn.execute(f"SELECT {', '.join(s.text for s in sums)} FROM {quote_identifier(table)}",
+                           tuple(value for s in sums for value in s.params)).fetchone()
+        empties.update((loc.label, int(n or 0)) for loc, n in zip(locations, row, strict=True))
     return empties
 
 
