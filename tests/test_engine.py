@@ -201,3 +201,32 @@ def test_rerun_after_crash_before_key_file_write_fixes_the_key_file(trek4: TrekC
     assert key_file.read_text() == NEW.reveal()
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert not (trek4.data_dir / "second.db").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_pool_rotates_exactly_what_one_process_rotates(tmp_path: Path, workers: int) -> None:
+    """The writer hands batches to workers that read them themselves and feeds them before it writes what came
+    back: with one or two workers, several batches per location and values already under the new key, the
+    report and the stored texts' keys are those of a rotation without any worker."""
+    import shutil
+
+    from keyrotate.trek.sample import build_sample_database
+
+    old = Key("the pool test's old key", "old test key")
+    base = build_sample_database(tmp_path / "base.db", old, users=2500, seed=7, release="4.x").path
+    with closing(sqlite3.connect(base)) as conn:
+        conn.execute("UPDATE users SET maps_api_key = ? WHERE id % 7 = 0", (Cipher(NEW, Scheme.API).seal(b"k"),))
+        conn.commit()
+        conn.execute("PRAGMA journal_mode=WAL")
+        assert conn.execute("SELECT count(*) FROM trek_photos WHERE passphrase != ''").fetchone()[0] > 4000
+    reports = []
+    for run, pool in (("alone", 0), ("pooled", workers)):
+        db = tmp_path / run / "travel.db"
+        db.parent.mkdir()
+        shutil.copy(base, db)
+        report = rotate_database(RotateOptions(db, (old,), NEW, tmp_path / run / "backup.db", workers=pool))
+        assert report.committed and verify_database(db, [NEW], workers=0).ok
+        reports.append(report.locations)
+    assert reports[0] == reports[1]
+    assert any(loc.label == "users.maps_api_key" and loc.opened_by[1] > 0 and loc.rewritten > 0
+               for loc in reports[1])
