@@ -90,7 +90,6 @@ class Scanner:
         self._received: deque[tuple[LocationTarget, int, BatchResult]] = deque()  # back from a worker, not merged
         self._read_path: str | None = None  # see read_elsewhere()
         self._range_writer: RangeWriter | None = None
-        self._empties: dict[str, int] | None = None
         self._targets: list[Target] | None = None
 
     def targets(self) -> list[Target]:
@@ -104,10 +103,8 @@ class Scanner:
             for target in self.targets():
                 self.run_target(target, phase, progress)
             self._collect(wait=True)
-            if self._discovery_search is not None and self._count_empty_values:
-                empties = self._discovery_search.empties()
-                self._add_empties(empties if empties is not None else count_empty_values(
-                    self.conn, [t for t in self.targets() if isinstance(t, LocationTarget)]))
+            if self._count_empty_values:
+                self._add_empties()
             self._check_unrewritable()
         finally:
             self._pending.clear()
@@ -120,7 +117,8 @@ class Scanner:
 
     def run_target(self, target: Target, phase: str, progress: ProgressCallback | None) -> None:
         if isinstance(target, LocationTarget) and not target.json and self._count_empty_values:
-            self._count_empty(target)
+            loc = target.location
+            self.tallies.of(loc.label, loc.table, loc.column, True)  # the report lists locations in target order
         total = count_rows(self.conn, target) if progress else None
         if progress:
             progress(phase, target.label, 0, total)
@@ -268,23 +266,18 @@ class Scanner:
             before, self._before_first_write = self._before_first_write, None
             before()
 
-    def _count_empty(self, target: LocationTarget) -> None:
-        """NULL and '' both mean "not set" to TREK; counted, never fetched (with a background search, there:
-        added once the pass is done)."""
-        loc = target.location
-        tally = self.tallies.of(loc.label, loc.table, loc.column, True)  # in the order the targets come
-        if self._discovery_search is not None:
-            return
-        if self._empties is None:
-            located = [t for t in self.targets() if isinstance(t, LocationTarget)]
-            self._empties = count_empty_values(self.conn, located)
-        tally.empty += self._empties.get(loc.label, 0)
-
-    def _add_empties(self, empties: dict[str, int]) -> None:
-        for target in self.targets():
-            if isinstance(target, LocationTarget) and not target.json:
-                loc = target.location
-                self.tallies.of(loc.label, loc.table, loc.column, True).empty += empties.get(loc.label, 0)
+    def _add_empties(self) -> None:
+        """NULL and '' both mean "not set" to TREK: counted once the pass is done, never fetched (by the
+        background search when there is one). The pass only rewrites values that are set, so the counts
+        are those of the database as the pass found it."""
+        located = [t for t in self.targets() if isinstance(t, LocationTarget) and not t.json]
+        search = self._discovery_search
+        empties = search.empties() if search is not None else None
+        if empties is None:
+            empties = count_empty_values(self.conn, located)
+        for target in located:
+            loc = target.location
+            self.tallies.of(loc.label, loc.table, loc.column, True).empty += empties.get(loc.label, 0)
 
     def _check_unrewritable(self) -> None:
         """``enc:v1:`` where discovery cannot rewrite it: WITHOUT ROWID tables and BLOB values.
