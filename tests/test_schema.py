@@ -1,5 +1,6 @@
 """trek/schema.py: which tables keyrotate reads (PRAGMA table_list, or the CREATE statements on SQLite before 3.37),
-read through sqlite-utils without changing the connection, on copies of the real fixtures."""
+their columns and rowids (SQLite's PRAGMAs, the same answer as sqlite-utils'), read without changing the connection,
+on copies of the real fixtures."""
 
 from __future__ import annotations
 
@@ -64,6 +65,35 @@ def test_only_an_integer_primary_key_counts_as_a_rowid_vacuum_keeps(trek4: TrekC
         info = inspect_database(conn, trek4.db)
     assert {"alias_a", "alias_b", "users"} <= info.rowid_alias
     assert not {t for t in info.rowid_alias if t.startswith("loose_")}
+
+
+def test_the_schema_is_what_sqlite_utils_reads(trek4: TrekCopy) -> None:
+    """inspect_database reads tables and columns with PRAGMAs of its own (issue 11: sqlite-utils' import cost every
+    command 40-80 ms); sqlite-utils, still a dependency, reads the same file as the oracle: same tables in the same
+    order, same columns, same rowid aliases, odd names and every kind of primary key included."""
+    from sqlite_utils import Database
+
+    add_tables(trek4)
+    add_odd_tables(trek4.db)
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        conn.executescript(
+            'CREATE TABLE "we""ird ]name" ("a ""b" INTEGER PRIMARY KEY, [c d] TEXT, e GENERATED ALWAYS AS ([c d]) VIRTUAL);'
+            "CREATE TABLE alias_b (v, id INTEGER, PRIMARY KEY (id DESC)); CREATE TABLE loose_desc (id INTEGER PRIMARY "
+            "KEY DESC, v); CREATE TABLE loose_pair (a INTEGER, b, PRIMARY KEY (a, b)); CREATE TABLE loose_none (v);")
+        with closing(connect(trek4.db)) as ours:  # a temporary table of the same name hides main's from a bare PRAGMA
+            ours.execute("CREATE TEMP TABLE users (shadowing_main INTEGER PRIMARY KEY DESC)")
+            info = inspect_database(ours, trek4.db)
+        kinds = kinds_from_table_list(conn)
+        assert kinds is not None
+        oracle = [t for t in Database(conn).tables if t.name not in kinds.left_out and not t.name.startswith("sqlite_")]
+        assert list(info.schema.items()) == [(t.name, tuple(c.name for c in t.columns)) for t in oracle]
+        expected_alias = {t.name for t in oracle if t.name not in kinds.without_rowid
+                          and [c.type.upper() for c in t.columns if c.is_pk] == ["INTEGER"]
+                          and not [i for i in t.indexes if i.origin == "pk"]}
+    assert info.rowid_alias == expected_alias
+    assert {'we"ird ]name', "alias_b", "users", "hooks"} <= info.rowid_alias
+    assert not {"loose_desc", "loose_pair", "loose_none", "sync_state"} & info.rowid_alias
+    assert info.schema['we"ird ]name'] == ('a "b', "c d")  # a generated column is not stored: no secret there
 
 
 def test_a_table_whose_sql_mentions_without_rowid_is_rotated(trek4: TrekCopy, tmp_path: Path) -> None:
@@ -154,10 +184,11 @@ def test_reading_the_schema_leaves_the_connection_as_it_was(trek4: TrekCopy) -> 
         assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'scratch'").fetchone()[0] == 0
 
 
-@pytest.mark.parametrize("command", [["--help"], ["generate-key"]])
-def test_commands_without_a_database_do_not_import_sqlite_utils(command: list[str]) -> None:
-    """It costs start-up time (trek.schema.introspect); only commands that open a database pay it."""
-    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "keyrotate", *command],
+@pytest.mark.parametrize("command", [["--help"], ["generate-key"], ["verify", "--quiet"]])
+def test_commands_do_not_import_sqlite_utils(command: list[str], trek4: TrekCopy) -> None:
+    """Its import costs start-up time (40-80 ms); only SQLite before 3.37 needs it (trek.schema.introspect)."""
+    args = [*command, "--data-dir", str(trek4.data_dir)] if command[0] == "verify" else command
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "keyrotate", *args],
                          capture_output=True, text=True, check=True)
     imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
     assert "click" in imported
@@ -165,13 +196,19 @@ def test_commands_without_a_database_do_not_import_sqlite_utils(command: list[st
 
 
 def test_the_cli_reads_a_schema_without_importing_numpy(trek4: TrekCopy) -> None:
-    """sqlite_utils imports numpy whenever it is installed; the CLI's own process keeps it out (keyrotate.__main__)."""
+    """sqlite_utils imports numpy whenever it is installed; the CLI's own process keeps it out (keyrotate.__main__),
+    also where it reads the CREATE statements with sqlite-utils (SQLite before 3.37, as if PRAGMA table_list failed)."""
     pytest.importorskip("numpy")  # only where numpy is installed can this fail
-    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "keyrotate", "verify", "--data-dir",
-                          str(trek4.data_dir), "--quiet"], capture_output=True, text=True, check=True)
-    imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
-    assert "sqlite_utils" in imported
-    assert not [name for name in imported if name.split(".")[0] in ("numpy", "pandas")]
+    code = ("import atexit, runpy, sys; import keyrotate.trek.schema as schema; "
+            "schema.kinds_from_table_list = lambda conn: None; "
+            "atexit.register(lambda: print('imported', sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('sqlite_utils', 'numpy', 'pandas') and sys.modules[m] is not None), file=sys.stderr)); "
+            f"sys.argv = ['keyrotate', 'verify', '--data-dir', {str(trek4.data_dir)!r}, '--quiet']; "
+            "runpy.run_module('keyrotate', run_name='__main__')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    [listed] = [line for line in run.stderr.splitlines() if line.startswith("imported")]
+    assert "'sqlite_utils'" in listed
+    assert "numpy" not in listed and "pandas" not in listed
 
 
 def test_a_library_user_can_still_import_numpy_after_reading_a_schema(trek4: TrekCopy) -> None:

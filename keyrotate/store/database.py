@@ -197,13 +197,9 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 
 def quote_identifier(name: str) -> str:
-    """``name`` as a quoted SQL identifier: sqlite-utils' rule, the one used for every name keyrotate puts in SQL."""
-    # Imported here, not at the top, so that --help and generate-key do not pay for importing sqlite_utils (see
-    # trek.schema.introspect). Every caller works on a database that inspect_database has already read with
-    # sqlite-utils, so this import is a lookup in sys.modules; quoting happens per statement, not per value.
-    from sqlite_utils.db import quote_identifier as quote
-
-    return quote(name)
+    """``name`` as a quoted SQL identifier, the one rule for every name keyrotate puts in SQL: in double
+    quotes, a double quote inside doubled (sqlite-utils' ``quote_identifier`` too; SQLite's own rule)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 @contextmanager

@@ -14,7 +14,6 @@ from keyrotate.trek.catalogue import TrekVersion, detect_trek_version
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
-    from sqlite_utils.db import Table
 
 TREK_TABLES = ("users", "settings", "app_settings")
 # The tables a virtual table's module keeps its data in (SQLite's "shadow tables", named <table>_<suffix>).
@@ -77,44 +76,52 @@ def _ordinary_tables(
     conn: sqlite3.Connection,
 ) -> tuple[dict[str, tuple[str, ...]], frozenset[str], frozenset[str]]:
     """Each ordinary table of the main database with its columns (in the order the tables were created),
-    which of them are WITHOUT ROWID, and which have an INTEGER PRIMARY KEY as their rowid."""
+    which of them are WITHOUT ROWID, and which have an INTEGER PRIMARY KEY as their rowid.
+
+    Read with SQLite's own PRAGMAs (the queries sqlite-utils makes for ``Database.tables``): importing
+    sqlite-utils cost every command 40-80 ms of its start, 6-7 % of a `verify` at 370,000 secrets (issue 11).
+    """
     kinds = kinds_from_table_list(conn)
     if kinds is None:  # SQLite before 3.37 (the Python of RHEL 9 has 3.34)
         kinds = kinds_from_create_statements(conn)
-    tables = [table for table in introspect(conn).tables
-              if table.name not in kinds.left_out and not table.name.startswith("sqlite_")]
-    schema = {table.name: tuple(column.name for column in table.columns) for table in tables}
-    alias = frozenset(table.name for table in tables
-                      if table.name not in kinds.without_rowid and _has_rowid_alias(table))
-    return schema, kinds.without_rowid, alias
+    names = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY rowid")
+             if name not in kinds.left_out and not name.startswith("sqlite_")]
+    schema: dict[str, tuple[str, ...]] = {}
+    alias: set[str] = set()
+    for name in names:
+        columns = conn.execute("SELECT name, type, pk FROM pragma_table_info(?, 'main') ORDER BY cid",
+                               (name,)).fetchall()
+        schema[name] = tuple(column for column, _, _ in columns)
+        if name not in kinds.without_rowid and _has_rowid_alias(conn, name, columns):
+            alias.add(name)
+    return schema, kinds.without_rowid, frozenset(alias)
 
 
-def _has_rowid_alias(table: Table) -> bool:
+def _has_rowid_alias(conn: sqlite3.Connection, table: str, columns: list[tuple[str, str, int]]) -> bool:
     """Whether the table's rowid is an INTEGER PRIMARY KEY column, which VACUUM never renumbers.
 
     SQLite: "The VACUUM command may change the ROWIDs of entries in any tables that do not have an
     explicit INTEGER PRIMARY KEY." A single primary-key column declared INTEGER is the rowid unless
     SQLite made an index for it (``INTEGER PRIMARY KEY DESC`` in the column definition is not an alias).
+    ``columns``: the table's ``(name, declared type, place in the primary key)``, as ``PRAGMA table_info`` has them.
     """
-    pk = [column for column in table.columns if column.is_pk]
-    if len(pk) != 1 or (pk[0].type or "").upper() != "INTEGER":
+    pk = [declared for _, declared, place in columns if place]
+    if len(pk) != 1 or (pk[0] or "").upper() != "INTEGER":
         return False
-    return not any(index.origin == "pk" for index in table.indexes)
+    origins = conn.execute("SELECT origin FROM pragma_index_list(?, 'main')", (table,)).fetchall()
+    return ("pk",) not in origins
 
 
 def introspect(conn: sqlite3.Connection) -> Database:
-    """sqlite-utils' view of ``conn``, for reading the schema; it leaves the connection as it was.
+    """sqlite-utils' view of ``conn``, for reading the CREATE statements; it leaves the connection as it was.
 
     Without ``recursive_triggers=False`` it would turn on recursive triggers on keyrotate's connection, and
     without ``execute_plugins=False`` an installed sqlite-utils plugin could register functions on it; when
     only reading it begins and commits nothing (tests/test_schema.py checks all three).
     """
-    # Imported here, not at the top, so that --help and generate-key (no database) do not pay for it. Measured
-    # on the 2-core dev VM, CPU medians of 11 alternating runs: importing sqlite_utils after click costs 50 ms,
-    # 150 ms when numpy is installed (sqlite_utils imports it if it can); `verify` of the trek-4.2-shape fixture
-    # went from 236 to 412 ms (numpy installed), of which ~4 ms is reading the schema through sqlite-utils
-    # rather than with raw PRAGMAs (it lists the tables again for each table's columns). The CLI's process keeps
-    # numpy out of that import (keyrotate.__main__.keep_out_unused_modules).
+    # Imported here, only where SQLite cannot tell a table's kind itself (before 3.37): the import costs 40-80 ms
+    # on the 2-core dev VM, 150 ms when numpy is installed (sqlite-utils imports it if it can; the CLI's process
+    # keeps numpy out, see keyrotate.__main__.keep_out_unused_modules).
     from sqlite_utils import Database
 
     return Database(conn, recursive_triggers=False, execute_plugins=False)
