@@ -22,7 +22,10 @@ bound on what they held at one moment. Peak PSS, a second and lower figure, is
 the largest sum of the processes' proportional set sizes seen at one 10 ms
 sample (/proc/PID/smaps_rollup: a page two processes share counts half in
 each), so pages shared by the CLI and a worker count once; a short peak between
-samples can be missed. ``--host loaded`` measures with
+samples can be missed. "CPU stolen by the host" is the median share of all
+the machine's CPU time that the hypervisor gave to other guests while the
+floor (and keyrotate) ran (``steal`` in /proc/stat): on a shared VM it says how
+much of two cores a run really had. ``--host loaded`` measures with
 ``--workers 0`` while one CPU-bound neighbour process runs (floor included):
 what to expect on a host busy with other work.
 
@@ -135,6 +138,18 @@ class Measured:
     rss_sampled_mb: float  # the largest sum of VmRSS over the process tree seen at one 10 ms sample
     pss_mb: float  # the largest sum of PSS over the process tree seen at one 10 ms sample (a shared page counted once)
     stdout: str
+    stolen: float = 0.0  # share of the machine's CPU time the hypervisor gave other guests meanwhile (0..1)
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(steal, all) clock ticks of every CPU since boot, from /proc/stat (Linux; zeros elsewhere)."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already counted in user and nice]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -208,6 +223,7 @@ def run_measured(command: list[str], env: dict[str, str]) -> Measured:
     read_end, write_end = os.pipe()
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr, \
             os.fdopen(read_end, "rb") as report:
+        ticks_before = _cpu_ticks()
         launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(write_end), *command], stdout=stdout,
                                     stderr=stderr, env=env, text=True, pass_fds=(write_end,))
         os.close(write_end)
@@ -235,6 +251,7 @@ def run_measured(command: list[str], env: dict[str, str]) -> Measured:
             pss = max(pss, total_pss)
             time.sleep(0.01)
         returncode, maxrss, cpu, wall = report.readline().split()
+        ticks_after = _cpu_ticks()
         program, hwm = peaks.get(pid, (b"", 0))
         peaks[pid] = (program, max(hwm, int(maxrss)))  # its very last peak, in KiB on Linux
         stdout.seek(0)
@@ -243,7 +260,9 @@ def run_measured(command: list[str], env: dict[str, str]) -> Measured:
     if launcher.returncode != 0 or int(returncode) != 0:
         raise SystemExit(f"{' '.join(command)} exited {returncode}:\n{err}")
     total_peak = sum(hwm for _, hwm in peaks.values())
-    return Measured(float(wall), float(cpu), max(sampled, total_peak) / 1024, sampled / 1024, pss / 1024, out)
+    steal, ticks = (after - before for after, before in zip(ticks_after, ticks_before, strict=True))
+    return Measured(float(wall), float(cpu), max(sampled, total_peak) / 1024, sampled / 1024, pss / 1024, out,
+                    steal / ticks if ticks > 0 else 0.0)
 
 
 def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
@@ -313,16 +332,19 @@ class Series:
     cpus: list[float] = field(default_factory=list)
     rss: list[float] = field(default_factory=list)
     pss: list[float] = field(default_factory=list)
+    stolen: list[float] = field(default_factory=list)
 
     def add(self, m: Measured) -> None:
         self.walls.append(m.wall)
         self.cpus.append(m.cpu)
         self.rss.append(m.rss_mb)
         self.pss.append(m.pss_mb)
+        self.stolen.append(m.stolen)
 
     def summary(self) -> dict[str, float]:
         return {"median": statistics.median(self.walls), "min": min(self.walls), "max": max(self.walls),
-                "cpu": statistics.median(self.cpus), "peak_rss_mb": max(self.rss), "peak_pss_mb": max(self.pss)}
+                "cpu": statistics.median(self.cpus), "peak_rss_mb": max(self.rss), "peak_pss_mb": max(self.pss),
+                "stolen": statistics.median(self.stolen)}
 
 
 def _ratios(top: list[float], bottom: list[float]) -> dict[str, float]:
@@ -389,7 +411,8 @@ def bench_size(out: Path, case: Case) -> dict[str, object]:
             print(f"  {name}: run {run + 1}/{case.runs}: floor {floor.walls[-1]:.2f}s (cpu {floor.cpus[-1]:.2f}s), "
                   f"keyrotate {rotate.walls[-1]:.2f}s (cpu {rotate.cpus[-1]:.2f}s, {rotate.rss[-1]:.0f} MB, "
                   f"PSS {rotate.pss[-1]:.0f} MB), "
-                  f"verify {verify.walls[-1]:.2f}s, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+                  f"verify {verify.walls[-1]:.2f}s, load {os.getloadavg()[0]:.2f}, "
+                  f"stolen {100 * rotate.stolen[-1]:.0f} %", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
     keyrotate = rotate.summary()
     return {
@@ -409,8 +432,8 @@ def _spread(s: dict[str, float], unit: str = " s") -> str:
 def print_table(results: list[dict[str, Any]]) -> None:
     print("| database | host | secrets | runs | keyrotate (median, min–max) | µs/secret | peak RSS, all processes "
           "| peak PSS, sampled | floor (median, min–max) | keyrotate / floor | verify (median, min–max) | verify / floor "
-          "| CPU keyrotate / floor |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| CPU keyrotate / floor | CPU stolen by the host |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         kind = f"filler {r['filler']:g}, {r['db_mb']:.0f} MB" if r["filler"] else f"generator, {r['db_mb']:.0f} MB"
         host = "loaded: --workers 0 + 1 busy process" if r["loaded"] else "as is"
@@ -418,7 +441,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
               f"| {r['us_per_secret']:.1f} | {r['keyrotate']['peak_rss_mb']:.0f} MB "
               f"| {r['keyrotate']['peak_pss_mb']:.0f} MB | {_spread(r['floor'])} "
               f"| {_spread(r['ratio'], 'x')} | {_spread(r['verify'])} | {_spread(r['verify_ratio'], 'x')} "
-              f"| {r['keyrotate']['cpu']:.2f} s / {r['floor']['cpu']:.2f} s |")
+              f"| {r['keyrotate']['cpu']:.2f} s / {r['floor']['cpu']:.2f} s "
+              f"| {100 * r['floor']['stolen']:.0f} % / {100 * r['keyrotate']['stolen']:.0f} % |")
 
 
 EXPOSURE_FORMATS = ("text", "markdown", "json", "csv")
