@@ -364,16 +364,18 @@ class Case:
     vacuum: bool = True
 
 
-def measured_env(out: Path) -> dict[str, str]:
+def measured_env() -> dict[str, str]:
     """The environment every measured program runs in: this checkout's keyrotate, already compiled.
 
     An installed keyrotate comes with its bytecode (pip compiles it at install time); run from the source
     tree with PYTHONDONTWRITEBYTECODE set (as on the dev VM) it would compile every module on every run,
-    ~55 ms per process. So it is compiled once, into a cache under ``out`` (PYTHONPYCACHEPREFIX), never
-    into the source tree.
+    ~55 ms per process. So its modules are compiled once, into their own ``__pycache__`` (ignored by git).
+    Not with PYTHONPYCACHEPREFIX: Python then looks there for every module's bytecode, the standard
+    library's and click's too, and compiled all of them on every run (~0.3 s a process).
     """
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONPYCACHEPREFIX=str(out / "pycache"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("ENCRYPTION_KEY", None)
+    env.pop("PYTHONPYCACHEPREFIX", None)
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "keyrotate")], env=env, check=True)
     return env
 
@@ -381,7 +383,7 @@ def measured_env(out: Path) -> dict[str, str]:
 def bench_size(out: Path, case: Case) -> dict[str, object]:
     """``case.runs`` runs of floor, keyrotate rotate, keyrotate verify, in that order, each on a fresh copy."""
     source, info = prepare(out, case.secrets, case.seed, case.filler)
-    env = measured_env(out)
+    env = measured_env()
     work = Path(tempfile.mkdtemp(dir=out, prefix="work-"))
     old_key_file = source / "data" / ".encryption_key"
     workers = "0" if case.loaded else case.workers
@@ -461,7 +463,7 @@ def _exposed(report: Path) -> int:
 def bench_exposure(out: Path, secrets: int, runs: int, seed: int, workers: str | None) -> list[dict[str, object]]:
     """``keyrotate exposure`` in each format: median wall, largest peak RSS; formats alternate within a run."""
     source, _ = prepare(out, secrets, seed)
-    env = measured_env(out)
+    env = measured_env()
     work = Path(tempfile.mkdtemp(dir=out, prefix="exposure-work-"))  # never another benchmark's work directory
     db = fresh_copy(source, work)
     extra = ["--workers", workers] if workers is not None else []
