@@ -96,6 +96,20 @@ def test_the_schema_is_what_sqlite_utils_reads(trek4: TrekCopy) -> None:
     assert info.schema['we"ird ]name'] == ('a "b', "c d")  # a generated column is not stored: no secret there
 
 
+def test_sqlite_before_3_37_reads_the_same_schema(trek4: TrekCopy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without PRAGMA table_list the kinds come from the CREATE statements; the rest of the reading is the same."""
+    import keyrotate.trek.schema as schema
+
+    add_tables(trek4)
+    add_odd_tables(trek4.db)
+    with closing(connect(trek4.db)) as conn:
+        listed = inspect_database(conn, trek4.db)
+        monkeypatch.setattr(schema, "kinds_from_table_list", lambda conn: None)
+        read = inspect_database(conn, trek4.db)
+    assert read == listed
+    assert "hooks" in read.rowid_alias and read.without_rowid == {"sync_state", "strict_keys", 'odd "name"'}
+
+
 def test_a_table_whose_sql_mentions_without_rowid_is_rotated(trek4: TrekCopy, tmp_path: Path) -> None:
     token = add_tables(trek4)
     report = rotate_database(RotateOptions(trek4.db, (trek4.key,), NEW, backup_path=None, workers=0))
