@@ -203,14 +203,20 @@ def test_rerun_after_crash_before_key_file_write_fixes_the_key_file(trek4: TrekC
     assert not (trek4.data_dir / "second.db").exists()
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_pool_rotates_exactly_what_one_process_rotates(tmp_path: Path, workers: int) -> None:
+@pytest.mark.parametrize(("workers", "batch_rows"), [(1, None), (2, None), (1, 40)])
+def test_a_pool_rotates_exactly_what_one_process_rotates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         workers: int, batch_rows: int | None) -> None:
     """The writer hands batches to workers that read them themselves and feeds them before it writes what came
-    back: with one or two workers, several batches per location and values already under the new key, the
+    back, a table's locations side by side: with one or two workers, several batches per location (dozens with
+    40 rows a batch, the ten users columns' batches interleaved) and values already under the new key, the
     report and the stored texts' keys are those of a rotation without any worker."""
     import shutil
 
+    from keyrotate.rotation import reading
     from keyrotate.trek.sample import build_sample_database
+
+    if batch_rows is not None:
+        monkeypatch.setattr(reading, "BATCH_ROWS", batch_rows)
 
     old = Key("the pool test's old key", "old test key")
     base = build_sample_database(tmp_path / "base.db", old, users=2500, seed=7, release="4.x").path

@@ -13,16 +13,17 @@ same targets back without a scanner (:mod:`~keyrotate.rotation.after_commit`).
 from __future__ import annotations
 
 import sqlite3
-from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
+from itertools import groupby
 from pathlib import Path
+from typing import cast
 
-from keyrotate.rotation.batches import BatchResult, BatchSpec, RowRange, process_batch
+from keyrotate.rotation.batches import BatchResult, BatchSpec
 from keyrotate.rotation.discovery import DiscoverySearch
+from keyrotate.rotation.feeding import Feeder
 from keyrotate.rotation.json_values import load_plugin_fields
 from keyrotate.rotation.reading import (
     Batch,
-    BatchReads,
     RangeWriter,
     count_empty_values,
     count_rows,
@@ -30,13 +31,13 @@ from keyrotate.rotation.reading import (
     write_values,
 )
 from keyrotate.rotation.stored import StoredDigest
-from keyrotate.rotation.tallies import FailedValue, Tallies, Tally
+from keyrotate.rotation.tallies import Tallies, Tally
 from keyrotate.rotation.targets import DiscoveryTarget, LocationTarget, Target, plan_targets
-from keyrotate.rotation.unrewritable import unrewritable_cells
+from keyrotate.rotation.unrewritable import unrewritable_cells, unrewritable_failures
 from keyrotate.rotation.values import Rewrite, TokenCallback, ValueHandler
-from keyrotate.rotation.workers import CryptoPool, PendingBatch
+from keyrotate.rotation.workers import CryptoPool
 from keyrotate.trek.catalogue import ResolvedLocation
-from keyrotate.trek.formats import EMBEDDED_TOKEN, UNOPENED, Keyring, Scheme, is_well_formed_token
+from keyrotate.trek.formats import Keyring
 from keyrotate.trek.schema import DatabaseInfo
 
 ProgressCallback = Callable[[str, str, int, int | None], None]  # phase, label, advanced, total
@@ -45,9 +46,9 @@ ProgressCallback = Callable[[str, str, int, int | None], None]  # phase, label, 
 class Scanner:
     """Walks every target of a database with one keyring.
 
-    Whole-value batches go to ``pool`` when one is given: they are read here (or,
-    see :meth:`read_elsewhere`, by the worker that takes them), handed to the pool
-    a few at a time and their updates written here, in the order they were read.
+    Whole-value batches go to ``pool`` when one is given (:class:`~keyrotate.rotation.feeding.Feeder`): they
+    are read here (or, see :meth:`read_elsewhere`, by the worker that takes them), handed to the pool a few
+    at a time, and their updates written here as their results come back.
     """
 
     def __init__(
@@ -86,8 +87,7 @@ class Scanner:
         # The pool's keyring when there is one: a batch names its keys by their place in it.
         self._batch_keyring = pool.keyring if pool is not None else keyring
         self._key_order = tuple(self._batch_keyring.index_of(key) for key in keyring.keys)
-        self._pending: deque[tuple[LocationTarget, int, PendingBatch]] = deque()  # target, rows, result
-        self._received: deque[tuple[LocationTarget, int, BatchResult]] = deque()  # back from a worker, not merged
+        self._feeder = Feeder(conn, pool, self._batch_keyring, self._merge)
         self._read_path: str | None = None  # see read_elsewhere()
         self._range_writer: RangeWriter | None = None
         self._targets: list[Target] | None = None
@@ -100,15 +100,17 @@ class Scanner:
 
     def run(self, phase: str, progress: ProgressCallback | None = None) -> dict[str, Tally]:
         try:
-            for target in self.targets():
-                self.run_target(target, phase, progress)
-            self._collect(wait=True)
+            for unit in self._walk():
+                if isinstance(unit, tuple):
+                    self._run_together(unit, phase, progress)
+                else:
+                    self.run_target(unit, phase, progress)
+            self._feeder.collect(wait=True)
             if self._count_empty_values:
                 self._add_empties()
             self._check_unrewritable()
         finally:
-            self._pending.clear()
-            self._received.clear()
+            self._feeder.drop()
             if self._discovery_search is not None:  # done, or cut short: its connection is closed either way
                 self._discovery_search.stop()
             if self._read_path is not None and self._pool is not None:
@@ -116,23 +118,42 @@ class Scanner:
         return self.tallies
 
     def run_target(self, target: Target, phase: str, progress: ProgressCallback | None) -> None:
-        if isinstance(target, LocationTarget) and not target.json and self._count_empty_values:
-            loc = target.location
-            self.tallies.of(loc.label, loc.table, loc.column, True)  # the report lists locations in target order
-        total = count_rows(self.conn, target) if progress else None
-        if progress:
-            progress(phase, target.label, 0, total)
-
-        def advanced(size: int) -> None:
-            if progress:
-                progress(phase, target.label, size, total)
-
-        if isinstance(target, LocationTarget) and not target.json and self._pool and self._read_path:
-            self._hand_out(self._pool, self._read_path, target, advanced)
-            return
+        advanced = self._start(phase, target.label, (target,), progress)
         for batch in self._batches(target):
             self._process(target, batch)
             advanced(len(batch))
+
+    def _walk(self) -> Iterator[Target | tuple[LocationTarget, ...]]:
+        """The targets in order; while the workers read their own batches (:meth:`read_elsewhere`), each
+        table's whole-value locations (one after the other in the catalogue) as one unit, walked side by side."""
+        if self._pool is None or self._read_path is None:
+            yield from self.targets()
+            return
+        for table, targets in groupby(self.targets(), lambda t: t.table if isinstance(t, LocationTarget)
+                                      and not t.json else None):
+            if table is None:
+                yield from targets
+            else:
+                yield tuple(cast("Iterator[LocationTarget]", targets))
+
+    def _run_together(self, targets: tuple[LocationTarget, ...], phase: str, progress: ProgressCallback | None) -> None:
+        assert self._pool is not None and self._read_path is not None  # see _walk
+        label = targets[0].label if len(targets) == 1 else f"{targets[0].table} ({len(targets)} locations)"
+        self._feeder.hand_out(self._pool, self._read_path, [(t, self._batch_spec(t)) for t in targets],
+                              self._start(phase, label, targets, progress))
+
+    def _start(self, phase: str, label: str, targets: Sequence[Target],
+               progress: ProgressCallback | None) -> Callable[[int], None]:
+        """Open the targets' tallies (the report lists locations in target order) and progress under ``label``."""
+        for target in targets:
+            if isinstance(target, LocationTarget) and not target.json and self._count_empty_values:
+                loc = target.location
+                self.tallies.of(loc.label, loc.table, loc.column, True)
+        if progress is None:
+            return lambda size: None
+        total = sum(count_rows(self.conn, target) for target in targets)
+        progress(phase, label, 0, total)
+        return lambda size: progress(phase, label, size, total)
 
     def search_in_background(self, path: Path, twin: sqlite3.Connection | None = None) -> None:
         """Find the rows holding stray tokens on another connection while this scanner does the rest.
@@ -150,36 +171,6 @@ class Scanner:
         self.search_in_background(path)
         if self._pool is not None:
             self._read_path = str(path)
-
-    def _hand_out(self, pool: CryptoPool, path: str, target: LocationTarget, advanced: Callable[[int], None]) -> None:
-        """A whole-value location's batches (as :func:`read_batches` cuts them), each read by a worker when
-        one has room, else read and done here. Feeding the workers comes before writing what they sent back
-        (a batch of a wide table such as users takes longer to write than to re-encrypt), and both before a
-        batch done here: the worker sat idle at the end of each users location (0.15 s of a 1.1 s pass)."""
-        reads, spec = BatchReads(target), self._batch_spec(target)
-        last = -(2**63)
-        while True:
-            self._receive(wait=False)
-            if pool.has_room():
-                end, rows = reads.span(self.conn, last)
-                if not rows:
-                    return
-                between = reads.between(last + 1, end)  # no row of the batch lies between last and its first
-                handed = pool.try_submit(spec, RowRange(path, between.text, between.params, rows))
-                if handed is not None:
-                    self._pending.append((target, rows, handed))
-                    last = end
-                    advanced(rows)
-                    continue
-            if self._received:
-                self._merge(*self._received.popleft())
-                continue
-            batch = reads.rows(self.conn, last)
-            if not batch:
-                return
-            self._merge(target, len(batch), process_batch(self._batch_keyring, spec, batch))
-            last = batch[-1][0]
-            advanced(len(batch))
 
     def _batches(self, target: Target) -> Iterator[Batch]:
         search = self._discovery_search
@@ -202,7 +193,7 @@ class Scanner:
                 self.stored.add_values(target.label, batch, json_updates)
             self._write(target.table, target.location.column, json_updates)
         else:
-            self._submit(target, batch)
+            self._feeder.submit(target, self._batch_spec(target), batch)
 
     def _batch_spec(self, target: LocationTarget) -> BatchSpec:
         loc, rw = target.location, self.rewrite
@@ -214,30 +205,6 @@ class Scanner:
             digest_key=self.stored.key if self.stored is not None else None,
             digest_loose=self.stored is not None and loc.label in self.stored.loose,
         )
-
-    def _submit(self, target: LocationTarget, batch: Batch) -> None:
-        """Hand the batch to an idle worker, or do it here while the workers are busy."""
-        spec = self._batch_spec(target)
-        if self._pool is not None:
-            self._collect(wait=False)
-            handed = self._pool.try_submit(spec, batch)
-            if handed is not None:
-                self._pending.append((target, len(batch), handed))
-                return
-        self._merge(target, len(batch), process_batch(self._batch_keyring, spec, batch))
-
-    def _collect(self, *, wait: bool) -> None:
-        """Merge worker results, oldest first: those received already, then the finished ones (all when ``wait``)."""
-        self._receive(wait=wait)
-        while self._received:
-            self._merge(*self._received.popleft())
-
-    def _receive(self, *, wait: bool) -> None:
-        """Results off the workers' pipes, in the order handed out (each worker answers in order): frees places."""
-        pending = self._pending
-        while pending and (wait or pending[0][2].ready()):
-            target, rows, handle = pending.popleft()
-            self._received.append((target, rows, handle.get()))
 
     def _merge(self, target: LocationTarget, rows: int, result: BatchResult) -> None:
         loc = target.location
@@ -280,23 +247,10 @@ class Scanner:
             self.tallies.of(loc.label, loc.table, loc.column, True).empty += empties.get(loc.label, 0)
 
     def _check_unrewritable(self) -> None:
-        """``enc:v1:`` where discovery cannot rewrite it: WITHOUT ROWID tables and BLOB values.
-
-        A token there under the settled key is fine. One under another key, or well formed and opening
-        under none, is a failure that blocks the rotation and fails verify: never left silently.
-        """
-        read = self.keyring.reader(Scheme.API)
+        """``enc:v1:`` where discovery cannot rewrite it (:func:`unrewritable_failures`): never left silently."""
         search = self._discovery_search
-        cells = search.unrewritable() if search is not None else None
-        for cell in cells if cells is not None else unrewritable_cells(self.conn, self.info, self._discovery_tables):
-            for match in EMBEDDED_TOKEN.finditer(cell.text):
-                index, _ = read(match.group())
-                if index == self._settled:
-                    continue
-                if index == UNOPENED and not is_well_formed_token(match.group()):
-                    continue  # a note that mentions enc:v1:
-                state = ("opens under none of the keys" if index == UNOPENED
-                         else "opens under another key than it must end under")
-                self.tallies.unopenable(cell.table, cell.column, "cannot be rewritten").fail(FailedValue(
-                    cell.table, cell.column, cell.rowid, f"{cell.where}@{match.start()}",
-                    f"a TREK ciphertext {cell.why}; it {state}"))
+        listed = search.unrewritable() if search is not None else None
+        cells = listed if listed is not None else unrewritable_cells(self.conn, self.info, self._discovery_tables)
+        for failure in unrewritable_failures(cells, self.keyring, self._settled):
+            self.tallies.unopenable(failure.table, failure.column, "cannot be rewritten").fail(failure)
+

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
+from keyrotate.rotation.tallies import FailedValue
 from keyrotate.store.database import quote_identifier
 from keyrotate.trek.catalogue import NOT_SECRETS
+from keyrotate.trek.formats import EMBEDDED_TOKEN, UNOPENED, Keyring, Scheme, is_well_formed_token
 from keyrotate.trek.schema import DatabaseInfo
 
 _IN_WITHOUT_ROWID = "in a WITHOUT ROWID table, which keyrotate cannot rewrite"
@@ -61,3 +63,20 @@ def unrewritable_cells(conn: sqlite3.Connection, info: DatabaseInfo,
             for column, value in zip(scanned, values, strict=True):
                 text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value if isinstance(value, str) else ""
                 yield UnrewritableCell(table, column, rowid, where, text, _IN_WITHOUT_ROWID if no_rowid else _AS_BLOB)
+
+
+def unrewritable_failures(cells: Iterable[UnrewritableCell], keyring: Keyring, settled: int) -> Iterator[FailedValue]:
+    """The tokens in ``cells`` that block a rotation and fail verify.
+
+    A token there under the ``settled`` key (the one values must end under) is fine. One under another
+    key, or well formed and opening under none, is a failure; a note that merely mentions ``enc:v1:`` is not.
+    """
+    read = keyring.reader(Scheme.API)
+    for cell in cells:
+        for match in EMBEDDED_TOKEN.finditer(cell.text):
+            index, _ = read(match.group())
+            if index == settled or (index == UNOPENED and not is_well_formed_token(match.group())):
+                continue
+            state = "opens under none of the keys" if index == UNOPENED else "opens under another key than it must end under"
+            yield FailedValue(cell.table, cell.column, cell.rowid, f"{cell.where}@{match.start()}",
+                              f"a TREK ciphertext {cell.why}; it {state}")
