@@ -13,9 +13,10 @@ from importlib.util import find_spec
 
 from keyrotate import interrupts
 
-# Imported by sqlite_utils whenever they are installed, for column types keyrotate never uses (it reads schemas
-# through sqlite-utils and writes nothing with it). Measured on the 2-core VM at 370,000 secrets: numpy costs
-# every command that opens a database ~90 ms of import, 14 MB of RSS and ~40 ms of teardown at exit.
+# Imported by sqlite_utils whenever they are installed, for column types keyrotate never uses (it reads only
+# CREATE statements through sqlite-utils, where SQLite before 3.37 cannot list a table's kind, and writes nothing
+# with it). Measured on the 2-core VM at 370,000 secrets: numpy cost every command that opened a database ~90 ms
+# of import, 14 MB of RSS and ~40 ms of teardown at exit.
 UNUSED_BY_THE_CLI = ("numpy", "pandas")
 # hashlib loads OpenSSL's libcrypto, 3.5 MB of RSS, unless its _hashlib is missing; it then uses Python's own
 # SHA-2 and BLAKE2 (the same digests). The CLI hashes only the keys (a few SHA-256) with it, BLAKE2b is Python's own
