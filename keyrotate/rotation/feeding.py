@@ -52,7 +52,7 @@ class Feeder:
                 return
         self._merge(target, len(batch), process_batch(self._keyring, spec, batch))
 
-    def hand_out(self, pool: CryptoPool, path: str, targets: Sequence[tuple[LocationTarget, BatchSpec]],
+    def hand_out(self, path: str, targets: Sequence[tuple[LocationTarget, BatchSpec]],
                  advanced: Callable[[int], None]) -> None:
         """Whole-value locations' batches (as :func:`~keyrotate.rotation.reading.read_batches` cuts them), each
         read by a worker when one has room (a :class:`RowRange` of the database at ``path``), else read and done
@@ -62,6 +62,8 @@ class Feeder:
         the one furthest behind in rowid first, so the pages a batch writes are still cached when the next
         location's batch writes the same rows: a rotation at 370,000 secrets took 0.95x the time it took
         location after location, 11 alternating runs (the users table's ten columns; perf_experiments h)."""
+        pool = self._pool
+        assert pool is not None, "only for a feeder with a pool"
         walks = [_Walk(target, BatchReads(target), spec) for target, spec in targets]
         while walks:
             walk = min(walks, key=lambda w: w.last)

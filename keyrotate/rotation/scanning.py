@@ -137,9 +137,9 @@ class Scanner:
                 yield tuple(cast("Iterator[LocationTarget]", targets))
 
     def _run_together(self, targets: tuple[LocationTarget, ...], phase: str, progress: ProgressCallback | None) -> None:
-        assert self._pool is not None and self._read_path is not None  # see _walk
+        assert self._read_path is not None  # see _walk
         label = targets[0].label if len(targets) == 1 else f"{targets[0].table} ({len(targets)} locations)"
-        self._feeder.hand_out(self._pool, self._read_path, [(t, self._batch_spec(t)) for t in targets],
+        self._feeder.hand_out(self._read_path, [(t, self._batch_spec(t)) for t in targets],
                               self._start(phase, label, targets, progress))
 
     def _start(self, phase: str, label: str, targets: Sequence[Target],
