@@ -24,12 +24,12 @@ from keyrotate.store.database import connect
 from keyrotate.trek.catalogue import resolve_catalogue
 from keyrotate.trek.formats import (
     API_PREFIX,
-    EMBEDDED_TOKEN,
     MIN_SEALED_BYTES,
     Cipher,
     Keyring,
     Scheme,
     node_base64_decode,
+    token_spans,
 )
 from keyrotate.trek.keys import Key
 from keyrotate.trek.sample import build_sample_database
@@ -196,7 +196,34 @@ def test_plain_text_around_a_real_token_is_kept(fuzz_db: sqlite3.Connection) -> 
     token = OLD_API.seal(b"hidden")
     text = f"before {token} after, and enc:v1:look-alike"
     _, after = with_value(fuzz_db, "free text (discovery)", text)
-    (new_token,) = [t for t in EMBEDDED_TOKEN.findall(after) if NEW_API.open(t) is not None]
+    (new_token,) = [t for t in (after[a:b] for a, b in token_spans(after)) if NEW_API.open(t) is not None]
     assert after == text.replace(token, new_token)
     assert NEW_API.open(new_token) == b"hidden"
     assert len(node_base64_decode(new_token[len(API_PREFIX):])) >= MIN_SEALED_BYTES
+
+
+@pytest.mark.parametrize("plaintext", [b"hidden", b"hidden1", b"hidden12"], ids=["==", "=", "no padding"])
+@pytest.mark.parametrize("template", ["{t}_backup", "{t}-- old one", "x={t}=y", "{t}\r\n", "a {t}==b", "{t}"])
+def test_only_the_token_is_swapped_never_the_text_after_its_padding(fuzz_db: sqlite3.Connection, template: str,
+                                                                     plaintext: bytes) -> None:
+    """The token ends with the padding its base64 needs: ``==_backup`` or ``=-- old one`` after it is the
+    user's text, kept as it was (the new token has the same length and padding, so it stays apart)."""
+    token = OLD_API.seal(plaintext)
+    text = template.format(t=token)
+    _, after = with_value(fuzz_db, "free text (discovery)", text)
+    if token.endswith("=") or not template.startswith("{t}_") and not template.startswith("{t}-"):
+        new = after.split(API_PREFIX, 1)[1][: len(token) - len(API_PREFIX)]
+        assert after == text.replace(token, API_PREFIX + new)
+        assert NEW_API.open(API_PREFIX + new) == plaintext
+    else:  # glued to base64 letters without padding: no token Node could read, left as it was
+        assert after == text
+
+
+@pytest.mark.parametrize("inside", ["\n", " ", "*", "\r\n"], ids=["newline", "space", "star", "crlf"])
+def test_a_whole_value_token_with_characters_node_skips_is_rotated(fuzz_db: sqlite3.Connection, inside: str) -> None:
+    """Node's base64 decoder skips them, so such a value opens as it is: rewritten whole, as TREK would read it."""
+    token = OLD_API.seal(b"pasted with a line break")
+    text = token[:30] + inside + token[30:]
+    assert OLD_API.open(text) == b"pasted with a line break"
+    _, after = with_value(fuzz_db, "free text (discovery)", text)
+    assert NEW_API.open(after) == b"pasted with a line break" and after.count(API_PREFIX) == 1

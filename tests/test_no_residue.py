@@ -14,7 +14,7 @@ import pytest
 
 from keyrotate.rotation.engine import rotate_database
 from keyrotate.rotation.options import RotateOptions
-from keyrotate.trek.formats import API_PREFIX, EMBEDDED_TOKEN, Cipher, Scheme
+from keyrotate.trek.formats import API_PREFIX, Cipher, Scheme, token_spans
 from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy
@@ -33,7 +33,7 @@ def old_ciphertexts(db: Path, key: Key) -> set[str]:
             columns = [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]
             for column in columns:
                 for (value,) in conn.execute(f'SELECT "{column}" FROM "{table}" WHERE typeof("{column}") = \'text\''):
-                    for token in EMBEDDED_TOKEN.findall(value):
+                    for token in (value[start:end] for start, end in token_spans(value)):
                         if api.open(token) is not None:
                             found.add(token[len(API_PREFIX):])
                     if mfa.open(value) is not None:

@@ -103,7 +103,7 @@ class DiscoverySearch:
 class _TableScan:
     """One read of a table: a single aggregate row of the stray tokens' row ids, comma-separated (when
     ``stray``), then whether :func:`unrewritable_cells` has cells to list there (when ``blobs``: a BLOB holds
-    ``enc:v1:``, or it is a WITHOUT ROWID table with rows), then one count per ``empties`` label."""
+    ``enc:v1:``, or it is a table without usable row ids, with rows), then one count per ``empties`` label."""
 
     table: str
     sql: Sql
@@ -119,12 +119,12 @@ def _table_scans(strays: dict[str, Sql], info: DatabaseInfo | None, tables: Coll
     read in one pass over each table instead of three (each is a full-table scan)."""
     for table in info.schema if info is not None else strays:
         parts: list[Sql] = []
-        stray = strays.get(table)  # never a WITHOUT ROWID table
+        stray = strays.get(table)  # never a table without usable row ids
         if stray is not None:
             parts.append(Sql(f"group_concat(CASE WHEN {stray.text} THEN rowid END)", stray.params))
         scanned = [] if info is None or (tables is not None and table not in tables) \
             else [c for c in info.schema[table] if (table, c) not in NOT_SECRETS]
-        if scanned and info is not None and table in info.without_rowid:  # any cell may be one: it looks itself
+        if scanned and info is not None and table in info.unaddressable:  # any cell may be one: it looks itself
             parts.append(Sql("max(1)"))
         elif scanned:
             parts.append(Sql(f"max(CASE WHEN {' OR '.join(blob_token(c) for c in scanned)} THEN 1 END)"))

@@ -9,7 +9,7 @@ from typing import Any
 
 from keyrotate.errors import VerificationError
 from keyrotate.trek.catalogue import JsonSecrets, SecretLocation
-from keyrotate.trek.formats import API_PREFIX, EMBEDDED_TOKEN
+from keyrotate.trek.formats import API_PREFIX, token_spans
 
 JsonPath = tuple[str | int, ...]
 # Offered every string of a document: (exact text to swap, its replacement), or None to leave it.
@@ -37,10 +37,20 @@ def rewrite_json(text: str, document: Any, swap: Swap, label: str, rowid: int) -
     return _replace_json_strings(text, replacements, label, rowid) if replacements else None
 
 
-def rewrite_text(value: str, swap: TokenSwap, label: str, rowid: int) -> str | None:
-    """Tokens anywhere in a text: the whole value, JSON strings, or runs in free text."""
-    if value.startswith(API_PREFIX) and EMBEDDED_TOKEN.fullmatch(value.strip()):
-        return swap("", value)
+def rewrite_text(value: str, swap: TokenSwap, label: str, rowid: int, opens: Callable[[str], bool]) -> str | None:
+    """Tokens anywhere in a text: the whole value, JSON strings, or runs in free text.
+
+    A value that starts with ``enc:v1:`` is one token when the token's span ends it (whitespace after it
+    stays), or when only the whole value opens (``opens``): Node's decoder skips what is not base64 (a
+    newline, a space, ``*``), so a TREK that read this cell would read that token.
+    """
+    if value.startswith(API_PREFIX):
+        end = next(token_spans(value))[1]
+        if not value[end:].strip():
+            new = swap("", value[:end])
+            return None if new is None else new + value[end:]
+        if not opens(value[:end]) and opens(value):
+            return swap("", value)
     if value.lstrip()[:1] in ("{", "["):
         parsed, document = parse_json(value)  # a note like "[[[[..." is text, not a crash
         if parsed:
@@ -51,12 +61,12 @@ def rewrite_text(value: str, swap: TokenSwap, label: str, rowid: int) -> str | N
     pieces: list[str] = []
     last = 0
     changed = False
-    for match in EMBEDDED_TOKEN.finditer(value):
-        new = swap(f"@{match.start()}", match.group())
-        pieces.append(value[last : match.start()])
-        pieces.append(new if new is not None else match.group())
+    for start, end in token_spans(value):
+        new = swap(f"@{start}", value[start:end])
+        pieces.append(value[last:start])
+        pieces.append(new if new is not None else value[start:end])
         changed = changed or new is not None
-        last = match.end()
+        last = end
     pieces.append(value[last:])
     return "".join(pieces) if changed else None
 

@@ -101,11 +101,11 @@ def active_locations(resolved: Sequence[ResolvedLocation]) -> list[SecretLocatio
 def plan_targets(info: DatabaseInfo, resolved: Sequence[ResolvedLocation],
                  discovery_tables: Collection[str] | None = None) -> list[Target]:
     """Every active catalogued location, then per table the columns discovery searches (all tables when
-    ``discovery_tables`` is None; WITHOUT ROWID tables never: see the scan's unrewritable check)."""
+    ``discovery_tables`` is None; never a table it cannot name rows of by rowid: see the scan's unrewritable check)."""
     active = active_locations(resolved)
     targets: list[Target] = [LocationTarget(loc) for loc in active]
     for table, columns in info.schema.items():
-        if table in info.without_rowid or (discovery_tables is not None and table not in discovery_tables):
+        if table in info.unaddressable or (discovery_tables is not None and table not in discovery_tables):
             continue
         excluded: list[Sql] = []
         scanned: list[str] = []
@@ -130,6 +130,8 @@ def _covered_rows(covering: Sequence[SecretLocation]) -> Sql:
             by_column.setdefault(loc.key_column, []).append(loc.setting_key)
     if not by_column:
         return Sql("0")
-    conditions = [(f"{quote_identifier(c)} IN ({', '.join('?' * len(keys))})", sorted(keys))
-                  for c, keys in sorted(by_column.items())]
+    # IS NOT NULL: a row whose key is NULL is no catalogued row, and ``NOT (NULL IN (...))`` is NULL, which would
+    # leave its token out of the search without a word.
+    conditions = [(f"({quote_identifier(c)} IS NOT NULL AND {quote_identifier(c)} IN ({', '.join('?' * len(keys))}))",
+                   sorted(keys)) for c, keys in sorted(by_column.items())]
     return Sql(" OR ".join(text for text, _ in conditions), tuple(k for _, keys in conditions for k in keys))

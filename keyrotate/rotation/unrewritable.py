@@ -1,4 +1,4 @@
-"""Cells holding ``enc:v1:`` that discovery cannot rewrite: WITHOUT ROWID tables and BLOB values."""
+"""Cells holding ``enc:v1:`` that discovery cannot rewrite: tables without usable row ids, and BLOB values."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from keyrotate.rotation.tallies import FailedValue
 from keyrotate.store.database import quote_identifier
 from keyrotate.trek.catalogue import NOT_SECRETS
-from keyrotate.trek.formats import EMBEDDED_TOKEN, UNOPENED, Keyring, Scheme, is_well_formed_token
+from keyrotate.trek.formats import UNOPENED, Keyring, Scheme, is_well_formed_token, token_spans
 from keyrotate.trek.schema import DatabaseInfo
 
 _IN_WITHOUT_ROWID = "in a WITHOUT ROWID table, which keyrotate cannot rewrite"
+_ROWID_HIDDEN = "in a table with a column named rowid, which keyrotate cannot rewrite"
 _AS_BLOB = "stored as BLOB, which keyrotate cannot rewrite"
 
 
@@ -20,7 +21,7 @@ _AS_BLOB = "stored as BLOB, which keyrotate cannot rewrite"
 class UnrewritableCell:
     table: str
     column: str
-    rowid: int  # 0 in a WITHOUT ROWID table: ``where`` names the row by its primary key
+    rowid: int  # 0 in a table without usable row ids: ``where`` names the row (primary key, or another rowid name)
     where: str
     text: str  # the cell as text (a BLOB decoded with replacement characters)
     why: str
@@ -46,10 +47,10 @@ def unrewritable_cells(conn: sqlite3.Connection, info: DatabaseInfo,
         scanned = [c for c in columns if (table, c) not in NOT_SECRETS]
         if not scanned:
             continue
-        no_rowid = table in info.without_rowid
+        no_rowid = table in info.unaddressable
         if no_rowid:
             conds = [f"instr(CAST({quote_identifier(c)} AS TEXT), 'enc:v1:') > 0" for c in scanned]
-            keys = [str(r[1]) for r in conn.execute(f"PRAGMA table_info({quote_identifier(table)})") if r[5]]
+            keys = _row_names(conn, table, columns)
             select = [quote_identifier(k) for k in keys]
         else:
             conds = [blob_token(c) for c in scanned]
@@ -59,10 +60,22 @@ def unrewritable_cells(conn: sqlite3.Connection, info: DatabaseInfo,
         for row in conn.execute(sql):
             ident, values = row[: len(keys)], row[len(keys) :]
             rowid = 0 if no_rowid else int(ident[0])
-            where = "(" + ", ".join(f"{k}={v}" for k, v in zip(keys, ident, strict=True)) + ") " if no_rowid else ""
+            where = "(" + ", ".join(f"{k}={v}" for k, v in zip(keys, ident, strict=True)) + ") " if no_rowid and keys else ""
             for column, value in zip(scanned, values, strict=True):
+                if not no_rowid and value.__class__ is not bytes:
+                    continue  # a TEXT cell beside the BLOB: the pass reads and rewrites it like any other
                 text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value if isinstance(value, str) else ""
-                yield UnrewritableCell(table, column, rowid, where, text, _IN_WITHOUT_ROWID if no_rowid else _AS_BLOB)
+                why = _AS_BLOB if not no_rowid else _IN_WITHOUT_ROWID if table in info.without_rowid else _ROWID_HIDDEN
+                yield UnrewritableCell(table, column, rowid, where, text, why)
+
+
+def _row_names(conn: sqlite3.Connection, table: str, columns: tuple[str, ...]) -> list[str]:
+    """What names a row of a table without usable row ids: its primary key, else (a rowid table whose column
+    named rowid hides it) ``_rowid_`` or ``oid`` when no column takes that name too; else nothing."""
+    keys = [str(name) for name, place in conn.execute(
+        "SELECT name, pk FROM pragma_table_info(?, 'main') ORDER BY cid", (table,)) if place]
+    taken = {c.lower() for c in columns}
+    return keys or [name for name in ("_rowid_", "oid") if name not in taken][:1]
 
 
 def unrewritable_failures(cells: Iterable[UnrewritableCell], keyring: Keyring, settled: int) -> Iterator[FailedValue]:
@@ -73,10 +86,11 @@ def unrewritable_failures(cells: Iterable[UnrewritableCell], keyring: Keyring, s
     """
     read = keyring.reader(Scheme.API)
     for cell in cells:
-        for match in EMBEDDED_TOKEN.finditer(cell.text):
-            index, _ = read(match.group())
-            if index == settled or (index == UNOPENED and not is_well_formed_token(match.group())):
+        for start, end in token_spans(cell.text):
+            token = cell.text[start:end]
+            index, _ = read(token)
+            if index == settled or (index == UNOPENED and not is_well_formed_token(token)):
                 continue
             state = "opens under none of the keys" if index == UNOPENED else "opens under another key than it must end under"
-            yield FailedValue(cell.table, cell.column, cell.rowid, f"{cell.where}@{match.start()}",
+            yield FailedValue(cell.table, cell.column, cell.rowid, f"{cell.where}@{start}",
                               f"a TREK ciphertext {cell.why}; it {state}")

@@ -161,4 +161,4 @@ class ValueHandler:
         def swap(path: str, token: str) -> str | None:
             return self.token(tally, table, column, rowid, path, token, blocking=False)
 
-        return rewrite_text(value, swap, f"{table}.{column}", rowid)
+        return rewrite_text(value, swap, f"{table}.{column}", rowid, lambda whole: self.read(whole)[0] >= 0)

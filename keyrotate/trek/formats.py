@@ -15,7 +15,7 @@ import binascii
 import enum
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -34,8 +34,8 @@ UNOPENED = -1
 # stops at the first "=" and drops a lone trailing character.
 _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/]")
-# An api token embedded in free text ends where the base64 alphabet ends.
-EMBEDDED_TOKEN = re.compile(r"enc:v1:[A-Za-z0-9+/_=-]*")
+# An api token embedded in free text: the prefix and a run of the base64 alphabet (see token_spans for its padding).
+_TOKEN_RUN = re.compile(r"enc:v1:[A-Za-z0-9+/_-]*")
 _BASE64_BODY = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 _BASE32_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 
@@ -66,6 +66,19 @@ def node_base64_decode(text: str) -> bytes:
 
 def is_api_token(value: object) -> bool:
     return isinstance(value, str) and value.startswith(API_PREFIX)
+
+
+def token_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Where api tokens sit in free text, as ``(start, end)``: ``enc:v1:``, a run of the base64 alphabet, and the
+    ``=`` padding that run needs, no more. What follows (``==_backup``, ``=-- old one``) is the text's own: a
+    rewritten token (the same plaintext, so the same length and padding) leaves it in place."""
+    for match in _TOKEN_RUN.finditer(text):
+        end = match.end()
+        pad = -(end - match.start() - len(API_PREFIX)) % 4
+        while pad in (1, 2) and text.startswith("=", end):
+            end += 1
+            pad -= 1
+        yield match.start(), end
 
 
 def is_well_formed_token(stored: str) -> bool:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from keyrotate.errors import NotTrekError
 from keyrotate.store.database import translate_error
-from keyrotate.trek.catalogue import TrekVersion, detect_trek_version
+from keyrotate.trek.catalogue import CATALOGUE, TrekVersion, detect_trek_version
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -38,6 +38,13 @@ class DatabaseInfo:
     version: TrekVersion
     # Tables whose rowid is an INTEGER PRIMARY KEY: the only ones whose rowids VACUUM must keep.
     rowid_alias: frozenset[str] = frozenset()
+    # Rowid tables with a column named rowid (in any case): there the name means the column, not the row.
+    rowid_hidden: frozenset[str] = frozenset()
+
+    @property
+    def unaddressable(self) -> frozenset[str]:
+        """Tables whose rows keyrotate cannot name by ``rowid``: WITHOUT ROWID, or a column named so."""
+        return self.without_rowid | self.rowid_hidden
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ def inspect_database(conn: sqlite3.Connection, path: Path) -> DatabaseInfo:
         schema, without_rowid, rowid_alias = _ordinary_tables(conn)
     except sqlite3.DatabaseError as exc:
         raise translate_error(exc, path) from None
+    hidden = frozenset(t for t, columns in schema.items()
+                       if t not in without_rowid and any(c.lower() == "rowid" for c in columns))
     missing = [t for t in TREK_TABLES if t not in schema]
     if missing or "password_hash" not in schema.get("users", ()):
         raise NotTrekError(
@@ -68,8 +77,24 @@ def inspect_database(conn: sqlite3.Connection, path: Path) -> DatabaseInfo:
     if "schema_version" in schema:
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         schema_version = row[0] if row and isinstance(row[0], int) else None
-    return DatabaseInfo(path, schema, without_rowid, schema_version, detect_trek_version(schema, schema_version),
-                        rowid_alias)
+    info = DatabaseInfo(path, schema, without_rowid, schema_version, detect_trek_version(schema, schema_version),
+                        rowid_alias, hidden)
+    _refuse_unaddressable_secret_tables(info)
+    return info
+
+
+def _refuse_unaddressable_secret_tables(info: DatabaseInfo) -> None:
+    """TREK keeps its secrets in ordinary rowid tables; keyrotate reads and rewrites them by rowid, so a
+    secret table changed to WITHOUT ROWID, or given a column named rowid, is refused before anything is read."""
+    odd = sorted({loc.table for loc in CATALOGUE if loc.table in info.unaddressable})
+    if odd:
+        tables = ", ".join(odd)
+        raise NotTrekError(
+            f"{info.path}: {tables}, where TREK keeps secrets, {'is' if len(odd) == 1 else 'are'} not an ordinary "
+            "table with row ids here (declared WITHOUT ROWID, or given a column named rowid); no TREK release makes "
+            "it so. keyrotate cannot rewrite such rows safely and changed nothing: restore the table as TREK created "
+            "it, or the database from a backup."
+        )
 
 
 def _ordinary_tables(
