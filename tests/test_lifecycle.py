@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from keyrotate.cli.app import main
@@ -58,6 +59,53 @@ def test_killed_right_after_key_generation_leaves_key_saved_and_database_untouch
     resumed = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(key_file)])
     assert resumed.returncode == 0, resumed.stderr
     assert verify_database(trek3.db, [Key(key_file.read_text().strip(), "saved key")]).ok
+
+
+@pytest.mark.parametrize("point", ["after-commit", "after-verify", "key-file-renamed"])
+def test_generate_new_key_killed_after_the_commit_finishes_when_the_same_command_runs_again(
+    trek3: TrekCopy, tmp_path: Path, point: str
+) -> None:
+    """The leak runbook's command, SIGKILLed after its commit, then run again as its "Writing now" line says."""
+    old_key = trek3.key
+    key_file = tmp_path / "g.key"
+    args = ["rotate", "--data-dir", str(trek3.data_dir), "--generate-new-key", "--new-key-out", str(key_file), "--yes"]
+    crashed = run_keyrotate(args, kill_at=point)
+    assert crashed.returncode == -9, crashed.stderr
+    assert "run the same command again: it finishes the job" in crashed.stderr
+    generated = key_file.read_text()
+    new_key = Key(generated.strip(), "generated")
+    assert verify_database(trek3.db, [new_key]).ok  # committed under the generated key
+
+    again = run_keyrotate(args)
+
+    assert again.returncode == 0, again.stderr
+    assert "an earlier run of this command committed" in again.stderr
+    assert key_file.read_text() == generated  # never overwritten
+    assert (trek3.data_dir / ".encryption_key").read_text() == new_key.reveal()
+    assert run_keyrotate(["verify", "--data-dir", str(trek3.data_dir)]).returncode == 0  # TREK reads every secret
+    assert verify_database(trek3.db, [old_key]).opened_by_first == 0
+    for key in (old_key, new_key):
+        assert key.reveal() not in again.stderr + again.stdout
+
+
+def test_generate_new_key_rerun_before_any_commit_refuses_and_says_what_to_do(
+    trek3: TrekCopy, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "g.key"
+    args = ["rotate", "--data-dir", str(trek3.data_dir), "--generate-new-key", "--new-key-out", str(key_file), "--yes"]
+    assert run_keyrotate(args, kill_at="after-new-key").returncode == -9
+    generated = key_file.read_text()
+    before = fingerprint(trek3.data_dir)
+    del before["travel.db-wal"]  # empty: SQLite removes it when the read-only check closes the database
+
+    again = run_keyrotate(args)
+
+    assert again.returncode == 6, again.stderr
+    assert "will not overwrite" in again.stderr
+    assert f"--new-key-file {key_file}" in again.stderr and "another --new-key-out path" in again.stderr
+    assert key_file.read_text() == generated
+    assert fingerprint(trek3.data_dir) == before
+    assert generated.strip() not in again.stderr
 
 
 def test_generate_refuses_to_overwrite_and_touches_nothing(trek4: TrekCopy, tmp_path: Path) -> None:

@@ -114,7 +114,7 @@ def rotate(**params: Any) -> None:
 def _rotate(args: RotateArgs) -> int:
     path = database(args.db, args.data_dir)
     _refuse_contradictions(args)
-    rotation = RotationRun(args, path, _rotation_keys(args))
+    rotation = RotationRun(args, path, _rotation_keys(args, path))
     report, stopped_by, exposure = _run_engine(rotation, _rotate_options(rotation))
     # After a commit, finish_rotation prints fuller operator steps than the report's own.
     say(render(report, "text"), quiet=args.silent)
@@ -141,18 +141,18 @@ def _refuse_contradictions(args: RotateArgs) -> None:
         raise click.UsageError("--backup and --no-backup contradict each other.")
 
 
-def _rotation_keys(args: RotateArgs) -> RotationKeys:
+def _rotation_keys(args: RotateArgs, path: Path) -> RotationKeys:
     """The old keys (given, TREK's, or typed) and the new key (generated, given, or typed twice)."""
     interactive = False
     old = given_keys(args.old_key_file, args.old_key_env, "old") or trek_keys(args.data_dir)
     if not old:
         old = [prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]
         interactive = True
-    generated = new_key_for_rotation(args.generate_new_key, args.new_key_out, args.new_key_file, args.new_key_env)
+    generated = new_key_for_rotation(args, path, old)
     given = given_keys([args.new_key_file] if args.new_key_file else [],
                        [args.new_key_env] if args.new_key_env else [], "new")
     if generated is not None:
-        new = generated
+        new = generated[0]
     elif given:
         new = given[0]
     else:
@@ -161,7 +161,8 @@ def _rotation_keys(args: RotateArgs) -> RotationKeys:
     check_new_key(new)
     if environment_holds(old):
         warn("ENCRYPTION_KEY in this shell holds the old key. Change or unset it wherever TREK runs.")
-    return RotationKeys(old, new, generated=generated is not None, interactive=interactive)
+    return RotationKeys(old, new, generated=generated is not None, interactive=interactive,
+                        reused=generated is not None and generated[1])
 
 
 def _rotate_options(rotation: RotationRun) -> RotateOptions:
@@ -220,4 +221,4 @@ def _after_engine(rotation: RotationRun, report: RotationReport, stopped_by: str
 
         done = set(extras.zips_done)
         left = [str(z) for z in find_backups(rotation.path.parent) if str(z) not in done]
-    raise stopped_after_commit(stopped_by, report, zips_left=left, rerun=rerun_command(rotation.unused_new_key))
+    raise stopped_after_commit(stopped_by, report, zips_left=left, rerun=rerun_command(rotation.generated_key_file))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,14 +16,14 @@ import click
 from keyrotate.cli.inputs import default_old_keys
 from keyrotate.cli.interrupted import stopped_before_commit
 from keyrotate.cli.render import emit, render
-from keyrotate.cli.rotate_args import RotationRun
+from keyrotate.cli.rotate_args import RotateArgs, RotationRun
 from keyrotate.cli.running import say, warn
-from keyrotate.errors import KeyrotateError
-from keyrotate.rotation.old_key import environment_holds, generate_new_key, next_steps
+from keyrotate.errors import KeyProblemError, KeyrotateError
+from keyrotate.rotation.old_key import committed_under, environment_holds, generate_new_key, next_steps
 from keyrotate.rotation.plan import RotationPlan
 from keyrotate.rotation.report import RotationReport
 from keyrotate.trek.catalogue import Presence
-from keyrotate.trek.keys import Key
+from keyrotate.trek.keys import Key, key_from_file
 
 if TYPE_CHECKING:
     from keyrotate.operations.backup_rekey import RekeyResult
@@ -32,9 +33,10 @@ if TYPE_CHECKING:
 # rotate (and --help) does not pay for the exposure scan, the copies check or the ZIP rekeying (~60 ms of imports).
 
 
-def new_key_for_rotation(generate: bool, out: Path | None, file: Path | None, env: str | None) -> Key | None:
-    """With --generate-new-key, the new key, already on disk; None otherwise."""
-    if not generate:
+def new_key_for_rotation(args: RotateArgs, path: Path, old: Sequence[Key]) -> tuple[Key, bool] | None:
+    """With --generate-new-key, the new key, already on disk, and whether an earlier run made it; None otherwise."""
+    out, file, env = args.new_key_out, args.new_key_file, args.new_key_env
+    if not args.generate_new_key:
         if out is not None:
             raise click.UsageError("--new-key-out only goes with --generate-new-key.")
         return None
@@ -42,11 +44,34 @@ def new_key_for_rotation(generate: bool, out: Path | None, file: Path | None, en
         raise click.UsageError("--generate-new-key makes the new key; do not also give --new-key-file/--new-key-env.")
     if out is None:
         raise click.UsageError("--generate-new-key needs --new-key-out FILE, where the key is saved before anything else.")
+    if out.is_file() and not out.is_symlink():
+        return _key_of_earlier_run(out, path, old, args.wait), True
     try:
         key = generate_new_key(out)
     except KeyboardInterrupt as interrupt:
         raise stopped_before_commit(interrupt, out if out.exists() else None) from None
     say(f"Generated the new key into {out} (mode 0600) before touching the database. Keep it: it is the only copy.")
+    return key, False
+
+
+def _key_of_earlier_run(out: Path, path: Path, old: Sequence[Key], wait: float) -> Key:
+    """--new-key-out names an existing file: never overwritten. Its key is used only when the database is under
+    it already (the same command, killed after its commit, run again as it says); otherwise a refusal that says
+    what to do."""
+    refusal = KeyProblemError(
+        f"{out} already exists; keyrotate will not overwrite a key file. The database is not under the key in it. "
+        f"To rotate to that key, give --new-key-file {out} instead of --generate-new-key and --new-key-out; "
+        "for a fresh key, choose another --new-key-out path. Nothing was changed.")
+    try:
+        key, warnings = key_from_file(out, "new")
+    except KeyProblemError:
+        raise refusal from None
+    if not committed_under(path, key, old, busy_timeout=wait):
+        raise refusal
+    for warning in warnings:
+        warn(warning)
+    say(f"{out} already exists and the database's secrets are already under the key in it: an earlier run of "
+        f"this command committed. Finishing that run with the key from {out} (the file is left as it is).")
     return key
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from keyrotate.crashpoints import crash_point
+from keyrotate.rotation.verify import verify_database
 from keyrotate.store.files import write_new_file
 from keyrotate.trek.keys import Key, TrekKeyResolution, create_key_file, generate_key_text, js_trim
 
@@ -24,6 +25,18 @@ def generate_new_key(out: Path) -> Key:
     create_key_file(out, text)
     crash_point("after-new-key")
     return Key(text, f"new key generated into {out}")
+
+
+def committed_under(db_path: Path, key: Key, old_keys: Sequence[Key], *, busy_timeout: float) -> bool:
+    """Whether a rotation to ``key`` already committed: some secret opens under it and none under an old key.
+
+    For a rerun of ``--generate-new-key`` that finds its key file written by an earlier run, killed after its
+    commit (read-only; a database without secrets does not count).
+    """
+    others = [k for k in old_keys if not k.same_secret_as(key)]
+    report = verify_database(db_path, [key, *others], busy_timeout=busy_timeout)
+    opened = [loc.opened_by for loc in report.locations if loc.opened_by]
+    return sum(counts[0] for counts in opened) > 0 and not any(sum(counts[1:]) for counts in opened)
 
 
 def save_old_key(key_file: Path, new_key: Key, db_path: Path, backup: Path | None) -> Path | None:
