@@ -42,6 +42,7 @@ def run() -> None:
     try:
         code = _main()
     finally:  # commands end with SystemExit: this runs for them too
+        interrupts.ignore()  # only the exit is left: a late Ctrl-C must not turn its code into a death by signal
         before_teardown()
     sys.exit(code)
 

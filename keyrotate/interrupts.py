@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -41,8 +41,32 @@ def signal_number(interrupt: KeyboardInterrupt) -> int:
     return interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT
 
 
-def _raise(signum: int, _frame: FrameType | None) -> NoReturn:
+_raised: list[int] = []  # the signal :func:`_raise` turned into Interrupted since :func:`install`, if any
+
+
+def _raise(signum: int, _frame: FrameType | None) -> None:
+    """The first signal stops the run; later ones are ignored. An operator who presses Ctrl-C again while the
+    first is being handled must not cut short the rollback, the backup's removal and the clean-up it started."""
+    if _raised:
+        return
+    _raised.append(signum)
     raise Interrupted(signum)
+
+
+def raised() -> int:
+    """How many signals :func:`_raise` turned into :class:`Interrupted` since :func:`install` (0 or 1)."""
+    return len(_raised)
+
+
+def reraise_swallowed(before: int) -> None:
+    """Raise :class:`Interrupted` again if a signal was raised since :func:`raised` gave ``before``.
+
+    For code SQLite calls back (an application-defined function): the signal handler runs there, and SQLite
+    turns what it raises into an ``OperationalError`` ("user-defined function raised exception"), which would
+    otherwise end the run with a traceback instead of the rollback's message.
+    """
+    if len(_raised) > before:
+        raise Interrupted(_raised[-1])
 
 
 Handlers = dict[int, Any]
@@ -52,7 +76,19 @@ def install() -> Handlers:
     """SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` (main thread only); returns what they replaced."""
     if threading.current_thread() is not threading.main_thread():
         return {}
+    _raised.clear()
     return {signum: signal.signal(signum, _raise) for signum in SIGNALS}
+
+
+def ignore() -> None:
+    """Ignore SIGINT, SIGTERM and SIGHUP from now on (main thread only): for a process that only exits.
+
+    Python gives its own handlers back to the default action while it shuts down, so a signal then
+    would end the process by that signal (exit 130 for Ctrl-C) after keyrotate chose its exit code.
+    """
+    if threading.current_thread() is threading.main_thread():
+        for signum in SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def restore(previous: Handlers) -> None:

@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from keyrotate import interrupts
 from keyrotate.errors import KeyrotateError
 from keyrotate.rotation.targets import LocationTarget, Sql, Target
 from keyrotate.store.database import quote_identifier
@@ -142,8 +143,12 @@ class RangeWriter:
                 f"UPDATE {quote_identifier(target.table)} SET {col} = {self.FUNCTION}(rowid, {col}) "
                 f"WHERE rowid BETWEEN ? AND ? AND {where.text}", where.params)
         self._texts = {rowid: text for text, rowid in updates}
+        before = interrupts.raised()
         try:
             changed = self._conn.execute(sql.text, (updates[0][1], updates[-1][1], *sql.params)).rowcount
+        except sqlite3.OperationalError:
+            interrupts.reraise_swallowed(before)  # a Ctrl-C that arrived in the function SQLite calls
+            raise
         finally:
             self._texts = {}
         if changed != len(updates):
