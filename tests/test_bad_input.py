@@ -287,3 +287,28 @@ def test_tokens_that_open_under_no_key_are_counted_for_verify(trek4: TrekCopy) -
     result = CliRunner().invoke(main, ["verify", "--data-dir", str(trek4.data_dir)], catch_exceptions=False)
     assert result.exit_code == ExitCode.VERIFY_FAILED
     assert "NO KEY: users.maps_api_key (id=" in result.output
+
+
+@pytest.mark.parametrize("command", ["verify", "rotate"])
+def test_a_key_file_this_user_cannot_read_exits_6(trek4: TrekCopy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  command: str) -> None:
+    """click refused it first, as a usage error (exit 2), before keyrotate could say what is wrong. Simulated from
+    the test side (the suite may run as root, who reads any file): access() and the read both say EACCES."""
+    locked = key_file(tmp_path, "locked.key", "L" * 64, mode=0o600)
+    real_access, real_read = os.access, Path.read_bytes
+
+    def access(path: object, mode: int, *args: object, **kwargs: object) -> bool:
+        return False if Path(str(path)) == locked else real_access(path, mode, *args, **kwargs)  # type: ignore[arg-type]
+
+    def read_bytes(self: Path) -> bytes:
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    args = ["verify", "--db", str(trek4.db), "--key-file", str(locked)] if command == "verify" else \
+        ["rotate", "--db", str(trek4.db), "--old-key-file", str(locked), "--new-key-file", str(locked)]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == ExitCode.BAD_KEY, result.output
+    assert f"Cannot read key file {locked}: Permission denied." in result.output

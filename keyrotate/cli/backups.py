@@ -8,7 +8,7 @@ import click
 
 from keyrotate.cli.inputs import check_new_key, default_old_keys, given_keys, prompt_key, trek_keys
 from keyrotate.cli.interrupted import signal_name, stopped_before_commit
-from keyrotate.cli.options import exit_codes_help, format_option, key_options
+from keyrotate.cli.options import KEY_FILE, exit_codes_help, format_option, key_options
 from keyrotate.cli.render import emit
 from keyrotate.cli.running import run, say
 from keyrotate.errors import ExitCode, InputNotFoundError, InterruptedAfterCommitError
@@ -56,9 +56,9 @@ def backups(data_dir: Path, key_file: tuple[Path, ...], key_env: tuple[str, ...]
 @click.option("--data-dir", type=click.Path(path_type=Path),
               help="TREK's data directory. Default old keys: those rotate saved next to travel.db, and the key TREK "
                    "uses there; default new key: the key TREK uses there.")
-@click.option("--old-key-file", type=click.Path(path_type=Path), multiple=True, help="File holding an old key. Repeatable.")
+@click.option("--old-key-file", type=KEY_FILE, multiple=True, help="File holding an old key. Repeatable.")
 @click.option("--old-key-env", multiple=True, metavar="NAME", help="Environment variable holding an old key. Repeatable.")
-@click.option("--new-key-file", type=click.Path(path_type=Path), help="File holding the new key.")
+@click.option("--new-key-file", type=KEY_FILE, help="File holding the new key.")
 @click.option("--new-key-env", metavar="NAME", help="Environment variable holding the new key.")
 @click.option("--encrypt-plaintext", is_flag=True, help="Also encrypt legacy plaintext, as rotate does.")
 @click.option("--dry-run", is_flag=True, help="Check each ZIP and say what would happen; write nothing.")

@@ -35,6 +35,9 @@ OPENS_DATABASE = {
     10: "database in use (another program holds its lock longer than --wait)",
 }
 
+# Not checked by click (its Path type refuses an unreadable file as a usage error, exit 2): keyrotate reads the
+# file itself and says what is wrong with it (exit 6).
+KEY_FILE = click.Path(path_type=Path, readable=False)
 db_option = click.option("--db", type=click.Path(path_type=Path), help="TREK's database file (data/travel.db).")
 data_dir_option = click.option(
     "--data-dir", type=click.Path(path_type=Path),
@@ -61,7 +64,7 @@ def key_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         command = click.option("--key-env", multiple=True, metavar="NAME",
                                help=f"Environment variable holding {what}. Repeatable.")(command)
-        return click.option("--key-file", type=click.Path(path_type=Path), multiple=True,
+        return click.option("--key-file", type=KEY_FILE, multiple=True,
                             help=f"File holding {what}. Repeatable.")(command)
 
     return decorate

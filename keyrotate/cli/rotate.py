@@ -12,6 +12,7 @@ from keyrotate.cli.inputs import check_new_key, database, given_keys, prompt_key
 from keyrotate.cli.interrupted import rerun_command, signal_name, stopped_after_commit, stopped_before_commit
 from keyrotate.cli.options import (
     EXIT_CODES_HELP,
+    KEY_FILE,
     data_dir_option,
     db_option,
     json_option,
@@ -49,11 +50,11 @@ if TYPE_CHECKING:
 @click.command(epilog=EXIT_CODES_HELP)
 @db_option
 @data_dir_option
-@click.option("--old-key-file", type=click.Path(path_type=Path), multiple=True,
+@click.option("--old-key-file", type=KEY_FILE, multiple=True,
               help="File holding an old key (trimmed, like TREK reads .encryption_key). Repeat for several old keys.")
 @click.option("--old-key-env", multiple=True, metavar="NAME",
               help="Environment variable holding an old key (used as is). Repeatable.")
-@click.option("--new-key-file", type=click.Path(path_type=Path), help="File holding the new key.")
+@click.option("--new-key-file", type=KEY_FILE, help="File holding the new key.")
 @click.option("--new-key-env", metavar="NAME", help="Environment variable holding the new key.")
 @click.option("--backup", "backup_path", type=click.Path(path_type=Path),
               help="Where to write the backup. Default: next to the database, named with the time.")

@@ -115,8 +115,30 @@ def connect(path: Path, *, busy_timeout: float = 5.0, check_same_thread: bool = 
                                    check_same_thread=check_same_thread)
         except sqlite3.OperationalError as exc:
             raise NotADatabaseError(f"SQLite cannot open {path}: {exc}.") from None
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as exc:  # anything but CANTOPEN: the caller's first query meets it again
+        if exc.sqlite_errorcode == sqlite3.SQLITE_CANTOPEN:
+            conn.close()
+            conn = _open_on_read_only_media(path, busy_timeout, check_same_thread)
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def _open_on_read_only_media(path: Path, busy_timeout: float, check_same_thread: bool) -> sqlite3.Connection:
+    """A WAL database in a directory nobody may write (a read-only bind mount, a snapshot): SQLite cannot make
+    the ``-shm`` file it reads a WAL database through. With no ``-wal`` file holding changes, the main file is
+    the whole database and opens as immutable (read without any lock or ``-shm``); otherwise it cannot be read
+    truthfully here."""
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise CannotWriteError(
+            f"{path} is in a directory keyrotate cannot write, and {wal.name} beside it holds changes SQLite "
+            "reads only through a -shm file it must create there. Copy the data directory somewhere writable "
+            "(cp -a) and point keyrotate at the copy; nothing was changed."
+        )
+    return sqlite3.connect(_uri(path, "ro") + "&immutable=1", uri=True, isolation_level=None, timeout=busy_timeout,
+                           check_same_thread=check_same_thread)
 
 
 def check_integrity(conn: sqlite3.Connection, path: Path) -> None:

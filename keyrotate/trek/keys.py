@@ -85,7 +85,7 @@ def key_from_file(path: Path, label: str) -> tuple[Key, list[str]]:
     except OSError as exc:
         raise KeyProblemError(f"Cannot read key file {path}: {exc.strerror}.") from None
     if stat.S_ISDIR(info.st_mode):
-        raise KeyProblemError(f"{path} is a directory; --{label}-file needs a file holding the key.")
+        raise KeyProblemError(f"{path} is a directory; a key file is a file holding the key on one line.")
     warnings.extend(_readable_by_others(path, info.st_mode))
     try:
         raw = path.read_bytes()

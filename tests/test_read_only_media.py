@@ -1,0 +1,65 @@
+"""Read-only commands on a data directory nobody may write: a read-only bind mount, a snapshot, a copy on
+read-only media. SQLite cannot create the ``-shm`` file it reads a WAL database through; ``verify``,
+``audit`` and ``exposure`` used to stop there with a traceback (exit 1)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from keyrotate.errors import CannotWriteError, ExitCode
+from keyrotate.store import database
+
+from .conftest import TrekCopy
+from .test_lifecycle import run_keyrotate
+
+
+@pytest.fixture
+def read_only_copy(trek4: TrekCopy, tmp_path: Path) -> Iterator[Path]:
+    """trek4's data directory, bind-mounted read-only (skipped where this process may not mount)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "--bind", str(trek4.data_dir), str(mount)], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount here (needs root and CAP_SYS_ADMIN)")
+    try:
+        remount = subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], capture_output=True)
+        if remount.returncode != 0:
+            pytest.skip("cannot remount read-only here")
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("command", ["verify", "audit", "exposure"])
+def test_read_only_commands_read_a_wal_database_on_a_read_only_mount(read_only_copy: Path, command: str) -> None:
+    uri = f"file:{read_only_copy / 'travel.db'}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True)) as conn, pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        conn.execute("SELECT count(*) FROM users").fetchone()  # what keyrotate used to meet
+    result = run_keyrotate([command, "--data-dir", str(read_only_copy)])
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    if command == "verify":
+        assert "OK: the first key" in result.stderr
+
+
+def test_a_wal_with_changes_in_a_directory_nobody_may_write_is_refused_clearly(trek4: TrekCopy,
+                                                                               tmp_path: Path) -> None:
+    """Immutable reading would skip the -wal's changes: keyrotate says what to do instead of reading half a database.
+    The refusal itself, called as connect() calls it once SQLite cannot open the -shm."""
+    copy = tmp_path / "copy"
+    shutil.copytree(trek4.data_dir, copy)
+    db = copy / "travel.db"
+    Path(f"{db}-wal").write_bytes(b"\0" * 32)  # any content: only an empty or missing -wal may be skipped
+    with pytest.raises(CannotWriteError) as caught:
+        database._open_on_read_only_media(db, 1.0, True)
+    assert caught.value.exit_code == ExitCode.CANNOT_WRITE and "cp -a" in str(caught.value)
+    Path(f"{db}-wal").write_bytes(b"")
+    with closing(database._open_on_read_only_media(db, 1.0, True)) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] > 0
+
