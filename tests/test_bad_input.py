@@ -312,3 +312,20 @@ def test_a_key_file_this_user_cannot_read_exits_6(trek4: TrekCopy, tmp_path: Pat
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == ExitCode.BAD_KEY, result.output
     assert f"Cannot read key file {locked}: Permission denied." in result.output
+
+
+def test_rotating_back_to_a_key_this_database_was_rotated_away_from_is_warned_about(trek4: TrekCopy,
+                                                                                     tmp_path: Path) -> None:
+    """The retired key (perhaps the leaked one) sits beside the backup keyrotate made; going back to it is allowed,
+    but never silently."""
+    old = key_file(tmp_path, "old.key", (trek4.data_dir / ".encryption_key").read_text().strip(), mode=0o600)
+    new = key_file(tmp_path, "new.key", "N" * 64, mode=0o600)
+    first = CliRunner().invoke(main, ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new), "--yes"],
+                               catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert "rotated away from" not in first.output
+    back = CliRunner().invoke(main, ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(old),
+                                     "--dry-run"], catch_exceptions=False)
+    assert back.exit_code == 0, back.output
+    assert "WARNING: The new key is a key this database was rotated away from (the old key saved in " in back.output
+    assert "keyrotate generate-key --out FILE" in back.output

@@ -80,11 +80,17 @@ def _stdin_is_a_terminal() -> bool:
     return sys.stdin is not None and sys.stdin.isatty()
 
 
-def check_new_key(key: Key) -> None:
-    """Refuse a new key TREK would not read back as given (exit 6); warn about a weak one."""
+def check_new_key(key: Key, db_path: Path | None = None) -> None:
+    """Refuse a new key TREK would not read back as given (exit 6); warn about a weak one, and about one this
+    database was rotated away from (``db_path``: keyrotate saved it beside the database then)."""
     refuse_unreadable_new_key(key)
     for warning in new_key_warnings(key):
         warn(warning)
+    retired = next((old for old in saved_old_keys(db_path) if old.same_secret_as(key)), None) if db_path else None
+    if retired is not None:
+        warn(f"The new key is a key this database was rotated away from (the {retired.source}). If that "
+             "rotation followed a leak, this brings the leaked key back; make a fresh one with: "
+             "keyrotate generate-key --out FILE")
 
 
 def default_old_keys(data_dir: Path | None, trek_key: list[Key], new_key: Key | None) -> list[Key]:

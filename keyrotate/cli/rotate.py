@@ -159,7 +159,7 @@ def _rotation_keys(args: RotateArgs, path: Path) -> RotationKeys:
     else:
         new = prompt_key("New ENCRYPTION_KEY", "new", "--new-key-file FILE or --new-key-env NAME", confirm=True)
         interactive = True
-    check_new_key(new)
+    check_new_key(new, path)
     if environment_holds(old):
         warn("ENCRYPTION_KEY in this shell holds the old key. Change or unset it wherever TREK runs.")
     return RotationKeys(old, new, generated=generated is not None, interactive=interactive,
