@@ -7,7 +7,10 @@ import io
 import json
 import os
 import re
+import shlex
 import sqlite3
+import subprocess
+import sys
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
@@ -274,3 +277,32 @@ def test_group_lines_come_by_tier_then_owner_id_whatever_the_ids() -> None:
     assert groups.users() == 3 and groups.total == 8
     assert groups.per_tier() == {INSTANCE[1]: 2, SIGN_IN[1]: 1, API_KEYS[1]: 5}
     assert groups.user_actions(API_KEYS) == [("a key", "revoke a key"), ("b key", "revoke b key")]
+
+
+def test_after_the_rotation_the_old_key_points_at_the_copy_from_before_it(trek4: TrekCopy, tmp_path: Path) -> None:
+    """The stolen copy was the database before the rotation: "readable: 0" on the rotated file is true but no
+    answer. The printed command, run as printed, lists what the pre-rotation backup gives away."""
+    old = tmp_path / "old.key"
+    old.write_text((trek4.data_dir / ".encryption_key").read_text())
+    old.chmod(0o600)
+    new = tmp_path / "new.key"
+    new.write_text("N" * 64)
+    new.chmod(0o600)
+    rotated = CliRunner().invoke(main, ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new),
+                                        "--yes"], catch_exceptions=False)
+    assert rotated.exit_code == 0, rotated.output
+    after = CliRunner().invoke(main, ["exposure", "--data-dir", str(trek4.data_dir), "--key-file", str(old)],
+                               catch_exceptions=False)
+    assert after.exit_code == 0 and "Secrets readable with the suspected key: 0" in after.stdout
+    command = after.stderr.split("Its checklist of what to revoke:\n", 1)[1].strip().splitlines()[0]
+    words = shlex.split(command)
+    assert words[:2] == ["keyrotate", "exposure"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    before = subprocess.run([sys.executable, "-m", "keyrotate", *words[1:]], capture_output=True, text=True, env=env,
+                            check=False)
+    assert before.returncode == 0, before.stderr
+    readable = int(re.search(r"Secrets readable with the suspected key: (\d+)", before.stdout)[1])  # type: ignore[index]
+    assert readable == sum(1 for e in trek4.manifest if e["scheme"] in ("api", "mfa"))
+    same_key = CliRunner().invoke(main, ["exposure", "--data-dir", str(trek4.data_dir), "--key-file", str(new)],
+                                  catch_exceptions=False)
+    assert "Its checklist" not in same_key.stderr  # the key the database is under now: nothing to point at

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from keyrotate.cli.render import emit
 from keyrotate.cli.running import run, say
 from keyrotate.errors import ExitCode
 from keyrotate.operations.audit import audit_database
-from keyrotate.operations.exposure import find_exposure
+from keyrotate.operations.exposure import ExposureReport, find_exposure
+from keyrotate.operations.exposure_copies import PRE_ROTATION_COPIES
 
 EXPOSURE_HELP = exit_codes_help({
     0: "report written (whatever the key opens)", **OPENS_DATABASE,
@@ -80,9 +82,29 @@ def exposure(
         out.flush()
         say(f"{report.exposed} secret(s) to revoke or reissue; {len(report.copies)} old copy(ies) flagged.",
             quiet=quiet or fmt == "text")
+        before = _copy_from_before_the_rotation(report, key_file, key_env)
+        if before is not None:
+            say(before, quiet=quiet)
         return int(ExitCode.OK)
 
     run(action)
+
+
+def _copy_from_before_the_rotation(report: ExposureReport, key_file: tuple[Path, ...], key_env: tuple[str, ...]) -> str | None:
+    """After a rotation the suspected key opens nothing here, but a copy stolen before it opens what the
+    pre-rotation copy beside the database holds: the command that lists that (None when it does not apply)."""
+    if report.exposed or not report.not_opened:
+        return None
+    copies = [Path(c.path) for c in report.copies if c.kind in PRE_ROTATION_COPIES]
+    if not copies:
+        return None
+    newest = max(copies, key=lambda path: path.stat().st_mtime)
+    keys = [*(part for path in key_file for part in ("--key-file", str(path.absolute()))),
+            *(part for name in key_env for part in ("--key-env", name))]
+    command = shlex.join(["keyrotate", "exposure", "--db", str(newest.absolute()), *keys])
+    return (f"None of this database's secrets open with the suspected key any more: it was rotated away from it. "
+            f"A copy taken before that rotation gives away what {newest.name}, the copy made just before it, holds. "
+            f"Its checklist of what to revoke:\n    {command}")
 
 
 @click.command(epilog=AUDIT_HELP)
