@@ -201,3 +201,21 @@ def test_help_teaches_exit_codes() -> None:
     result = invoke(["rotate", "--help"])
     assert result.exit_code == 0
     assert "Exit codes:" in result.stdout and "--dry-run" in result.stdout
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["rotate", "dry run"])
+def test_a_failure_with_json_still_writes_one_json_document(trek4: TrekCopy, new_key_file: Path, dry_run: bool) -> None:
+    """A script that asked for --json got an empty stdout on exit 8; the message stays on stderr for people."""
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        conn.execute("UPDATE users SET maps_api_key = 'enc:v1:' || substr(maps_api_key, 9) WHERE id = "
+                     "(SELECT min(id) FROM users WHERE maps_api_key LIKE 'enc:v1:%')")  # damaged: opens under no key
+        conn.commit()
+    before = table_dump(trek4.db)
+    result = invoke(["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new_key_file), "--json",
+                     *(["--dry-run"] if dry_run else [])])
+    assert result.exit_code == ExitCode.UNDECRYPTABLE, result.stderr
+    document = json.loads(result.stdout)
+    assert document["schema_version"] == 1 and document["command"] == "rotate"
+    assert document["error"]["exit_code"] == 8 and document["error"]["kind"] == "undecryptable"
+    assert "users.maps_api_key" in document["error"]["message"] and "Error:" in result.stderr
+    assert table_dump(trek4.db) == before

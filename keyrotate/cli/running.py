@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -12,6 +13,7 @@ from keyrotate import interrupts
 from keyrotate.cli.interrupted import stopped_before_commit
 from keyrotate.cli.printable import printable
 from keyrotate.errors import ExitCode, KeyrotateError
+from keyrotate.rotation.report import SCHEMA_VERSION
 
 
 def say(message: str, *, quiet: bool = False) -> None:
@@ -33,6 +35,12 @@ def warn(message: str) -> None:
 def fail(error: KeyrotateError) -> NoReturn:
     # Messages name tables, rows and paths found in the database: no control character gets through.
     click.echo("Error: " + "\n".join(printable(line) for line in error.message.split("\n")), err=True)
+    context = click.get_current_context(silent=True)
+    if context is not None and context.params.get("json_output"):
+        # A script that asked for JSON gets a document on stdout for a failure too (commands with --json write
+        # their report only once they succeed, so stdout is still empty here).
+        click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "command": context.info_name, "error": {
+            "exit_code": int(error.exit_code), "kind": error.exit_code.name.lower(), "message": error.message}}))
     sys.exit(int(error.exit_code))
 
 
