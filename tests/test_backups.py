@@ -82,6 +82,7 @@ def test_list_says_which_key_opens_each_backup(trek4: TrekCopy, tmp_path: Path) 
 @pytest.mark.parametrize("streamed", [False, True], ids=["seekable", "data-descriptors"])
 def test_rekey_then_restore_round_trip(trek: TrekCopy, tmp_path: Path, streamed: bool) -> None:
     zip_path = build_backup_zip(trek.db, backups_dir(trek) / "backup-1.zip", streamed=streamed)
+    zip_path.chmod(0o640)
     before_raw = raw_members(zip_path)
     with zipfile.ZipFile(zip_path) as archive:
         before_infos = [(i.filename, i.date_time, i.external_attr, i.compress_type) for i in archive.infolist()]
@@ -89,7 +90,7 @@ def test_rekey_then_restore_round_trip(trek: TrekCopy, tmp_path: Path, streamed:
     result = rekey_backup(zip_path, [trek.key], NEW)
 
     assert (result.outcome, result.rotated) == ("rekeyed", len(trek.encrypted_entries()))
-    assert stat.S_IMODE(zip_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(zip_path.stat().st_mode) == 0o640  # a replaced file keeps its mode
     assert [p.name for p in zip_path.parent.iterdir()] == ["backup-1.zip"]  # no partial file left
     after_raw = raw_members(zip_path)
     with zipfile.ZipFile(zip_path) as archive:

@@ -32,12 +32,13 @@ def assert_nothing_secret_in(result: Result, trek: TrekCopy, *extra: str) -> Non
 
 def test_rotate_with_data_dir_rotates_writes_key_file_and_backup(trek: TrekCopy, new_key_file: Path) -> None:
     old_key = trek.key
+    (trek.data_dir / ".encryption_key").chmod(0o640)  # TREK reading it through its group: the mode is kept
     result = invoke(["rotate", "--data-dir", str(trek.data_dir), "--new-key-file", str(new_key_file)])
     assert result.exit_code == ExitCode.OK, result.stderr
     new_text = new_key_file.read_text().strip()
     key_file = trek.data_dir / ".encryption_key"
     assert key_file.read_text() == new_text
-    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert key_file.stat().st_mode & 0o777 == 0o640
     backups = [p for p in trek.data_dir.iterdir() if ".keyrotate-backup-" in p.name and p.suffix != ".key"]
     assert len(backups) == 1 and backups[0].stat().st_mode & 0o777 == 0o600
     saved = Path(f"{backups[0]}.key")  # the old key, beside the backup it opens

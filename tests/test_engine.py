@@ -195,6 +195,7 @@ def test_rerun_after_crash_before_key_file_write_fixes_the_key_file(trek4: TrekC
     rotate(trek4)  # no key_file: simulates the missing key-file write
     key_file = trek4.data_dir / ".encryption_key"
     assert key_file.read_text() != NEW.reveal()
+    key_file.chmod(0o600)
     report = rotate(trek4, key_file=key_file, backup=trek4.data_dir / "second.db")
     assert report.rotated == 0 and not report.committed
     assert report.key_file_written == str(key_file)

@@ -61,15 +61,23 @@ def test_replacing_refuses_a_link_or_directory_at_the_target(tmp_path: Path, kin
     assert sorted(p.name for p in tmp_path.iterdir()) == ["target", "victim"]  # no temporary file left
 
 
-def test_replacing_swaps_a_regular_file_with_mode_0600(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [0o640, 0o600, 0o644, 0o400])
+def test_replacing_swaps_a_regular_file_keeping_its_mode(tmp_path: Path, mode: int) -> None:
     target = tmp_path / "target"
     target.write_text("old")
-    target.chmod(0o644)
-    with replacing(target) as (_partial, handle):
+    target.chmod(mode)
+    with replacing(target) as (partial, handle):
         handle.write(b"new")
+        assert stat.S_IMODE(partial.stat().st_mode) == 0o600  # while the data is written
     assert target.read_text() == "new"
-    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert stat.S_IMODE(target.stat().st_mode) == mode
     assert [p.name for p in tmp_path.iterdir()] == ["target"]
+
+
+def test_replacing_a_missing_file_makes_it_0600(tmp_path: Path) -> None:
+    with replacing(tmp_path / "target") as (_partial, handle):
+        handle.write(b"new")
+    assert stat.S_IMODE((tmp_path / "target").stat().st_mode) == 0o600
 
 
 @root_only
@@ -192,3 +200,62 @@ def test_rekey_backup_leaves_a_linked_zip_and_its_target_alone(trek3: TrekCopy, 
     assert "symbolic link" in result.stdout
     assert outside.read_bytes() == before
     assert (folder / "backup-1.zip").is_symlink()
+
+
+def owner_and_mode(path: Path) -> tuple[int, int, int]:
+    info = path.stat()
+    return info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+
+
+TREK_GROUP = 1235  # TREK's user reads its key through this group: root:nogroup 0640 on a real install
+
+
+@root_only
+def test_files_keyrotate_replaces_keep_owner_group_and_mode_those_it_creates_are_0600(
+    trek3: TrekCopy, new_key_file: Path
+) -> None:
+    data = trek3.data_dir
+    folder = data / "backups"
+    folder.mkdir()
+    zips = [build_backup_zip(trek3.db, folder / "backup-1.zip"), build_backup_zip(trek3.db, folder / "auto-backup-2.zip")]
+    for path in (data / ".encryption_key", data / ".jwt_secret"):
+        os.chown(path, 0, TREK_GROUP)
+        path.chmod(0o640)
+    for path in zips:
+        os.chown(path, 1234, TREK_GROUP)
+        path.chmod(0o640)
+    before = set(data.iterdir())
+
+    result = run_keyrotate(["rotate", "--data-dir", str(data), "--new-key-file", str(new_key_file),
+                            "--rotate-jwt-secret", "--rekey-backups"])
+
+    assert result.returncode == 0, result.stderr
+    assert owner_and_mode(data / ".encryption_key") == (0, TREK_GROUP, 0o640)
+    assert owner_and_mode(data / ".jwt_secret") == (0, TREK_GROUP, 0o640)
+    assert ".encryption_key (mode 0640)" in result.stderr
+    for path in zips:
+        assert owner_and_mode(path) == (1234, TREK_GROUP, 0o640)
+    created = set(data.iterdir()) - before  # the backup, the old key and the old .jwt_secret beside it
+    assert len(created) == 3
+    for path in created:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+    assert verify_database(trek3.db, [trek3.key]).ok
+
+
+@root_only
+def test_encryption_key_split_from_jwt_secret_is_readable_as_jwt_secret_was(trek3: TrekCopy) -> None:
+    """The .jwt_secret fallback: the .encryption_key written first must be one TREK's user can read."""
+    data = trek3.data_dir
+    jwt = data / ".jwt_secret"
+    jwt.write_text((data / ".encryption_key").read_text())
+    (data / ".encryption_key").unlink()
+    os.chown(jwt, 0, TREK_GROUP)
+    jwt.chmod(0o640)
+
+    result = run_keyrotate(["rotate-jwt-secret", "--data-dir", str(data)])
+
+    assert result.returncode == 0, result.stderr
+    assert owner_and_mode(data / ".encryption_key") == (0, TREK_GROUP, 0o640)
+    assert owner_and_mode(jwt) == (0, TREK_GROUP, 0o640)
+    saved = next(data.glob(".jwt_secret.keyrotate-old-*"))
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600

@@ -42,11 +42,12 @@ def test_rotate_jwt_secret_replaces_it_saves_the_old_one_and_logs(trek: TrekCopy
     jwt = trek.data_dir / ".jwt_secret"
     old = jwt.read_text()
     key_before = (trek.data_dir / ".encryption_key").read_text()
+    jwt.chmod(0o640)  # TREK reading it through its group: the mode is kept
     result = CliRunner().invoke(main, ["rotate-jwt-secret", "--data-dir", str(trek.data_dir)], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     new = jwt.read_text()
     assert re.fullmatch(r"[0-9a-f]{64}", new) and new.strip() != old.strip()
-    assert stat.S_IMODE(jwt.stat().st_mode) == 0o600
+    assert stat.S_IMODE(jwt.stat().st_mode) == 0o640
     saved = saved_jwt(trek.data_dir)
     assert saved.read_text() == old and stat.S_IMODE(saved.stat().st_mode) == 0o600
     assert (trek.data_dir / ".encryption_key").read_text() == key_before  # encryption untouched

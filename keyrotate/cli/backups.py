@@ -71,7 +71,7 @@ def rekey_backup(
 
     Same checks as `rotate` (all secrets open first, every new value read back,
     the stored texts checked after the commit), done on a copy in a private
-    temporary directory. The new ZIP replaces the old one atomically (mode 0600)
+    temporary directory. The new ZIP replaces the old one atomically (same mode)
     with every other member byte-identical. A ZIP that cannot be fully opened is
     left as it is and named; the exit code is then 8.
     """

@@ -14,6 +14,7 @@ from keyrotate.cli.running import run, say
 from keyrotate.errors import ExitCode, InputNotFoundError
 from keyrotate.operations.jwt_secret import JwtRotation, rotate_jwt_secret
 from keyrotate.rotation.report import RotationReport
+from keyrotate.store.files import mode_of
 from keyrotate.store.processes import refuse_if_open_elsewhere
 
 JWT_HELP = exit_codes_help({
@@ -32,7 +33,7 @@ def rotate_jwt_secret_command(data_dir: Path, no_audit_log: bool, allow_running:
                               quiet: bool) -> None:
     """Replace TREK's session-signing secret (data/.jwt_secret): signs every user out. Stop TREK first.
 
-    Writes 32 new random bytes as hex (mode 0600, owner kept) and saves the old
+    Writes 32 new random bytes as hex (owner, group and mode kept) and saves the old
     secret beside it. On an install that still encrypts with .jwt_secret (no
     .encryption_key), .encryption_key is written first with the key in use, so
     TREK keeps reading its secrets. Run it again after an interruption.
@@ -68,7 +69,7 @@ def _announce_jwt(result: JwtRotation, quiet: bool) -> dict[str, Any]:
     if result.encryption_key_written:
         say(f"This install encrypted with its session secret: {result.encryption_key_written} now holds that key, "
             "so TREK keeps reading its secrets once .jwt_secret changes.", quiet=quiet)
-    say(f"Replaced {result.jwt_secret} (mode 0600): every user is signed out at TREK's next start. The old "
+    say(f"Replaced {result.jwt_secret} ({mode_of(result.jwt_secret)}, owner kept): every user is signed out at TREK's next start. The old "
         f"secret is saved in {result.saved_old}; delete it once TREK runs."
         + (" Recorded in TREK's audit log." if result.audit_logged else ""), quiet=quiet)
     return dataclasses.asdict(result) | {"replaced": True}

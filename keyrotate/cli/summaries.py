@@ -9,6 +9,7 @@ from keyrotate.cli.printable import printable
 from keyrotate.rotation.failures import summarise_failures
 from keyrotate.rotation.report import RotationReport, VerifyReport, unopened_by_label
 from keyrotate.rotation.revoke import describe as describe_revoked
+from keyrotate.store.files import mode_of
 from keyrotate.trek.catalogue import Presence
 
 
@@ -67,7 +68,7 @@ def render_rotation(report: RotationReport, *, with_next_steps: bool = True) -> 
         text.add("To restore it" + (" and the old key" if report.old_key_saved else "") + " (TREK stopped), run:")
         text.add(f"    {report.restore_command}")
     if report.key_file_written:
-        text.add(f"The new key is now in {report.key_file_written} (mode 0600).")
+        text.add(f"The new key is now in {report.key_file_written} ({mode_of(report.key_file_written)}).")
     if report.revoked:
         text.add(describe_revoked(report.revoked, dry_run=report.dry_run))
     if report.dry_run:

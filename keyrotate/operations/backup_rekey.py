@@ -61,7 +61,7 @@ def rekey_backup(
 ) -> RekeyResult:
     """Re-encrypt the ``travel.db`` inside one backup ZIP, or leave the ZIP exactly as it is.
 
-    The new ZIP is written next to the old one (mode 0600), checked member by
+    The new ZIP is written next to the old one (its owner and mode kept), checked member by
     member, fsynced and renamed over it, so a crash leaves either the old ZIP
     or the new one, never half of either.
     """

@@ -1,7 +1,7 @@
 """Replacing TREK's session-signing secret (``data/.jwt_secret``) after a leak; the CLI's side is cli/jwt_secret.py.
 
-A new secret has TREK's own shape (32 random bytes as hex, mode 0600, the old
-file's owner kept) and signs every user out. An install still on the
+A new secret has TREK's own shape (32 random bytes as hex, the old file's
+owner, group and mode kept) and signs every user out. An install still on the
 ``.jwt_secret`` fallback for encryption (no ``.encryption_key``) would lose its
 secrets with it, so encryption first gets its own file holding the key it uses
 today; only then is ``.jwt_secret`` replaced. A crash between the two leaves a
@@ -55,8 +55,9 @@ def rotate_jwt_secret(data_dir: Path, saved_old: Path, *, audit: bool = True,
     written = None
     in_use = js_trim(old_text)  # the key TREK encrypts with on the fallback: .jwt_secret as TREK trims it
     if not os.path.lexists(encryption_key) and in_use:
-        # The fallback: TREK encrypts with this very secret. Give encryption its own file first.
-        write_new_file(encryption_key, in_use.encode("utf-8"), owner_like=jwt)
+        # The fallback: TREK encrypts with this very secret. Give encryption its own file first, which
+        # TREK must read as it reads .jwt_secret (say through its group): same owner, group and mode.
+        write_new_file(encryption_key, in_use.encode("utf-8"), owner_like=jwt, mode_like=jwt)
         written = str(encryption_key)
     crash_point("jwt-secret")
     write_new_file(saved_old, old_text.encode("utf-8"), owner_like=jwt)

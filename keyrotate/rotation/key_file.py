@@ -33,10 +33,10 @@ def replace_key_file(options: RotateOptions, key_file: Path, backup: Path | None
 
 
 def write_key_file(path: Path, key: Key, backup: Path | None, db_path: Path) -> None:
-    """Atomically replace ``path`` with the key (mode 0600, fsynced, never through a link).
+    """Atomically replace ``path`` with the key (fsynced, never through a link).
 
-    Run as root, the file keeps its owner (or gets the database's): a root-owned 0600
-    key file is one TREK's user cannot read, and TREK then silently falls back to .jwt_secret.
+    Run as root, the file keeps its owner, group and mode (a new one gets the database's owner, mode 0600):
+    a key file TREK's user cannot read makes TREK silently fall back to .jwt_secret.
     """
     try:
         with replacing(path, owner_like=path if path.is_file() else db_path) as (_partial, handle):

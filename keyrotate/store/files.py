@@ -1,4 +1,4 @@
-"""The one way keyrotate creates a file: exclusive, never through a link, mode 0600, fsynced."""
+"""The one way keyrotate creates a file: exclusive, never through a link, mode 0600 (a replaced file keeps its mode), fsynced."""
 
 from __future__ import annotations
 
@@ -46,8 +46,9 @@ def _refuse_existing(path: Path, exc: OSError) -> CannotWriteError:
 
 
 @contextmanager
-def new_file(path: Path, *, owner_like: Path | None = None) -> Iterator[BinaryIO]:
-    """A new file at ``path`` (never an existing one, never through a link).
+def new_file(path: Path, *, owner_like: Path | None = None, mode_like: Path | None = None) -> Iterator[BinaryIO]:
+    """A new file at ``path`` (never an existing one, never through a link), mode 0600 or, once
+    written, ``mode_like``'s permission bits.
 
     On a clean exit the data and the directory entry are fsynced; on an error the file is removed.
     """
@@ -61,6 +62,8 @@ def new_file(path: Path, *, owner_like: Path | None = None) -> Iterator[BinaryIO
         with os.fdopen(fd, "wb", closefd=False) as handle:
             yield handle
             handle.flush()
+            if mode_like is not None:
+                _keep_mode(fd, mode_like)
             os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -71,22 +74,24 @@ def new_file(path: Path, *, owner_like: Path | None = None) -> Iterator[BinaryIO
     fsync_directory(path.parent)
 
 
-def write_new_file(path: Path, data: bytes, *, owner_like: Path | None = None) -> None:
-    with new_file(path, owner_like=owner_like) as handle:
+def write_new_file(path: Path, data: bytes, *, owner_like: Path | None = None,
+                   mode_like: Path | None = None) -> None:
+    with new_file(path, owner_like=owner_like, mode_like=mode_like) as handle:
         handle.write(data)
 
 
-def check_replaceable(target: Path) -> None:
-    """``target`` is missing or a regular file: never a link, a directory or a device to write through."""
+def check_replaceable(target: Path) -> os.stat_result | None:
+    """``target`` is missing (None) or a regular file (its ``lstat``): never a link, a directory or a device."""
     try:
         info = os.lstat(target)
     except FileNotFoundError:
-        return
+        return None
     if stat.S_ISLNK(info.st_mode):
         raise CannotWriteError(f"{target} is a symbolic link; keyrotate does not write through links. "
                                "Replace it with a regular file (or remove it) and run again.")
     if not stat.S_ISREG(info.st_mode):
         raise CannotWriteError(f"{target} is not a regular file; keyrotate will not replace it.")
+    return info
 
 
 @contextmanager
@@ -95,16 +100,18 @@ def replacing(target: Path, *, owner_like: Path | None = None) -> Iterator[tuple
 
     The temporary file is made by ``mkstemp`` (exclusive, no link following) in the
     target's directory; ``os.replace`` runs only once ``lstat`` shows the target
-    missing or a regular file. On any error the temporary file is removed and
-    the target is left as it was.
+    missing or a regular file. It gets the target's permission bits (0600 when
+    there was none): TREK may read its key through the group (root:nogroup 0640).
+    On any error the temporary file is removed and the target is left as it was.
     """
     check_replaceable(target)
     fd, partial = _temporary(target.parent, target.name)
     try:
-        copy_owner(fd, owner_like)
+        copy_owner(fd, owner_like)  # before the mode: a chown may clear mode bits
         with os.fdopen(fd, "w+b", closefd=False) as handle:
             yield partial, handle
             handle.flush()
+            _keep_mode(fd, target)
             os.fsync(fd)
         check_replaceable(target)
         os.replace(partial, target)
@@ -115,6 +122,21 @@ def replacing(target: Path, *, owner_like: Path | None = None) -> Iterator[tuple
     finally:
         os.close(fd)
     fsync_directory(target.parent)
+
+
+def mode_of(path: Path | str) -> str:
+    """``mode 0640``: what a message says about a file keyrotate wrote or replaced."""
+    try:
+        return f"mode {stat.S_IMODE(os.stat(path).st_mode):04o}"
+    except OSError:
+        return "mode unknown"
+
+
+def _keep_mode(fd: int, model: Path) -> None:
+    """The permission bits of ``model`` (the file replaced), given only once the data is written."""
+    info = check_replaceable(model)
+    if info is not None:
+        os.fchmod(fd, stat.S_IMODE(info.st_mode) & 0o777)  # not setuid/setgid/sticky: a key file needs none
 
 
 def _temporary(directory: Path, stem: str) -> tuple[int, Path]:
