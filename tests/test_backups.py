@@ -25,6 +25,7 @@ from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key, create_key_file
 
 from .conftest import TrekCopy, copy_fixture, opens_under
+from .test_lifecycle import run_keyrotate
 from .ziphelpers import UPLOADS, build_backup_zip, raw_members
 
 NEW = Key("the new key for backup tests", "new test key")
@@ -169,7 +170,7 @@ def test_zip_under_another_key_is_left_untouched(trek4: TrekCopy, tmp_path: Path
     result = rekey_backup(zip_path, [Key("not the key of that day", "wrong")], NEW)
     assert result.outcome == "left as it is"
     assert "none of the old keys opens its secrets" in result.reason
-    assert "keyrotate-zip-" not in result.reason  # names the ZIP, not the throwaway copy
+    assert "keyrotate-extract-" not in result.reason  # names the ZIP, not the throwaway copy
     assert zip_path.read_bytes() == before
 
 
@@ -241,3 +242,35 @@ def test_backups_command_lists_dates_and_verdicts(trek4: TrekCopy, tmp_path: Pat
     text = CliRunner().invoke(main, ["backups", "--data-dir", str(trek4.data_dir)], catch_exceptions=False).stdout
     total = len(trek4.encrypted_entries())
     assert f"current key TREK uses from {trek4.data_dir}: all ({total}/{total})" in text
+
+
+def test_a_rekey_killed_mid_zip_leaves_its_copy_beside_the_zip_and_the_next_run_removes_it(
+    trek3: TrekCopy, tmp_path: Path, private_tempdir: Path
+) -> None:
+    folder = backups_dir(trek3)
+    zips = [build_backup_zip(trek3.db, folder / f"backup-{n}.zip") for n in (1, 2, 3)]
+    old = trek3.key
+    old_key = tmp_path / "old.key"
+    create_key_file(old_key, old.reveal())
+    new_key = tmp_path / "new.key"
+    create_key_file(new_key, NEW.reveal())
+    args = ["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key), "--rekey-backups"]
+
+    # The live database commits first; the 3rd COMMIT is that of backup-2.zip's extracted copy.
+    killed = run_keyrotate(args, kill_at="before-commit:3", TMPDIR=str(private_tempdir))
+
+    assert killed.returncode == -9, killed.stderr
+    assert list(private_tempdir.iterdir()) == []  # nothing under the old key outside the data directory
+    [leftover] = [p for p in folder.iterdir() if p.name not in {z.name for z in zips}]
+    assert leftover.name.startswith(".backup-2.zip.keyrotate-extract-") and stat.S_IMODE(leftover.stat().st_mode) == 0o700
+    assert verify_database(leftover / "travel.db", [old]).ok  # what was at stake: a copy under the old key
+    listed = run_keyrotate(["exposure", "--data-dir", str(trek3.data_dir), "--key-file", str(old_key)])
+    assert str(leftover) in listed.stdout and "backup-2.zip" in listed.stdout, listed.stdout + listed.stderr
+
+    rerun = run_keyrotate(args, TMPDIR=str(private_tempdir))
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"Removed {leftover}: a copy of travel.db under the old key of backup-2.zip" in rerun.stderr
+    assert sorted(folder.iterdir()) == zips
+    for zip_path in zips:
+        assert verify_database(extract_db(zip_path, tmp_path / zip_path.stem), [NEW]).ok

@@ -37,15 +37,15 @@ def backups(data_dir: Path, key_file: tuple[Path, ...], key_env: tuple[str, ...]
     """List TREK's backup ZIPs and which keys open the secrets in each (all / some / none).
 
     Without --key-file/--key-env, tries the key TREK uses from DATA_DIR.
-    Read-only: each travel.db is extracted to a private temporary directory
-    and deleted again.
+    Read-only: each travel.db is extracted to a private directory beside its
+    ZIP and deleted again (as are copies a stopped run left there).
     """
 
     def action() -> int:
         if not data_dir.is_dir():
             raise InputNotFoundError(f"Data directory {data_dir} does not exist.")
         keys = given_keys(key_file, key_env, "tried") or trek_keys(data_dir, "current")
-        emit(BackupListing(str(data_dir / "backups"), list_backups(data_dir, keys)), fmt)
+        emit(BackupListing(str(data_dir / "backups"), list_backups(data_dir, keys, notice=say)), fmt)
         return int(ExitCode.OK)
 
     run(action)
@@ -71,7 +71,7 @@ def rekey_backup(
 
     Same checks as `rotate` (all secrets open first, every new value read back,
     the stored texts checked after the commit), done on a copy in a private
-    temporary directory. The new ZIP replaces the old one atomically (same mode)
+    directory beside the ZIP. The new ZIP replaces the old one atomically (same mode)
     with every other member byte-identical. A ZIP that cannot be fully opened is
     left as it is and named; the exit code is then 8.
     """
@@ -118,7 +118,7 @@ def _rekey(zips: tuple[Path, ...], old_keys: list[Key], new_key: Key, *, encrypt
 
     try:
         return RekeyReport(rekey_backups(zips, old_keys, new_key, encrypt_plaintext=encrypt_plaintext,
-                                         dry_run=dry_run, on_each=each))
+                                         dry_run=dry_run, on_each=each, notice=say))
     except KeyboardInterrupt as interrupt:
         if not rewritten:
             raise stopped_before_commit(interrupt) from None

@@ -189,7 +189,7 @@ def _rekey_zips(rotation: RotationRun, report: RotationReport, extras: RotationE
     path = rotation.path
     results = RekeyReport(rekey_backups(find_backups(path.parent), zip_keys, new_key,
                                         encrypt_plaintext=rotation.args.encrypt_plaintext, dry_run=report.dry_run,
-                                        on_each=each))
+                                        on_each=each, notice=lambda line: say(line, quiet=quiet)))
     extras.zips_left = len(results.left_alone)
     extras.json["backups"] = results.to_json()["results"]
     if results.results:

@@ -1,7 +1,14 @@
-"""Extract the ``travel.db`` of one TREK backup ZIP into a private temporary directory, safely."""
+"""Extract the ``travel.db`` of one TREK backup ZIP into a private directory beside it, safely.
+
+The directory (``.<zip>.keyrotate-extract-*``, 0700) sits next to the ZIP, on the disk the rewritten ZIP
+goes to, and is locked (``flock``) while in use. A run killed before it removes it leaves a copy of the
+database under the ZIP's old key there, never somewhere unrelated: the next run that rekeys or lists
+the ZIPs removes it and says so, and ``exposure`` lists it.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -22,6 +29,7 @@ _SIDE_FILES = ("travel.db-wal", "travel.db-journal")
 MAX_RATIO = 100
 RATIO_FLOOR = 256 << 20
 FREE_SPACE_MARGIN = 64 << 20  # left free for the rotation's journal and the rest of the system
+EXTRACT_MARK = ".keyrotate-extract-"
 
 
 class Unusable(Exception):
@@ -38,12 +46,12 @@ class TooLarge(Unusable):
 
 @contextmanager
 def extracted_database(zip_path: Path) -> Iterator[tuple[Path, zipfile.ZipInfo]]:
-    """``travel.db`` from the ZIP in a fresh 0700 directory, removed on exit.
+    """``travel.db`` from the ZIP in a fresh 0700 directory beside it, locked while in use, removed on exit.
 
     The whole archive is CRC-checked first: a ZIP with a damaged member is not
     one keyrotate rewrites.
     """
-    workdir = Path(tempfile.mkdtemp(prefix="keyrotate-zip-"))
+    workdir, lock = _locked_workdir(zip_path)
     try:
         os.chmod(workdir, 0o700)
         try:
@@ -59,6 +67,52 @@ def extracted_database(zip_path: Path) -> Iterator[tuple[Path, zipfile.ZipInfo]]
         yield target, info
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        os.close(lock)
+
+
+def _locked_workdir(zip_path: Path) -> tuple[Path, int]:
+    try:
+        workdir = Path(tempfile.mkdtemp(prefix=f".{zip_path.name}{EXTRACT_MARK}", dir=zip_path.parent))
+    except OSError:  # a read-only backups directory, only ever listed: the system's temporary directory
+        workdir = Path(tempfile.mkdtemp(prefix="keyrotate-zip-"))
+    lock = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh directory: nobody else holds it
+    return workdir, lock
+
+
+def leftover_extractions(folder: Path) -> list[Path]:
+    """The directories beside the ZIPs in ``folder`` that stopped runs extracted a travel.db into
+    (not those a running keyrotate holds locked)."""
+    found = []
+    for path in sorted(folder.glob(f".*{EXTRACT_MARK}*")):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone already, or not a directory keyrotate made
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            found.append(path)
+        except OSError:
+            pass  # in use by a run that is still going
+        finally:
+            os.close(fd)
+    return found
+
+
+def remove_leftover_extractions(folder: Path) -> list[str]:
+    """Delete what :func:`leftover_extractions` finds; one sentence for each directory removed."""
+    removed = []
+    for path in leftover_extractions(folder):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            removed.append(f"Removed {path}: a copy of travel.db under the old key of {extracted_from(path)}, "
+                           "extracted by an earlier keyrotate run that was stopped before it could delete it.")
+    return removed
+
+
+def extracted_from(workdir: Path) -> str:
+    """The ZIP a leftover directory's copy came from."""
+    return workdir.name[1:workdir.name.rindex(EXTRACT_MARK)]
 
 
 def _database_member(archive: zipfile.ZipFile, workdir: Path) -> tuple[zipfile.ZipInfo, int]:
@@ -83,7 +137,7 @@ def _extraction_cap(info: zipfile.ZipInfo, workdir: Path) -> int:
     by_ratio = max(RATIO_FLOOR, info.compress_size * MAX_RATIO)
     if info.file_size > free:
         raise TooLarge(f"{DB_MEMBER} would inflate to {info.file_size} bytes, more than the {max(free, 0)} free in "
-                       f"{workdir.parent} (set TMPDIR to a larger disk)")
+                       f"{workdir.parent}; free some space there")
     if info.file_size > by_ratio:
         raise TooLarge(f"{DB_MEMBER} would inflate {info.file_size // max(info.compress_size, 1)} times "
                        f"({info.compress_size} to {info.file_size} bytes): not a database TREK wrote")

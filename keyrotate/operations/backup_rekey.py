@@ -17,7 +17,13 @@ from typing import IO, Any
 from cryptography.hazmat.primitives import hashes
 
 from keyrotate.errors import KeyrotateError, WrongKeyError
-from keyrotate.operations.backup_extract import DB_MEMBER, Unusable, extracted_database, name_the_zip
+from keyrotate.operations.backup_extract import (
+    DB_MEMBER,
+    Unusable,
+    extracted_database,
+    name_the_zip,
+    remove_leftover_extractions,
+)
 from keyrotate.rotation.engine import rotate_database
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.report import SCHEMA_VERSION
@@ -101,9 +107,16 @@ RekeyProgress = Callable[[int, int, "RekeyResult | None", Path], None]
 
 def rekey_backups(
     paths: Sequence[Path], old_keys: Sequence[Key], new_key: Key, *, encrypt_plaintext: bool = False,
-    dry_run: bool = False, on_each: RekeyProgress | None = None,
+    dry_run: bool = False, on_each: RekeyProgress | None = None, notice: Callable[[str], None] | None = None,
 ) -> tuple[RekeyResult, ...]:
-    """One ZIP after the other; an interrupt between or inside them leaves each ZIP whole, under one key."""
+    """One ZIP after the other; an interrupt between or inside them leaves each ZIP whole, under one key.
+
+    First the copies of travel.db that stopped runs extracted beside these ZIPs are removed (each named
+    through ``notice``)."""
+    for folder in dict.fromkeys(path.parent for path in paths):
+        for removed in remove_leftover_extractions(folder):
+            if notice is not None:
+                notice(removed)
     results = []
     for number, path in enumerate(paths, 1):
         if on_each is not None:

@@ -1,20 +1,26 @@
 """Find TREK's own backup ZIPs (``data/backups/backup-*.zip``, ``auto-backup-*.zip``) and say which keys open them.
 
 Each holds a ``travel.db`` whose secrets are under the key of the day it was
-made. Inspecting extracts that database into a private temporary directory
+made. Inspecting extracts that database into a private directory beside the ZIP
 (deleted before returning, whatever happens) and verifies it with each key.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from keyrotate.errors import KeyrotateError
-from keyrotate.operations.backup_extract import Unusable, extracted_database, member_date, name_the_zip
+from keyrotate.operations.backup_extract import (
+    Unusable,
+    extracted_database,
+    member_date,
+    name_the_zip,
+    remove_leftover_extractions,
+)
 from keyrotate.rotation.report import SCHEMA_VERSION, VerifyReport
 from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.keys import Key
@@ -83,8 +89,14 @@ def _verdicts(report: VerifyReport, keys: Sequence[Key]) -> tuple[KeyVerdict, ..
     return tuple(verdicts)
 
 
-def list_backups(data_dir: Path, keys: Sequence[Key]) -> tuple[BackupStatus, ...]:
-    """:func:`inspect_backup` for every ZIP :func:`find_backups` finds."""
+def list_backups(data_dir: Path, keys: Sequence[Key], *,
+                 notice: Callable[[str], None] | None = None) -> tuple[BackupStatus, ...]:
+    """:func:`inspect_backup` for every ZIP :func:`find_backups` finds, after removing the copies a stopped
+    run extracted beside them (each named through ``notice``)."""
+    if (data_dir / "backups").is_dir():
+        for removed in remove_leftover_extractions(data_dir / "backups"):
+            if notice is not None:
+                notice(removed)
     return tuple(inspect_backup(path, keys) for path in find_backups(data_dir))
 
 

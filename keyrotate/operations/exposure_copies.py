@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from keyrotate.operations.backup_extract import extracted_from, leftover_extractions
 from keyrotate.operations.backup_zips import Opens, find_backups, inspect_backup
 from keyrotate.trek.keys import Key
 
@@ -44,6 +45,11 @@ def find_exposed_copies(db_path: Path, suspected: Sequence[Key]) -> tuple[Expose
     for path in sorted(db_path.parent.glob(f"{db_path.name}.keyrotate-oldkey-*.key")):
         out.append(ExposedCopy(str(path), "old key saved by keyrotate (--no-backup)", "the old key itself; delete it "
                                "once nothing you keep is under the old key"))
+    if (db_path.parent / "backups").is_dir():
+        for path in leftover_extractions(db_path.parent / "backups"):
+            out.append(ExposedCopy(str(path), "copy of travel.db left by a stopped keyrotate run",
+                                   f"opens with the key {extracted_from(path)} was under; delete it (the next "
+                                   "`rekey-backup` or `rotate --rekey-backups` removes it)"))
     for zip_path in find_backups(db_path.parent):
         status = inspect_backup(zip_path, suspected)
         if status.problem:
