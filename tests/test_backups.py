@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sqlite3
 import stat
+import subprocess
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -274,3 +276,52 @@ def test_a_rekey_killed_mid_zip_leaves_its_copy_beside_the_zip_and_the_next_run_
     assert sorted(folder.iterdir()) == zips
     for zip_path in zips:
         assert verify_database(extract_db(zip_path, tmp_path / zip_path.stem), [NEW]).ok
+
+
+def test_after_rekey_backups_the_restore_advice_puts_the_zips_back_under_the_old_key_too(
+    trek3: TrekCopy, tmp_path: Path
+) -> None:
+    folder = backups_dir(trek3)
+    zips = [build_backup_zip(trek3.db, folder / "backup-1.zip"), build_backup_zip(trek3.db, folder / "auto-backup-2.zip")]
+    old = trek3.key
+    new_key = tmp_path / "new.key"
+    create_key_file(new_key, NEW.reveal())
+
+    result = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key),
+                            "--rekey-backups"])
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    restore = lines[lines.index("To restore it and the old key (TREK stopped), run:") + 1].strip()
+    note = next(n for n, line in enumerate(lines) if line.startswith("The restore command above puts the database"))
+    assert "2 of them are now under the new key" in lines[note] and lines[note].endswith("old key with:")
+    command = shlex.split(lines[note + 1])
+    assert command[:2] == ["keyrotate", "rekey-backup"]
+
+    subprocess.run(restore, shell=True, check=True)  # the operator restores, as told
+    assert verify_database(trek3.db, [old]).ok and trek3.key.reveal() == old.reveal()
+    back = run_keyrotate(command[1:])
+
+    assert back.returncode == 0, back.stdout + back.stderr
+    for zip_path in zips:
+        assert verify_database(extract_db(zip_path, tmp_path / zip_path.stem), [old]).ok
+    listing = run_keyrotate(["backups", "--data-dir", str(trek3.data_dir), "--format", "json"])
+    assert [b["keys"][0]["opens"] for b in json.loads(listing.stdout)["backups"]] == ["all", "all"]
+
+
+def test_rekey_output_counts_each_outcome_and_shows_no_blank_reason(trek4: TrekCopy, tmp_path: Path) -> None:
+    folder = backups_dir(trek4)
+    done = build_backup_zip(trek4.db, folder / "backup-1.zip")
+    assert rekey_backup(done, [trek4.key], NEW).outcome == "rekeyed"
+    todo = build_backup_zip(trek4.db, folder / "backup-2.zip")
+    new_key = tmp_path / "new.key"
+    create_key_file(new_key, NEW.reveal())
+
+    result = CliRunner().invoke(main, ["rekey-backup", str(done), str(todo), "--old-key-file",
+                                       str(trek4.data_dir / ".encryption_key"), "--new-key-file", str(new_key)],
+                                catch_exceptions=False)
+
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Backup ZIPs (1 re-encrypted, 1 already on the new key): 2"
+    assert not [line for line in lines if line.strip() == "reason"]

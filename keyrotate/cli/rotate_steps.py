@@ -170,7 +170,7 @@ def finish_rotation(rotation: RotationRun, report: RotationReport, exposure: Exp
 
 def _rekey_zips(rotation: RotationRun, report: RotationReport, extras: RotationExtras) -> None:
     """--rekey-backups: TREK's backup ZIPs next to the database, under the new key too."""
-    from keyrotate.operations.backup_rekey import RekeyReport, rekey_backups  # --rekey-backups only
+    from keyrotate.operations.backup_rekey import RekeyOutcome, RekeyReport, rekey_backups  # --rekey-backups only
     from keyrotate.operations.backup_zips import find_backups
 
     quiet, data_dir = rotation.args.silent, rotation.args.data_dir
@@ -198,6 +198,33 @@ def _rekey_zips(rotation: RotationRun, report: RotationReport, extras: RotationE
         say(f"No backup ZIPs in {path.parent / 'backups'}.", quiet=quiet)
     for result in results.left_alone:
         warn(f"backup {result.path} was left as it is: {result.reason}")
+    under_new = [Path(r.path) for r in results.results if r.outcome in (RekeyOutcome.REKEYED, RekeyOutcome.ALREADY_NEW)]
+    if report.restore_command and under_new:
+        _zips_after_a_restore(rotation, report, under_new, extras)
+
+
+def _zips_after_a_restore(rotation: RotationRun, report: RotationReport, zips: list[Path],
+                          extras: RotationExtras) -> None:
+    """The restore command puts travel.db (and .encryption_key) back on the old key, not the ZIPs: say so, and
+    give the command that puts them back under the old key too."""
+    args, new_key_file = rotation.args, rotation.new_key_file
+    command = ["keyrotate", "rekey-backup", *(str(z.absolute()) for z in zips)]
+    if new_key_file is not None:
+        command += ["--old-key-file", str(new_key_file.absolute())]
+    elif args.new_key_env:
+        command += ["--old-key-env", args.new_key_env]
+    else:
+        command += ["--old-key-file", "NEW.key"]  # the new key was typed: only its owner has it
+    if args.data_dir is not None and report.old_key_saved:
+        command += ["--data-dir", str(args.data_dir.absolute())]  # restored, .encryption_key holds the old key
+    else:
+        command += ["--new-key-file", str(Path(report.old_key_saved).absolute()) if report.old_key_saved else "OLD.key"]
+    line = shlex.join(command)
+    extras.json["backups_after_restore_command"] = line
+    say(f"The restore command above puts the database{' and the key' if report.old_key_saved else ''} back on the "
+        f"old key, not the backup ZIPs: {len(zips)} of them are now under the new key, which a restored TREK does "
+        "not use (`keyrotate backups` then shows them as \"none\"). After restoring, put them back under the old "
+        f"key with:\n    {line}", quiet=args.silent)
 
 
 def operator_steps(rotation: RotationRun, report: RotationReport, extras: RotationExtras) -> None:

@@ -33,7 +33,8 @@ def table_text(report: Tabular) -> str:
     for number, row in enumerate(rows, 1):
         first, *rest = (printable(cell) for cell in row)
         lines.append(f"{'[ ] ' if report.checklist else ''}{number}. {first}")
-        lines.extend(f"       {name.ljust(width)}  {cell}" for name, cell in zip(report.columns[1:], rest, strict=True))
+        lines.extend(f"       {name.ljust(width)}  {cell}"
+                     for name, cell in zip(report.columns[1:], rest, strict=True) if cell)  # no blank field
     lines.append("")
     lines.extend(printable(note) for note in report.notes())
     return "\n".join(lines)

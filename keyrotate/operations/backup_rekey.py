@@ -53,6 +53,9 @@ class RekeyResult:
         return self.outcome is RekeyOutcome.LEFT_AS_IT_IS
 
 
+_COUNTED = {RekeyOutcome.REKEYED: "re-encrypted", RekeyOutcome.ALREADY_NEW: "already on the new key",
+            RekeyOutcome.LEFT_AS_IT_IS: "left as it is", RekeyOutcome.WOULD_BE_REKEYED: "would be re-encrypted"}
+
 _OTHER_KEY = ("none of the old keys opens its secrets: it was made under another key; give that key too "
               "(--old-key-file is repeatable)")
 
@@ -176,8 +179,14 @@ class RekeyReport:
     results: tuple[RekeyResult, ...]
 
     checklist = False
-    title = "Backup ZIPs re-encrypted"
     columns = ("backup", "outcome", "secrets", "reason")
+
+    @property
+    def title(self) -> str:
+        """``Backup ZIPs (1 re-encrypted, 2 already on the new key)``: how many of each, not only how many."""
+        counts = {outcome: sum(r.outcome is outcome for r in self.results) for outcome in RekeyOutcome}
+        done = ", ".join(f"{n} {_COUNTED[outcome]}" for outcome, n in counts.items() if n)
+        return f"Backup ZIPs ({done})" if done else "Backup ZIPs"
 
     @property
     def left_alone(self) -> tuple[RekeyResult, ...]:
