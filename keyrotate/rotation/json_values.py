@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -124,10 +125,30 @@ def _replace_json_strings(text: str, replacements: dict[str, str], label: str, r
     """
     for old, new in replacements.items():
         quoted_old = old if old.startswith('"') else f'"{old}"'
-        if quoted_old not in text:
+        if quoted_old in text:
+            text = text.replace(quoted_old, f'"{new}"')
+            continue
+        # Written with escapes TREK's JSON.stringify never uses (``\/``, ``\u0065``...): swap each string
+        # value whose decoded text is the one to replace, whatever its escapes.
+        text = _swap_escaped(text, json.loads(quoted_old), f'"{new}"')
+        if f'"{new}"' not in text:
             raise VerificationError(
-                f"A value inside the JSON in {label} row {rowid} is written with escapes keyrotate will not rewrite; "
-                "nothing was committed."
+                f"A value inside the JSON in {label} row {rowid} could not be found to rewrite; nothing was committed."
             )
-        text = text.replace(quoted_old, f'"{new}"')
     return text
+
+
+# Every string in raw JSON text, matched from the start: outside strings JSON has no quote, so each match is one
+# whole string, a key or a value (a key is followed by a colon).
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_KEY_COLON = re.compile(r"\s*:")
+
+
+def _swap_escaped(text: str, value: str, quoted_new: str) -> str:
+    """``text`` with every string value (not key) that decodes to ``value`` replaced by ``quoted_new``."""
+    def swap(match: re.Match[str]) -> str:
+        if _KEY_COLON.match(text, match.end()) or json.loads(match.group()) != value:
+            return match.group()
+        return quoted_new
+
+    return _JSON_STRING.sub(swap, text)
