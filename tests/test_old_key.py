@@ -13,7 +13,7 @@ import pytest
 
 from keyrotate.operations.backup_zips import inspect_backup
 from keyrotate.rotation.verify import verify_database
-from keyrotate.trek.keys import Key
+from keyrotate.trek.keys import Key, js_trim, resolve_trek_key
 
 from .conftest import TrekCopy, copy_fixture
 from .test_lifecycle import REPO_ROOT, run_keyrotate
@@ -77,6 +77,31 @@ def test_on_the_jwt_fallback_the_restore_block_removes_the_new_key_file(trek3: T
     assert restored.returncode == 0, restored.stderr
     assert not enc.exists()
     assert run_keyrotate(["verify", "--data-dir", str(trek3.data_dir)]).returncode == 0
+
+
+
+def test_on_the_jwt_fallback_with_rotate_jwt_secret_the_restore_block_gives_trek_the_old_key(
+    trek3: TrekCopy, new_key_file: Path
+) -> None:
+    """.jwt_secret is replaced by this run: deleting .encryption_key on restore would leave TREK on the new one."""
+    old_key = trek3.key
+    enc, jwt = trek3.data_dir / ".encryption_key", trek3.data_dir / ".jwt_secret"
+    jwt.write_text(enc.read_text())
+    enc.unlink()
+
+    rotated = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file),
+                             "--rotate-jwt-secret"])
+    assert rotated.returncode == 0, rotated.stderr
+    assert ".jwt_secret itself is not changed" not in rotated.stderr
+    assert ".jwt_secret is replaced too" in rotated.stderr
+    assert js_trim(jwt.read_text()) != old_key.reveal()  # replaced by this run
+    restored = run_printed(printed_after(rotated.stderr, "To restore it and the old key"))
+
+    assert restored.returncode == 0, restored.stderr
+    assert resolve_trek_key(trek3.data_dir).key.same_secret_as(old_key)  # what TREK reads at its next start
+    verified = run_keyrotate(["verify", "--data-dir", str(trek3.data_dir)])
+    assert verified.returncode == 0, verified.stderr
+    assert old_key.reveal() not in rotated.stderr + rotated.stdout + restored.stdout + restored.stderr
 
 
 def test_with_no_backup_the_old_key_is_still_saved(trek3: TrekCopy, new_key_file: Path) -> None:

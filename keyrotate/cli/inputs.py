@@ -42,15 +42,16 @@ def given_keys(files: Sequence[Path], envs: Sequence[str], label: str) -> list[K
     return found
 
 
-def trek_keys(data_dir: Path | None, purpose: str | None = None) -> list[Key]:
+def trek_keys(data_dir: Path | None, purpose: str | None = None, *, jwt_secret_replaced: bool = False) -> list[Key]:
     """The key TREK would use from ``data_dir`` (none without one), with what the operator should know about it.
 
-    ``purpose`` relabels the key in reports ("suspected key TREK uses from DIR").
+    ``purpose`` relabels the key in reports ("suspected key TREK uses from DIR"); ``jwt_secret_replaced``:
+    the run replaces .jwt_secret too.
     """
     if data_dir is None:
         return []
     resolution = resolve_trek_key(data_dir)
-    explanation = fallback_explanation(resolution)
+    explanation = fallback_explanation(resolution, jwt_secret_replaced=jwt_secret_replaced)
     if explanation:
         warn(explanation)
     for warning in resolution.warnings:

@@ -145,7 +145,8 @@ def _refuse_contradictions(args: RotateArgs) -> None:
 def _rotation_keys(args: RotateArgs, path: Path) -> RotationKeys:
     """The old keys (given, TREK's, or typed) and the new key (generated, given, or typed twice)."""
     interactive = False
-    old = given_keys(args.old_key_file, args.old_key_env, "old") or trek_keys(args.data_dir)
+    old = (given_keys(args.old_key_file, args.old_key_env, "old")
+           or trek_keys(args.data_dir, jwt_secret_replaced=args.rotate_jwt_secret))
     if not old:
         old = [prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]
         interactive = True
@@ -177,6 +178,7 @@ def _rotate_options(rotation: RotationRun) -> RotateOptions:
         key_file=(args.data_dir / ".encryption_key") if args.data_dir is not None else None,
         allow_running=args.allow_running, vacuum=args.vacuum, workers=args.workers,
         save_old_key=not args.discard_old_key, audit_log=not args.no_audit_log,
+        fallback_key_file=(args.data_dir / ".jwt_secret") if args.rotate_jwt_secret and args.data_dir else None,
         revoke=Revocation(share_links=args.revoke_share_links, invites=args.expire_invites),
     )
 

@@ -20,7 +20,7 @@ def replace_key_file(options: RotateOptions, key_file: Path, backup: Path | None
     saved = None
     if options.save_old_key:
         try:
-            saved = save_old_key(key_file, options.new_key, options.db_path, backup)
+            saved = save_old_key(key_file, options.new_key, options.db_path, backup, options.fallback_key_file)
         except (OSError, UnicodeDecodeError, KeyrotateError) as exc:
             reason = exc.message if isinstance(exc, KeyrotateError) else str(exc)
             raise CannotWriteError(

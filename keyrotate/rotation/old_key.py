@@ -39,19 +39,29 @@ def committed_under(db_path: Path, key: Key, old_keys: Sequence[Key], *, busy_ti
     return sum(counts[0] for counts in opened) > 0 and not any(sum(counts[1:]) for counts in opened)
 
 
-def save_old_key(key_file: Path, new_key: Key, db_path: Path, backup: Path | None) -> Path | None:
+def save_old_key(key_file: Path, new_key: Key, db_path: Path, backup: Path | None,
+                 fallback: Path | None = None) -> Path | None:
     """Before ``key_file`` is replaced, keep the key TREK reads from it (its trimmed text).
 
     Saved as ``<backup>.key`` beside the backup it opens, or without a backup as
     ``travel.db.keyrotate-oldkey-<time>.key``: new, 0600, owned like the key file,
     fsynced. None when the file is missing or already holds the new key. A key an
-    earlier, interrupted run saved already is not saved twice.
+    earlier, interrupted run saved already is not saved twice. ``fallback``: the file
+    TREK reads while ``key_file`` is missing (``.jwt_secret``), when this run replaces
+    it too; its key is then the one saved.
     """
+    source = key_file
     try:
         text = js_trim(key_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None
-    old = Key(text, f"old key from {key_file}") if text else None
+        if fallback is None:
+            return None
+        source = fallback
+        try:
+            text = js_trim(fallback.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+    old = Key(text, f"old key from {source}") if text else None
     if old is None or old.same_secret_as(new_key):
         return None
     for saved, key in _saved_keys(db_path):
@@ -65,7 +75,7 @@ def save_old_key(key_file: Path, new_key: Key, db_path: Path, backup: Path | Non
         while os.path.lexists(path):
             n += 1
             path = db_path.with_name(f"{base}-{n}.key")
-    write_new_file(path, text.encode("utf-8"), owner_like=key_file)
+    write_new_file(path, text.encode("utf-8"), owner_like=source)
     return path
 
 
@@ -89,14 +99,19 @@ def saved_old_keys(db_path: Path) -> list[Key]:
     return [key for _, key in _saved_keys(db_path)]
 
 
-def fallback_explanation(resolution: TrekKeyResolution) -> str | None:
-    """Why an install on the ``.jwt_secret`` fallback matters, or None for a normal one."""
+def fallback_explanation(resolution: TrekKeyResolution, *, jwt_secret_replaced: bool = False) -> str | None:
+    """Why an install on the ``.jwt_secret`` fallback matters, or None for a normal one.
+
+    ``jwt_secret_replaced``: this run replaces ``.jwt_secret`` too (``rotate --rotate-jwt-secret``).
+    """
     if resolution.origin != "jwt_secret_fallback":
         return None
+    after = (", and .jwt_secret is replaced too (--rotate-jwt-secret signs everyone out); its old content, the old "
+             "key, is saved first (unless --discard-old-key), so the printed restore puts it into .encryption_key"
+             if jwt_secret_replaced else "; .jwt_secret itself is not changed (rotating it only signs everyone out)")
     return (
         f"{resolution.explanation}. This install still encrypts with its session-signing secret: whoever can sign "
-        "TREK sessions can also read its stored secrets. After this rotation the two are separate; .jwt_secret "
-        "itself is not changed (rotating it only signs everyone out)."
+        f"TREK sessions can also read its stored secrets. After this rotation the two are separate{after}."
     )
 
 

@@ -36,6 +36,9 @@ class RotateOptions:
     workers: int | None = None  # crypto worker processes; None decides from the cores and the database size
     audit_log: bool = False  # one row in TREK's audit_log, inside the rotation's transaction, when the table exists
     save_old_key: bool = False  # keep key_file's old key beside the backup before replacing it
+    # .jwt_secret when this run replaces it afterwards: with key_file missing, TREK's old key is read there
+    # and saved, so a restore can put it into key_file instead of leaving TREK on the replaced fallback.
+    fallback_key_file: Path | None = None
     revoke: Revocation = Revocation()  # plaintext bearer tokens to remove in the same transaction
 
 
