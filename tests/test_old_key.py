@@ -233,3 +233,25 @@ def test_rekey_backup_with_both_keys_given_needs_no_key_file_in_the_data_dir(
                              "--old-key-file", str(old), "--new-key-file", str(new_key_file)])
 
     assert rekeyed.returncode == 0, rekeyed.stdout + rekeyed.stderr
+
+
+@pytest.mark.parametrize("point", ["after-commit", "after-verify", "key-file-temp"])
+def test_rerun_after_a_kill_past_the_commit_saves_the_old_key_beside_that_runs_backup(
+    trek3: TrekCopy, new_key_file: Path, point: str
+) -> None:
+    old_key = trek3.key
+    args = ["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file)]
+    assert run_keyrotate(args, kill_at=point).returncode == -9
+    (backup,) = trek3.data_dir.glob("travel.db.keyrotate-backup-*[0-9Z]")
+
+    again = run_keyrotate(args)
+
+    assert again.returncode == 0, again.stderr
+    assert saved_keys(trek3.data_dir) == [Path(f"{backup}.key")]  # not travel.db.keyrotate-oldkey-<time>.key
+    assert Path(f"{backup}.key").read_text() == old_key.reveal()
+    assert str(backup) in again.stderr
+    restored = run_printed(printed_after(again.stderr, "To restore it and the old key"))
+    assert restored.returncode == 0, restored.stderr
+    assert (trek3.data_dir / ".encryption_key").read_text() == old_key.reveal()
+    assert run_keyrotate(["verify", "--data-dir", str(trek3.data_dir)]).returncode == 0
+    assert old_key.reveal() not in again.stderr + again.stdout

@@ -23,7 +23,7 @@ from keyrotate.errors import CancelledError, WrongKeyError
 from keyrotate.interrupts import COMMITTED, ROLLED_BACK, Hold, Interrupted, signal_number
 from keyrotate.rotation.after_commit import ReadBack, committed_elsewhere, scrub_after_commit, verify_after_commit
 from keyrotate.rotation.failures import FailedSecret, name_failures
-from keyrotate.rotation.key_file import replace_key_file
+from keyrotate.rotation.key_file import finish_earlier_rotation, replace_key_file
 from keyrotate.rotation.options import NoticeCallback, RotateOptions, key_file_holds, preflight
 from keyrotate.rotation.outcome import Finished, RunFacts, SavedKey, rotation_report
 from keyrotate.rotation.plan import ConfirmCallback, RotationPlan, lost_lock_race, make_plan, refuse_if_unopenable
@@ -289,16 +289,16 @@ class _Rotation:
         self.integrity.wait()  # before the key file is touched
         self._discard_backup()  # taken for a revocation that found nothing to delete
         notes = []
-        written, saved = None, SavedKey()
+        written, saved, backup = None, SavedKey(), None
         if (options.key_file is not None and not options.dry_run and not blocked
                 and not key_file_holds(options.key_file, options.new_key)):
-            saved = replace_key_file(options, options.key_file, None)
+            saved, backup = finish_earlier_rotation(options, options.key_file)
             written = str(options.key_file)
             notes.append("No secret was under the old key any more: an earlier run probably stopped after its commit.")
         elif not options.old_keys:
             notes.append(f"{options.key_file} already holds the new key and every secret opens under it: nothing to do.")
         return rotation_report(self.facts, tallies, failed, Finished(
-            committed=False, key_file_written=written, notes=tuple(notes), saved=saved, revoked=revoked))
+            committed=False, backup=backup, key_file_written=written, notes=tuple(notes), saved=saved, revoked=revoked))
 
 
 def _remove_uncommitted_backups(db: Path, notice: NoticeCallback | None) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from keyrotate.crashpoints import crash_point
 from keyrotate.errors import CannotWriteError, KeyrotateError
-from keyrotate.rotation.old_key import save_old_key
+from keyrotate.rotation.old_key import earlier_backup, save_old_key
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.outcome import SavedKey
 from keyrotate.store.files import replacing
@@ -30,6 +30,13 @@ def replace_key_file(options: RotateOptions, key_file: Path, backup: Path | None
             ) from None
     write_key_file(key_file, options.new_key, backup, options.db_path)
     return SavedKey(saved, key_file if saved is not None or not existed else None)
+
+
+def finish_earlier_rotation(options: RotateOptions, key_file: Path) -> tuple[SavedKey, Path | None]:
+    """A rerun after a run stopped between its COMMIT and the key file: the new key into ``key_file``, the old
+    key saved beside that run's backup when it is found (returned too: the restore line puts both back)."""
+    backup = earlier_backup(options, key_file)
+    return replace_key_file(options, key_file, backup), backup
 
 
 def write_key_file(path: Path, key: Key, backup: Path | None, db_path: Path) -> None:

@@ -9,11 +9,15 @@ TREK gets its key (TREK-FORMAT.md section 2): these are spelled out as steps.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
 from keyrotate.crashpoints import crash_point
+from keyrotate.errors import KeyrotateError
+from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.verify import verify_database
 from keyrotate.store.files import write_new_file
 from keyrotate.trek.keys import Key, TrekKeyResolution, create_key_file, generate_key_text, js_trim
@@ -50,20 +54,11 @@ def save_old_key(key_file: Path, new_key: Key, db_path: Path, backup: Path | Non
     TREK reads while ``key_file`` is missing (``.jwt_secret``), when this run replaces
     it too; its key is then the one saved.
     """
-    source = key_file
-    try:
-        text = js_trim(key_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        if fallback is None:
-            return None
-        source = fallback
-        try:
-            text = js_trim(fallback.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-    old = Key(text, f"old key from {source}") if text else None
-    if old is None or old.same_secret_as(new_key):
+    found = _key_before(key_file, fallback)
+    if found is None or found[0].same_secret_as(new_key):
         return None
+    old, source = found
+    text = old.reveal()
     for saved, key in _saved_keys(db_path):
         if old.same_secret_as(key):
             return saved
@@ -77,6 +72,45 @@ def save_old_key(key_file: Path, new_key: Key, db_path: Path, backup: Path | Non
             path = db_path.with_name(f"{base}-{n}.key")
     write_new_file(path, text.encode("utf-8"), owner_like=source)
     return path
+
+
+def _key_before(key_file: Path, fallback: Path | None) -> tuple[Key, Path] | None:
+    """The key TREK reads now (``key_file``, else ``fallback`` when given) and the file it is in; None if empty."""
+    for source in (key_file, fallback):
+        if source is None:
+            continue
+        try:
+            text = js_trim(source.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        return (Key(text, f"old key from {source}"), source) if text else None
+    return None
+
+
+def earlier_backup(options: RotateOptions, key_file: Path) -> Path | None:
+    """The backup of an earlier run stopped after its commit, before it saved the old key, so the old key can
+    join it: keyrotate's newest backup next to the database, if its secrets open under the key TREK reads now.
+
+    Backups of runs that never committed are removed before this is asked; None when nothing fits, or when
+    the old key is not to be saved (--discard-old-key).
+    """
+    db_path = options.db_path
+    found = _key_before(key_file, options.fallback_key_file) if options.save_old_key else None
+    backups = []
+    for path in db_path.parent.glob(f"{db_path.name}.keyrotate-backup-*"):
+        if path.name.endswith((".key", ".jwt_secret", "-wal", "-shm", "-journal")) or path.is_symlink():
+            continue
+        with suppress(OSError):
+            if path.is_file():
+                backups.append((path.stat().st_mtime, path))
+    if found is None or not backups:
+        return None
+    newest = max(backups)[1]
+    try:
+        opened = verify_database(newest, [found[0]], busy_timeout=options.busy_timeout).opened_by_first
+    except (KeyrotateError, sqlite3.Error, OSError):
+        return None
+    return newest if opened else None
 
 
 def _saved_keys(db_path: Path) -> list[tuple[Path, Key]]:
