@@ -126,3 +126,28 @@ def test_a_blob_token_names_only_its_own_cell(tmp_path: Path) -> None:
     with closing(sqlite3.connect(db)) as conn:
         maps, weather = conn.execute("SELECT maps_api_key, openweather_api_key FROM users WHERE id = 2").fetchone()
     assert maps == blob.encode() and opens(weather, NEW) == b"weather key as text"
+
+
+@pytest.mark.parametrize("module", ["fts5", "fts4"])
+def test_a_token_in_a_full_text_table_is_named_never_left_unseen(tmp_path: Path, module: str) -> None:
+    """Virtual tables and their shadow tables are left alone (only SQLite may change them), but a full-text
+    table keeps its own copy of its text: a token there used to stay under the old key without a word."""
+    db = sample(tmp_path)
+    token = seal(b"pasted into a searchable note")
+    with closing(sqlite3.connect(db)) as conn:
+        try:
+            conn.execute(f"CREATE VIRTUAL TABLE note_search USING {module}(title, body)")
+        except sqlite3.OperationalError as exc:
+            pytest.skip(f"this SQLite has no {module}: {exc}")
+        conn.execute("INSERT INTO note_search (title, body) VALUES ('keys', ?)", (f"the key is {token} for now",))
+        conn.commit()
+    assert verify_database(db, [OLD], workers=0).ok  # under the key TREK uses: nothing to report
+    with pytest.raises(UndecryptableError) as caught:
+        rotate(db)
+    assert "note_search_content" in str(caught.value) and "full-text search" in str(caught.value)
+    assert rotate(db, skip_undecryptable=True).committed
+    with closing(sqlite3.connect(db)) as conn:
+        body = conn.execute("SELECT body FROM note_search").fetchone()[0]
+    assert token in body  # left as it was: rewriting the text behind the index would break the index
+    after = verify_database(db, [NEW], workers=0)
+    assert not after.ok and {f.table for f in after.failures if f.catalogued} == {"note_search_content"}

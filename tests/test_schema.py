@@ -31,11 +31,12 @@ NEW = Key("a-new-key-for-the-schema-tests-0123456789", "new test key")
 
 def add_tables(trek: TrekCopy) -> str:
     """An FTS5 index (virtual, with shadow tables), a WITHOUT ROWID table, and an ordinary table whose SQL
-    merely contains the words WITHOUT ROWID. Each holds a token under the fixture's key; the last one's is returned."""
+    merely contains the words WITHOUT ROWID. The last two hold a token under the fixture's key; the last one's is
+    returned. (A token in the index's text would block a rotation: tests/test_odd_tables.py.)"""
     token = Cipher(trek.key, Scheme.API).seal(b"a webhook secret")
     with closing(sqlite3.connect(trek.db)) as conn:
         conn.execute("CREATE VIRTUAL TABLE note_search USING fts5(body)")
-        conn.execute("INSERT INTO note_search (body) VALUES (?)", (Cipher(trek.key, Scheme.API).seal(b"indexed"),))
+        conn.execute("INSERT INTO note_search (body) VALUES ('an indexed note')")
         conn.execute("CREATE TABLE sync_state (name TEXT PRIMARY KEY, state TEXT) WITHOUT ROWID")
         conn.execute("CREATE TABLE hooks (id INTEGER PRIMARY KEY, secret TEXT, mode TEXT DEFAULT 'WITHOUT ROWID')")
         conn.execute("INSERT INTO hooks (secret) VALUES (?)", (token,))
@@ -48,6 +49,7 @@ def test_virtual_and_shadow_tables_are_left_out_and_without_rowid_comes_from_sql
     with closing(connect(trek4.db)) as conn:
         info = inspect_database(conn, trek4.db)
     assert not [t for t in info.schema if t.startswith("note_search") or t.startswith("sqlite_")]
+    assert info.index_content == {"note_search_content": ("id", "c0")}  # the index's own copy of its text
     assert info.without_rowid == {"sync_state"}
     assert info.schema["hooks"] == ("id", "secret", "mode")
     assert list(info.schema)[-2:] == ["sync_state", "hooks"]  # in the order the tables were created
@@ -152,6 +154,7 @@ def test_the_create_statements_give_what_table_list_gives(trek4: TrekCopy) -> No
                "note_search_config", "Trip Search_content", "Trip Search_segments", "Trip Search_segdir",
                "Trip Search_docsize", "Trip Search_stat", "places_box_node", "places_box_parent", "places_box_rowid"}
     assert listed.left_out == {"note_search", "Trip Search", "places_box"} | shadows
+    assert listed.index_content == {"note_search_content", "Trip Search_content"}  # rtree keeps no text
     assert {"note_search_extra", "Trip Search_notes", "hooks", "commented"} <= info.schema.keys()
     assert not info.schema.keys() & listed.left_out
 

@@ -117,14 +117,16 @@ def _table_scans(strays: dict[str, Sql], info: DatabaseInfo | None, tables: Coll
     """The stray tokens (``strays``: each discovery table's condition) and, with ``info``, what
     :func:`unrewritable_cells` looks for in rowid tables and what :func:`count_empty_values` counts,
     read in one pass over each table instead of three (each is a full-table scan)."""
-    for table in info.schema if info is not None else strays:
+    columns = {} if info is None else info.schema | info.index_content
+    for table in columns if info is not None else strays:
         parts: list[Sql] = []
         stray = strays.get(table)  # never a table without usable row ids
         if stray is not None:
             parts.append(Sql(f"group_concat(CASE WHEN {stray.text} THEN rowid END)", stray.params))
         scanned = [] if info is None or (tables is not None and table not in tables) \
-            else [c for c in info.schema[table] if (table, c) not in NOT_SECRETS]
-        if scanned and info is not None and table in info.unaddressable:  # any cell may be one: it looks itself
+            else [c for c in columns[table] if (table, c) not in NOT_SECRETS]
+        if scanned and info is not None and (table in info.unaddressable or table in info.index_content):
+            # any cell may be one: it looks itself
             parts.append(Sql("max(1)"))
         elif scanned:
             parts.append(Sql(f"max(CASE WHEN {' OR '.join(blob_token(c) for c in scanned)} THEN 1 END)"))

@@ -1,4 +1,5 @@
-"""Cells holding ``enc:v1:`` that discovery cannot rewrite: tables without usable row ids, and BLOB values."""
+"""Cells holding ``enc:v1:`` that discovery cannot rewrite: tables without usable row ids, full-text tables' text,
+and BLOB values."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from keyrotate.trek.schema import DatabaseInfo
 
 _IN_WITHOUT_ROWID = "in a WITHOUT ROWID table, which keyrotate cannot rewrite"
 _ROWID_HIDDEN = "in a table with a column named rowid, which keyrotate cannot rewrite"
+_IN_INDEX = "in a full-text search table's text, which only SQLite may change"
 _AS_BLOB = "stored as BLOB, which keyrotate cannot rewrite"
 
 
@@ -41,13 +43,13 @@ def blob_token(column: str) -> str:
 def unrewritable_cells(conn: sqlite3.Connection, info: DatabaseInfo,
                        tables: Collection[str] | None = None) -> Iterator[UnrewritableCell]:
     """Every such cell of ``tables`` (all tables when None), outside the columns that never hold secrets."""
-    for table, columns in info.schema.items():
+    for table, columns in (info.schema | info.index_content).items():
         if tables is not None and table not in tables:
             continue
         scanned = [c for c in columns if (table, c) not in NOT_SECRETS]
         if not scanned:
             continue
-        no_rowid = table in info.unaddressable
+        no_rowid = table in info.unaddressable or table in info.index_content
         if no_rowid:
             conds = [f"instr(CAST({quote_identifier(c)} AS TEXT), 'enc:v1:') > 0" for c in scanned]
             keys = _row_names(conn, table, columns)
@@ -65,7 +67,8 @@ def unrewritable_cells(conn: sqlite3.Connection, info: DatabaseInfo,
                 if not no_rowid and value.__class__ is not bytes:
                     continue  # a TEXT cell beside the BLOB: the pass reads and rewrites it like any other
                 text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value if isinstance(value, str) else ""
-                why = _AS_BLOB if not no_rowid else _IN_WITHOUT_ROWID if table in info.without_rowid else _ROWID_HIDDEN
+                why = _AS_BLOB if not no_rowid else _IN_WITHOUT_ROWID if table in info.without_rowid else \
+                    _IN_INDEX if table in info.index_content else _ROWID_HIDDEN
                 yield UnrewritableCell(table, column, rowid, where, text, why)
 
 

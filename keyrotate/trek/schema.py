@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +40,9 @@ class DatabaseInfo:
     rowid_alias: frozenset[str] = frozenset()
     # Rowid tables with a column named rowid (in any case): there the name means the column, not the row.
     rowid_hidden: frozenset[str] = frozenset()
+    # The shadow tables holding a full-text table's own copy of its text (``<fts>_content``), with their columns:
+    # left out of ``schema`` (only SQLite may change them), but a token there must not go unseen.
+    index_content: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def unaddressable(self) -> frozenset[str]:
@@ -57,12 +60,13 @@ class TableKinds:
 
     left_out: frozenset[str]
     without_rowid: frozenset[str]
+    index_content: frozenset[str] = frozenset()  # of the left out: full-text tables' ``<table>_content``
 
 
 def inspect_database(conn: sqlite3.Connection, path: Path) -> DatabaseInfo:
     """Read the schema and decide whether this is TREK's database."""
     try:
-        schema, without_rowid, rowid_alias = _ordinary_tables(conn)
+        schema, without_rowid, rowid_alias, index_content = _ordinary_tables(conn)
     except sqlite3.DatabaseError as exc:
         raise translate_error(exc, path) from None
     hidden = frozenset(t for t, columns in schema.items()
@@ -78,7 +82,7 @@ def inspect_database(conn: sqlite3.Connection, path: Path) -> DatabaseInfo:
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         schema_version = row[0] if row and isinstance(row[0], int) else None
     info = DatabaseInfo(path, schema, without_rowid, schema_version, detect_trek_version(schema, schema_version),
-                        rowid_alias, hidden)
+                        rowid_alias, hidden, index_content)
     _refuse_unaddressable_secret_tables(info)
     return info
 
@@ -99,9 +103,10 @@ def _refuse_unaddressable_secret_tables(info: DatabaseInfo) -> None:
 
 def _ordinary_tables(
     conn: sqlite3.Connection,
-) -> tuple[dict[str, tuple[str, ...]], frozenset[str], frozenset[str]]:
+) -> tuple[dict[str, tuple[str, ...]], frozenset[str], frozenset[str], dict[str, tuple[str, ...]]]:
     """Each ordinary table of the main database with its columns (in the order the tables were created),
-    which of them are WITHOUT ROWID, and which have an INTEGER PRIMARY KEY as their rowid.
+    which of them are WITHOUT ROWID, which have an INTEGER PRIMARY KEY as their rowid, and the full-text
+    tables' content tables with their columns.
 
     Read with SQLite's own PRAGMAs (the queries sqlite-utils makes for ``Database.tables``): importing
     sqlite-utils cost every command 40-80 ms of its start, 6-7 % of a `verify` at 370,000 secrets (issue 11).
@@ -119,7 +124,9 @@ def _ordinary_tables(
         schema[name] = tuple(column for column, _, _ in columns)
         if name not in kinds.without_rowid and _has_rowid_alias(conn, name, columns):
             alias.add(name)
-    return schema, kinds.without_rowid, frozenset(alias)
+    content = {name: tuple(column for (column,) in conn.execute(
+        "SELECT name FROM pragma_table_info(?, 'main') ORDER BY cid", (name,))) for name in sorted(kinds.index_content)}
+    return schema, kinds.without_rowid, frozenset(alias), content
 
 
 def _has_rowid_alias(conn: sqlite3.Connection, table: str, columns: list[tuple[str, str, int]]) -> bool:
@@ -160,10 +167,13 @@ def kinds_from_table_list(conn: sqlite3.Connection) -> TableKinds | None:
         if "pragma_table_list" in str(exc):  # "no such table: pragma_table_list"
             return None
         raise
+    virtual = {name.lower() for name, kind, _ in rows if kind == "virtual"}
     return TableKinds(
         left_out=frozenset(name for name, kind, _ in rows if kind in ("virtual", "shadow")),
         without_rowid=frozenset(name for name, kind, wr in rows if kind == "table" and wr
                                 and not name.startswith("sqlite_")),
+        index_content=frozenset(name for name, kind, _ in rows if kind == "shadow"
+                                and name.lower().removesuffix("_content") in virtual - {name.lower()}),
     )
 
 
@@ -182,6 +192,7 @@ def kinds_from_create_statements(conn: sqlite3.Connection) -> TableKinds:
         left_out=left_out,
         without_rowid=frozenset(t.name for t in tables if t.name not in left_out and not t.name.startswith("sqlite_")
                                 and declares_without_rowid(t.schema)),
+        index_content=frozenset(t.name for t in tables if is_shadow(t.name) and t.name.lower().endswith("_content")),
     )
 
 
