@@ -255,3 +255,19 @@ def test_rerun_after_a_kill_past_the_commit_saves_the_old_key_beside_that_runs_b
     assert (trek3.data_dir / ".encryption_key").read_text() == old_key.reveal()
     assert run_keyrotate(["verify", "--data-dir", str(trek3.data_dir)]).returncode == 0
     assert old_key.reveal() not in again.stderr + again.stdout
+
+
+def test_rerun_with_an_undecodable_key_file_says_so_instead_of_a_traceback(
+    trek3: TrekCopy, new_key_file: Path, tmp_path: Path
+) -> None:
+    old_file = tmp_path / "old.key"
+    old_file.write_text(trek3.key.reveal())
+    args = ["rotate", "--data-dir", str(trek3.data_dir), "--old-key-file", str(old_file), "--new-key-file",
+            str(new_key_file)]
+    assert run_keyrotate(args, kill_at="after-verify").returncode == -9
+    (trek3.data_dir / ".encryption_key").write_bytes(b"\xff\xfe")
+
+    again = run_keyrotate(args)
+
+    assert again.returncode == 11, again.stderr
+    assert "Traceback" not in again.stderr and "saving the old key" in again.stderr

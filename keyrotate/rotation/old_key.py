@@ -95,7 +95,10 @@ def earlier_backup(options: RotateOptions, key_file: Path) -> Path | None:
     the old key is not to be saved (--discard-old-key).
     """
     db_path = options.db_path
-    found = _key_before(key_file, options.fallback_key_file) if options.save_old_key else None
+    try:  # an unreadable key file is for replace_key_file to report
+        found = _key_before(key_file, options.fallback_key_file) if options.save_old_key else None
+    except (OSError, UnicodeDecodeError):
+        return None
     backups = []
     for path in db_path.parent.glob(f"{db_path.name}.keyrotate-backup-*"):
         if path.name.endswith((".key", ".jwt_secret", "-wal", "-shm", "-journal")) or path.is_symlink():
