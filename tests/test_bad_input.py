@@ -255,7 +255,11 @@ def test_a_world_readable_key_file_is_warned_about(trek4: TrekCopy, tmp_path: Pa
     result = CliRunner().invoke(main, ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new),
                                        "--dry-run"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert f"WARNING: Key file {new} can be read by other users (mode 0644); consider: chmod 600 {new}" in result.output
+    assert f"WARNING: Key file {new} can be read by other users (mode 0644); consider: chmod o-rwx {new}" in result.output
+    group = key_file(tmp_path, "group.key", "G" * 64, mode=0o640)  # TREK may read its key through its group
+    quiet = CliRunner().invoke(main, ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(group),
+                                      "--dry-run"], catch_exceptions=False)
+    assert quiet.exit_code == 0 and f"Key file {group}" not in quiet.output
 
 
 def test_a_world_readable_encryption_key_in_the_data_dir_is_warned_about(trek4: TrekCopy) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -259,3 +260,24 @@ def test_encryption_key_split_from_jwt_secret_is_readable_as_jwt_secret_was(trek
     assert owner_and_mode(jwt) == (0, TREK_GROUP, 0o640)
     saved = next(data.glob(".jwt_secret.keyrotate-old-*"))
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+
+
+def test_the_advice_for_a_linked_key_file_works_when_followed(trek3: TrekCopy, new_key_file: Path,
+                                                              tmp_path: Path) -> None:
+    """It used to say "or remove it": without .encryption_key TREK (and keyrotate) fall back to .jwt_secret, a
+    wrong key (exit 7). The printed command, run as printed, makes the link a file and the rerun rotates."""
+    key_text = (trek3.data_dir / ".encryption_key").read_text()
+    target = tmp_path / "elsewhere.key"
+    target.write_text(key_text)
+    (trek3.data_dir / ".encryption_key").unlink()
+    (trek3.data_dir / ".encryption_key").symlink_to(target)
+    args = ["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file)]
+    refused = run_keyrotate(args)
+    assert refused.returncode == 11, refused.stderr
+    assert "or remove it" not in refused.stderr
+    command = refused.stderr.split("holding what it points to (", 1)[1].rsplit(") and run again", 1)[0]
+    subprocess.run(["sh", "-c", command], check=True)
+    assert not (trek3.data_dir / ".encryption_key").is_symlink()
+    assert (trek3.data_dir / ".encryption_key").read_text() == key_text
+    rerun = run_keyrotate(args)
+    assert rerun.returncode == 0, rerun.stderr

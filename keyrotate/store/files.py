@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shlex
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -87,8 +88,10 @@ def check_replaceable(target: Path) -> os.stat_result | None:
     except FileNotFoundError:
         return None
     if stat.S_ISLNK(info.st_mode):
-        raise CannotWriteError(f"{target} is a symbolic link; keyrotate does not write through links. "
-                               "Replace it with a regular file (or remove it) and run again.")
+        quoted = shlex.quote(str(target))
+        raise CannotWriteError(f"{target} is a symbolic link; keyrotate does not write through links. Replace it "
+                               f"with a regular file holding what it points to (cp --remove-destination \"$(readlink "
+                               f"-f {quoted})\" {quoted}) and run again.")
     if not stat.S_ISREG(info.st_mode):
         raise CannotWriteError(f"{target} is not a regular file; keyrotate will not replace it.")
     return info
@@ -158,7 +161,7 @@ def temporary_beside(target: Path, stem: str) -> Iterator[tuple[Path, int]]:
         yield partial, fd
     finally:
         os.close(fd)
-        for leftover in (partial, Path(f"{partial}-journal")):
+        for leftover in (partial, *(Path(f"{partial}-{kind}") for kind in ("journal", "wal", "shm"))):
             with suppress(FileNotFoundError):
                 os.unlink(leftover)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shlex
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,9 +102,12 @@ def key_from_file(path: Path, label: str) -> tuple[Key, list[str]]:
 
 
 def _readable_by_others(path: Path, mode: int) -> list[str]:
-    if not mode & 0o077:
+    """Every user of the machine may read it. Group bits alone are no warning: TREK may read its key through
+    its group (root:trek 0640), and "chmod 600" would lock it out."""
+    if not mode & 0o007:
         return []
-    return [f"Key file {path} can be read by other users (mode {stat.S_IMODE(mode):04o}); consider: chmod 600 {path}"]
+    return [f"Key file {path} can be read by other users (mode {stat.S_IMODE(mode):04o}); consider: "
+            f"chmod o-rwx {shlex.quote(str(path))}"]
 
 
 def key_from_env(name: str, label: str) -> Key:
