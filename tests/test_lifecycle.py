@@ -17,7 +17,7 @@ from keyrotate.cli.app import main
 from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.keys import Key, create_key_file
 
-from .conftest import TrekCopy, listing
+from .conftest import TrekCopy, copy_fixture, listing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,6 +86,29 @@ def test_generate_new_key_killed_after_the_commit_finishes_when_the_same_command
     assert verify_database(trek3.db, [old_key]).opened_by_first == 0
     for key in (old_key, new_key):
         assert key.reveal() not in again.stderr + again.stdout
+
+
+@pytest.mark.parametrize("point", ["after-verify", "key-file-renamed"])
+def test_leak_runbook_killed_after_the_commit_still_gets_its_checklist_on_the_rerun(
+    tmp_path: Path, point: str
+) -> None:
+    """The rerun of the leak runbook's command lists what the old key opened, not the rotated file's zero."""
+    def runbook(trek: TrekCopy) -> list[str]:
+        return ["rotate", "--data-dir", str(trek.data_dir), "--generate-new-key", "--new-key-out",
+                str(trek.data_dir.parent / "g.key"), "--rekey-backups", "--incident", "--rotate-jwt-secret"]
+
+    reference, killed = copy_fixture("trek-4.2-shape", tmp_path / "a"), copy_fixture("trek-4.2-shape", tmp_path / "b")
+    whole = run_keyrotate(runbook(reference))
+    assert whole.returncode == 0, whole.stderr
+    assert run_keyrotate(runbook(killed), kill_at=point).returncode == -9
+
+    again = run_keyrotate(runbook(killed))
+
+    assert again.returncode == 0, again.stderr
+    first = again.stdout.splitlines()[0]
+    assert first.startswith("Secrets readable with the suspected key: ") and not first.endswith(": 0")
+    assert first.split(", opened with")[0] == whole.stdout.splitlines()[0].split(", opened with")[0]
+    assert "the earlier run's copy from before its rotation" in again.stderr
 
 
 def test_generate_new_key_rerun_before_any_commit_refuses_and_says_what_to_do(

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import shlex
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,13 @@ from keyrotate.cli.render import emit, render
 from keyrotate.cli.rotate_args import RotateArgs, RotationRun
 from keyrotate.cli.running import say, warn
 from keyrotate.errors import KeyProblemError, KeyrotateError
-from keyrotate.rotation.old_key import committed_under, environment_holds, generate_new_key, next_steps
+from keyrotate.rotation.old_key import (
+    committed_under,
+    environment_holds,
+    generate_new_key,
+    newest_backup,
+    next_steps,
+)
 from keyrotate.rotation.plan import RotationPlan
 from keyrotate.rotation.report import RotationReport
 from keyrotate.trek.catalogue import Presence
@@ -137,8 +144,16 @@ def incident_before(rotation: RotationRun) -> ExposureReport | None:
         return None
     from keyrotate.operations.exposure import find_exposure  # --incident only: see the note at the top
 
-    return find_exposure(rotation.path, rotation.keys.old, busy_timeout=rotation.args.wait, check_copies=False,
-                         keep_secrets=False)
+    source, suspected = rotation.path, rotation.keys.old
+    backup = newest_backup(rotation.path) if rotation.keys.reused else None
+    if backup is not None:  # an earlier run rotated the database: what the old key opened is in its backup
+        source = backup
+        with suppress(KeyrotateError):  # the old key may be in the key file still, or saved beside the backup
+            suspected = default_old_keys(rotation.args.data_dir, suspected, rotation.keys.new) or suspected
+        say(f"The leak checklist is of {backup}, the earlier run's copy from before its rotation.",
+            quiet=rotation.args.silent)
+    return find_exposure(source, suspected, busy_timeout=rotation.args.wait, check_copies=False,
+                         keep_secrets=False, data_dir=rotation.path.parent)
 
 
 def incident_despite_failure(exposure: ExposureReport | None, rotation: RotationRun) -> None:

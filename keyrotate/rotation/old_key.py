@@ -99,6 +99,18 @@ def earlier_backup(options: RotateOptions, key_file: Path) -> Path | None:
         found = _key_before(key_file, options.fallback_key_file) if options.save_old_key else None
     except (OSError, UnicodeDecodeError):
         return None
+    newest = newest_backup(db_path)
+    if found is None or newest is None:
+        return None
+    try:
+        opened = verify_database(newest, [found[0]], busy_timeout=options.busy_timeout).opened_by_first
+    except (KeyrotateError, sqlite3.Error, OSError):
+        return None
+    return newest if opened else None
+
+
+def newest_backup(db_path: Path) -> Path | None:
+    """keyrotate's newest backup of ``db_path`` next to it (``travel.db.keyrotate-backup-<time>``), or None."""
     backups = []
     for path in db_path.parent.glob(f"{db_path.name}.keyrotate-backup-*"):
         if path.name.endswith((".key", ".jwt_secret", "-wal", "-shm", "-journal")) or path.is_symlink():
@@ -106,14 +118,7 @@ def earlier_backup(options: RotateOptions, key_file: Path) -> Path | None:
         with suppress(OSError):
             if path.is_file():
                 backups.append((path.stat().st_mtime, path))
-    if found is None or not backups:
-        return None
-    newest = max(backups)[1]
-    try:
-        opened = verify_database(newest, [found[0]], busy_timeout=options.busy_timeout).opened_by_first
-    except (KeyrotateError, sqlite3.Error, OSError):
-        return None
-    return newest if opened else None
+    return max(backups)[1] if backups else None
 
 
 def _saved_keys(db_path: Path) -> list[tuple[Path, Key]]:
