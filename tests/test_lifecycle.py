@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sqlite3
 import stat
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,45 @@ def test_no_shell_warning_when_the_environment_is_clean(trek4: TrekCopy, tmp_pat
     assert result.exit_code == 0
     assert "holds the old key" not in result.stderr and "unset ENCRYPTION_KEY" not in result.stderr
     assert len(listing(trek4.data_dir) - files) == 2  # the keyrotate backup and the old key saved beside it
+
+
+@pytest.mark.parametrize("point", ["after-commit", "after-verify"])
+def test_an_explicit_backup_path_does_not_stop_the_rerun_that_finishes_the_job(
+    trek3: TrekCopy, new_key_file: Path, tmp_path: Path, point: str
+) -> None:
+    """With --backup PATH, the same command again used to stop at "Backup PATH already exists" (exit 11), leaving
+    TREK on the old key file with a database under the new key. The rerun makes no backup, so none is in its way."""
+    backup, old_key = tmp_path / "before-rotation.db", trek3.key  # (trek3.key reads .encryption_key)
+    args = ["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file), "--backup", str(backup),
+            "--yes"]
+    crashed = run_keyrotate(args, kill_at=point)
+    assert crashed.returncode == -9, crashed.stderr
+    kept = hashlib.sha256(backup.read_bytes()).hexdigest()
+
+    again = run_keyrotate(args)
+
+    assert again.returncode == 0, again.stderr
+    assert (trek3.data_dir / ".encryption_key").read_text().strip() == new_key_file.read_text().strip()
+    assert run_keyrotate(["verify", "--data-dir", str(trek3.data_dir)]).returncode == 0
+    assert hashlib.sha256(backup.read_bytes()).hexdigest() == kept  # the first run's backup, untouched
+    assert verify_database(backup, [old_key]).ok  # the database as it was, under the old key
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_a_backup_path_taken_by_another_file_stops_the_run_and_keeps_that_file(
+    trek3: TrekCopy, new_key_file: Path, tmp_path: Path, journal_mode: str
+) -> None:
+    """Refused when the backup is made (not up front any more): nothing written, and the file there neither
+    marked as a leftover of this run nor deleted with the copy that was never made."""
+    with closing(sqlite3.connect(trek3.db)) as conn:
+        conn.execute(f"PRAGMA journal_mode={journal_mode}")
+    taken = tmp_path / "taken.db"
+    taken.write_text("somebody else's file\n")
+    before = fingerprint(trek3.data_dir)
+    result = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file),
+                            "--backup", str(taken), "--yes"])
+    assert result.returncode == 11, result.stderr
+    assert f"Backup {taken} already exists" in result.stderr
+    assert taken.read_text() == "somebody else's file\n"
+    assert fingerprint(trek3.data_dir) == before
+    assert not list(trek3.data_dir.glob(".*uncommitted*"))

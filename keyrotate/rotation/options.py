@@ -10,7 +10,7 @@ from pathlib import Path
 
 from keyrotate.errors import CannotWriteError, KeyProblemError
 from keyrotate.rotation.revoke import Revocation
-from keyrotate.store.backup import refuse_existing_backup
+from keyrotate.store.backup import refuse_linked_backup
 from keyrotate.store.files import check_replaceable
 from keyrotate.store.processes import refuse_if_open_elsewhere
 from keyrotate.trek.keys import Key, js_trim, refuse_unreadable_new_key
@@ -54,7 +54,9 @@ def preflight(options: RotateOptions) -> RotateOptions:
         check_writable_directory(options.key_file.parent)
         check_replaceable(options.key_file)
     if options.backup_path is not None and not options.dry_run:
-        refuse_existing_backup(options.backup_path)
+        # A file already at that name is refused when the backup is made (BackupJob.start): a rerun that finds
+        # nothing left to rotate makes none, and must finish the job when given the same command, --backup and all.
+        refuse_linked_backup(options.backup_path)
     if not options.allow_running:
         refuse_if_open_elsewhere(options.db_path)
     return options

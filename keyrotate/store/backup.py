@@ -14,13 +14,19 @@ from keyrotate.store.files import publish, temporary_beside
 from keyrotate.store.in_thread import InThread
 
 
-def refuse_existing_backup(destination: Path) -> None:
-    """Nothing may be at the backup's name yet: not a file, and not a link to follow."""
+def refuse_linked_backup(destination: Path) -> None:
+    """The backup's name must not be a link to follow."""
     if destination.is_symlink():
         raise CannotWriteError(f"Backup {destination} is a symbolic link; keyrotate never writes through one. "
                                "Remove it or choose another --backup path; nothing was changed.")
+
+
+def refuse_existing_backup(destination: Path) -> None:
+    """Nothing may be at the backup's name yet: not a file, and not a link to follow."""
+    refuse_linked_backup(destination)
     if destination.exists():
-        raise CannotWriteError(f"Backup {destination} already exists; choose another --backup path.")
+        raise CannotWriteError(f"Backup {destination} already exists; choose another --backup path. Nothing was "
+                               "changed.")
 
 
 def copy_pages(source: sqlite3.Connection, target: sqlite3.Connection) -> None:
@@ -79,11 +85,14 @@ class BackupJob:
         self._marker: Path | None = None
 
     def start(self) -> None:
+        # Before marking anything: a file already at the name is not this run's to mark, or to delete on failure.
+        refuse_existing_backup(self.destination)
         self._marker = uncommitted.mark(self.source, self.destination)
-        self.started = True
         if not self.in_background:
             backup_database(self.source, self.destination)
+            self.started = True  # only now is there a copy of this run's to discard
             return
+        self.started = True
         self._copy = InThread(lambda: backup_database(self.source, self.destination), "keyrotate-backup")
 
     def wait(self) -> Path | None:
