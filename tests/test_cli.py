@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from keyrotate.cli.app import main
 from keyrotate.errors import ExitCode
 from keyrotate.trek.keys import Key
 
-from .conftest import TrekCopy, listing, opens_under, table_dump
+from .conftest import TrekCopy, copy_fixture, listing, opens_under, table_dump
 
 
 def invoke(args: list[str], *, env: dict[str, str] | None = None, input: str | None = None) -> Result:
@@ -220,3 +223,25 @@ def test_a_failure_with_json_still_writes_one_json_document(trek4: TrekCopy, new
     assert document["error"]["exit_code"] == 8 and document["error"]["kind"] == "undecryptable"
     assert "users.maps_api_key" in document["error"]["message"] and "Error:" in result.stderr
     assert table_dump(trek4.db) == before
+
+
+def test_after_skip_undecryptable_the_printed_check_says_what_verify_will_say(tmp_path: Path, new_key_file: Path) -> None:
+    """The step said `verify` "must say OK", which it never does while a skipped value is left: it exits 9
+    naming that value. The printed command is shell-quoted (a data directory with a space) and runs as printed."""
+    trek = copy_fixture("trek-4.2-shape", tmp_path / "my trek")
+    with closing(sqlite3.connect(trek.db)) as conn:
+        conn.execute("UPDATE users SET maps_api_key = 'enc:v1:' || substr(maps_api_key, 9) WHERE id = "
+                     "(SELECT min(id) FROM users WHERE maps_api_key LIKE 'enc:v1:%')")
+        conn.commit()
+    result = invoke(["rotate", "--data-dir", str(trek.data_dir), "--new-key-file", str(new_key_file), "--yes",
+                     "--skip-undecryptable"])
+    assert result.exit_code == 0, result.stderr
+    check = next(line for line in result.stderr.splitlines() if line.startswith("Step: Check: `"))
+    assert "must name only the 1 value(s) this run left under no key" in check
+    command = check.split("`")[1]
+    words = shlex.split(command)
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "keyrotate", *words[1:]], capture_output=True, text=True, env=env,
+                          check=False)
+    assert done.returncode == ExitCode.VERIFY_FAILED, done.stderr
+    assert done.stderr.count("users.maps_api_key") >= 1

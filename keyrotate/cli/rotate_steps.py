@@ -247,7 +247,7 @@ def operator_steps(rotation: RotationRun, report: RotationReport, extras: Rotati
     steps = next_steps(
         data_dir=rotation.args.data_dir, new_key_file=rotation.new_key_file,
         key_file_written=report.key_file_written is not None, shell_has_old_key=environment_holds(rotation.keys.old),
-        backup=report.backup, old_key_saved=report.old_key_saved,
+        backup=report.backup, old_key_saved=report.old_key_saved, left_unopened=report.failed,
     )
     extras.json["operator_steps"] = steps
     say("\n".join(f"Step: {step}" for step in steps), quiet=rotation.args.silent)

@@ -9,6 +9,7 @@ TREK gets its key (TREK-FORMAT.md section 2): these are spelled out as steps.
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 from collections.abc import Sequence
 from contextlib import suppress
@@ -168,9 +169,13 @@ def environment_holds(keys: Sequence[Key]) -> bool:
 
 def next_steps(
     *, data_dir: Path | None, new_key_file: Path | None, key_file_written: bool, shell_has_old_key: bool,
-    backup: str | None, old_key_saved: str | None = None,
+    backup: str | None, old_key_saved: str | None = None, left_unopened: int = 0,
 ) -> list[str]:
-    """What to do between the commit and a healthy TREK, for Docker Compose and for a plain host."""
+    """What to do between the commit and a healthy TREK, for Docker Compose and for a plain host.
+
+    ``left_unopened``: secrets that opened under no key and were left as they were (--skip-undecryptable):
+    ``verify`` names them (exit 9) until they are entered again in TREK or removed.
+    """
     key_src = f"the contents of {new_key_file}" if new_key_file else "the new key"
     where = f"{data_dir}/.encryption_key" if data_dir else "data/.encryption_key"
     steps = []
@@ -188,7 +193,10 @@ def next_steps(
         "(`systemctl edit trek`), then `systemctl daemon-reload && systemctl restart trek`.",
         "If the old key stays in TREK's environment, TREK writes it back into .encryption_key at start and "
         "cannot read any secret.",
-        f"Check: `keyrotate verify --data-dir {data_dir or 'DIR'}` must say OK once TREK is running again.",
+        f"Check: `keyrotate verify --data-dir {shlex.quote(str(data_dir)) if data_dir else 'DIR'}` once TREK is "
+        "running again: " + ("it must say OK." if not left_unopened else
+                             f"it must name only the {left_unopened} value(s) this run left under no key, and exits "
+                             "9 until each is entered again in TREK or removed."),
     ]
     if backup:
         steps.append(f"Once TREK runs fine, delete {backup}: it still opens with the old key.")
