@@ -306,3 +306,19 @@ def test_after_the_rotation_the_old_key_points_at_the_copy_from_before_it(trek4:
     same_key = CliRunner().invoke(main, ["exposure", "--data-dir", str(trek4.data_dir), "--key-file", str(new)],
                                   catch_exceptions=False)
     assert "Its checklist" not in same_key.stderr  # the key the database is under now: nothing to point at
+
+
+def test_incident_with_rotate_jwt_secret_ticks_off_the_session_secret(trek4: TrekCopy, tmp_path: Path) -> None:
+    """The checklist still said to replace .jwt_secret that the same run had just replaced."""
+    (trek4.data_dir / ".jwt_secret").write_text("a session secret of the incident tests\n")
+    base = ["rotate", "--data-dir", str(trek4.data_dir), "--generate-new-key", "--incident"]
+    rotated = CliRunner().invoke(main, [*base, "--new-key-out", str(tmp_path / "new.key"), "--rotate-jwt-secret"],
+                                 catch_exceptions=False)
+    assert rotated.exit_code == 0, rotated.stderr
+    line = next(x for x in rotated.stdout.splitlines() if "session-signing secret" in x)
+    assert line.lstrip().startswith("[x]") and "done by this run (--rotate-jwt-secret)" in line
+    assert "keyrotate rotate-jwt-secret --data-dir" not in rotated.stdout
+    without = CliRunner().invoke(main, [*base, "--new-key-out", str(tmp_path / "newer.key")], catch_exceptions=False)
+    assert without.exit_code == 0, without.stderr
+    line = next(x for x in without.stdout.splitlines() if "session-signing secret" in x)
+    assert line.lstrip().startswith("[ ]") and "keyrotate rotate-jwt-secret --data-dir" in line

@@ -220,7 +220,7 @@ def _text(report: ExposureReport) -> Iterator[str]:
         yield ""
     if report.beyond:
         yield BEYOND_TITLE
-        yield from (_clean(f"   [ ] {finding.line()}") for finding in report.beyond)
+        yield from (_clean(f"   [{'x' if finding.done else ' '}] {finding.line()}") for finding in report.beyond)
         yield ""
     yield from _notes(report)
 
@@ -238,7 +238,7 @@ def _markdown(report: ExposureReport) -> Iterator[str]:
         yield ""
     if report.beyond:
         yield from [f"### {BEYOND_TITLE}", ""]
-        yield from (f"- [ ] **{_md(f.what)}**: {f.count} ({_md(f.where)}). {_md(f.risk)} Do: {_md(f.action)}"
+        yield from (f"- [{'x' if f.done else ' '}] **{_md(f.what)}**: {f.count} ({_md(f.where)}). {_md(f.risk)} Do: {_md(f.action)}"
                     for f in report.beyond)
         yield ""
     yield from ["### Notes", ""] + [f"- {_md(n)}" for n in _notes(report)]

@@ -31,6 +31,7 @@ from keyrotate.cli.rotate_steps import (
     free_backup_name,
     incident_before,
     incident_despite_failure,
+    jwt_done_in_checklist,
     new_key_for_rotation,
     not_used_note,
     operator_steps,
@@ -126,6 +127,8 @@ def _rotate(args: RotateArgs) -> int:
 
         extras.json["jwt_secret"] = jwt_after_rotation(report, args.data_dir, audit=not args.no_audit_log,
                                                        wait=args.wait, quiet=args.silent)
+        if extras.json["jwt_secret"].get("replaced"):
+            jwt_done_in_checklist(extras)
     if args.json_output:
         emit(RotationOutcome(report, extras), "json")
     elif extras.exposure is not None:

@@ -242,6 +242,20 @@ def _zips_after_a_restore(rotation: RotationRun, report: RotationReport, zips: l
         f"key with:\n    {line}", quiet=args.silent)
 
 
+JWT_REPLACED = "done by this run (--rotate-jwt-secret): every user is signed out at TREK's next start"
+
+
+def jwt_done_in_checklist(extras: RotationExtras) -> None:
+    """--incident with --rotate-jwt-secret: the checklist's session-signing secret is done, not a task left."""
+    if extras.exposure is None:
+        return
+    beyond = tuple(dataclasses.replace(f, action=JWT_REPLACED, done=True) if f.what == "session-signing secret" else f
+                   for f in extras.exposure.beyond)
+    extras.exposure = dataclasses.replace(extras.exposure, beyond=beyond)
+    if "exposure" in extras.json:
+        extras.json["exposure"]["beyond"] = [f.to_json() for f in beyond]
+
+
 def operator_steps(rotation: RotationRun, report: RotationReport, extras: RotationExtras) -> None:
     """What to do between the commit and a healthy TREK; printed even when the run is interrupted after it."""
     steps = next_steps(

@@ -24,10 +24,11 @@ class Finding:
     count: int
     risk: str  # what it allows, in words
     action: str
+    done: bool = False  # the run that reports it already did the action (rotate --incident --rotate-jwt-secret)
 
     def to_json(self) -> dict[str, object]:
         return {"what": self.what, "where": self.where, "count": self.count, "risk": self.risk,
-                "action": self.action}
+                "action": self.action, "done": self.done}
 
     def line(self) -> str:
         return f"{self.what}: {self.count} ({self.where}). {self.risk} Do: {self.action}"
