@@ -26,7 +26,7 @@ from keyrotate.cli.running import run, say
 from keyrotate.errors import ExitCode
 from keyrotate.operations.audit import audit_database
 from keyrotate.operations.exposure import ExposureReport, find_exposure
-from keyrotate.operations.exposure_copies import PRE_ROTATION_COPIES
+from keyrotate.rotation.old_key import newest_backup
 
 EXPOSURE_HELP = exit_codes_help({
     0: "report written (whatever the key opens)", **OPENS_DATABASE,
@@ -91,14 +91,11 @@ def exposure(
 
 
 def _copy_from_before_the_rotation(report: ExposureReport, key_file: tuple[Path, ...], key_env: tuple[str, ...]) -> str | None:
-    """After a rotation the suspected key opens nothing here, but a copy stolen before it opens what the
-    pre-rotation copy beside the database holds: the command that lists that (None when it does not apply)."""
-    if report.exposed or not report.not_opened:
+    """After a rotation the suspected key opens nothing here, but a copy stolen before it opens what keyrotate's
+    backup from before that rotation holds: the command that lists that (None when it does not apply)."""
+    newest = newest_backup(Path(report.database)) if not report.exposed and report.not_opened else None
+    if newest is None:
         return None
-    copies = [Path(c.path) for c in report.copies if c.kind in PRE_ROTATION_COPIES]
-    if not copies:
-        return None
-    newest = max(copies, key=lambda path: path.stat().st_mtime)
     keys = [*(part for path in key_file for part in ("--key-file", str(path.absolute()))),
             *(part for name in key_env for part in ("--key-env", name))]
     command = shlex.join(["keyrotate", "exposure", "--db", str(newest.absolute()), *keys])

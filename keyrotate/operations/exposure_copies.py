@@ -17,7 +17,6 @@ COPY_PATTERNS = (
     ("*.keyrotate-backup-*", "keyrotate's pre-rotation backup"),
     ("*.backup-*", "copy left by TREK's migrate-encryption script"),
 )
-PRE_ROTATION_COPIES = frozenset(kind for _, kind in COPY_PATTERNS)  # whole databases, as they were before a rotation
 
 
 @dataclass(frozen=True)
