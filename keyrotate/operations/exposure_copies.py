@@ -42,7 +42,7 @@ def find_exposed_copies(db_path: Path, suspected: Sequence[Key]) -> tuple[Expose
             out.append(ExposedCopy(str(path), kind, "opens with the old key; delete it once TREK runs fine on the new "
                                    "key, or move it somewhere safe." + readable + beside))
     for path in sorted(db_path.parent.glob(f"{db_path.name}.keyrotate-oldkey-*.key")):
-        out.append(ExposedCopy(str(path), "old key saved by keyrotate (--no-backup)", "the old key itself; delete it "
+        out.append(ExposedCopy(str(path), "old key saved by keyrotate (no backup beside it)", "the old key itself; delete it "
                                "once nothing you keep is under the old key"))
     if (db_path.parent / "backups").is_dir():
         for path in leftover_extractions(db_path.parent / "backups"):
