@@ -133,9 +133,9 @@ def _open_on_read_only_media(path: Path, busy_timeout: float, check_same_thread:
     wal = Path(f"{path}-wal")
     if wal.exists() and wal.stat().st_size > 0:
         raise CannotWriteError(
-            f"{path} is in a directory keyrotate cannot write, and {wal.name} beside it holds changes SQLite "
-            "reads only through a -shm file it must create there. Copy the data directory somewhere writable "
-            "(cp -a) and point keyrotate at the copy; nothing was changed."
+            f"SQLite cannot open the -shm file it reads {path} through (a read-only directory or mount, or a -shm "
+            f"file this user may not open), and {wal.name} beside it holds changes it reads only that way. Copy the "
+            "data directory somewhere writable (cp -a) and point keyrotate at the copy; nothing was changed."
         )
     return sqlite3.connect(_uri(path, "ro") + "&immutable=1", uri=True, isolation_level=None, timeout=busy_timeout,
                            check_same_thread=check_same_thread)
