@@ -140,3 +140,20 @@ def test_fallback_key_file_holds_the_key_as_trek_reads_jwt_secret(trek3: TrekCop
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     assert (trek3.data_dir / ".encryption_key").read_text(encoding="utf-8") == key_text + "\x1c"
+
+
+def test_discard_old_key_with_rotate_jwt_secret_is_refused_where_jwt_secret_is_the_key(trek3: TrekCopy,
+                                                                                        new_key_file: Path) -> None:
+    """There the printed restore needs the old key saved: without it, following the restore left TREK on the new
+    .jwt_secret, reading none of its secrets. Refused before anything is touched; a normal install is not."""
+    make_fallback(trek3)
+    before = {p.name: p.read_bytes() for p in trek3.data_dir.iterdir()}
+    args = ["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file), "--rotate-jwt-secret",
+            "--discard-old-key", "--yes"]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2, refused.output
+    assert "Drop --discard-old-key" in refused.stderr
+    assert {p.name: p.read_bytes() for p in trek3.data_dir.iterdir()} == before
+    (trek3.data_dir / ".encryption_key").write_text((trek3.data_dir / ".jwt_secret").read_text())  # a normal install
+    allowed = CliRunner().invoke(main, args)
+    assert allowed.exit_code == 0, allowed.output

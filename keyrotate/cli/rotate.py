@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ from keyrotate.rotation.old_key import environment_holds
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.report import RotationReport
 from keyrotate.rotation.revoke import Revocation
+from keyrotate.trek.keys import resolve_trek_key
 
 if TYPE_CHECKING:
     from keyrotate.operations.exposure import ExposureReport
@@ -143,6 +145,13 @@ def _refuse_contradictions(args: RotateArgs) -> None:
         raise click.UsageError("--rotate-jwt-secret needs --data-dir (the directory holding .jwt_secret).")
     if args.backup_path and args.no_backup:
         raise click.UsageError("--backup and --no-backup contradict each other.")
+    if args.discard_old_key and args.rotate_jwt_secret and args.data_dir is not None and not args.dry_run:
+        with suppress(KeyrotateError):  # no key there: the run itself says so
+            if resolve_trek_key(args.data_dir).origin == "jwt_secret_fallback":
+                raise click.UsageError(
+                    "On this install TREK's key is the content of .jwt_secret, which --rotate-jwt-secret keeps beside "
+                    "the backup anyway: --discard-old-key cannot discard it, and without the old key saved the printed "
+                    "restore would leave TREK on the new .jwt_secret, unable to read its secrets. Drop --discard-old-key.")
 
 
 def _rotation_keys(args: RotateArgs, path: Path) -> RotationKeys:
