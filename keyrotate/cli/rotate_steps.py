@@ -29,6 +29,7 @@ from keyrotate.rotation.old_key import (
 )
 from keyrotate.rotation.plan import RotationPlan
 from keyrotate.rotation.report import RotationReport
+from keyrotate.trek.beyond import SESSION_SECRET
 from keyrotate.trek.catalogue import Presence
 from keyrotate.trek.keys import Key, key_from_file
 
@@ -249,7 +250,7 @@ def jwt_done_in_checklist(extras: RotationExtras) -> None:
     """--incident with --rotate-jwt-secret: the checklist's session-signing secret is done, not a task left."""
     if extras.exposure is None:
         return
-    beyond = tuple(dataclasses.replace(f, action=JWT_REPLACED, done=True) if f.what == "session-signing secret" else f
+    beyond = tuple(dataclasses.replace(f, action=JWT_REPLACED, done=True) if f.what == SESSION_SECRET else f
                    for f in extras.exposure.beyond)
     extras.exposure = dataclasses.replace(extras.exposure, beyond=beyond)
     if "exposure" in extras.json:

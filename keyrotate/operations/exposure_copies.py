@@ -10,6 +10,7 @@ from pathlib import Path
 
 from keyrotate.operations.backup_extract import extracted_from, leftover_extractions
 from keyrotate.operations.backup_zips import Opens, find_backups, inspect_backup
+from keyrotate.rotation.old_key import copies_beside
 from keyrotate.trek.keys import Key
 
 # Copies of travel.db that keyrotate (and TREK's own script) leave next to it.
@@ -31,8 +32,8 @@ def find_exposed_copies(db_path: Path, suspected: Sequence[Key]) -> tuple[Expose
     out: list[ExposedCopy] = []
     seen: set[Path] = set()
     for pattern, kind in COPY_PATTERNS:
-        for path in sorted(db_path.parent.glob(db_path.name + pattern[1:])):
-            if path in seen or not path.is_file() or path.name.endswith(("-wal", "-shm", "-journal", ".key", ".jwt_secret")):
+        for path in copies_beside(db_path, pattern[1:]):
+            if path in seen or not path.is_file():
                 continue
             seen.add(path)
             mode = stat.S_IMODE(path.stat().st_mode)

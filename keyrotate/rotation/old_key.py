@@ -110,11 +110,20 @@ def earlier_backup(options: RotateOptions, key_file: Path) -> Path | None:
     return newest if opened else None
 
 
+# What sits beside a copy of the database without being one: its SQLite side files, the keys saved with it.
+NOT_A_COPY = ("-wal", "-shm", "-journal", ".key", ".jwt_secret")
+
+
+def copies_beside(db_path: Path, pattern: str) -> list[Path]:
+    """The names next to ``db_path`` matching ``<db name><pattern>`` that may be copies of it (sorted)."""
+    return [path for path in sorted(db_path.parent.glob(db_path.name + pattern)) if not path.name.endswith(NOT_A_COPY)]
+
+
 def newest_backup(db_path: Path) -> Path | None:
     """keyrotate's newest backup of ``db_path`` next to it (``travel.db.keyrotate-backup-<time>``), or None."""
     backups = []
-    for path in db_path.parent.glob(f"{db_path.name}.keyrotate-backup-*"):
-        if path.name.endswith((".key", ".jwt_secret", "-wal", "-shm", "-journal")) or path.is_symlink():
+    for path in copies_beside(db_path, ".keyrotate-backup-*"):
+        if path.is_symlink():
             continue
         with suppress(OSError):
             if path.is_file():

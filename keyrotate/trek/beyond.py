@@ -15,6 +15,7 @@ from pathlib import Path
 from keyrotate.store.database import quote_identifier
 
 Schema = Mapping[str, Sequence[str]]
+SESSION_SECRET = "session-signing secret"  # the finding ``rotate --rotate-jwt-secret`` ticks off
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def find_beyond(conn: sqlite3.Connection, schema: Schema, data_dir: Path | None)
     out: list[Finding] = []
     if data_dir is not None and (data_dir / ".jwt_secret").is_file():
         out.append(Finding(
-            "session-signing secret", str(data_dir / ".jwt_secret"), 1,
+            SESSION_SECRET, str(data_dir / ".jwt_secret"), 1,
             "Signs every TREK session: with it anyone can sign in as any user, admins included.",
             "replace it, which signs everyone out: `keyrotate rotate-jwt-secret --data-dir DIR` (TREK stopped; "
             "or `rotate --rotate-jwt-secret`), or TREK's admin action POST /api/admin/rotate-jwt-secret"))
