@@ -50,6 +50,8 @@ def unrewritable_cells(conn: sqlite3.Connection, info: DatabaseInfo,
         if not scanned:
             continue
         no_rowid = table in info.unaddressable or table in info.index_content
+        why = _AS_BLOB if not no_rowid else _IN_WITHOUT_ROWID if table in info.without_rowid else \
+            _IN_INDEX if table in info.index_content else _ROWID_HIDDEN
         if no_rowid:
             conds = [f"instr(CAST({quote_identifier(c)} AS TEXT), 'enc:v1:') > 0" for c in scanned]
             keys = _row_names(conn, table, columns)
@@ -67,8 +69,6 @@ def unrewritable_cells(conn: sqlite3.Connection, info: DatabaseInfo,
                 if not no_rowid and value.__class__ is not bytes:
                     continue  # a TEXT cell beside the BLOB: the pass reads and rewrites it like any other
                 text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value if isinstance(value, str) else ""
-                why = _AS_BLOB if not no_rowid else _IN_WITHOUT_ROWID if table in info.without_rowid else \
-                    _IN_INDEX if table in info.index_content else _ROWID_HIDDEN
                 yield UnrewritableCell(table, column, rowid, where, text, why)
 
 
