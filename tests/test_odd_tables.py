@@ -23,6 +23,8 @@ from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key
 from keyrotate.trek.sample import build_sample_database
 
+from .conftest import TrekCopy, opens_under
+
 OLD = Key("the old key of the odd-table tests", "old test key")
 NEW = Key("the new key of the odd-table tests", "new test key")
 
@@ -151,3 +153,32 @@ def test_a_token_in_a_full_text_table_is_named_never_left_unseen(tmp_path: Path,
     assert token in body  # left as it was: rewriting the text behind the index would break the index
     after = verify_database(db, [NEW], workers=0)
     assert not after.ok and {f.table for f in after.failures if f.catalogued} == {"note_search_content"}
+
+
+def test_names_spelt_in_another_case_are_treks_names(trek3: TrekCopy, tmp_path: Path) -> None:
+    """SQLite matches table and column names whatever the case of their ASCII letters, so TREK reads
+    ``users.MFA_Secret`` and ``TREK_PHOTOS`` as its own: their secrets used to be missed (the TOTP seeds
+    stayed under the old key and ``verify`` said OK) or counted outside the catalogue."""
+    with closing(sqlite3.connect(trek3.db)) as conn:
+        conn.execute("ALTER TABLE users RENAME COLUMN mfa_secret TO MFA_Secret")
+        conn.execute("ALTER TABLE trek_photos RENAME TO photos_for_a_moment")
+        conn.execute("ALTER TABLE photos_for_a_moment RENAME TO TREK_PHOTOS")
+        conn.commit()
+    entries = trek3.encrypted_entries()
+    before = verify_database(trek3.db, [trek3.key], workers=0)
+    assert before.ok and before.catalogued_tokens == len(entries)
+    assert not [loc for loc in before.locations if not loc.catalogued and loc.tokens]
+    report = rotate_database(RotateOptions(trek3.db, (trek3.key,), NEW, tmp_path / "backup.db", workers=0))
+    assert report.rotated == len(entries)
+    with closing(sqlite3.connect(trek3.db)) as conn:
+        assert [e["column"] for e in entries if not opens_under(conn, e, NEW)] == []
+
+
+def test_a_marker_table_without_its_version_column_counts_as_no_marker(trek4: TrekCopy) -> None:
+    """``schema_version`` without a ``version`` column: the release is read from the tables, as for an
+    empty marker table, instead of every command stopping at "no such column: version"."""
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        conn.execute("ALTER TABLE schema_version RENAME COLUMN version TO ver")
+        conn.commit()
+    report = verify_database(trek4.db, [trek4.key], workers=0)
+    assert report.ok and "no schema_version" in report.trek_version

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from keyrotate.store.database import quote_identifier
 from keyrotate.trek.beyond import OPEN_INVITES
+from keyrotate.trek.schema import fold_name
 
 SHARE_TABLES = ("share_tokens", "journey_share_tokens")
 
@@ -30,7 +31,7 @@ class Revocation:
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in conn.execute(f"PRAGMA table_info({quote_identifier(table)})")}
+    return {fold_name(row[1]) for row in conn.execute(f"PRAGMA table_info({quote_identifier(table)})")}
 
 
 def revoke_tokens(conn: sqlite3.Connection, revocation: Revocation) -> dict[str, int]:

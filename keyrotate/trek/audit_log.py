@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from keyrotate.trek.schema import fold_name
+
 ROTATE_ENCRYPTION_KEY = "keyrotate.rotate_encryption_key"
 ROTATE_JWT_SECRET = "keyrotate.rotate_jwt_secret"
 
@@ -17,7 +19,7 @@ def record_in_audit_log(conn: sqlite3.Connection, action: str, details: dict[str
 
     False when this database has no such table. ``details`` holds counts, never a key.
     """
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_log)")}
+    columns = {fold_name(row[1]) for row in conn.execute("PRAGMA table_info(audit_log)")}
     if not {"action", "details"} <= columns:
         return False
     text = json.dumps(details, sort_keys=True)

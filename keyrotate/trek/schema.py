@@ -25,6 +25,9 @@ SHADOW_SUFFIXES = {
     "GEOPOLY": frozenset({"node", "parent", "rowid"}),
 }
 # A CREATE TABLE statement's tokens: quoted names and strings whole, comments apart, words, single characters.
+# SQLite matches names without regard to the case of ASCII letters (only those): ``MFA_Secret`` is TREK's
+# ``mfa_secret``. Names are folded so on reading, and the folded name is what every query then uses.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _SQL_TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\]|--[^\n]*|/\*.*?(?:\*/|\Z)|\w+|\S""",
                         re.DOTALL)
 
@@ -32,7 +35,7 @@ _SQL_TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]
 @dataclass(frozen=True)
 class DatabaseInfo:
     path: Path
-    schema: dict[str, tuple[str, ...]]  # ordinary tables only: no virtual, shadow or sqlite_ tables
+    schema: dict[str, tuple[str, ...]]  # ordinary tables only (no virtual, shadow or sqlite_ tables); names folded
     without_rowid: frozenset[str]
     schema_version: int | None
     version: TrekVersion
@@ -69,8 +72,7 @@ def inspect_database(conn: sqlite3.Connection, path: Path) -> DatabaseInfo:
         schema, without_rowid, rowid_alias, index_content = _ordinary_tables(conn)
     except sqlite3.DatabaseError as exc:
         raise translate_error(exc, path) from None
-    hidden = frozenset(t for t, columns in schema.items()
-                       if t not in without_rowid and any(c.lower() == "rowid" for c in columns))
+    hidden = frozenset(t for t, columns in schema.items() if t not in without_rowid and "rowid" in columns)
     missing = [t for t in TREK_TABLES if t not in schema]
     if missing or "password_hash" not in schema.get("users", ()):
         raise NotTrekError(
@@ -78,13 +80,18 @@ def inspect_database(conn: sqlite3.Connection, path: Path) -> DatabaseInfo:
             f"{', '.join(missing) or 'users.password_hash'}). Point keyrotate at TREK's data/travel.db."
         )
     schema_version = None
-    if "schema_version" in schema:
+    if "version" in schema.get("schema_version", ()):  # a marker table without the column: as if there were none
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         schema_version = row[0] if row and isinstance(row[0], int) else None
     info = DatabaseInfo(path, schema, without_rowid, schema_version, detect_trek_version(schema, schema_version),
                         rowid_alias, hidden, index_content)
     _refuse_unaddressable_secret_tables(info)
     return info
+
+
+def fold_name(name: str) -> str:
+    """A table or column name as SQLite compares it: ASCII letters in lower case, every other character kept."""
+    return name.translate(_ASCII_LOWER)
 
 
 def _refuse_unaddressable_secret_tables(info: DatabaseInfo) -> None:
@@ -121,12 +128,12 @@ def _ordinary_tables(
     for name in names:
         columns = conn.execute("SELECT name, type, pk FROM pragma_table_info(?, 'main') ORDER BY cid",
                                (name,)).fetchall()
-        schema[name] = tuple(column for column, _, _ in columns)
+        schema[fold_name(name)] = tuple(fold_name(column) for column, _, _ in columns)
         if name not in kinds.without_rowid and _has_rowid_alias(conn, name, columns):
-            alias.add(name)
-    content = {name: tuple(column for (column,) in conn.execute(
+            alias.add(fold_name(name))
+    content = {fold_name(name): tuple(fold_name(column) for (column,) in conn.execute(
         "SELECT name FROM pragma_table_info(?, 'main') ORDER BY cid", (name,))) for name in sorted(kinds.index_content)}
-    return schema, kinds.without_rowid, frozenset(alias), content
+    return schema, frozenset(map(fold_name, kinds.without_rowid)), frozenset(alias), content
 
 
 def _has_rowid_alias(conn: sqlite3.Connection, table: str, columns: list[tuple[str, str, int]]) -> bool:
