@@ -182,3 +182,18 @@ def test_a_marker_table_without_its_version_column_counts_as_no_marker(trek4: Tr
         conn.commit()
     report = verify_database(trek4.db, [trek4.key], workers=0)
     assert report.ok and "no schema_version" in report.trek_version
+
+
+def test_plugin_secret_fields_without_a_scope_column_are_instance_fields(trek4: TrekCopy, tmp_path: Path) -> None:
+    """Before per-user plugin settings a field had no scope: the list still says which plugin config fields are
+    secret (instead of every command stopping at "no such column: scope"), and they rotate as before."""
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        conn.execute("ALTER TABLE plugin_settings_fields DROP COLUMN scope")
+        conn.commit()
+    plugin_entries = [e for e in trek4.encrypted_entries() if e["table"] == "plugins"]
+    assert plugin_entries
+    report = rotate_database(RotateOptions(trek4.db, (trek4.key,), NEW, tmp_path / "backup.db", workers=0))
+    labels = {loc.label: loc for loc in report.locations if loc.table == "plugins"}
+    assert [label for label, loc in labels.items() if not loc.catalogued and loc.tokens] == []
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        assert [e["key"] for e in plugin_entries if not opens_under(conn, e, NEW)] == []

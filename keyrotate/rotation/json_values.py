@@ -107,10 +107,13 @@ def secret_paths(loc: SecretLocation, document: Any, plugin_id: Any, plugin_fiel
 
 def load_plugin_fields(conn: sqlite3.Connection, schema: dict[str, tuple[str, ...]]) -> PluginFields:
     """The plugin config fields TREK encrypts, by plugin and scope (``plugin_settings_fields.secret = 1``)."""
-    if "plugin_settings_fields" not in schema:
-        return {}
+    columns = schema.get("plugin_settings_fields", ())
+    if not {"plugin_id", "field_key", "secret"} <= set(columns):
+        return {}  # no list of secret fields: tokens in plugin configs are still found, as outside the catalogue
+    # Without a scope column every field is an instance field, as before per-user plugin settings (TREK 3.3.0).
+    scope = "scope" if "scope" in columns else "'instance'"
     fields: dict[tuple[str, str], set[str]] = {}
-    rows = conn.execute("SELECT plugin_id, field_key, scope FROM plugin_settings_fields WHERE secret = 1")
+    rows = conn.execute(f"SELECT plugin_id, field_key, {scope} FROM plugin_settings_fields WHERE secret = 1")
     for plugin_id, field_key, scope in rows:
         fields.setdefault((str(plugin_id), str(scope)), set()).add(str(field_key))
     return {k: frozenset(v) for k, v in fields.items()}
@@ -130,7 +133,8 @@ def _replace_json_strings(text: str, replacements: dict[str, str], label: str, r
             continue
         # Written with escapes TREK's JSON.stringify never uses (``\/``, ``\u0065``...): swap each string
         # value whose decoded text is the one to replace, whatever its escapes.
-        text = _swap_escaped(text, json.loads(quoted_old), f'"{new}"')
+        # A bare token is the decoded text already: it may hold what JSON escapes (a newline Node's decoder skips).
+        text = _swap_escaped(text, json.loads(old) if old.startswith('"') else old, f'"{new}"')
         if f'"{new}"' not in text:
             raise VerificationError(
                 f"A value inside the JSON in {label} row {rowid} could not be found to rewrite; nothing was committed."
