@@ -173,6 +173,18 @@ def _env_key(value: str) -> Callable[[TrekCopy, Path], list[str]]:
     return setup
 
 
+NOT_UTF8_CANARY = "AIzaNOT-UTF8-CANARY"
+
+
+def _not_utf8(trek: TrekCopy, tmp: Path) -> list[str]:
+    """A secret holding bytes that are not UTF-8 (TREK never writes them): SQLite's error names the text."""
+    with closing(sqlite3.connect(trek.db)) as conn:
+        conn.execute("UPDATE users SET maps_api_key = CAST(? AS TEXT) WHERE id = (SELECT min(id) FROM users)",
+                     (NOT_UTF8_CANARY.encode() + b"\xff",))
+        conn.commit()
+    return _rotate(trek, tmp)
+
+
 BAD_INPUTS = [
     BadInput("database path does not exist", lambda t, tmp: ["rotate", "--db", str(tmp / "nope.db"), "--yes"],
              ExitCode.NOT_FOUND, "does not exist"),
@@ -185,6 +197,8 @@ BAD_INPUTS = [
     BadInput("file is not SQLite", _not_sqlite, ExitCode.NOT_A_DATABASE, "not a SQLite database"),
     BadInput("truncated SQLite file", _truncated, ExitCode.NOT_A_DATABASE, "damaged"),
     BadInput("corrupt SQLite file (integrity check fails)", _corrupt, ExitCode.NOT_A_DATABASE, "from a backup first"),
+    BadInput("a secret that is not UTF-8 text", _not_utf8, ExitCode.NOT_A_DATABASE,
+             "a value in the column maps_api_key is not valid UTF-8 text"),
     BadInput("SQLite database that is not TREK's", _not_trek, ExitCode.NOT_TREK, "not TREK's"),
     BadInput("read-only database file", _readonly_file, ExitCode.CANNOT_WRITE, "is read-only"),
     BadInput("read-only data directory", _readonly_dir, ExitCode.CANNOT_WRITE, "is read-only"),
@@ -225,7 +239,7 @@ def test_bad_input_is_refused_with_its_exit_code_and_nothing_changes(case: BadIn
     said = result.output.lower()
     assert "nothing was changed" in said or "nothing was written" in said or case.exit_code in (
         ExitCode.NOT_FOUND, ExitCode.NOT_A_DATABASE, ExitCode.NOT_TREK, ExitCode.BAD_KEY)
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and NOT_UTF8_CANARY not in result.output
     assert after == before  # not one byte, mode or file changed, none added
 
 
@@ -333,3 +347,12 @@ def test_rotating_back_to_a_key_this_database_was_rotated_away_from_is_warned_ab
     assert back.exit_code == 0, back.output
     assert "WARNING: The new key is a key this database was rotated away from (the old key saved in " in back.output
     assert "keyrotate generate-key --out FILE" in back.output
+
+
+@pytest.mark.parametrize("command", ["verify", "audit", "exposure"])
+def test_a_secret_that_is_not_utf8_is_named_by_column_never_shown(command: str, trek4: TrekCopy, tmp_path: Path) -> None:
+    """The read-only commands stop at it the same way: exit 4, the column named, the text (a secret) never printed."""
+    _not_utf8(trek4, tmp_path)
+    result = CliRunner().invoke(main, [command, "--data-dir", str(trek4.data_dir)], catch_exceptions=False)
+    assert result.exit_code == ExitCode.NOT_A_DATABASE, result.output
+    assert "maps_api_key is not valid UTF-8" in result.output and NOT_UTF8_CANARY not in result.output

@@ -7,6 +7,7 @@ All access goes through SQLite itself, so committed data still waiting in the
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 from collections.abc import Callable, Iterator
@@ -206,11 +207,31 @@ def translate_error(exc: sqlite3.Error, path: Path) -> Exception:
         return CannotWriteError(f"{path} cannot be written ({exc}). Nothing was changed.")
     if "full" in text or "disk i/o" in text:
         return CannotWriteError(f"Writing {path} failed ({exc}). Free some space; nothing was changed.")
+    if text.startswith("could not decode to utf-8"):
+        # SQLite's message goes on "... with text '<the value>'": a secret, so only the column is repeated here.
+        return NotADatabaseError(
+            f"{path}: a value in the column {_undecodable_column(str(exc))} is not valid UTF-8 text, "
+            "which TREK never writes (another program or a damaged disk did). keyrotate reads no such value; "
+            "nothing was changed. Set that value again in TREK (or restore the database from a backup), then run "
+            "keyrotate again."
+        )
     if "not a database" in text or "malformed" in text or "corrupt" in text:
         return NotADatabaseError(
             f"{path} is damaged or not a database ({exc}). Restore it from a backup first; nothing was changed."
         )
     return exc
+
+
+# "Could not decode to UTF-8 column 'maps_api_key' with text '...'", the column being the query's expression for
+# it, where keyrotate's searches give the first quoted name; SQLite cuts the message at about 200 characters.
+_UNDECODABLE_COLUMN = re.compile(r"""Could not decode to UTF-8 column '(?:([^'"]*)' with text|[^"]*"((?:[^"]|"")*)")""")
+
+
+def _undecodable_column(message: str) -> str:
+    found = _UNDECODABLE_COLUMN.match(message)
+    if found is None:
+        return "(not named by SQLite)"
+    return found.group(1) if found.group(1) is not None else found.group(2).replace('""', '"')
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
