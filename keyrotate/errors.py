@@ -32,6 +32,7 @@ class KeyrotateError(Exception):
     """Base class. ``message`` says what happened and what to do next."""
 
     exit_code: ExitCode = ExitCode.INTERNAL
+    committed = False  # raised once the rotation was committed: the database is under the new key
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -99,6 +100,7 @@ class CancelledError(KeyrotateError):
 
 
 class InterruptedAfterCommitError(KeyrotateError):
-    """Interrupted once the rotation was committed: the message says what is left and the command that finishes it."""
+    """Stopped once the rotation was committed (a signal, or the key file could not be written): the message says
+    what is left and the command that finishes it."""
 
     exit_code = ExitCode.INTERRUPTED_AFTER_COMMIT

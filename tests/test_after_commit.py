@@ -6,6 +6,7 @@ real SQLite file there, then lets it go on.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -203,3 +204,43 @@ def test_a_rollback_journal_database_is_read_back_after_the_vacuum(
     with closing(sqlite3.connect(trek4.db, isolation_level=None)) as conn:
         assert conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
     assert _rotate_watching_the_reads(trek4, monkeypatch) == [threading.main_thread().name]
+
+
+def test_a_key_file_that_cannot_be_written_after_the_commit_never_says_the_new_key_was_unused(tmp_path: Path) -> None:
+    """Past the COMMIT every secret is under the generated key: the error used to end with "The new key in ...
+    was not used; delete it" (exit 11), and deleting it lost every secret. Now exit 13 and "keep that file";
+    freeing the way and running the same command again finishes the job."""
+    scenario = make_scenario(tmp_path, users=4)
+    key_file, generated = scenario.data_dir / ".encryption_key", tmp_path / "generated.key"
+    args = ["rotate", "--data-dir", str(scenario.data_dir), "--generate-new-key", "--new-key-out", str(generated),
+            "--workers", "0", "--yes", "--json"]
+    marker, go = tmp_path / "paused", tmp_path / "go"
+    process = subprocess.Popen([sys.executable, "-m", "tests.pause_at", "after-verify", str(marker), str(go), *args],
+                               env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not marker.exists() and process.poll() is None:
+        time.sleep(0.002)
+    assert process.poll() is None, process.communicate()
+    key_file.unlink()
+    key_file.mkdir()  # the old key cannot be read and saved, nor the file replaced
+    go.touch()
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == ExitCode.INTERRUPTED_AFTER_COMMIT, stderr
+    assert f"The secrets are now under the new key in {generated}: keep that file." in stderr
+    assert "was not used" not in stderr and json.loads(stdout)["error"]["committed"] is True
+    new = Key(generated.read_text().strip(), "generated")
+    with closing(sqlite3.connect(scenario.db)) as conn:
+        _first_users_secret_under(conn, scenario, new)  # the commit is done: the secrets need the generated key
+    key_file.rmdir()
+    key_file.write_text(OLD_TEXT)  # what the operator puts back before running the same command again
+    again = subprocess.run([sys.executable, "-m", "keyrotate", *args], env=environment(), capture_output=True,
+                           text=True, check=False, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert key_file.read_text() == new.reveal()
+
+
+def _first_users_secret_under(conn: sqlite3.Connection, scenario: Scenario, key: Key) -> tuple[str, int, str]:
+    secret = next(s for s in scenario.secrets if s["table"] == "users" and s["scheme"] == "api" and not s.get("json_path"))
+    rowid, stored = conn.execute(f'SELECT rowid, "{secret["column"]}" FROM users WHERE id = ?',
+                                 (secret["key"]["id"],)).fetchone()
+    assert decrypt_text(stored, key, Scheme.API) == secret["plaintext"]
+    return secret["column"], rowid, stored

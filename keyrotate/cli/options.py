@@ -19,7 +19,7 @@ Exit codes:
   4  not SQLite, or damaged       11  cannot write (read-only, disk full, backup)
   5  SQLite, but not TREK's       12  cancelled or interrupted; nothing written
   6  unusable key (empty, same as the other, unreadable key file)
- 13  interrupted after the commit: rotated; run the same command again to finish
+ 13  stopped after the commit: rotated; run the same command again to finish
 """
 
 

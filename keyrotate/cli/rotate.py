@@ -34,7 +34,7 @@ from keyrotate.cli.rotate_steps import (
     incident_despite_failure,
     jwt_done_in_checklist,
     new_key_for_rotation,
-    not_used_note,
+    new_key_note,
     operator_steps,
 )
 from keyrotate.cli.running import run, say, warn
@@ -207,8 +207,8 @@ def _run_engine(rotation: RotationRun,
         report = rotate_database(options, progress=progress.callback(), confirm=confirm, notice=say)
     except KeyrotateError as error:
         incident_despite_failure(exposure, rotation)
-        unused = rotation.unused_new_key
-        raise (not_used_note(error, unused) if unused else error) from None
+        key = rotation.new_key_file if error.committed else rotation.unused_new_key
+        raise (new_key_note(error, key) if key else error) from None
     except interrupts.Interrupted as interrupt:
         if interrupt.report is None:
             raise stopped_before_commit(interrupt, rotation.unused_new_key) from None

@@ -83,7 +83,12 @@ def _key_of_earlier_run(out: Path, path: Path, old: Sequence[Key], wait: float) 
     return key
 
 
-def not_used_note(error: KeyrotateError, out: Path) -> KeyrotateError:
+def new_key_note(error: KeyrotateError, out: Path) -> KeyrotateError:
+    """What to do with the key this run generated: before the COMMIT it was not used, after it the secrets need it."""
+    if error.committed:
+        noted = type(error)(f"{error.message}\nThe secrets are now under the new key in {out}: keep that file.")
+        noted.committed = True
+        return noted
     return type(error)(f"{error.message}\nThe new key in {out} was not used; delete it, or reuse it with "
                        f"--new-key-file {out}.")
 

@@ -40,7 +40,8 @@ def fail(error: KeyrotateError) -> NoReturn:
         # A script that asked for JSON gets a document on stdout for a failure too (commands with --json write
         # their report only once they succeed, so stdout is still empty here).
         click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "command": context.info_name, "error": {
-            "exit_code": int(error.exit_code), "kind": error.exit_code.name.lower(), "message": error.message}}))
+            "exit_code": int(error.exit_code), "kind": error.exit_code.name.lower(), "message": error.message,
+            "committed": error.committed}}))
     sys.exit(int(error.exit_code))
 
 

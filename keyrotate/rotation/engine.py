@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keyrotate.crashpoints import crash_point
-from keyrotate.errors import CancelledError, WrongKeyError
+from keyrotate.errors import CancelledError, KeyrotateError, WrongKeyError
 from keyrotate.interrupts import COMMITTED, ROLLED_BACK, Hold, Interrupted, signal_number
 from keyrotate.rotation.after_commit import ReadBack, committed_elsewhere, scrub_after_commit, verify_after_commit
 from keyrotate.rotation.failures import FailedSecret, name_failures
@@ -68,13 +68,8 @@ class _Written:
         return frozenset(t.table for t in self.writer.tallies.values() if not t.catalogued and any(t.opened_by))
 
 
-def rotate_database(
-    options: RotateOptions,
-    *,
-    progress: ProgressCallback | None = None,
-    confirm: ConfirmCallback | None = None,
-    notice: NoticeCallback | None = None,
-) -> RotationReport:
+def rotate_database(options: RotateOptions, *, progress: ProgressCallback | None = None,
+                    confirm: ConfirmCallback | None = None, notice: NoticeCallback | None = None) -> RotationReport:
     options = preflight(options)
     keys = (*options.old_keys, options.new_key)
     with crypto_pool(options.db_path, keys, options.workers) as pool:
@@ -114,10 +109,12 @@ class _Rotation:
         self.version_committed = 0
 
     def run(self) -> RotationReport:
-        written = self._transaction()
-        if isinstance(written, RotationReport):
-            return written
-        return self._after_commit(written)
+        try:
+            written = self._transaction()
+            return written if isinstance(written, RotationReport) else self._after_commit(written)
+        except KeyrotateError as error:
+            error.committed = self.committed  # past the COMMIT, the new key is the one the secrets need
+            raise
 
     def _transaction(self) -> RotationReport | _Written:
         """Everything on the write connection: the early endings, or the commit and the scrub after it."""

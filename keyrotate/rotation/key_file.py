@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from keyrotate.crashpoints import crash_point
-from keyrotate.errors import CannotWriteError, KeyrotateError
+from keyrotate.errors import CannotWriteError, InterruptedAfterCommitError, KeyrotateError
 from keyrotate.rotation.old_key import earlier_backup, save_old_key
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.outcome import SavedKey
@@ -23,7 +23,7 @@ def replace_key_file(options: RotateOptions, key_file: Path, backup: Path | None
             saved = save_old_key(key_file, options.new_key, options.db_path, backup, options.fallback_key_file)
         except (OSError, UnicodeDecodeError, KeyrotateError) as exc:
             reason = exc.message if isinstance(exc, KeyrotateError) else str(exc)
-            raise CannotWriteError(
+            raise InterruptedAfterCommitError(
                 f"The database is rotated and verified, but saving the old key from {key_file} before replacing "
                 f"it failed ({reason}); {key_file} still holds the old key. Fix that (free space?) and run the same "
                 "command again: it finishes the job."
@@ -53,9 +53,9 @@ def write_key_file(path: Path, key: Key, backup: Path | None, db_path: Path) -> 
         crash_point("key-file-renamed")
     except (OSError, CannotWriteError) as exc:
         reason = exc.message if isinstance(exc, CannotWriteError) else exc.strerror
-        raise CannotWriteError(
-            f"The database is rotated and verified, but writing the new key to {path} failed ({reason}). "
-            f"Put the new key into {path} yourself (mode 600) before starting TREK, or TREK will not be able to "
-            "read its secrets."
+        raise InterruptedAfterCommitError(
+            f"The database is rotated and verified, but writing the new key to {path} failed ({reason}); TREK "
+            f"cannot read its secrets until {path} holds the new key. Fix that (free space?) and run the same "
+            "command again: it finishes the job."
             + (f" The backup {backup} still opens with the old key." if backup else "")
         ) from None
