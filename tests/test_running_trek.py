@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from keyrotate.store.processes import processes_holding
 from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy, listing, table_dump
+from .crashkit import environment, make_scenario
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
 
@@ -129,3 +131,43 @@ def test_a_concurrent_writer_loses_nothing_and_the_result_is_on_one_key(trek4: T
     report = verify_database(trek4.db, [Key(new_key, "new"), old_key])
     assert report.ok and report.catalogued_tokens == len(trek4.encrypted_entries())
     assert report.to_json()["totals"]["open_under_other_keys"] == 0
+
+
+def test_a_process_holding_the_database_by_another_path_is_found(trek4: TrekCopy, new_key_file: Path) -> None:
+    """TREK in a container opens the file as /app/data/travel.db: the same file under another name (here a hard
+    link) used to pass the check, which compared the text of /proc/PID/fd links, and the rotation went ahead."""
+    other_name = trek4.data_dir.parent / "seen-from-a-container.db"
+    other_name.hardlink_to(trek4.db)
+    before = table_dump(trek4.db)
+    holder_script = "import sys; f = open(sys.argv[1], 'rb'); print('ready', flush=True); sys.stdin.read()"
+    with other_process(holder_script, other_name) as holder:
+        assert holder.pid in {h.pid for h in processes_holding(trek4.db)}
+        result = rotate(trek4, new_key_file)
+    assert result.exit_code == ExitCode.DATABASE_BUSY, result.output
+    assert f"pid {holder.pid}" in result.output
+    assert table_dump(trek4.db) == before
+
+
+def test_a_process_that_opens_the_database_during_the_pass_stops_the_commit(tmp_path: Path) -> None:
+    """The check at the start is not enough: a TREK started while the pass runs would write secrets under the
+    old key right after the COMMIT (its writes wait for the lock). Looked for again before the COMMIT: rolled
+    back, exit 10 (keyrotate's own crypto worker, which read the database in the pass, is not found there)."""
+    scenario = make_scenario(tmp_path, users=4)
+    before, key_text = table_dump(scenario.db), (scenario.data_dir / ".encryption_key").read_text()
+    marker, go = tmp_path / "paused", tmp_path / "go"
+    args = ["rotate", "--data-dir", str(scenario.data_dir), "--new-key-file", str(scenario.new_key_path),
+            "--workers", "1", "--yes"]
+    process = subprocess.Popen([sys.executable, "-m", "tests.pause_at", "before-commit", str(marker), str(go), *args],
+                               env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not marker.exists() and process.poll() is None:
+        time.sleep(0.002)
+    assert process.poll() is None, process.communicate()
+    holder_script = "import sys; f = open(sys.argv[1], 'rb'); print('ready', flush=True); sys.stdin.read()"
+    with other_process(holder_script, scenario.db) as holder:
+        go.touch()
+        _, stderr = process.communicate(timeout=120)
+    assert process.returncode == ExitCode.DATABASE_BUSY, stderr
+    assert f"pid {holder.pid}" in stderr and "Nothing was changed" in stderr
+    assert table_dump(scenario.db) == before
+    assert (scenario.data_dir / ".encryption_key").read_text() == key_text
+    assert not [p.name for p in scenario.data_dir.iterdir() if "keyrotate" in p.name]  # no backup left behind

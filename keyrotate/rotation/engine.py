@@ -37,6 +37,7 @@ from keyrotate.rotation.values import Rewrite
 from keyrotate.rotation.workers import CryptoPool, crypto_pool
 from keyrotate.store.backup import BackupJob
 from keyrotate.store.database import WRITE_CACHE_KIB, data_version, translate_error, write_transaction
+from keyrotate.store.processes import refuse_if_open_elsewhere
 from keyrotate.store.uncommitted import remove_leftovers
 from keyrotate.trek.audit_log import ROTATE_ENCRYPTION_KEY, record_in_audit_log
 from keyrotate.trek.catalogue import resolve_catalogue
@@ -250,6 +251,8 @@ class _Rotation:
                 **{f"revoked_{name}": n for name, n in revoked.items()}})
         self.integrity.wait()
         crash_point("before-commit")
+        if not self.options.allow_running:  # a TREK started meanwhile would write under the old key after the COMMIT
+            refuse_if_open_elsewhere(self.options.db_path)  # (the crypto workers have closed their reads by now)
         self.hold.start("committing the rotation")
         if self.backup_job is not None:
             self.backup_job.committing()  # signals are held from here: no interrupt between this and COMMIT

@@ -1,11 +1,13 @@
 """Who else has the database open: TREK must be stopped during a rotation.
 
-On Linux every open file of every process shows up as a symlink under
+On Linux every open file of every process shows up as a link under
 ``/proc/<pid>/fd``. A process holding ``travel.db``, its ``-wal``, ``-shm`` or
 ``-journal`` is a running TREK (or another program) that could write secrets
-under the old key while keyrotate works, or right after it. Elsewhere, and for
-processes of other users when not run as root, nothing can be seen: the
-SQLite lock is then the only protection.
+under the old key while keyrotate works, or right after it. The files are
+compared by device and inode, not by the link's text: TREK in a container
+opens the same file as ``/app/data/travel.db``. Elsewhere, and for processes
+of other users when not run as root, nothing can be seen: the SQLite lock is
+then the only protection.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ class Holder:
 
 def processes_holding(db_path: Path) -> list[Holder]:
     """Other processes with the database (or its -wal/-shm/-journal) open."""
-    wanted = {str(db_path.resolve()) + suffix for suffix in DATABASE_SUFFIXES}
+    wanted = set()
+    for suffix in DATABASE_SUFFIXES:
+        try:
+            found = os.stat(f"{db_path}{suffix}")
+        except OSError:
+            continue  # no such file (yet): nobody holds it
+        wanted.add((found.st_dev, found.st_ino))
     holders = []
     try:
         entries = os.listdir(PROC)
@@ -46,13 +54,20 @@ def processes_holding(db_path: Path) -> list[Holder]:
             continue  # gone, or another user's process
         for fd in fds:
             try:
-                target = os.readlink(fd_dir / fd)
+                opened = os.stat(fd_dir / fd)  # the open file itself, whatever path its process named it by
             except OSError:
                 continue
-            if target in wanted:
-                holders.append(Holder(int(entry), _program_name(PROC / entry), target))
+            if (opened.st_dev, opened.st_ino) in wanted:
+                holders.append(Holder(int(entry), _program_name(PROC / entry), _link_text(fd_dir / fd)))
                 break
     return holders
+
+
+def _link_text(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:
+        return "?"
 
 
 def _program_name(pid_dir: Path) -> str:
