@@ -185,8 +185,12 @@ def next_steps(
     ``left_unopened``: secrets that opened under no key and were left as they were (--skip-undecryptable):
     ``verify`` names them (exit 9) until they are entered again in TREK or removed.
     """
-    key_src = f"the contents of {new_key_file}" if new_key_file else "the new key"
     where = f"{data_dir}/.encryption_key" if data_dir else "data/.encryption_key"
+    # The text keyrotate wrote to .encryption_key is the key exactly as TREK reads it; a key file given may hold a
+    # line break, a BOM or spaces around it, which TREK keeps when it takes ENCRYPTION_KEY from its environment.
+    key_src = (f"the text now in {where}" if key_file_written else
+               f"the key in {new_key_file} (without the line break or spaces around it)" if new_key_file else
+               "the new key")
     steps = []
     if not key_file_written:
         steps.append(f"Put {key_src} into {where} (mode 600), or TREK cannot read its secrets.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shlex
 import stat
@@ -161,6 +162,10 @@ def resolve_trek_key(data_dir: Path) -> TrekKeyResolution:
     )
 
 
+# What a key copied from a .env file or a shell starts with (a base64 key may end in "=": only these names count).
+_ENV_LINE = re.compile(r"(?:export\s+[A-Za-z_]\w*|ENCRYPTION_KEY)\s*=")
+
+
 def refuse_unreadable_new_key(key: Key) -> None:
     """A new key must be exactly what TREK reads back from ``.encryption_key`` (trimmed), and
     fit on one line of an env file. Names the problem, never the key."""
@@ -175,6 +180,11 @@ def refuse_unreadable_new_key(key: Key) -> None:
         problem = "holds a NUL character"
     elif any(c in _LINE_BREAKS for c in text):
         problem = "holds a line break, which no key file or environment line keeps intact"
+    elif len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":
+        problem = ("is wrapped in quotes, which an env file or docker compose strips: a TREK given it as "
+                   "ENCRYPTION_KEY would read a different key than the one the secrets are under")
+    elif _ENV_LINE.match(text):
+        problem = "looks like a line of an env file (ENCRYPTION_KEY=...), not the key itself: give only the value"
     else:
         try:
             text.encode("utf-8")
