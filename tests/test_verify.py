@@ -240,3 +240,23 @@ def test_the_integrity_check_beside_the_schema_reading_leaves_nothing_open(tmp_p
         with pytest.raises(NotTrekError):
             session.open_database(db, 1.0, for_writing=False)
         assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
+
+
+def test_a_token_outside_the_catalogue_under_no_key_is_not_counted_as_catalogued(tmp_path: Path) -> None:
+    """It fails verify (and blocks a rotation) like a catalogued secret, but the catalogued total used to
+    include it only while no key opened it: "195 of 218" with one key, "of 217" once a key opened it, and
+    ``"catalogued": true`` on a row labelled "outside the catalogue"."""
+    db = build_sample_database(tmp_path / "travel.db", KEY, users=6, seed=5, release="4.x").path
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("UPDATE trips SET description = ? WHERE id = (SELECT min(id) FROM trips)",
+                     ("see " + Cipher(LOST, Scheme.API).seal(b"a key pasted into a note"),))
+        conn.commit()
+    alone, with_lost = verify_database(db, [KEY], workers=0), verify_database(db, [KEY, LOST], workers=0)
+    assert alone.catalogued_tokens == with_lost.catalogued_tokens == alone.opened_by_first
+    assert not alone.ok and alone.outside_unopened == 1
+    assert with_lost.ok and with_lost.outside_unopened == 0
+    body = alone.to_json()
+    stray = [loc for loc in body["locations"] if loc["label"].startswith("trips.description (outside the catalogue")]
+    assert [(loc["catalogued"], loc["blocking"], loc["unopened"]) for loc in stray] == [(False, True, 1)]
+    assert [(f["catalogued"], f["blocking"]) for f in body["failures"]] == [(False, True)]
+    assert body["totals"]["open_under_no_key"] == 0 and body["totals"]["outside_catalogue_open_under_no_key"] == 1

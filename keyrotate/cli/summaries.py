@@ -118,6 +118,8 @@ def render_verify(report: VerifyReport) -> str:
     else:
         text.add(
             f"NOT OK: the first key ({report.key_sources[0]}) opens {report.opened_by_first} of "
-            f"{report.catalogued_tokens} catalogued secrets."
+            f"{report.catalogued_tokens} catalogued secrets"
+            + (f"; {report.outside_unopened} token(s) outside the catalogue open under no key."
+               if report.outside_unopened else ".")
         )
     return str(text)

@@ -82,7 +82,7 @@ def _verdicts(report: VerifyReport, keys: Sequence[Key]) -> tuple[KeyVerdict, ..
     total = report.catalogued_tokens
     verdicts = []
     for index, key in enumerate(keys):
-        opened = sum(loc.opened_by[index] for loc in report.locations if loc.catalogued and loc.opened_by)
+        opened = sum(loc.opened_by[index] for loc in report.locations if loc.in_catalogue and loc.opened_by)
         opens = (Opens.NO_SECRETS if total == 0 else Opens.ALL if opened == total
                  else Opens.SOME if opened else Opens.NONE)
         verdicts.append(KeyVerdict(key.source, opens, opened, total))

@@ -20,7 +20,8 @@ class FailedSecret:
     row: Mapping[str, Any]
     path: str
     reason: str
-    catalogued: bool = True
+    catalogued: bool = True  # blocks a rotation and fails verify (also a token outside the catalogue under no key)
+    outside_catalogue: bool = False
 
     def describe(self) -> str:
         where = ", ".join(f"{k}={v}" for k, v in self.row.items())
@@ -80,5 +81,5 @@ def name_failures(conn: sqlite3.Connection, tallies: dict[str, Tally]) -> tuple[
         for failure in tally.failures:
             identity = found.get(failure.rowid, {"rowid": failure.rowid})
             out.append(FailedSecret(tally.label, failure.table, failure.column, identity, failure.path, failure.reason,
-                                    tally.catalogued))
+                                    tally.catalogued, tally.outside or not tally.catalogued))
     return tuple(out)

@@ -61,6 +61,7 @@ def locations(resolved: Sequence[ResolvedLocation], tallies: dict[str, Tally]) -
                 tally.label, tally.table, tally.column, tally.catalogued,
                 opened_by=tuple(tally.opened_by), rewritten=tally.rewritten, plaintext=tally.plaintext,
                 encrypted_plaintext=tally.encrypted_plaintext, empty=tally.empty, unopened=tally.unopened,
+                outside_catalogue=tally.outside or not tally.catalogued,
             )
         )
     return tuple(out)
@@ -96,8 +97,12 @@ def _skipped_warning(options: RotateOptions, failed: tuple[FailedSecret, ...]) -
     skipped = [f for f in failed if f.catalogued]
     if not skipped or not options.skip_undecryptable:
         return []
-    return [f"{len(skipped)} catalogued secret(s) open under no key and were LEFT UNTOUCHED "
-            "(--skip-undecryptable). TREK will read them as 'not set'."]
+    outside = sum(f.outside_catalogue for f in skipped)
+    counted = " and ".join(part for part in (
+        f"{len(skipped) - outside} catalogued secret(s)" if len(skipped) > outside else "",
+        f"{outside} token(s) outside the catalogue" if outside else "") if part)
+    return [f"{counted} open under no key and were LEFT UNTOUCHED (--skip-undecryptable). TREK will read them "
+            "as 'not set'."]
 
 
 def _next_steps(options: RotateOptions, finished: Finished) -> tuple[str, ...]:

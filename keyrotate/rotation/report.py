@@ -20,6 +20,15 @@ def unopened_by_label(locations: Iterable[LocationResult]) -> dict[str, int]:
     return {loc.label: loc.unopened for loc in locations}
 
 
+def _honest_json(body: dict[str, Any]) -> dict[str, Any]:
+    """In JSON, ``catalogued`` says whether TREK's catalogue lists the place and ``blocking`` whether a value
+    there that opens under no key fails the run (a token outside the catalogue under no key does too)."""
+    for entry in (*body["locations"], *body["failures"]):
+        entry["blocking"] = entry["catalogued"]
+        entry["catalogued"] = entry["catalogued"] and not entry["outside_catalogue"]
+    return body
+
+
 @dataclass(frozen=True)
 class LocationResult:
     """Counts for one location. In a rotation, ``opened_by`` is per old key then the new key."""
@@ -36,6 +45,11 @@ class LocationResult:
     encrypted_plaintext: int = 0
     empty: int = 0
     unopened: int = 0
+    outside_catalogue: bool = False  # found by the search; ``catalogued`` then means its unopened ones block
+
+    @property
+    def in_catalogue(self) -> bool:
+        return self.catalogued and not self.outside_catalogue
 
     @property
     def tokens(self) -> int:
@@ -92,7 +106,7 @@ class RotationReport:
         return sum(sum(loc.opened_by) for loc in self.locations if not loc.catalogued)
 
     def to_json(self) -> dict[str, Any]:
-        body = asdict(self)
+        body = _honest_json(asdict(self))
         body["schema_version"] = SCHEMA_VERSION
         body["totals"] = {
             "rotated": self.rotated,
@@ -119,28 +133,34 @@ class VerifyReport:
 
     @property
     def catalogued_tokens(self) -> int:
-        return sum(loc.tokens for loc in self.locations if loc.catalogued)
+        return sum(loc.tokens for loc in self.locations if loc.in_catalogue)
 
     @property
     def opened_by_first(self) -> int:
-        return sum(loc.opened_by[0] for loc in self.locations if loc.catalogued and loc.opened_by)
+        return sum(loc.opened_by[0] for loc in self.locations if loc.in_catalogue and loc.opened_by)
+
+    @property
+    def outside_unopened(self) -> int:
+        """Well-formed tokens outside the catalogue that open under no key: they fail verify too."""
+        return sum(loc.unopened for loc in self.locations if loc.catalogued and loc.outside_catalogue)
 
     @property
     def ok(self) -> bool:
-        """Every catalogued secret opens under the first key."""
-        return self.opened_by_first == self.catalogued_tokens
+        """Every catalogued secret opens under the first key, and no token elsewhere is under no key."""
+        return self.opened_by_first == self.catalogued_tokens and not self.outside_unopened
 
     def to_json(self) -> dict[str, Any]:
-        body = asdict(self)
+        body = _honest_json(asdict(self))
         body["schema_version"] = SCHEMA_VERSION
         body["ok"] = self.ok
         body["totals"] = {
             "catalogued_secrets": self.catalogued_tokens,
             "open_under_first_key": self.opened_by_first,
             "open_under_other_keys": sum(
-                sum(loc.opened_by[1:]) for loc in self.locations if loc.catalogued and loc.opened_by
+                sum(loc.opened_by[1:]) for loc in self.locations if loc.in_catalogue and loc.opened_by
             ),
-            "open_under_no_key": sum(loc.unopened for loc in self.locations if loc.catalogued),
+            "open_under_no_key": sum(loc.unopened for loc in self.locations if loc.in_catalogue),
+            "outside_catalogue_open_under_no_key": self.outside_unopened,
             "plaintext": sum(loc.plaintext for loc in self.locations),
             "empty": sum(loc.empty for loc in self.locations),
         }

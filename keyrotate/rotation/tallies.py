@@ -36,6 +36,7 @@ class Tally:
     encrypted_plaintext: int = 0
     encryptable_plaintext: int = 0
     failures: list[FailedValue] = field(default_factory=list)
+    outside: bool = False  # a catalogued-like (blocking) count of tokens found outside the catalogue
 
     def fail(self, failure: FailedValue) -> None:
         self.unopened += 1
@@ -61,10 +62,10 @@ class Tallies(dict[str, Tally]):
         super().__init__()
         self._keys = keys
 
-    def of(self, label: str, table: str, column: str, catalogued: bool) -> Tally:
+    def of(self, label: str, table: str, column: str, catalogued: bool, *, outside: bool = False) -> Tally:
         tally = self.get(label)
         if tally is None:
-            tally = self[label] = Tally(label, table, column, catalogued, [0] * self._keys)
+            tally = self[label] = Tally(label, table, column, catalogued, [0] * self._keys, outside=outside)
         return tally
 
     def outside(self, table: str, column: str) -> Tally:
@@ -74,9 +75,10 @@ class Tallies(dict[str, Tally]):
     def unopenable(self, table: str, column: str, why: str = "opens under no key") -> Tally:
         """Where tokens outside the catalogue that cannot be left as they are get counted.
 
-        Counted as catalogued: they block a rotation (exit 8) and fail verify like any catalogued secret.
+        Counted like catalogued ones: they block a rotation (exit 8) and fail verify like a catalogued secret, but
+        are reported as outside the catalogue (not in its totals).
         """
-        return self.of(f"{table}.{column} (outside the catalogue, {why})", table, column, True)
+        return self.of(f"{table}.{column} (outside the catalogue, {why})", table, column, True, outside=True)
 
 
 def outside_label(table: str, column: str) -> str:
