@@ -157,3 +157,46 @@ def test_discard_old_key_with_rotate_jwt_secret_is_refused_where_jwt_secret_is_t
     (trek3.data_dir / ".encryption_key").write_text((trek3.data_dir / ".jwt_secret").read_text())  # a normal install
     allowed = CliRunner().invoke(main, args)
     assert allowed.exit_code == 0, allowed.output
+
+
+def test_a_session_secret_that_cannot_be_replaced_after_the_commit_says_so(trek4: TrekCopy, tmp_path: Path) -> None:
+    """The rotation stands, .jwt_secret does not change: that used to end in a bare "Error: ... ()" with exit 11,
+    after every success line. Now exit 13, what is left, and the same command finishes it."""
+    new_key_file, backup = tmp_path / "new.key", tmp_path / "travel.db.before"
+    blocker = Path(f"{backup}.jwt_secret")
+    blocker.write_text("not keyrotate's")  # where the old session secret is to be saved
+    jwt_before = (trek4.data_dir / ".jwt_secret").read_bytes()
+    args = ["rotate", "--data-dir", str(trek4.data_dir), "--generate-new-key", "--new-key-out", str(new_key_file),
+            "--backup", str(backup), "--rotate-jwt-secret", "--yes"]
+    failed = run_keyrotate(args)
+    assert failed.returncode == 13, failed.stderr
+    assert "still holds the old session secret" in failed.stderr and "run the same command again" in failed.stderr
+    assert "was not used" not in failed.stderr
+    assert (trek4.data_dir / ".jwt_secret").read_bytes() == jwt_before
+    assert (trek4.data_dir / ".encryption_key").read_text().strip() == new_key_file.read_text().strip()
+    blocker.unlink()
+    finished = run_keyrotate(args)
+    assert finished.returncode == 0, finished.stderr
+    assert (trek4.data_dir / ".jwt_secret").read_bytes() != jwt_before
+    saved = [p.read_bytes() for p in trek4.data_dir.glob(".jwt_secret.keyrotate-old-*")]
+    assert saved == [jwt_before]  # the rerun made no backup: the old secret is saved beside .jwt_secret
+
+
+def test_a_key_file_that_cannot_be_written_names_it(tmp_path: Path) -> None:
+    """generate-key --out (and --new-key-out) on a full disk said only "Error: No space left on device ()"."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))
+
+    out = tmp_path / "new.key"
+    done = subprocess.run([sys.executable, "-m", "keyrotate", "generate-key", "--out", str(out)], preexec_fn=limit,
+                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 11, done.stderr
+    assert f"Could not write the key to {out}" in done.stderr and not out.exists()

@@ -89,7 +89,7 @@ def test_the_schema_is_what_sqlite_utils_reads(trek4: TrekCopy) -> None:
         kinds = kinds_from_table_list(conn)
         assert kinds is not None
         oracle = [t for t in Database(conn).tables if t.name not in kinds.left_out and not t.name.startswith("sqlite_")]
-        # Names as SQLite compares them (ASCII letters folded to lower case): "Trip Search_notes" is "trip search_notes".
+        # Names that could be TREK's are folded to lower case, as SQLite compares them; others stay as written.
         assert list(info.schema.items()) == [(fold_name(t.name), tuple(fold_name(c.name) for c in t.columns))
                                              for t in oracle]
         expected_alias = {fold_name(t.name) for t in oracle if t.name not in kinds.without_rowid
@@ -158,7 +158,7 @@ def test_the_create_statements_give_what_table_list_gives(trek4: TrekCopy) -> No
                "Trip Search_docsize", "Trip Search_stat", "places_box_node", "places_box_parent", "places_box_rowid"}
     assert listed.left_out == {"note_search", "Trip Search", "places_box"} | shadows
     assert listed.index_content == {"note_search_content", "Trip Search_content"}  # rtree keeps no text
-    assert {"note_search_extra", "trip search_notes", "hooks", "commented"} <= info.schema.keys()  # names folded
+    assert {"note_search_extra", "Trip Search_notes", "hooks", "commented"} <= info.schema.keys()  # not TREK-like
     assert not info.schema.keys() & {fold_name(name) for name in listed.left_out}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import click
 
 from keyrotate.cli.options import exit_codes_help, quiet_option, wait_option
 from keyrotate.cli.running import run, say
-from keyrotate.errors import ExitCode, InputNotFoundError
+from keyrotate.errors import ExitCode, InputNotFoundError, InterruptedAfterCommitError, KeyrotateError
 from keyrotate.operations.jwt_secret import JwtRotation, rotate_jwt_secret
 from keyrotate.rotation.report import RotationReport
 from keyrotate.store.files import mode_of
@@ -58,7 +59,28 @@ def jwt_after_rotation(report: RotationReport, data_dir: Path, *, audit: bool, w
         say(f"Would replace {data_dir / '.jwt_secret'} (signing every user out).", quiet=quiet)
         return {"replaced": False}
     saved = Path(f"{report.backup}.jwt_secret") if report.backup else _saved_jwt_name(data_dir)
-    return _announce_jwt(rotate_jwt_secret(data_dir, saved, audit=audit, busy_timeout=wait), quiet)
+    before = _content(data_dir / ".jwt_secret")
+    try:
+        replaced = rotate_jwt_secret(data_dir, saved, audit=audit, busy_timeout=wait)
+    except (OSError, KeyrotateError) as exc:
+        if isinstance(exc, KeyrotateError) and _content(data_dir / ".jwt_secret") != before:
+            raise  # only the audit-log row failed: .jwt_secret is the new one
+        reason = exc.message if isinstance(exc, KeyrotateError) else exc.strerror or str(exc)
+        error = InterruptedAfterCommitError(
+            f"The rotation is committed and .encryption_key holds the new key, but replacing "
+            f"{data_dir / '.jwt_secret'} failed ({reason}): it still holds the old session secret, with which "
+            "whoever has a copy can sign in as anyone. Fix that (free space?) and run the same command again, or "
+            f"run: keyrotate rotate-jwt-secret --data-dir {shlex.quote(str(data_dir))}")
+        error.committed = True
+        raise error from None
+    return _announce_jwt(replaced, quiet)
+
+
+def _content(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _saved_jwt_name(data_dir: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sqlite3
 from contextlib import closing, suppress
@@ -46,6 +47,14 @@ class ReadBack:
         return self._reading.result()
 
 
+def vacuum_temp_directory() -> str:
+    """Where SQLite on Unix puts VACUUM's temporary copy: the first usable of these, as its os_unix.c lists them."""
+    for candidate in (os.environ.get("SQLITE_TMPDIR"), os.environ.get("TMPDIR"), "/var/tmp", "/usr/tmp", "/tmp"):
+        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+            return candidate
+    return "."
+
+
 def scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions, reading: ReadBack | None = None) -> list[str]:
     """Compact (if asked) and empty the -wal, so old ciphertexts leave the database files.
 
@@ -62,8 +71,9 @@ def scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions, reading
         except sqlite3.Error as exc:
             warnings.append(
                 f"The rotation is committed, but compacting the database failed ({exc}): unused space in "
-                f"{options.db_path} may still hold old ciphertexts. Free some space and run: "
-                f"sqlite3 {shlex.quote(str(options.db_path))} 'VACUUM'"
+                f"{options.db_path} may still hold old ciphertexts. VACUUM needs room for a copy of the database "
+                f"both beside it and in the temporary directory ({vacuum_temp_directory()}): free some space and "
+                f"run: sqlite3 {shlex.quote(str(options.db_path))} 'VACUUM'"
             )
     else:
         warnings.append(

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keyrotate.errors import InputNotFoundError, KeyProblemError
+from keyrotate.errors import CannotWriteError, InputNotFoundError, KeyProblemError
 from keyrotate.store.files import write_new_file
 
 API_DOMAIN = "api_keys"
@@ -107,8 +107,10 @@ def _readable_by_others(path: Path, mode: int) -> list[str]:
     its group (root:trek 0640), and "chmod 600" would lock it out."""
     if not mode & 0o007:
         return []
+    trek_reads_it = path.name in (".encryption_key", ".jwt_secret")  # maybe as "other": TREK's user in a container
     return [f"Key file {path} can be read by other users (mode {stat.S_IMODE(mode):04o}); consider: "
-            f"chmod o-rwx {shlex.quote(str(path))}"]
+            f"chmod o-rwx {shlex.quote(str(path))}"
+            + (" once TREK's user owns it or is in its group (else TREK can no longer read it)" if trek_reads_it else "")]
 
 
 def key_from_env(name: str, label: str) -> Key:
@@ -218,4 +220,9 @@ def create_key_file(path: Path, text: str, *, owner_like: Path | None = None) ->
     """Write a key to a new file, mode 0600, fsynced; never overwrite one, never follow a link."""
     if path.exists() and not path.is_symlink():
         raise KeyProblemError(f"{path} already exists; keyrotate will not overwrite a key file.")
-    write_new_file(path, (text + "\n").encode("utf-8"), owner_like=owner_like)
+    try:
+        write_new_file(path, (text + "\n").encode("utf-8"), owner_like=owner_like)
+    except OSError as exc:  # a full disk: the write fails without naming the file
+        raise CannotWriteError(f"Could not write the key to {path} ({exc.strerror or exc}); no part of it was left "
+                               "there and nothing else was changed. Free some space there, or choose another file, "
+                               "and run again.") from None

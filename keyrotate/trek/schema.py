@@ -26,8 +26,10 @@ SHADOW_SUFFIXES = {
 }
 # A CREATE TABLE statement's tokens: quoted names and strings whole, comments apart, words, single characters.
 # SQLite matches names without regard to the case of ASCII letters (only those): ``MFA_Secret`` is TREK's
-# ``mfa_secret``. Names are folded so on reading, and the folded name is what every query then uses.
+# ``mfa_secret``. Names that could be TREK's are folded so on reading, and the folded name is what every query
+# then uses; any other name is kept as written (it is shown in reports).
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_TREK_LIKE_NAME = re.compile(r"[A-Za-z0-9_]+")
 _SQL_TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\]|--[^\n]*|/\*.*?(?:\*/|\Z)|\w+|\S""",
                         re.DOTALL)
 
@@ -90,8 +92,9 @@ def inspect_database(conn: sqlite3.Connection, path: Path) -> DatabaseInfo:
 
 
 def fold_name(name: str) -> str:
-    """A table or column name as SQLite compares it: ASCII letters in lower case, every other character kept."""
-    return name.translate(_ASCII_LOWER)
+    """A table or column name as keyrotate keeps it: one that could be TREK's (ASCII letters, digits and ``_``,
+    as all of TREK's are) in lower case, as SQLite compares it; any other as it is."""
+    return name.translate(_ASCII_LOWER) if _TREK_LIKE_NAME.fullmatch(name) else name
 
 
 def _refuse_unaddressable_secret_tables(info: DatabaseInfo) -> None:
