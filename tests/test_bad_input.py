@@ -217,6 +217,8 @@ BAD_INPUTS = [
              "looks like a line of an env file"),
     BadInput("new key file holding an export line", _new_key_file("export ENCRYPTION_KEY=" + "E" * 64),
              ExitCode.BAD_KEY, "looks like a line of an env file"),
+    BadInput("new key file larger than 64 KiB", _new_key_file("k" * (64 * 1024 + 1)), ExitCode.BAD_KEY,
+             "is larger than 64 KiB"),
     BadInput("new key file is a directory", _new_key_file(None, directory=True), ExitCode.BAD_KEY, "is a directory"),
     BadInput("data/.encryption_key is a directory", _data_dir_key_is_a_directory, ExitCode.BAD_KEY, "Cannot read"),
     BadInput("new key from an empty environment variable", _env_key(""), ExitCode.BAD_KEY, "is empty"),

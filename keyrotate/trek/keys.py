@@ -74,6 +74,9 @@ def generate_key_text() -> str:
     return secrets.token_hex(32)
 
 
+KEY_FILE_LIMIT = 64 * 1024  # far above any key; a larger file is a wrong path (a database, a log, /dev/zero)
+
+
 def key_from_file(path: Path, label: str) -> tuple[Key, list[str]]:
     """Read a key file the way TREK reads ``.encryption_key``: trimmed.
 
@@ -89,10 +92,14 @@ def key_from_file(path: Path, label: str) -> tuple[Key, list[str]]:
     if stat.S_ISDIR(info.st_mode):
         raise KeyProblemError(f"{path} is a directory; a key file is a file holding the key on one line.")
     warnings.extend(_readable_by_others(path, info.st_mode))
+    too_large = stat.S_ISREG(info.st_mode) and info.st_size > KEY_FILE_LIMIT
     try:
-        raw = path.read_bytes()
+        raw = b"" if too_large else path.read_bytes()
     except OSError as exc:
         raise KeyProblemError(f"Cannot read key file {path}: {exc.strerror}.") from None
+    if too_large or len(raw) > KEY_FILE_LIMIT:
+        raise KeyProblemError(f"Key file {path} is larger than {KEY_FILE_LIMIT // 1024} KiB: that is not a key file "
+                              "(a key is one line). Check the path.")
     try:
         text = js_trim(raw.decode("utf-8"))
     except UnicodeDecodeError:
