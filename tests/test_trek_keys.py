@@ -176,3 +176,15 @@ def test_run_as_root_a_killed_run_leaves_wal_and_shm_owned_by_trek(trek3: TrekCo
     finished = run_keyrotate(args)
     assert finished.returncode == 0, finished.stderr
     assert (trek3.data_dir / ".encryption_key").stat().st_uid == 1234
+
+
+def test_a_key_piped_in_without_a_terminal_gives_no_getpass_warning(trek3: TrekCopy) -> None:
+    """Python's getpass warned "Can not control echo on the terminal" (with its own source line) and "Password
+    input may be echoed" when a key came from a pipe with no terminal at all (cron, a CI job, setsid)."""
+    done = subprocess.run([sys.executable, "-m", "keyrotate", "verify", "--db", str(trek3.db)],
+                          input=trek3.key.reveal() + "\n", capture_output=True, text=True, check=False,
+                          start_new_session=True,  # no controlling terminal: getpass cannot open /dev/tty
+                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    assert done.returncode == 0, done.stderr
+    assert "GetPassWarning" not in done.stderr and "may be echoed" not in done.stderr
+    assert trek3.key.reveal() not in done.stderr + done.stdout

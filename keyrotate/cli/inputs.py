@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,13 +69,28 @@ def prompt_key(prompt: str, label: str, options_hint: str, *, confirm: bool) -> 
     before giving a key is a usage error (exit 2) that names the options.
     """
     try:
-        text = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True)
+        # From a pipe, with no terminal to ask on, there is no echo to turn off (getpass would warn that it cannot).
+        piped = _piped()
+        text = click.prompt(prompt, hide_input=not piped, confirmation_prompt=confirm, err=True)
+        if piped:
+            click.echo("", err=True)  # the key came without its line on the screen: end the prompt's line
     except click.Abort as abort:
         # click turns both KeyboardInterrupt and EOFError into Abort; the one it caught is the context.
         if isinstance(abort.__context__, KeyboardInterrupt) or _stdin_is_a_terminal():
             raise CancelledError("Cancelled; nothing was written.") from None
         raise click.UsageError(f"No {label} key given and none could be read from the prompt. Use {options_hint}.") from None
     return Key(text, f"{label} key typed at the prompt")
+
+
+def _piped() -> bool:
+    """Standard input is no terminal, and there is no terminal to ask on either (getpass would use /dev/tty)."""
+    if _stdin_is_a_terminal():
+        return False
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return True
+    return False
 
 
 def _stdin_is_a_terminal() -> bool:
