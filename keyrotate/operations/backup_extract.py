@@ -133,11 +133,14 @@ def _database_member(archive: zipfile.ZipFile, workdir: Path) -> tuple[zipfile.Z
 
 def _extraction_cap(info: zipfile.ZipInfo, workdir: Path) -> int:
     """The most bytes travel.db may inflate to; refuses before writing anything if its header claims more."""
-    free = shutil.disk_usage(workdir).free - FREE_SPACE_MARGIN
+    available = shutil.disk_usage(workdir).free
+    free = available - FREE_SPACE_MARGIN
     by_ratio = max(RATIO_FLOOR, info.compress_size * MAX_RATIO)
     if info.file_size > free:
-        raise TooLarge(f"{DB_MEMBER} would inflate to {info.file_size} bytes, more than the {max(free, 0)} free in "
-                       f"{workdir.parent}; free some space there")
+        raise TooLarge(f"{DB_MEMBER} would inflate to {info.file_size} bytes; {workdir.parent} needs that plus "
+                       f"{FREE_SPACE_MARGIN // 2**20} MiB kept free for the database beside it "
+                       f"({info.file_size + FREE_SPACE_MARGIN} bytes) and has {available}: free some space there, "
+                       "then run the same command again")
     if info.file_size > by_ratio:
         raise TooLarge(f"{DB_MEMBER} would inflate {info.file_size // max(info.compress_size, 1)} times "
                        f"({info.compress_size} to {info.file_size} bytes): not a database TREK wrote")
