@@ -17,7 +17,8 @@ from keyrotate.operations.exposure import find_exposure
 from .conftest import TrekCopy
 
 TOKENS = ("share-token-PLAIN-1", "share-token-PLAIN-2", "journey-token-PLAIN", "invite-open-PLAIN",
-          "invite-used-PLAIN", "invite-expired-PLAIN", "invite-forever-PLAIN")
+          "invite-used-PLAIN", "invite-expired-PLAIN", "invite-forever-PLAIN",
+          "invite-unlimited-PLAIN")
 
 
 def add_tokens(trek: TrekCopy) -> None:
@@ -29,7 +30,7 @@ def add_tokens(trek: TrekCopy) -> None:
             conn.execute("INSERT INTO share_tokens (trip_id, token, created_by) VALUES (?, ?, 1)", (trip, token))
         conn.execute("INSERT INTO journey_share_tokens (journey_id, token, created_by) VALUES (1, ?, 1)", (TOKENS[2],))
         invites = ((TOKENS[3], 1, 0, "2999-01-01T00:00:00Z"), (TOKENS[4], 1, 1, None),
-                   (TOKENS[5], 5, 0, "2000-01-01T00:00:00Z"), (TOKENS[6], 3, 2, None))
+                   (TOKENS[5], 5, 0, "2000-01-01T00:00:00Z"), (TOKENS[6], 3, 2, None), (TOKENS[7], 0, 9, None))
         conn.executemany("INSERT INTO invite_tokens (token, max_uses, used_count, expires_at, created_by) "
                          "VALUES (?, ?, ?, ?, 1)", invites)
         conn.execute("INSERT INTO mcp_tokens (user_id, name, token_hash, token_prefix) VALUES (2, 'x', 'h', 'p')")
@@ -46,7 +47,7 @@ def expected_counts(trek: TrekCopy) -> dict[str, int]:
             "public trip share links": one("SELECT count(*) FROM share_tokens"),
             "public journey share links": one("SELECT count(*) FROM journey_share_tokens"),
             "open registration invites": one(
-                "SELECT count(*) FROM invite_tokens WHERE used_count < max_uses AND "
+                "SELECT count(*) FROM invite_tokens WHERE (max_uses = 0 OR used_count < max_uses) AND "
                 "(expires_at IS NULL OR expires_at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))"),
             "users with a local password": one("SELECT count(*) FROM users WHERE password_hash != ''"),
             "hashed API, OAuth and password-reset tokens": one(
@@ -59,7 +60,7 @@ def test_counts_match_the_fixture(trek: TrekCopy) -> None:
     add_tokens(trek)
     found = {f.what: f.count for f in find_exposure(trek.db, [trek.key], check_copies=False).beyond}
     assert found == expected_counts(trek)
-    assert found["open registration invites"] == 2  # the open one and the one that never expires
+    assert found["open registration invites"] == 3  # the open one, the one that never expires, the unlimited one
     with closing(sqlite3.connect(trek.db)) as conn:
         admins = conn.execute("SELECT count(*) FROM users WHERE role = 'admin' AND password_hash != ''").fetchone()[0]
     passwords = next(f for f in find_exposure(trek.db, [trek.key], check_copies=False).beyond

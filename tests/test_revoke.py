@@ -16,7 +16,9 @@ from .conftest import TrekCopy, table_dump
 from .test_bad_input import corrupt_ciphertext
 
 # Written here, not imported from keyrotate, so the test checks the module's own definition of "open".
-OPEN = "used_count < max_uses AND (expires_at IS NULL OR julianday(expires_at) > julianday('now'))"
+# max_uses 0 means no limit in TREK (it refuses an invite only when max_uses > 0 and used_count >= max_uses).
+OPEN = ("(max_uses = 0 OR used_count < max_uses) AND (expires_at IS NULL OR julianday(expires_at) > "
+        "julianday('now'))")
 FLAGS = ["--revoke-share-links", "--expire-invites"]
 
 
@@ -34,7 +36,8 @@ def add_tokens(trek: TrekCopy) -> None:
         conn.executemany(
             "INSERT INTO invite_tokens (token, max_uses, used_count, expires_at, created_by) VALUES (?, ?, ?, ?, ?)",
             [("open-forever", 1, 0, None, user), ("open-future", 3, 1, "2999-01-01T00:00:00.000Z", user),
-             ("used-up", 1, 1, None, user), ("expired", 1, 0, "2001-01-01T00:00:00.000Z", user)])
+             ("used-up", 1, 1, None, user), ("expired", 1, 0, "2001-01-01T00:00:00.000Z", user),
+             ("unlimited", 0, 7, None, user), ("unlimited-expired", 0, 0, "2001-01-01T00:00:00.000Z", user)])
         conn.commit()
 
 

@@ -43,9 +43,10 @@ def _count(conn: sqlite3.Connection, table: str, where: str = "1") -> int:
     return int(conn.execute(f"SELECT count(*) FROM {quote_identifier(table)} WHERE {where}").fetchone()[0])
 
 
-# An invite still works while it has uses left and has not expired (NULL: never expires).
-OPEN_INVITES = ("used_count < max_uses AND (expires_at IS NULL OR expires_at = '' "
-                "OR julianday(expires_at) > julianday('now'))")
+# An invite still works while it has uses left and has not expired (NULL: never expires). TREK refuses one only
+# when max_uses > 0 and used_count >= max_uses: max_uses 0 (or NULL) is an invite without limit, the worst to leak.
+OPEN_INVITES = ("(coalesce(max_uses, 0) <= 0 OR coalesce(used_count, 0) < max_uses) AND (expires_at IS NULL "
+                "OR expires_at = '' OR julianday(expires_at) > julianday('now'))")
 LOCAL_PASSWORD = "password_hash IS NOT NULL AND password_hash != ''"
 
 
