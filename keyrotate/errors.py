@@ -104,3 +104,4 @@ class InterruptedAfterCommitError(KeyrotateError):
     what is left and the command that finishes it."""
 
     exit_code = ExitCode.INTERRUPTED_AFTER_COMMIT
+    committed = True

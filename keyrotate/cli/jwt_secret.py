@@ -66,13 +66,11 @@ def jwt_after_rotation(report: RotationReport, data_dir: Path, *, audit: bool, w
         if isinstance(exc, KeyrotateError) and _content(data_dir / ".jwt_secret") != before:
             raise  # only the audit-log row failed: .jwt_secret is the new one
         reason = exc.message if isinstance(exc, KeyrotateError) else exc.strerror or str(exc)
-        error = InterruptedAfterCommitError(
+        raise InterruptedAfterCommitError(
             f"The rotation is committed and .encryption_key holds the new key, but replacing "
             f"{data_dir / '.jwt_secret'} failed ({reason}): it still holds the old session secret, with which "
             "whoever has a copy can sign in as anyone. Fix that (free space?) and run the same command again, or "
-            f"run: keyrotate rotate-jwt-secret --data-dir {shlex.quote(str(data_dir))}")
-        error.committed = True
-        raise error from None
+            f"run: keyrotate rotate-jwt-secret --data-dir {shlex.quote(str(data_dir))}") from None
     return _announce_jwt(replaced, quiet)
 
 

@@ -114,7 +114,7 @@ class _Rotation:
             written = self._transaction()
             return written if isinstance(written, RotationReport) else self._after_commit(written)
         except KeyrotateError as error:
-            error.committed = self.committed  # past the COMMIT, the new key is the one the secrets need
+            error.committed = error.committed or self.committed  # past the COMMIT the secrets need the new key
             raise
 
     def _transaction(self) -> RotationReport | _Written:
