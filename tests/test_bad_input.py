@@ -173,7 +173,7 @@ def _env_key(value: str) -> Callable[[TrekCopy, Path], list[str]]:
     return setup
 
 
-NOT_UTF8_CANARY = "AIzaNOT-UTF8-CANARY"
+NOT_UTF8_CANARY = "AIzaNOT-UTF8-CANARY-locked-full-readonly"  # words other SQLite errors are told apart by
 
 
 def _not_utf8(trek: TrekCopy, tmp: Path) -> list[str]:

@@ -198,6 +198,14 @@ class IntegrityCheck:
 def translate_error(exc: sqlite3.Error, path: Path) -> Exception:
     """Turn a SQLite error into a keyrotate error that says what to do."""
     text = str(exc).lower()
+    if text.startswith("could not decode to utf-8"):  # first: the rest of this message is the value, a secret
+        # SQLite's message goes on "... with text '<the value>'": only the column is repeated here.
+        return NotADatabaseError(
+            f"{path}: a value in the column {_undecodable_column(str(exc))} is not valid UTF-8 text, "
+            "which TREK never writes (another program or a damaged disk did). keyrotate reads no such value; "
+            "nothing was changed. Set that value again in TREK (or restore the database from a backup), then run "
+            "keyrotate again."
+        )
     if _is_busy(exc):
         return DatabaseBusyError(
             f"{path} is locked by another program (is TREK still running?). Stop TREK, then run keyrotate again "
@@ -207,14 +215,6 @@ def translate_error(exc: sqlite3.Error, path: Path) -> Exception:
         return CannotWriteError(f"{path} cannot be written ({exc}). Nothing was changed.")
     if "full" in text or "disk i/o" in text:
         return CannotWriteError(f"Writing {path} failed ({exc}). Free some space; nothing was changed.")
-    if text.startswith("could not decode to utf-8"):
-        # SQLite's message goes on "... with text '<the value>'": a secret, so only the column is repeated here.
-        return NotADatabaseError(
-            f"{path}: a value in the column {_undecodable_column(str(exc))} is not valid UTF-8 text, "
-            "which TREK never writes (another program or a damaged disk did). keyrotate reads no such value; "
-            "nothing was changed. Set that value again in TREK (or restore the database from a backup), then run "
-            "keyrotate again."
-        )
     if "not a database" in text or "malformed" in text or "corrupt" in text:
         return NotADatabaseError(
             f"{path} is damaged or not a database ({exc}). Restore it from a backup first; nothing was changed."
