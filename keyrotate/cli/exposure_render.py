@@ -69,7 +69,7 @@ class ExposureWriter:
             for number, line in enumerate(report.groups.lines()):
                 self.out.write(("\n    " if number == 0 else ",\n    ") + _ENCODE(line.to_json()))
             tail = {"beyond": [f.to_json() for f in report.beyond],
-                    "copies": [{"path": c.path, "kind": c.kind, "note": c.note} for c in report.copies],
+                    "copies": [c.to_json() for c in report.copies],
                     "totals": totals(report)}
             body = json.dumps(tail, indent=2, default=str)
             self.out.write(("\n  ],\n" if report.groups.total else "],\n") + body[2:] + "\n")

@@ -73,20 +73,21 @@ def inspect_backup(zip_path: Path, keys: Sequence[Key]) -> BackupStatus:
             except KeyrotateError as exc:
                 return BackupStatus(str(zip_path), member_date(info), size,
                                     problem=name_the_zip(exc.message, db, zip_path))
-            return BackupStatus(str(zip_path), member_date(info), size, _verdicts(report, keys))
+            return BackupStatus(str(zip_path), member_date(info), size, verdicts(report, keys))
     except Unusable as exc:
         return BackupStatus(str(zip_path), "", size, problem=exc.reason)
 
 
-def _verdicts(report: VerifyReport, keys: Sequence[Key]) -> tuple[KeyVerdict, ...]:
+def verdicts(report: VerifyReport, keys: Sequence[Key]) -> tuple[KeyVerdict, ...]:
+    """How much of a verified database each key opens (a keyring: each secret counts for the first key opening it)."""
     total = report.catalogued_tokens
-    verdicts = []
+    found = []
     for index, key in enumerate(keys):
         opened = sum(loc.opened_by[index] for loc in report.locations if loc.in_catalogue and loc.opened_by)
         opens = (Opens.NO_SECRETS if total == 0 else Opens.ALL if opened == total
                  else Opens.SOME if opened else Opens.NONE)
-        verdicts.append(KeyVerdict(key.source, opens, opened, total))
-    return tuple(verdicts)
+        found.append(KeyVerdict(key.source, opens, opened, total))
+    return tuple(found)
 
 
 def list_backups(data_dir: Path, keys: Sequence[Key], *,

@@ -1,23 +1,30 @@
-"""Copies of the database that a rotation cannot reach: keyrotate's and TREK's script's copies next to
-``travel.db``, and TREK's backup ZIPs, with what a suspected key opens in each."""
+"""What a rotation cannot reach in a stolen data directory: copies of the database, TREK's backup ZIPs and
+keys, each checked with the suspected key and with every other key the directory holds.
+
+Copies are any SQLite file beside ``travel.db`` or in ``backups/`` (:mod:`exposure_files`), checked like
+the ZIPs: read-only, streamed, each listed only when a key opens some of its secrets, or when it cannot be
+checked. A key found in the directory (saved by an earlier keyrotate run, an old ``.jwt_secret``) is as
+stolen as the directory: what it opens is listed with its file's name, never its text.
+"""
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from keyrotate.errors import KeyrotateError, NotTrekError
 from keyrotate.operations.backup_extract import extracted_from, leftover_extractions
-from keyrotate.operations.backup_zips import Opens, find_backups, inspect_backup
-from keyrotate.rotation.old_key import copies_beside
+from keyrotate.operations.backup_zips import KeyVerdict, Opens, find_backups, inspect_backup, verdicts
+from keyrotate.operations.exposure_files import FoundKeys, files_beside, keys_in_files
+from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.keys import Key
 
-# Copies of travel.db that keyrotate (and TREK's own script) leave next to it.
-COPY_PATTERNS = (
-    ("*.keyrotate-backup-*", "keyrotate's pre-rotation backup"),
-    ("*.backup-*", "copy left by TREK's migrate-encryption script"),
-)
+ASSUME = "assume it opens with the suspected key"
+COPY_ACTION = "delete it once TREK runs fine on the new key, or move it somewhere safe."
 
 
 @dataclass(frozen=True)
@@ -25,40 +32,133 @@ class ExposedCopy:
     path: str
     kind: str
     note: str
+    opened_by: tuple[str, ...] = ()  # the keys that open some of it (key sources, never the text)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "kind": self.kind, "note": self.note, "opened_by": list(self.opened_by)}
+
+
+def copy_kind(path: Path, db_path: Path) -> str:
+    name = path.name
+    if ".keyrotate-backup-" in name:
+        return "keyrotate's pre-rotation backup"
+    if name.startswith(f"{db_path.name}.backup-"):
+        return "copy left by TREK's migrate-encryption script"
+    return "copy of the database in backups/" if path.parent != db_path.parent else "copy of the database"
 
 
 def find_exposed_copies(db_path: Path, suspected: Sequence[Key]) -> tuple[ExposedCopy, ...]:
-    """Copies of the database next to it and TREK's backup ZIPs, with what the suspected key opens in each."""
+    """Copies of the database and TREK's backup ZIPs that the suspected key, or a key found beside them, opens;
+    files holding the suspected key; the other keys found and what each opens."""
+    found = files_beside(db_path)
+    keys = keys_in_files(found, db_path, suspected)
+    trial = [*suspected, *keys.others]
     out: list[ExposedCopy] = []
-    seen: set[Path] = set()
-    for pattern, kind in COPY_PATTERNS:
-        for path in copies_beside(db_path, pattern[1:]):
-            if path in seen or not path.is_file():
-                continue
-            seen.add(path)
-            mode = stat.S_IMODE(path.stat().st_mode)
-            readable = f" It is readable by other users (mode {mode:04o}): chmod 600 it now." if mode & 0o077 else ""
-            key = Path(f"{path}.key")  # the old key rotate saved beside its backup
-            beside = f" The old key itself is saved beside it in {key}: delete both together." if key.is_file() else ""
-            out.append(ExposedCopy(str(path), kind, "opens with the old key; delete it once TREK runs fine on the new "
-                                   "key, or move it somewhere safe." + readable + beside))
-    for path in sorted(db_path.parent.glob(f"{db_path.name}.keyrotate-oldkey-*.key")):
-        out.append(ExposedCopy(str(path), "old key saved by keyrotate (no backup beside it)", "the old key itself; delete it "
-                               "once nothing you keep is under the old key"))
+    opened_by_other: dict[str, list[str]] = {}  # another key's source -> what it opens
+    listed: set[Path] = set()
+    for path in found.databases:
+        copy = _database_copy(path, db_path, trial, len(suspected), keys, opened_by_other)
+        if copy is not None:
+            out.append(copy)
+            listed.add(path)
     if (db_path.parent / "backups").is_dir():
         for path in leftover_extractions(db_path.parent / "backups"):
             out.append(ExposedCopy(str(path), "copy of travel.db left by a stopped keyrotate run",
                                    f"opens with the key {extracted_from(path)} was under; delete it (the next "
                                    "`rekey-backup` or `rotate --rekey-backups` removes it)"))
     for zip_path in find_backups(db_path.parent):
-        status = inspect_backup(zip_path, suspected)
-        if status.problem:
-            note = f"could not be checked ({status.problem}); assume it opens with the old key"
-        else:
-            opens = status.keys[0].opens
-            if opens in (Opens.NONE, Opens.NO_SECRETS):
-                continue
-            note = (f"the suspected key opens {opens} of its secrets (backup from {status.date}); "
-                    "re-encrypt it with `keyrotate rekey-backup` or `rotate --rekey-backups`, or delete it")
-        out.append(ExposedCopy(str(zip_path), "TREK backup ZIP", note))
+        copy = _backup_zip(zip_path, trial, len(suspected), opened_by_other)
+        if copy is not None:
+            out.append(copy)
+    out += _key_files(keys, listed, opened_by_other, db_path.parent)
     return tuple(out)
+
+
+def _database_copy(path: Path, db_path: Path, trial: Sequence[Key], suspected: int, keys: FoundKeys,
+                   opened_by_other: dict[str, list[str]]) -> ExposedCopy | None:
+    kind = copy_kind(path, db_path)
+    try:
+        verdict = verdicts(verify_database(path, trial), trial)
+    except NotTrekError:
+        return None  # another program's database: not a copy of TREK's
+    except (KeyrotateError, OSError) as exc:
+        reason = exc.message if isinstance(exc, KeyrotateError) else str(exc)
+        return ExposedCopy(str(path), kind, f"could not be checked ({reason}); {ASSUME}: {COPY_ACTION}")
+    opens = _opens(verdict, suspected, path.name, opened_by_other)
+    if opens is None:
+        return None
+    words, opened_by = opens
+    note = f"{words}; {COPY_ACTION}"
+    mode = _mode(path)
+    if mode is not None and mode & 0o077:
+        note += f" It is readable by other users (mode {mode:04o}): chmod 600 it now."
+    key = Path(f"{path}.key")  # the old key rotate saved beside its backup
+    if key in keys.holding_suspected:
+        note += f" The old key itself is saved beside it in {key}: delete both together."
+    return ExposedCopy(str(path), kind, note, opened_by)
+
+
+def _backup_zip(zip_path: Path, trial: Sequence[Key], suspected: int,
+                opened_by_other: dict[str, list[str]]) -> ExposedCopy | None:
+    status = inspect_backup(zip_path, trial)
+    if status.problem:
+        return ExposedCopy(str(zip_path), "TREK backup ZIP", f"could not be checked ({status.problem}); {ASSUME}")
+    opens = _opens(status.keys, suspected, zip_path.name, opened_by_other)
+    if opens is None:
+        return None
+    note, opened_by = opens
+    return ExposedCopy(str(zip_path), "TREK backup ZIP",
+                       f"{note} (backup from {status.date}); re-encrypt it with `keyrotate rekey-backup` or "
+                       "`rotate --rekey-backups`, or delete it", opened_by)
+
+
+def _opens(verdict: Sequence[KeyVerdict], suspected: int, name: str,
+           opened_by_other: dict[str, list[str]]) -> tuple[str, tuple[str, ...]] | None:
+    """What the keys open of one copy, in words, and which keys; None when none opens anything."""
+    if not verdict or verdict[0].total == 0:
+        return None
+    total = verdict[0].total
+    parts, opened_by = [], []
+    mine = sum(v.opened for v in verdict[:suspected])
+    if mine:
+        parts.append(f"the suspected key opens {_share(mine, total)}")
+        opened_by += [v.key_source for v in verdict[:suspected] if v.opened]
+    for other in verdict[suspected:]:
+        if other.opened:
+            parts.append(f"the {other.key_source} (stolen with the directory) opens {_share(other.opened, total)}")
+            opened_by.append(other.key_source)
+            opened_by_other.setdefault(other.key_source, []).append(f"{name} ({other.opened} of {total} secrets)")
+    return ("; ".join(parts), tuple(opened_by)) if parts else None
+
+
+def _share(opened: int, total: int) -> str:
+    return f"{Opens.ALL} {total} of its secrets" if opened == total else f"{opened} of its {total} secrets"
+
+
+def _key_files(keys: FoundKeys, listed: set[Path], opened_by_other: dict[str, list[str]],
+               folder: Path) -> list[ExposedCopy]:
+    out = []
+    for path in keys.holding_suspected:
+        if Path(str(path).removesuffix(".key")) in listed:
+            continue  # named in the note of the copy it sits beside
+        out.append(ExposedCopy(str(path), "file holding the suspected key",
+                               "the suspected key itself, in the directory: delete it once nothing you keep is "
+                               "under that key"))
+    for key in keys.others:
+        opened = opened_by_other.get(key.source)
+        if opened:
+            out.append(ExposedCopy(key.source.removeprefix("key in "), "another key stolen with the directory",
+                                   f"opens {', '.join(opened)}: whoever has the directory has this key too. Treat "
+                                   "what it opens as exposed; delete the key once nothing you keep is under it",
+                                   (key.source,)))
+    if keys.left_out:
+        out.append(ExposedCopy(str(folder), "keys not tried", f"{keys.left_out} more file(s) that may hold a key were not "
+                               "tried on the copies: check them by hand"))
+    return out
+
+
+def _mode(path: Path) -> int | None:
+    try:
+        return stat.S_IMODE(os.lstat(path).st_mode)
+    except OSError:
+        return None

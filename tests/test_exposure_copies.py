@@ -1,0 +1,148 @@
+"""What a stolen data directory holds beside the database, through the real CLI: copies found by their SQLite
+header whatever their name, each checked with the suspected key; files holding that key; other keys stolen with
+the directory and what they open."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from keyrotate.cli.app import main
+from keyrotate.trek.formats import Cipher, Scheme
+from keyrotate.trek.keys import Key
+
+from .conftest import TrekCopy
+from .ziphelpers import build_backup_zip, snapshot
+
+OTHER = "another key, never this database's, 0123456789"
+
+
+def exposure(data_dir: Path, *extra: str) -> dict[str, Any]:
+    result = CliRunner().invoke(main, ["exposure", "--data-dir", str(data_dir), "--format", "json", *extra],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def copies_of(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["path"]: c for c in document["copies"]}
+
+
+def rotate_copy(path: Path, key: Key, new_text: str, tmp_path: Path) -> None:
+    """Put a copy of the database under another key, with keyrotate itself."""
+    old, new = tmp_path / "copy-old.key", tmp_path / "copy-new.key"
+    old.write_text(key.reveal())
+    new.write_text(new_text)
+    for f in (old, new):
+        f.chmod(0o600)
+    result = CliRunner().invoke(main, ["rotate", "--db", str(path), "--old-key-file", str(old), "--new-key-file",
+                                       str(new), "--no-backup", "--yes", "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+
+
+def test_copies_are_found_by_their_header_and_checked_with_the_suspected_key(trek4: TrekCopy, tmp_path: Path) -> None:
+    data = trek4.data_dir
+    (data / "backups").mkdir()
+    (data / "uploads").mkdir()
+    whole = snapshot(trek4.db, data / "travel.db.bak")
+    dated = snapshot(trek4.db, data / "backups" / "travel-2026-02-01.db")
+    partly = snapshot(trek4.db, data / "old-copy")  # no telling name at all
+    with closing(sqlite3.connect(partly)) as conn, conn:
+        conn.execute("UPDATE users SET maps_api_key = ? WHERE id = 2",
+                     (Cipher(Key(OTHER, "x"), Scheme.API).seal(b"whatever"),))
+    other = snapshot(trek4.db, data / "travel.db.backup-1700000000000")
+    rotate_copy(other, trek4.key, OTHER, tmp_path)  # a copy the suspected key does not open: not listed
+    snapshot(trek4.db, data / "uploads" / "deep.db")  # only the directory and backups/ are looked at
+    outside = snapshot(trek4.db, tmp_path / "elsewhere.db")
+    (data / "backups" / "link.db").symlink_to(outside)  # a link: the thief got the link, not the file
+    with closing(sqlite3.connect(data / "notes.sqlite")) as conn, conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")  # another program's database: not a copy
+    (data / ".encryption_key.old").write_text(trek4.key.reveal() + "\n")
+    (data / "trek.env").write_text(f"TZ=UTC\nENCRYPTION_KEY={trek4.key.reveal()}\n")
+    (data / "unrelated.key").write_text(OTHER + "\n")  # a key, but one that opens nothing here
+    before = {p: p.read_bytes() for p in (whole, dated, partly, other)}
+
+    document = exposure(data)
+
+    copies = copies_of(document)
+    assert set(copies) == {str(p) for p in (whole, dated, partly, data / ".encryption_key.old", data / "trek.env")}
+    n = len(trek4.encrypted_entries())
+    for path in (whole, dated):
+        assert f"the suspected key opens all {n} of its secrets" in copies[str(path)]["note"]
+    assert f"the suspected key opens {n - 1} of its {n} secrets" in copies[str(partly)]["note"]
+    assert copies[str(dated)]["kind"] == "copy of the database in backups/"
+    assert copies[str(data / "trek.env")]["kind"] == "file holding the suspected key"
+    assert all(before[p] == p.read_bytes() for p in before)  # read-only
+    text = CliRunner().invoke(main, ["exposure", "--data-dir", str(data)], catch_exceptions=False).stdout
+    assert f"NOT FIXED BY ROTATING: {whole} (copy of the database)" in text
+    assert trek4.key.reveal() not in text and OTHER not in text
+
+
+def test_a_copy_that_cannot_be_read_is_listed_as_assumed_open(trek4: TrekCopy) -> None:
+    damaged = trek4.data_dir / "travel.db.bak"
+    damaged.write_bytes(trek4.db.read_bytes()[:4096] + b"\xff" * 8192)  # SQLite's header, then garbage
+    note = copies_of(exposure(trek4.data_dir))[str(damaged)]["note"]
+    assert note.startswith("could not be checked (") and "assume it opens with the suspected key" in note
+
+
+def test_keys_stolen_with_the_directory_are_tried_and_named(trek4: TrekCopy, tmp_path: Path) -> None:
+    """A planned rotation A -> B without --rekey-backups saved A beside its backup; B and the directory leak:
+    A opens the old ZIP and the backup, and the checklist says which key file does."""
+    data = trek4.data_dir
+    (data / "backups").mkdir()
+    old_zip = build_backup_zip(trek4.db, data / "backups" / "backup-2026-03-01T02-00-00.zip")
+    old_key = trek4.key
+    new = tmp_path / "B.key"
+    new.write_text("B" * 64)
+    new.chmod(0o600)
+    rotated = CliRunner().invoke(main, ["rotate", "--data-dir", str(data), "--new-key-file", str(new), "--yes", "-q"],
+                                 catch_exceptions=False)
+    assert rotated.exit_code == 0, rotated.stderr
+    backup = next(p for p in data.glob("travel.db.keyrotate-backup-*") if p.suffix != ".key")
+    saved = Path(f"{backup}.key")
+    assert saved.read_text() == old_key.reveal()
+
+    copies = copies_of(exposure(data))  # the suspected key: B, from .encryption_key
+
+    n = len(trek4.encrypted_entries())
+    source = f"key in {saved}"
+    for path in (old_zip, backup):
+        assert copies[str(path)]["opened_by"] == [source]
+        assert f"the {source} (stolen with the directory) opens all {n} of its secrets" in copies[str(path)]["note"]
+    key_line = copies[str(saved)]
+    assert key_line["kind"] == "another key stolen with the directory"
+    assert old_zip.name in key_line["note"] and backup.name in key_line["note"]
+    text = CliRunner().invoke(main, ["exposure", "--data-dir", str(data)], catch_exceptions=False).stdout
+    assert old_key.reveal() not in text and "B" * 64 not in text
+
+
+def test_an_old_session_secret_that_was_the_key_is_tried(trek4: TrekCopy, tmp_path: Path) -> None:
+    """An install that once encrypted with .jwt_secret keeps it after TREK copied it to .encryption_key: once
+    the key is rotated, .jwt_secret still opens every ZIP made before."""
+    data = trek4.data_dir
+    (data / ".jwt_secret").write_text(trek4.key.reveal() + "\n")
+    (data / "backups").mkdir()
+    old_zip = build_backup_zip(trek4.db, data / "backups" / "auto-backup-2026-03-02T02-00-00.zip")
+    shutil.copy(data / ".encryption_key", tmp_path / "A.key")
+    new = tmp_path / "B.key"
+    new.write_text("C" * 64)
+    new.chmod(0o600)
+    rotated = CliRunner().invoke(main, ["rotate", "--data-dir", str(data), "--new-key-file", str(new), "--yes", "-q",
+                                        "--no-backup", "--discard-old-key"], catch_exceptions=False)
+    assert rotated.exit_code == 0, rotated.stderr
+    assert not list(data.glob("*.keyrotate-*"))
+
+    copies = copies_of(exposure(data))
+
+    assert copies[str(old_zip)]["opened_by"] == [f"key in {data / '.jwt_secret'}"]
+    assert old_zip.name in copies[str(data / ".jwt_secret")]["note"]
+    os.remove(data / ".jwt_secret")
+    assert str(old_zip) not in copies_of(exposure(data))  # nothing else here opens it
