@@ -83,7 +83,8 @@ def test_no_value_and_no_key_in_any_format(trek4: TrekCopy, fmt: str) -> None:
 def test_json_and_csv_carry_every_secret_with_its_group(trek4: TrekCopy) -> None:
     report = find_exposure(trek4.db, [trek4.key])
     n = len(report.secrets)
-    rows = [r for r in csv.DictReader(io.StringIO(render(report, "csv"))) if not r["group"].startswith("Beyond")]
+    rows = [r for r in csv.DictReader(io.StringIO(render(report, "csv")))
+            if not r["group"].startswith("Beyond") and r["group"] not in ("Stored in plaintext", "Not fixed by rotating")]
     assert len(rows) == n and {r["group"] for r in rows} == {s.group for s in report.secrets}
     document = json.loads(render(report, "json"))
     assert len(document["secrets"]) == n == document["totals"]["exposed"]
@@ -322,3 +323,38 @@ def test_incident_with_rotate_jwt_secret_ticks_off_the_session_secret(trek4: Tre
     assert without.exit_code == 0, without.stderr
     line = next(x for x in without.stdout.splitlines() if "session-signing secret" in x)
     assert line.lstrip().startswith("[ ]") and "keyrotate rotate-jwt-secret --data-dir" in line
+
+
+def test_plaintext_trek_keeps_by_design_is_counted_and_named(trek3: TrekCopy) -> None:
+    """TREK 3.0.15 keeps users.unsplash_api_key in plaintext: exposure said 1 plaintext value where audit said 11."""
+    plain = [e for e in trek3.manifest if e["scheme"] in ("plain", "legacy-plain")]
+    by_design = sum(e["scheme"] == "plain" for e in plain)
+    assert by_design == 10 and len(plain) == 11
+    runner = CliRunner()
+    document = json.loads(runner.invoke(main, ["exposure", "--data-dir", str(trek3.data_dir), "--format", "json"],
+                                        catch_exceptions=False).stdout)
+    assert document["totals"]["plaintext"] == len(plain) == sum(p["values"] for p in document["plaintext"])
+    audit = json.loads(runner.invoke(main, ["audit", "--data-dir", str(trek3.data_dir), "--format", "json"],
+                                     catch_exceptions=False).stdout)
+    assert sum(f["values"] for f in audit["findings"] if f["kind"] in ("plaintext in this TREK version",
+                                                                       "legacy plaintext")) == len(plain)
+    text = runner.invoke(main, ["exposure", "--data-dir", str(trek3.data_dir)], catch_exceptions=False).stdout
+    assert f"{len(plain)} value(s) in secret locations are stored in PLAINTEXT" in text
+    assert f"PLAINTEXT: {by_design} Unsplash access keys in users.unsplash_api_key" in text
+    for entry in plain:
+        assert entry["plaintext"] not in text
+
+
+def test_csv_carries_the_copies_and_the_plaintext(trek3: TrekCopy) -> None:
+    """The CSV, offered for a ticket, said nothing about the copies and plaintext the other formats list."""
+    snapshot_path = trek3.data_dir / "travel.db.bak"
+    backup_database(trek3.db, snapshot_path)
+    args = ["exposure", "--data-dir", str(trek3.data_dir), "--format"]
+    document = json.loads(CliRunner().invoke(main, [*args, "json"], catch_exceptions=False).stdout)
+    rows = list(csv.DictReader(io.StringIO(CliRunner().invoke(main, [*args, "csv"], catch_exceptions=False).stdout)))
+    copies = [r for r in rows if r["group"] == "Not fixed by rotating"]
+    assert [r["where"] for r in copies] == [c["path"] for c in document["copies"]] == [str(snapshot_path)]
+    assert copies[0]["revoke or reissue at"] == document["copies"][0]["note"]
+    plain = [r for r in rows if r["group"] == "Stored in plaintext"]
+    assert [r["where"] for r in plain] == [p["location"] for p in document["plaintext"]]
+    assert sum(int(r["what"].split()[0]) for r in plain) == document["totals"]["plaintext"] == 11

@@ -146,3 +146,27 @@ def test_an_old_session_secret_that_was_the_key_is_tried(trek4: TrekCopy, tmp_pa
     assert old_zip.name in copies[str(data / ".jwt_secret")]["note"]
     os.remove(data / ".jwt_secret")
     assert str(old_zip) not in copies_of(exposure(data))  # nothing else here opens it
+
+
+def test_rotate_incident_json_carries_the_copies_of_the_text_checklist(trek4: TrekCopy, tmp_path: Path) -> None:
+    bak = snapshot(trek4.db, trek4.data_dir / "travel.db.bak")
+    base = ["rotate", "--data-dir", str(trek4.data_dir), "--generate-new-key", "--incident"]
+    as_json = CliRunner().invoke(main, [*base, "--new-key-out", str(tmp_path / "new.key"), "--json"],
+                                 catch_exceptions=False)
+    assert as_json.exit_code == 0, as_json.stderr
+    copies = copies_of(json.loads(as_json.stdout)["exposure"])
+    backup = next(p for p in trek4.data_dir.glob("travel.db.keyrotate-backup-*") if p.suffix != ".key")
+    assert set(copies) == {str(bak), str(backup)}
+    assert copies[str(bak)]["opened_by"] and "saved beside it in" in copies[str(backup)]["note"]
+    # The text checklist of the same situation lists the same copies.
+    shutil.copy(backup, trek4.db)  # back under the leaked key, as before the rotation
+    for side in ("-wal", "-shm"):
+        Path(f"{trek4.db}{side}").unlink(missing_ok=True)
+    Path(f"{backup}.key").rename(trek4.data_dir / ".encryption_key")
+    backup.unlink()
+    as_text = CliRunner().invoke(main, [*base, "--new-key-out", str(tmp_path / "newer.key")], catch_exceptions=False)
+    assert as_text.exit_code == 0, as_text.stderr
+    listed = {line.split(" (")[0].removeprefix("NOT FIXED BY ROTATING: ") for line in as_text.stdout.splitlines()
+              if line.startswith("NOT FIXED BY ROTATING: ")}
+    again = next(p for p in trek4.data_dir.glob("travel.db.keyrotate-backup-*") if p.suffix != ".key")
+    assert listed == {str(bak), str(again)}

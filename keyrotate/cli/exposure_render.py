@@ -10,6 +10,7 @@ each record only fills in its own fields (the same bytes ``json.dumps`` writes).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Iterable, Iterator
@@ -20,7 +21,7 @@ from typing import Any, TextIO
 from keyrotate.cli.printable import printable as _clean
 from keyrotate.cli.tables import markdown_text as _md
 from keyrotate.operations.exposure import ExposureReport
-from keyrotate.operations.exposure_groups import GroupLine
+from keyrotate.operations.exposure_groups import GroupLine, plural
 from keyrotate.operations.exposure_records import ExposedSecret, SecretHead, SecretRows
 from keyrotate.rotation.report import SCHEMA_VERSION
 
@@ -28,6 +29,9 @@ TITLE = "Secrets readable with the suspected key"
 CSV_COLUMNS = ("what", "owner", "where", "revoke or reissue at", "group")
 _ENCODE = json.JSONEncoder(default=str).encode  # one encoder for every record: json.dumps builds one per call
 BEYOND_TITLE = "Beyond the encryption key (what a copy of the data directory also gives away)"
+PLAINTEXT_TITLE = "Stored in plaintext"
+PLAINTEXT_RISK = "Readable without any key: treat as exposed, revoke or reissue each (`keyrotate audit` lists them)."
+COPIES_TITLE = "Not fixed by rotating"
 
 
 class ExposureWriter:
@@ -63,14 +67,17 @@ class ExposureWriter:
                 self._csv.writerow((f"{finding.count} {finding.what}", "instance", finding.where,
                                     f"{finding.risk} Do: {finding.action}",
                                     BEYOND_TITLE))
+            for plain in report.plaintext_found:
+                self._csv.writerow((f"{_count(plain.what, plain.values)} ({plain.kind})", "", plain.location,
+                                    f"{PLAINTEXT_RISK} Then: {plain.fix}", PLAINTEXT_TITLE))
+            for copy in report.copies:
+                self._csv.writerow((copy.kind, "", copy.path, copy.note, COPIES_TITLE))
         elif self.fmt == "json":
             self.out.write("\n  ],\n" if not self._first else "],\n")
             self.out.write('  "groups": [')
             for number, line in enumerate(report.groups.lines()):
                 self.out.write(("\n    " if number == 0 else ",\n    ") + _ENCODE(line.to_json()))
-            tail = {"beyond": [f.to_json() for f in report.beyond],
-                    "copies": [c.to_json() for c in report.copies],
-                    "totals": totals(report)}
+            tail = tail_json(report)
             body = json.dumps(tail, indent=2, default=str)
             self.out.write(("\n  ],\n" if report.groups.total else "],\n") + body[2:] + "\n")
         else:
@@ -169,6 +176,18 @@ def _value(value: object) -> str:
     return _ENCODE(value)
 
 
+def tail_json(report: ExposureReport) -> dict[str, Any]:
+    """What follows the secrets and groups in the JSON document (and in ``rotate --incident --json``)."""
+    return {"beyond": [f.to_json() for f in report.beyond],
+            "copies": [c.to_json() for c in report.copies],
+            "plaintext": [dataclasses.asdict(f) for f in report.plaintext_found],
+            "totals": totals(report)}
+
+
+def _count(what: str, n: int) -> str:
+    return plural(what, n) if n != 1 else f"1 {what}"
+
+
 def totals(report: ExposureReport) -> dict[str, Any]:
     return {"exposed": report.exposed, "users": report.groups.users(), "plaintext": report.plaintext,
             "not_opened": report.not_opened, "by_group": report.groups.per_tier()}
@@ -192,6 +211,7 @@ def _notes(report: ExposureReport) -> list[str]:
     if report.plaintext:
         notes.append(f"{report.plaintext} value(s) in secret locations are stored in PLAINTEXT: anyone with a copy "
                      "of the database could read them, key or not. Treat them as exposed; see `keyrotate audit`.")
+        notes += [f"PLAINTEXT: {_count(p.what, p.values)} in {p.location} ({p.kind})" for p in report.plaintext_found]
     for copy in report.copies:
         notes.append(f"NOT FIXED BY ROTATING: {copy.path} ({copy.kind}): {copy.note}")
     notes.append("Copies keyrotate cannot see (off-site backups, volume snapshots, host backups) still open with "

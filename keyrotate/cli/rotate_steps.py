@@ -178,12 +178,13 @@ def finish_rotation(rotation: RotationRun, report: RotationReport, exposure: Exp
     elif report.committed:
         _zips_left_under_old_key(rotation, report, extras)
     if exposure is not None:
-        from keyrotate.cli.exposure_render import totals  # --incident only
+        from keyrotate.cli.exposure_render import tail_json  # --incident only
         from keyrotate.operations.exposure_copies import find_exposed_copies
 
         exposure = dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old))
-        extras.json["exposure"] = {"totals": totals(exposure), "groups": [g.to_json() for g in exposure.groups.lines()],
-                                   "beyond": [f.to_json() for f in exposure.beyond]}
+        tail = tail_json(exposure)  # the copies and plaintext too, as in the text checklist and `exposure`'s JSON
+        extras.json["exposure"] = {"totals": tail.pop("totals"),
+                                   "groups": [g.to_json() for g in exposure.groups.lines()], **tail}
         extras.exposure = exposure
     if report.committed:
         operator_steps(rotation, report, extras)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from keyrotate.rotation.report import SCHEMA_VERSION
 from keyrotate.rotation.scanning import Scanner
 from keyrotate.rotation.session import ReadSession, read_session
+from keyrotate.rotation.tallies import Tally
 from keyrotate.store.database import quote_identifier
 from keyrotate.trek.catalogue import CATALOGUE, NOT_SECRETS, Presence, SecretLocation
 from keyrotate.trek.formats import Keyring
@@ -88,13 +90,17 @@ class AuditReport:
 
 def audit_database(db_path: Path, *, busy_timeout: float = 10.0) -> AuditReport:
     with read_session(db_path, busy_timeout) as session:
-        findings = _plaintext_in_this_version(session)
-        findings += _legacy_plaintext(session)
+        findings = plaintext_in_this_version(session)
+        # An empty keyring opens nothing, but the Scanner still counts plaintext where ciphertext belongs.
+        scanner = Scanner(session.conn, session.info, session.resolved, Keyring(()))
+        scanner.run("audit")
+        findings += legacy_plaintext(scanner.tallies.values())
         findings += _uncatalogued(session.conn, session.info.schema)
     return AuditReport(str(db_path), session.info.version.evidence, tuple(findings))
 
 
-def _plaintext_in_this_version(session: ReadSession) -> list[AuditFinding]:
+def plaintext_in_this_version(session: ReadSession) -> list[AuditFinding]:
+    """Catalogued locations this TREK version reads as plaintext, with their non-empty values counted."""
     findings = []
     for entry in session.resolved:
         if entry.presence is not Presence.PLAINTEXT_IN_THIS_VERSION:
@@ -109,13 +115,11 @@ def _plaintext_in_this_version(session: ReadSession) -> list[AuditFinding]:
     return findings
 
 
-def _legacy_plaintext(session: ReadSession) -> list[AuditFinding]:
-    # An empty keyring opens nothing, but the Scanner still counts plaintext where ciphertext belongs.
-    scanner = Scanner(session.conn, session.info, session.resolved, Keyring(()))
-    scanner.run("audit")
+def legacy_plaintext(tallies: Iterable[Tally]) -> list[AuditFinding]:
+    """Plaintext a Scanner's pass counted in catalogued locations where this TREK version expects ciphertext."""
     by_label = {loc.label: loc for loc in CATALOGUE}
     findings = []
-    for tally in scanner.tallies.values():
+    for tally in tallies:
         known = by_label.get(tally.label)
         if not tally.catalogued or known is None or not tally.plaintext:
             continue

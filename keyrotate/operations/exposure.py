@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyrotate.errors import KeyProblemError
+from keyrotate.operations.audit import AuditFinding, legacy_plaintext, plaintext_in_this_version
 from keyrotate.operations.exposure_copies import ExposedCopy, find_exposed_copies
 from keyrotate.operations.exposure_describe import Describer, RowsSink
 from keyrotate.operations.exposure_groups import GroupTally
@@ -36,11 +37,12 @@ class ExposureReport:
     key_sources: tuple[str, ...]
     secrets: tuple[ExposedSecret, ...] = ()
     copies: tuple[ExposedCopy, ...] = ()
-    plaintext: int = 0  # legacy plaintext in catalogued locations: readable without any key
+    plaintext: int = 0  # values in catalogued locations stored in plaintext: readable without any key
     not_opened: int = 0  # tokens the suspected key does not open
     groups: GroupTally = field(default_factory=GroupTally)
     beyond: tuple[Finding, ...] = ()
     command: str = "exposure"
+    plaintext_found: tuple[AuditFinding, ...] = ()  # where the plaintext values are (``audit``'s findings)
 
     @property
     def exposed(self) -> int:
@@ -87,7 +89,9 @@ def find_exposure(
         scanner.run("exposure", progress)
         describer.finish()
         beyond = find_beyond(conn, schema, db_path.parent if data_dir is None else data_dir)
-    plaintext = sum(t.plaintext for t in scanner.tallies.values() if t.catalogued)
+        # Plaintext TREK keeps by design (3.0.15's users.unsplash_api_key) is as exposed as the legacy kind.
+        plaintext = (*plaintext_in_this_version(session), *legacy_plaintext(scanner.tallies.values()))
     copies = find_exposed_copies(db_path, suspected) if check_copies else ()
-    return ExposureReport(str(db_path), tuple(k.source for k in suspected), tuple(kept), copies, plaintext,
-                          describer.missed, groups, beyond)
+    return ExposureReport(str(db_path), tuple(k.source for k in suspected), tuple(kept), copies,
+                          sum(f.values for f in plaintext), describer.missed, groups, beyond,
+                          plaintext_found=plaintext)
