@@ -111,7 +111,9 @@ def test_text_checklist_groups_by_what_and_whose_worst_first(trek4: TrekCopy) ->
     headings = [line for line in text.splitlines() if re.match(r"^\d\. ", line)]
     assert [h.split(" (")[0] for h in headings] == ["1. Instance credentials", "2. Sign-in secrets and OAuth tokens",
                                                     "3. API keys and tokens", "4. Share passphrases"]
-    boxes = [line.strip() for line in text.splitlines() if line.strip().startswith("[ ] ")]
+    # The secrets the key opens and the "beyond" section; values stored in plaintext have a section of their own.
+    checklist = text.split("\nStored in PLAINTEXT (readable without any key)")[0]
+    boxes = [line.strip() for line in checklist.splitlines() if line.strip().startswith("[ ] ")]
     per_user = [b for b in boxes if b.startswith("[ ] user ")]
     # One line per instance secret, one per user and tier: far fewer lines than secrets.
     assert len(boxes) - len(per_user) - len(expected.get("Instance credentials", ())) == len(find_exposure(
@@ -341,6 +343,14 @@ def test_plaintext_trek_keeps_by_design_is_counted_and_named(trek3: TrekCopy) ->
     text = runner.invoke(main, ["exposure", "--data-dir", str(trek3.data_dir)], catch_exceptions=False).stdout
     assert f"{len(plain)} value(s) in secret locations are stored in PLAINTEXT" in text
     assert f"PLAINTEXT: {by_design} Unsplash access keys in users.unsplash_api_key" in text
+    # ... and whose they are, one line per user, as for the secrets the key opens.
+    section = text.split("Stored in PLAINTEXT (readable without any key): ")[1].split("\n\n")[0]
+    assert section.startswith(f"{len(plain)} value(s)\n")
+    with closing(sqlite3.connect(trek3.db)) as conn:
+        owners = dict(conn.execute("SELECT id, username FROM users WHERE unsplash_api_key != ''").fetchall())
+    assert len(owners) == by_design
+    for user_id, name in owners.items():
+        assert f"[ ] user {user_id} ({name}): " in section and "Unsplash access key" in section
     for entry in plain:
         assert entry["plaintext"] not in text
 

@@ -22,6 +22,7 @@ from keyrotate.cli.printable import printable as _clean
 from keyrotate.cli.tables import markdown_text as _md
 from keyrotate.operations.exposure import ExposureReport
 from keyrotate.operations.exposure_groups import GroupLine, plural
+from keyrotate.operations.exposure_plaintext import PLAINTEXT
 from keyrotate.operations.exposure_records import ExposedSecret, SecretHead, SecretRows
 from keyrotate.rotation.report import SCHEMA_VERSION
 
@@ -74,12 +75,13 @@ class ExposureWriter:
                 self._csv.writerow((copy.kind, "", copy.path, copy.note, COPIES_TITLE))
         elif self.fmt == "json":
             self.out.write("\n  ],\n" if not self._first else "],\n")
-            self.out.write('  "groups": [')
-            for number, line in enumerate(report.groups.lines()):
-                self.out.write(("\n    " if number == 0 else ",\n    ") + _ENCODE(line.to_json()))
-            tail = tail_json(report)
-            body = json.dumps(tail, indent=2, default=str)
-            self.out.write(("\n  ],\n" if report.groups.total else "],\n") + body[2:] + "\n")
+            for name, groups in (("groups", report.groups), ("plaintext_groups", report.plaintext_groups)):
+                self.out.write(f'  "{name}": [')  # one line per user: written one at a time, never held whole
+                for number, line in enumerate(groups.lines()):
+                    self.out.write(("\n    " if number == 0 else ",\n    ") + _ENCODE(line.to_json()))
+                self.out.write("\n  ],\n" if groups.total else "],\n")
+            body = json.dumps(tail_json(report), indent=2, default=str)
+            self.out.write(body[2:] + "\n")
         else:
             lines = _text(report) if self.fmt == "text" else _markdown(report)
             while chunk := list(islice(lines, 1000)):  # one line per user: never the whole text at once
@@ -177,11 +179,19 @@ def _value(value: object) -> str:
 
 
 def tail_json(report: ExposureReport) -> dict[str, Any]:
-    """What follows the secrets and groups in the JSON document (and in ``rotate --incident --json``)."""
+    """What follows the secrets and the group lines in the JSON document (and in ``rotate --incident --json``)."""
     return {"beyond": [f.to_json() for f in report.beyond],
             "copies": [c.to_json() for c in report.copies],
             "plaintext": [dataclasses.asdict(f) for f in report.plaintext_found],
             "totals": totals(report)}
+
+
+def _listed(report: ExposureReport) -> str:
+    listed = report.plaintext_groups.total
+    if listed == report.plaintext:
+        return f"{listed} value(s)"
+    return (f"{report.plaintext} value(s) ({listed} listed by owner below; the others are inside JSON values or TOTP seeds: "
+            "`keyrotate audit` names their locations)")
 
 
 def _count(what: str, n: int) -> str:
@@ -242,6 +252,14 @@ def _text(report: ExposureReport) -> Iterator[str]:
         yield BEYOND_TITLE
         yield from (_clean(f"   [{'x' if finding.done else ' '}] {finding.line()}") for finding in report.beyond)
         yield ""
+    plain = report.plaintext_groups
+    if plain.total:
+        yield f"{PLAINTEXT[1]}: {_listed(report)}"
+        yield from (_clean(f"   where: {what} -> {action}") for what, action in plain.user_actions(PLAINTEXT))
+        for line in plain.lines():
+            yield _clean(f"   [ ] {line.owner}: {line.summary()}" if line.owner_id is not None
+                         else f"   [ ] {line.summary()} -> {line.actions[0][1]}")
+        yield ""
     yield from _notes(report)
 
 
@@ -260,5 +278,13 @@ def _markdown(report: ExposureReport) -> Iterator[str]:
         yield from [f"### {BEYOND_TITLE}", ""]
         yield from (f"- [{'x' if f.done else ' '}] **{_md(f.what)}**: {f.count} ({_md(f.where)}). {_md(f.risk)} Do: {_md(f.action)}"
                     for f in report.beyond)
+        yield ""
+    plain = report.plaintext_groups
+    if plain.total:
+        yield from [f"### {PLAINTEXT[1]}", "", f"- {_md(_listed(report))}"]
+        yield from (f"- where: {_md(what)} → {_md(action)}" for what, action in plain.user_actions(PLAINTEXT))
+        for line in plain.lines():
+            yield (f"- [ ] **{_md(line.owner)}**: {_md(line.summary())}" if line.owner_id is not None
+                   else f"- [ ] **{_md(line.summary())}** → {_md(line.actions[0][1])}")
         yield ""
     yield from ["### Notes", ""] + [f"- {_md(n)}" for n in _notes(report)]

@@ -184,7 +184,8 @@ def finish_rotation(rotation: RotationRun, report: RotationReport, exposure: Exp
         exposure = dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old))
         tail = tail_json(exposure)  # the copies and plaintext too, as in the text checklist and `exposure`'s JSON
         extras.json["exposure"] = {"totals": tail.pop("totals"),
-                                   "groups": [g.to_json() for g in exposure.groups.lines()], **tail}
+                                   "groups": [g.to_json() for g in exposure.groups.lines()],
+                                   "plaintext_groups": [g.to_json() for g in exposure.plaintext_groups.lines()], **tail}
         extras.exposure = exposure
     if report.committed:
         operator_steps(rotation, report, extras)

@@ -19,6 +19,7 @@ from keyrotate.operations.audit import AuditFinding, legacy_plaintext, plaintext
 from keyrotate.operations.exposure_copies import ExposedCopy, find_exposed_copies
 from keyrotate.operations.exposure_describe import Describer, RowsSink
 from keyrotate.operations.exposure_groups import GroupTally
+from keyrotate.operations.exposure_plaintext import plaintext_owners
 from keyrotate.operations.exposure_records import ExposedSecret, SecretRows
 from keyrotate.rotation.scanning import ProgressCallback, Scanner
 from keyrotate.rotation.session import read_session
@@ -43,6 +44,7 @@ class ExposureReport:
     beyond: tuple[Finding, ...] = ()
     command: str = "exposure"
     plaintext_found: tuple[AuditFinding, ...] = ()  # where the plaintext values are (``audit``'s findings)
+    plaintext_groups: GroupTally = field(default_factory=GroupTally)  # whose they are (whole values only)
 
     @property
     def exposed(self) -> int:
@@ -91,7 +93,11 @@ def find_exposure(
         beyond = find_beyond(conn, schema, db_path.parent if data_dir is None else data_dir)
         # Plaintext TREK keeps by design (3.0.15's users.unsplash_api_key) is as exposed as the legacy kind.
         plaintext = (*plaintext_in_this_version(session), *legacy_plaintext(scanner.tallies.values()))
+        plain_groups = GroupTally(names=groups.names)
+        if plaintext:  # only the locations audit's findings name: no scan of a table without plaintext
+            plaintext_owners(conn, session.resolved, {f.location for f in plaintext}, plain_groups,
+                             describer.load_names)
     copies = find_exposed_copies(db_path, suspected) if check_copies else ()
     return ExposureReport(str(db_path), tuple(k.source for k in suspected), tuple(kept), copies,
                           sum(f.values for f in plaintext), describer.missed, groups, beyond,
-                          plaintext_found=plaintext)
+                          plaintext_found=plaintext, plaintext_groups=plain_groups)

@@ -127,7 +127,7 @@ class Describer:
         if self.emit is None:
             return
         distinct = set(keys)
-        self._names(owner for owner, _ in distinct if isinstance(owner, int))
+        self.load_names(owner for owner, _ in distinct if isinstance(owner, int))
         heads = self._heads(query, distinct)
         self.emit(SecretRows(loc.label, loc.table, loc.column, query.action, query.identity,
                              list(map(heads.__getitem__, keys)), list(map(_IDENTITY, found))))
@@ -152,7 +152,7 @@ class Describer:
 
     def _count(self, query: _ColumnQuery) -> None:
         """Move a location's counts so far into the groups (GroupTally.add sums what falls together)."""
-        self._names(owner for owner, _ in query.counts if isinstance(owner, int))
+        self.load_names(owner for owner, _ in query.counts if isinstance(owner, int))
         users: dict[Any, list[tuple[int, int]]] = {}  # detail -> (owner, count)
         for (owner, detail), count in query.counts.items():
             if isinstance(owner, int):
@@ -163,7 +163,7 @@ class Describer:
             self.groups.add_users(query.tier_of[False], self._what_of(query, detail), query.action, counts)
         query.counts.clear()
 
-    def _names(self, owners: Iterable[int]) -> None:
+    def load_names(self, owners: Iterable[int]) -> None:
         """Make sure these owners' names are known: read once per user, in bulk."""
         missing = sorted(set(owners).difference(self._names_of))
         if not missing:
@@ -280,7 +280,7 @@ class Describer:
                 if rowid in wanted:
                     self._rows[(table, rowid)] = dict(zip(columns, values, strict=True))
                     owners.update(v for i in owner_columns if isinstance(v := values[i], int))
-        self._names(owners)
+        self.load_names(owners)
 
     def _fetch(self, table: str, columns: list[str], rowids: list[int]) -> Iterator[tuple[Any, ...]]:
         """Dense rowids (a location read in order) in one range query; scattered ones by id."""
