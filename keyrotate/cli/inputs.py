@@ -69,17 +69,32 @@ def prompt_key(prompt: str, label: str, options_hint: str, *, confirm: bool) -> 
     before giving a key is a usage error (exit 2) that names the options.
     """
     try:
-        # From a pipe, with no terminal to ask on, there is no echo to turn off (getpass would warn that it cannot).
-        piped = _piped()
-        text = click.prompt(prompt, hide_input=not piped, confirmation_prompt=confirm, err=True)
-        if piped:
-            click.echo("", err=True)  # the key came without its line on the screen: end the prompt's line
+        text = _read_piped(prompt, confirm) if _piped() else click.prompt(
+            prompt, hide_input=True, confirmation_prompt=confirm, err=True)
     except click.Abort as abort:
         # click turns both KeyboardInterrupt and EOFError into Abort; the one it caught is the context.
         if isinstance(abort.__context__, KeyboardInterrupt) or _stdin_is_a_terminal():
             raise CancelledError("Cancelled; nothing was written.") from None
         raise click.UsageError(f"No {label} key given and none could be read from the prompt. Use {options_hint}.") from None
     return Key(text, f"{label} key typed at the prompt")
+
+
+def _read_piped(prompt: str, confirm: bool) -> str:
+    """The key from a pipe with no terminal to ask on, line by line as click asks (a confirmation that differs is
+    asked for again); no echo to turn off, so none of getpass's warnings that it cannot."""
+    while True:
+        text = _piped_line(prompt)
+        if not confirm or _piped_line("Repeat for confirmation") == text:
+            return text
+        click.echo("Error: The two entered values do not match.", err=True)
+
+
+def _piped_line(prompt: str) -> str:
+    click.echo(f"{prompt}: ", err=True)
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    if not line:
+        raise click.Abort
+    return line.rstrip("\r\n")
 
 
 def _piped() -> bool:
