@@ -116,9 +116,10 @@ def test_keys_stolen_with_the_directory_are_tried_and_named(trek4: TrekCopy, tmp
     source = f"key in {saved}"
     for path in (old_zip, backup):
         assert copies[str(path)]["opened_by"] == [source]
-        assert f"the {source} (stolen with the directory) opens all {n} of its secrets" in copies[str(path)]["note"]
+        note = copies[str(path)]["note"]
+        assert f"the {source} (in the directory: a copy of it carries this key too) opens all {n} of its secrets" in note
     key_line = copies[str(saved)]
-    assert key_line["kind"] == "another key stolen with the directory"
+    assert key_line["kind"] == "another key in the directory"
     assert old_zip.name in key_line["note"] and backup.name in key_line["note"]
     text = CliRunner().invoke(main, ["exposure", "--data-dir", str(data)], catch_exceptions=False).stdout
     assert old_key.reveal() not in text and "B" * 64 not in text

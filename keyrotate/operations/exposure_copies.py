@@ -125,7 +125,8 @@ def _opens(verdict: Sequence[KeyVerdict], suspected: int, name: str,
         opened_by += [v.key_source for v in verdict[:suspected] if v.opened]
     for other in verdict[suspected:]:
         if other.opened:
-            parts.append(f"the {other.key_source} (stolen with the directory) opens {_share(other.opened, total)}")
+            parts.append(f"the {other.key_source} (in the directory: a copy of it carries this key too) opens "
+                         f"{_share(other.opened, total)}")
             opened_by.append(other.key_source)
             opened_by_other.setdefault(other.key_source, []).append(f"{name} ({other.opened} of {total} secrets)")
     return ("; ".join(parts), tuple(opened_by)) if parts else None
@@ -147,8 +148,8 @@ def _key_files(keys: FoundKeys, listed: set[Path], opened_by_other: dict[str, li
     for key in keys.others:
         opened = opened_by_other.get(key.source)
         if opened:
-            out.append(ExposedCopy(key.source.removeprefix("key in "), "another key stolen with the directory",
-                                   f"opens {', '.join(opened)}: whoever has the directory has this key too. Treat "
+            out.append(ExposedCopy(key.source.removeprefix("key in "), "another key in the directory",
+                                   f"opens {', '.join(opened)}: whoever has a copy of the directory has this key too. Treat "
                                    "what it opens as exposed; delete the key once nothing you keep is under it",
                                    (key.source,)))
     if keys.left_out:
