@@ -206,7 +206,7 @@ def _run_engine(rotation: RotationRun,
         exposure = incident_before(rotation)
         report = rotate_database(options, progress=progress.callback(), confirm=confirm, notice=say)
     except KeyrotateError as error:
-        incident_despite_failure(exposure, rotation)
+        incident_despite_failure(exposure, rotation, error)
         key = rotation.new_key_file if error.committed else rotation.unused_new_key
         raise (new_key_note(error, key) if key else error) from None
     except interrupts.Interrupted as interrupt:

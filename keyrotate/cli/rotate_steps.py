@@ -18,7 +18,7 @@ from keyrotate.cli.inputs import default_old_keys
 from keyrotate.cli.interrupted import stopped_before_commit
 from keyrotate.cli.render import emit, render
 from keyrotate.cli.rotate_args import RotateArgs, RotationRun
-from keyrotate.cli.running import say, warn
+from keyrotate.cli.running import add_to_error_document, say, warn
 from keyrotate.errors import KeyProblemError, KeyrotateError
 from keyrotate.rotation.old_key import (
     committed_under,
@@ -162,12 +162,39 @@ def incident_before(rotation: RotationRun) -> ExposureReport | None:
                          keep_secrets=False, data_dir=rotation.path.parent)
 
 
-def incident_despite_failure(exposure: ExposureReport | None, rotation: RotationRun) -> None:
-    """A rotation that fails must not swallow the leak checklist: revoking does not wait for the database."""
-    if exposure is not None:
-        from keyrotate.operations.exposure_copies import find_exposed_copies  # --incident only
+def incident_despite_failure(exposure: ExposureReport | None, rotation: RotationRun, error: KeyrotateError) -> None:
+    """A rotation that fails must not swallow the leak checklist (revoking does not wait for the database), nor let
+    it pass for an all-clear: it is headed as a failed run, or in --json carried by the one error document."""
+    if exposure is None:
+        return
+    if not exposure.exposed:  # a wrong old key (exit 7): "0 readable" would read as "nothing leaked"
+        say("No leak checklist: the old key given opens none of the database's secrets, so what it opens says "
+            "nothing about what leaked. Find the key TREK used, then run `keyrotate exposure` with it.",
+            quiet=rotation.args.quiet)
+        return
+    from keyrotate.operations.exposure_copies import find_exposed_copies  # --incident only
 
-        emit(dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old)), "text")
+    exposure = dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old))
+    if rotation.args.json_output:
+        add_to_error_document(exposure=incident_json(exposure))  # stdout holds that one document, nothing else
+        return
+    if error.committed:  # e.g. the key file could not be written: the database is rotated, the run is not done
+        heading = (f"ROTATION NOT FINISHED (exit {int(error.exit_code)}): the database is under the new key, but the "
+                   "run stopped before its end (see the error). What the suspected key opened, to revoke and reissue:")
+    else:
+        heading = (f"ROTATION FAILED (exit {int(error.exit_code)}): nothing was rotated, the database is still under "
+                   "the suspected key. What that key opens, to revoke and reissue anyway:")
+    click.echo(heading + "\n")
+    emit(exposure, "text")
+
+
+def incident_json(exposure: ExposureReport) -> dict[str, Any]:
+    """--incident's checklist in rotate's JSON document."""
+    from keyrotate.cli.exposure_render import tail_json  # --incident only
+
+    tail = tail_json(exposure)  # the copies and plaintext too, as in the text checklist and `exposure`'s JSON
+    return {"totals": tail.pop("totals"), "groups": [g.to_json() for g in exposure.groups.lines()],
+            "plaintext_groups": [g.to_json() for g in exposure.plaintext_groups.lines()], **tail}
 
 
 def finish_rotation(rotation: RotationRun, report: RotationReport, exposure: ExposureReport | None,
@@ -178,14 +205,10 @@ def finish_rotation(rotation: RotationRun, report: RotationReport, exposure: Exp
     elif report.committed:
         _zips_left_under_old_key(rotation, report, extras)
     if exposure is not None:
-        from keyrotate.cli.exposure_render import tail_json  # --incident only
-        from keyrotate.operations.exposure_copies import find_exposed_copies
+        from keyrotate.operations.exposure_copies import find_exposed_copies  # --incident only
 
         exposure = dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old))
-        tail = tail_json(exposure)  # the copies and plaintext too, as in the text checklist and `exposure`'s JSON
-        extras.json["exposure"] = {"totals": tail.pop("totals"),
-                                   "groups": [g.to_json() for g in exposure.groups.lines()],
-                                   "plaintext_groups": [g.to_json() for g in exposure.plaintext_groups.lines()], **tail}
+        extras.json["exposure"] = incident_json(exposure)
         extras.exposure = exposure
     if report.committed:
         operator_steps(rotation, report, extras)

@@ -32,6 +32,16 @@ def warn(message: str) -> None:
     say(f"WARNING: {message}")
 
 
+ERROR_DOCUMENT = "keyrotate.error_document"  # click context meta: members a failing --json run adds to its document
+
+
+def add_to_error_document(**members: object) -> None:
+    """Members the JSON document of this run carries if it fails (rotate --incident: its leak checklist)."""
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        context.meta.setdefault(ERROR_DOCUMENT, {}).update(members)
+
+
 def fail(error: KeyrotateError) -> NoReturn:
     # Messages name tables, rows and paths found in the database: no control character gets through.
     click.echo("Error: " + "\n".join(printable(line) for line in error.message.split("\n")), err=True)
@@ -39,9 +49,10 @@ def fail(error: KeyrotateError) -> NoReturn:
     if context is not None and context.params.get("json_output"):
         # A script that asked for JSON gets a document on stdout for a failure too (commands with --json write
         # their report only once they succeed, so stdout is still empty here).
-        click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "command": context.info_name, "error": {
+        extra = context.meta.get(ERROR_DOCUMENT, {})
+        click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "command": context.info_name, **extra, "error": {
             "exit_code": int(error.exit_code), "kind": error.exit_code.name.lower(), "message": error.message,
-            "committed": error.committed}}))
+            "committed": error.committed}}, default=str))
     sys.exit(int(error.exit_code))
 
 
