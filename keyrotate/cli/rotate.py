@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from keyrotate import interrupts
+from keyrotate.cli.incident import JWT_REPLACED, incident_before, incident_despite_failure, incident_json, ticked_off
 from keyrotate.cli.inputs import check_new_key, database, given_keys, prompt_key, trek_keys
 from keyrotate.cli.interrupted import rerun_command, signal_name, stopped_after_commit, stopped_before_commit
 from keyrotate.cli.options import (
@@ -30,9 +31,6 @@ from keyrotate.cli.rotate_steps import (
     confirm_plan,
     finish_rotation,
     free_backup_name,
-    incident_before,
-    incident_despite_failure,
-    jwt_done_in_checklist,
     new_key_for_rotation,
     new_key_note,
     operator_steps,
@@ -44,6 +42,7 @@ from keyrotate.rotation.old_key import environment_holds
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.report import RotationReport
 from keyrotate.rotation.revoke import Revocation
+from keyrotate.trek.beyond import SESSION_SECRET
 from keyrotate.trek.keys import resolve_trek_key
 
 if TYPE_CHECKING:
@@ -129,8 +128,9 @@ def _rotate(args: RotateArgs) -> int:
 
         extras.json["jwt_secret"] = jwt_after_rotation(report, args.data_dir, audit=not args.no_audit_log,
                                                        wait=args.wait, quiet=args.silent)
-        if extras.json["jwt_secret"].get("replaced"):
-            jwt_done_in_checklist(extras)
+        if extras.json["jwt_secret"].get("replaced") and extras.exposure is not None:
+            extras.exposure = ticked_off(extras.exposure, {SESSION_SECRET: JWT_REPLACED})
+            extras.json["exposure"] = incident_json(extras.exposure)
     if args.json_output:
         emit(RotationOutcome(report, extras), "json")
     elif extras.exposure is not None:

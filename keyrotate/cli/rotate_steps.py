@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shlex
 from collections.abc import Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,22 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from keyrotate.cli.incident import incident_after, incident_json
 from keyrotate.cli.inputs import default_old_keys
 from keyrotate.cli.interrupted import stopped_before_commit
-from keyrotate.cli.render import emit, render
+from keyrotate.cli.render import render
 from keyrotate.cli.rotate_args import RotateArgs, RotationRun
-from keyrotate.cli.running import add_to_error_document, say, warn
+from keyrotate.cli.running import say, warn
 from keyrotate.errors import KeyProblemError, KeyrotateError
 from keyrotate.rotation.old_key import (
     committed_under,
     environment_holds,
     generate_new_key,
-    newest_backup,
     next_steps,
 )
 from keyrotate.rotation.plan import RotationPlan
 from keyrotate.rotation.report import RotationReport
-from keyrotate.trek.beyond import SESSION_SECRET
 from keyrotate.trek.catalogue import Presence
 from keyrotate.trek.keys import Key, key_from_file
 
@@ -144,59 +141,6 @@ class RotationOutcome:
         return {**self.report.to_json(), **self.extras.json}
 
 
-def incident_before(rotation: RotationRun) -> ExposureReport | None:
-    """The secrets the old key opens, read before the rotation changes them."""
-    if not rotation.args.incident:
-        return None
-    from keyrotate.operations.exposure import find_exposure  # --incident only: see the note at the top
-
-    source, suspected = rotation.path, rotation.keys.old
-    backup = newest_backup(rotation.path) if rotation.keys.reused else None
-    if backup is not None:  # an earlier run rotated the database: what the old key opened is in its backup
-        source = backup
-        with suppress(KeyrotateError):  # the old key may be in the key file still, or saved beside the backup
-            suspected = default_old_keys(rotation.args.data_dir, suspected, rotation.keys.new) or suspected
-        say(f"The leak checklist is of {backup}, the earlier run's copy from before its rotation.",
-            quiet=rotation.args.silent)
-    return find_exposure(source, suspected, busy_timeout=rotation.args.wait, check_copies=False,
-                         keep_secrets=False, data_dir=rotation.path.parent)
-
-
-def incident_despite_failure(exposure: ExposureReport | None, rotation: RotationRun, error: KeyrotateError) -> None:
-    """A rotation that fails must not swallow the leak checklist (revoking does not wait for the database), nor let
-    it pass for an all-clear: it is headed as a failed run, or in --json carried by the one error document."""
-    if exposure is None:
-        return
-    if not exposure.exposed:  # a wrong old key (exit 7): "0 readable" would read as "nothing leaked"
-        say("No leak checklist: the old key given opens none of the database's secrets, so what it opens says "
-            "nothing about what leaked. Find the key TREK used, then run `keyrotate exposure` with it.",
-            quiet=rotation.args.quiet)
-        return
-    from keyrotate.operations.exposure_copies import find_exposed_copies  # --incident only
-
-    exposure = dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old))
-    if rotation.args.json_output:
-        add_to_error_document(exposure=incident_json(exposure))  # stdout holds that one document, nothing else
-        return
-    if error.committed:  # e.g. the key file could not be written: the database is rotated, the run is not done
-        heading = (f"ROTATION NOT FINISHED (exit {int(error.exit_code)}): the database is under the new key, but the "
-                   "run stopped before its end (see the error). What the suspected key opened, to revoke and reissue:")
-    else:
-        heading = (f"ROTATION FAILED (exit {int(error.exit_code)}): nothing was rotated, the database is still under "
-                   "the suspected key. What that key opens, to revoke and reissue anyway:")
-    click.echo(heading + "\n")
-    emit(exposure, "text")
-
-
-def incident_json(exposure: ExposureReport) -> dict[str, Any]:
-    """--incident's checklist in rotate's JSON document."""
-    from keyrotate.cli.exposure_render import tail_json  # --incident only
-
-    tail = tail_json(exposure)  # the copies and plaintext too, as in the text checklist and `exposure`'s JSON
-    return {"totals": tail.pop("totals"), "groups": [g.to_json() for g in exposure.groups.lines()],
-            "plaintext_groups": [g.to_json() for g in exposure.plaintext_groups.lines()], **tail}
-
-
 def finish_rotation(rotation: RotationRun, report: RotationReport, exposure: ExposureReport | None,
                     extras: RotationExtras) -> None:
     """Everything after the engine's report: backup ZIPs, the leak checklist, the operator's steps."""
@@ -205,11 +149,8 @@ def finish_rotation(rotation: RotationRun, report: RotationReport, exposure: Exp
     elif report.committed:
         _zips_left_under_old_key(rotation, report, extras)
     if exposure is not None:
-        from keyrotate.operations.exposure_copies import find_exposed_copies  # --incident only
-
-        exposure = dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old))
-        extras.json["exposure"] = incident_json(exposure)
-        extras.exposure = exposure
+        extras.exposure = incident_after(rotation, exposure)
+        extras.json["exposure"] = incident_json(extras.exposure)
     if report.committed:
         operator_steps(rotation, report, extras)
 
@@ -271,20 +212,6 @@ def _zips_after_a_restore(rotation: RotationRun, report: RotationReport, zips: l
         f"old key, not the backup ZIPs: {len(zips)} of them are now under the new key, which a restored TREK does "
         "not use (`keyrotate backups` then shows them as \"none\"). After restoring, put them back under the old "
         f"key with:\n    {line}", quiet=args.silent)
-
-
-JWT_REPLACED = "done by this run (--rotate-jwt-secret): every user is signed out at TREK's next start"
-
-
-def jwt_done_in_checklist(extras: RotationExtras) -> None:
-    """--incident with --rotate-jwt-secret: the checklist's session-signing secret is done, not a task left."""
-    if extras.exposure is None:
-        return
-    beyond = tuple(dataclasses.replace(f, action=JWT_REPLACED, done=True) if f.what == SESSION_SECRET else f
-                   for f in extras.exposure.beyond)
-    extras.exposure = dataclasses.replace(extras.exposure, beyond=beyond)
-    if "exposure" in extras.json:
-        extras.json["exposure"]["beyond"] = [f.to_json() for f in beyond]
 
 
 def operator_steps(rotation: RotationRun, report: RotationReport, extras: RotationExtras) -> None:

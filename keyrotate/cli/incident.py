@@ -1,0 +1,91 @@
+"""rotate --incident's leak checklist: read before the rotation, printed after it with what the run did ticked
+off, or despite its failure headed as such."""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from keyrotate.cli.inputs import default_old_keys
+from keyrotate.cli.render import emit
+from keyrotate.cli.rotate_args import RotationRun
+from keyrotate.cli.running import add_to_error_document, say
+from keyrotate.errors import KeyrotateError
+from keyrotate.rotation.old_key import newest_backup
+
+if TYPE_CHECKING:
+    from keyrotate.operations.exposure import ExposureReport
+
+# Imported when they run: a plain rotate (and --help) does not pay for the exposure scan and the copies check.
+
+JWT_REPLACED = "done by this run (--rotate-jwt-secret): every user is signed out at TREK's next start"
+
+
+def incident_before(rotation: RotationRun) -> ExposureReport | None:
+    """The secrets the old key opens, read before the rotation changes them."""
+    if not rotation.args.incident:
+        return None
+    from keyrotate.operations.exposure import find_exposure  # --incident only: see the note at the top
+
+    source, suspected = rotation.path, rotation.keys.old
+    backup = newest_backup(rotation.path) if rotation.keys.reused else None
+    if backup is not None:  # an earlier run rotated the database: what the old key opened is in its backup
+        source = backup
+        with suppress(KeyrotateError):  # the old key may be in the key file still, or saved beside the backup
+            suspected = default_old_keys(rotation.args.data_dir, suspected, rotation.keys.new) or suspected
+        say(f"The leak checklist is of {backup}, the earlier run's copy from before its rotation.",
+            quiet=rotation.args.silent)
+    return find_exposure(source, suspected, busy_timeout=rotation.args.wait, check_copies=False,
+                         keep_secrets=False, data_dir=rotation.path.parent)
+
+
+def incident_despite_failure(exposure: ExposureReport | None, rotation: RotationRun, error: KeyrotateError) -> None:
+    """A rotation that fails must not swallow the leak checklist (revoking does not wait for the database), nor let
+    it pass for an all-clear: it is headed as a failed run, or in --json carried by the one error document."""
+    if exposure is None:
+        return
+    if not exposure.exposed:  # a wrong old key (exit 7): "0 readable" would read as "nothing leaked"
+        say("No leak checklist: the old key given opens none of the database's secrets, so what it opens says "
+            "nothing about what leaked. Find the key TREK used, then run `keyrotate exposure` with it.",
+            quiet=rotation.args.quiet)
+        return
+    from keyrotate.operations.exposure_copies import find_exposed_copies  # --incident only
+
+    exposure = dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old))
+    if rotation.args.json_output:
+        add_to_error_document(exposure=incident_json(exposure))  # stdout holds that one document, nothing else
+        return
+    if error.committed:  # e.g. the key file could not be written: the database is rotated, the run is not done
+        heading = (f"ROTATION NOT FINISHED (exit {int(error.exit_code)}): the database is under the new key, but the "
+                   "run stopped before its end (see the error). What the suspected key opened, to revoke and reissue:")
+    else:
+        heading = (f"ROTATION FAILED (exit {int(error.exit_code)}): nothing was rotated, the database is still under "
+                   "the suspected key. What that key opens, to revoke and reissue anyway:")
+    click.echo(heading + "\n")
+    emit(exposure, "text")
+
+
+def incident_json(exposure: ExposureReport) -> dict[str, Any]:
+    """--incident's checklist in rotate's JSON document."""
+    from keyrotate.cli.exposure_render import tail_json  # --incident only
+
+    tail = tail_json(exposure)  # the copies and plaintext too, as in the text checklist and `exposure`'s JSON
+    return {"totals": tail.pop("totals"), "groups": [g.to_json() for g in exposure.groups.lines()],
+            "plaintext_groups": [g.to_json() for g in exposure.plaintext_groups.lines()], **tail}
+
+
+def incident_after(rotation: RotationRun, exposure: ExposureReport) -> ExposureReport:
+    """The checklist once the rotation is done: with the copies still under the old key now (its backup included)."""
+    from keyrotate.operations.exposure_copies import find_exposed_copies  # --incident only
+
+    return dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old))
+
+
+def ticked_off(exposure: ExposureReport, done: dict[str, str]) -> ExposureReport:
+    """The findings this run dealt with (``what`` -> what it did) marked done: listed still, no longer a task."""
+    beyond = tuple(dataclasses.replace(f, action=done[f.what], done=True) if f.what in done else f
+                   for f in exposure.beyond)
+    return dataclasses.replace(exposure, beyond=beyond)
