@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sqlite3
+import stat
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -14,6 +19,14 @@ from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key, create_key_file, generate_key_text
 
 from .conftest import TrekCopy, table_dump
+from .test_revoke import add_tokens
+from .ziphelpers import build_backup_zip
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT))
 
 
 def _key_file(path: Path) -> Path:
@@ -67,3 +80,126 @@ def test_a_failed_incident_rotation_heads_its_checklist_as_failed(trek4: TrekCop
     first, rest = result.stdout.split("\n", 1)
     assert first.startswith("ROTATION FAILED (exit 8): nothing was rotated")
     assert f"Secrets readable with the suspected key: {len(trek4.encrypted_entries()) - 1} (" in rest
+
+
+def _checklist_line(stdout: str, what: str) -> str:
+    return next(line.strip() for line in stdout.splitlines() if f"] {what}:" in line)
+
+
+def test_what_the_run_revoked_is_ticked_off_and_the_rest_stays_open(trek4: TrekCopy, tmp_path: Path) -> None:
+    """D7: the links and invites the run had just deleted were still listed as tasks ("[ ] ... Do: delete")."""
+    add_tokens(trek4)
+    (trek4.data_dir / ".jwt_secret").write_text("a session secret of the incident tests\n")
+    args = [*_incident(trek4, tmp_path), "--rotate-jwt-secret", "--revoke-share-links", "--expire-invites"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    for what, flag in [("session-signing secret", "--rotate-jwt-secret"), ("public trip share links",
+                       "--revoke-share-links"), ("public journey share links", "--revoke-share-links"),
+                       ("open registration invites", "--expire-invites")]:
+        line = _checklist_line(result.stdout, what)
+        assert line.startswith("[x]") and f"done by this run ({flag})" in line, line
+    assert _checklist_line(result.stdout, "open registration invites").startswith("[x] open registration invites: 2 ")
+    assert _checklist_line(result.stdout, "users with a local password").startswith("[ ]")
+    with closing(sqlite3.connect(trek4.db)) as conn:  # what the ticks claim is true of the database
+        assert conn.execute("SELECT count(*) FROM share_tokens").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM journey_share_tokens").fetchone()[0] == 0
+    document = json.loads(CliRunner().invoke(main, [
+        "rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(_key_file(tmp_path / "newer.key")),
+        "--incident", "--expire-invites", "--json"], catch_exceptions=False).stdout)
+    done = {f["what"]: f["done"] for f in document["exposure"]["beyond"]}
+    assert done["open registration invites"] and not done["public trip share links"]
+
+
+def test_a_dry_run_ticks_nothing_off(trek4: TrekCopy, tmp_path: Path) -> None:
+    add_tokens(trek4)
+    args = [*_incident(trek4, tmp_path), "--revoke-share-links", "--expire-invites", "--dry-run"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert "[x]" not in result.stdout and "done by this run" not in result.stdout
+
+
+def test_new_key_files_readable_by_all_get_their_chmod_line(trek4: TrekCopy, tmp_path: Path) -> None:
+    """D15: the fresh key and session secret landed world-readable (modes kept) with no step in the checklist."""
+    (trek4.data_dir / ".encryption_key").chmod(0o644)
+    (trek4.data_dir / ".jwt_secret").write_text("a session secret of the incident tests\n")
+    (trek4.data_dir / ".jwt_secret").chmod(0o640)  # TREK's group reads it: not "every local user"
+    result = CliRunner().invoke(main, [*_incident(trek4, tmp_path), "--rotate-jwt-secret"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    line = _checklist_line(result.stdout, "new key files readable by every local user")
+    assert line.startswith("[ ]")
+    command = line.split("Do: `", 1)[1].split("`", 1)[0]
+    assert shlex.split(command) == ["chmod", "o-rwx", str((trek4.data_dir / ".encryption_key").absolute())]
+    assert stat.S_IMODE((trek4.data_dir / ".encryption_key").stat().st_mode) == 0o644  # not changed by keyrotate
+    subprocess.run(shlex.split(command), check=True)  # runs as printed
+    assert stat.S_IMODE((trek4.data_dir / ".encryption_key").stat().st_mode) == 0o640
+    (tmp_path / "x").mkdir()
+    again = CliRunner().invoke(main, [*_incident(trek4, tmp_path / "x"), "--old-key-file",
+                                      str(tmp_path / "new.key")], catch_exceptions=False)
+    assert again.exit_code == 0, again.stderr
+    assert "readable by every local user" not in again.stdout
+
+
+def test_the_session_secret_command_runs_as_printed(trek4: TrekCopy, tmp_path: Path) -> None:
+    """D6: it said `keyrotate rotate-jwt-secret --data-dir DIR`, which fails with "DIR does not exist"."""
+    data_dir = tmp_path / "a dir with 'quotes'" / "data"
+    data_dir.parent.mkdir()
+    trek4.data_dir.rename(data_dir)
+    (data_dir / ".jwt_secret").write_text("a session secret of the incident tests\n")
+    listed = CliRunner().invoke(main, ["exposure", "--data-dir", str(data_dir), "--no-copies"], catch_exceptions=False)
+    line = _checklist_line(listed.stdout, "session-signing secret")
+    command = shlex.split(line.split("Do: replace it, which signs everyone out: `", 1)[1].split("`", 1)[0])
+    assert command[:2] == ["keyrotate", "rotate-jwt-secret"] and "DIR" not in command
+    ran = subprocess.run([sys.executable, "-m", "keyrotate", *command[1:]], capture_output=True, text=True,
+                         env=_env(), check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert (data_dir / ".jwt_secret").read_text() != "a session secret of the incident tests\n"
+
+
+def test_the_plaintext_note_names_the_audit_command_to_run(trek3: TrekCopy) -> None:
+    listed = CliRunner().invoke(main, ["exposure", "--data-dir", str(trek3.data_dir), "--no-copies"],
+                                catch_exceptions=False)
+    note = next(line for line in listed.stdout.splitlines() if "PLAINTEXT" in line)
+    command = shlex.split(note.split("`", 2)[1])
+    assert command == ["keyrotate", "audit", "--db", str(trek3.db.absolute())]
+    ran = subprocess.run([sys.executable, "-m", "keyrotate", *command[1:]], capture_output=True, text=True,
+                         env=_env(), check=False)
+    assert ran.returncode == 0 and "plaintext" in ran.stdout
+
+
+def test_a_same_key_run_does_not_call_its_zips_under_the_old_key(trek4: TrekCopy, tmp_path: Path) -> None:
+    """D6: --encrypt-plaintext with the key in use warned that ZIPs under that very key "stay under the old key"."""
+    folder = trek4.data_dir / "backups"
+    folder.mkdir()
+    build_backup_zip(trek4.db, folder / "backup-2026-01-01T00-00-00.zip")
+    current = tmp_path / "current.key"
+    current.write_text(trek4.key.reveal())
+    current.chmod(0o600)
+    result = CliRunner().invoke(main, ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(current),
+                                       "--encrypt-plaintext", "--yes"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert "stay under the old key" not in result.stderr
+    other = _key_file(tmp_path / "other.key")  # a real change of key: the warning is still given
+    changed = CliRunner().invoke(main, ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(other),
+                                        "--yes"], catch_exceptions=False)
+    assert changed.exit_code == 0, changed.stderr
+    assert "1 backup ZIP(s) stay under the old key" in changed.stderr
+
+
+def test_the_rekey_command_reads_the_old_key_where_it_was_given(trek4: TrekCopy, tmp_path: Path) -> None:
+    """D6: without a saved old key the command said `--old-key-file OLD.key` though the run had read it from a file."""
+    folder = trek4.data_dir / "backups"
+    folder.mkdir()
+    build_backup_zip(trek4.db, folder / "backup-2026-01-01T00-00-00.zip")
+    old = tmp_path / "old.key"
+    old.write_text(trek4.key.reveal())
+    old.chmod(0o600)
+    new = _key_file(tmp_path / "new.key")
+    result = CliRunner().invoke(main, ["rotate", "--db", str(trek4.db), "--old-key-file", str(old), "--new-key-file",
+                                       str(new), "--yes", "--discard-old-key"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    line = result.stderr.split("Re-encrypt them now with:\n", 1)[1].splitlines()[0]
+    words = shlex.split(line)
+    assert "OLD.key" not in words and words[words.index("--old-key-file") + 1] == str(old.absolute())
+    ran = subprocess.run([sys.executable, "-m", "keyrotate", *words[1:]], capture_output=True, text=True,
+                         env=_env(), check=False)
+    assert ran.returncode == 0, ran.stderr

@@ -13,9 +13,11 @@ import csv
 import dataclasses
 import io
 import json
+import shlex
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from json.encoder import encode_basestring_ascii as _string
+from pathlib import Path
 from typing import Any, TextIO
 
 from keyrotate.cli.printable import printable as _clean
@@ -219,8 +221,10 @@ def _notes(report: ExposureReport) -> list[str]:
     if report.not_opened:
         notes.append(f"{report.not_opened} other encrypted value(s) do not open with the suspected key.")
     if report.plaintext:
+        audit = shlex.join(["keyrotate", "audit", "--db", str(Path(report.database).absolute())])
         notes.append(f"{report.plaintext} value(s) in secret locations are stored in PLAINTEXT: anyone with a copy "
-                     "of the database could read them, key or not. Treat them as exposed; see `keyrotate audit`.")
+                     f"of the database could read them, key or not. Treat them as exposed; `{audit}` lists them, "
+                     "and `--encrypt-plaintext` added to the rotation encrypts those TREK reads encrypted.")
         notes += [f"PLAINTEXT: {_count(p.what, p.values)} in {p.location} ({p.kind})" for p in report.plaintext_found]
     for copy in report.copies:
         notes.append(f"NOT FIXED BY ROTATING: {copy.path} ({copy.kind}): {copy.note}")

@@ -4,7 +4,11 @@ off, or despite its failure headed as such."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import shlex
+import stat
 from contextlib import suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -15,13 +19,19 @@ from keyrotate.cli.rotate_args import RotationRun
 from keyrotate.cli.running import add_to_error_document, say
 from keyrotate.errors import KeyrotateError
 from keyrotate.rotation.old_key import newest_backup
+from keyrotate.rotation.report import RotationReport
+from keyrotate.trek.beyond import INVITES, JOURNEY_LINKS, SESSION_SECRET, SHARE_LINKS, Finding
 
 if TYPE_CHECKING:
     from keyrotate.operations.exposure import ExposureReport
 
 # Imported when they run: a plain rotate (and --help) does not pay for the exposure scan and the copies check.
 
-JWT_REPLACED = "done by this run (--rotate-jwt-secret): every user is signed out at TREK's next start"
+DONE = "done by this run"
+LINKS_DELETED = f"{DONE} (--revoke-share-links): every link is deleted; create new ones where still wanted"
+INVITES_DELETED = f"{DONE} (--expire-invites): every open invite is deleted; send new ones where still wanted"
+JWT_REPLACED = f"{DONE} (--rotate-jwt-secret): every user is signed out at TREK's next start"
+NEW_FILES_READABLE = "new key files readable by every local user"
 
 
 def incident_before(rotation: RotationRun) -> ExposureReport | None:
@@ -89,3 +99,39 @@ def ticked_off(exposure: ExposureReport, done: dict[str, str]) -> ExposureReport
     beyond = tuple(dataclasses.replace(f, action=done[f.what], done=True) if f.what in done else f
                    for f in exposure.beyond)
     return dataclasses.replace(exposure, beyond=beyond)
+
+
+def incident_final(rotation: RotationRun, report: RotationReport, exposure: ExposureReport, *,
+                   jwt_replaced: bool) -> ExposureReport:
+    """The checklist as the run ends: what it did ticked off, and the new key files it left readable by all."""
+    done: dict[str, str] = {SESSION_SECRET: JWT_REPLACED} if jwt_replaced else {}
+    if report.committed and not report.dry_run:
+        if "share_links" in report.revoked:
+            done |= {SHARE_LINKS: LINKS_DELETED, JOURNEY_LINKS: LINKS_DELETED}
+        if "invites" in report.revoked:
+            done[INVITES] = INVITES_DELETED
+    exposure = ticked_off(exposure, done)
+    written = [Path(report.key_file_written)] if report.key_file_written and not report.dry_run else []
+    if jwt_replaced and rotation.args.data_dir is not None:
+        written.append(rotation.args.data_dir / ".jwt_secret")
+    readable = _readable_by_all(written)
+    return dataclasses.replace(exposure, beyond=(*exposure.beyond, readable)) if readable else exposure
+
+
+def _readable_by_all(paths: list[Path]) -> Finding | None:
+    """The new secrets this run wrote into files any local user can read: the chmod that stops that, not done here
+    (keyrotate keeps each file's mode: TREK may read it through its group, or as "other" under Docker)."""
+    modes = {}
+    for path in paths:
+        with suppress(OSError):
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if mode & 0o007:
+                modes[path] = mode
+    if not modes:
+        return None
+    command = shlex.join(["chmod", "o-rwx", *(str(p.absolute()) for p in modes)])
+    return Finding(
+        NEW_FILES_READABLE, ", ".join(f"{p} (mode {m:04o})" for p, m in modes.items()), len(modes),
+        "Every account on this host can read the new key or session secret this run wrote.",
+        f"`{command}`, unless TREK reads them as \"other\" (a container running as another user: check with "
+        "`ls -ln` against TREK's user first); keyrotate keeps each file's mode so TREK can still read it")

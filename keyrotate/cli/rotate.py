@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from keyrotate import interrupts
-from keyrotate.cli.incident import JWT_REPLACED, incident_before, incident_despite_failure, incident_json, ticked_off
+from keyrotate.cli.incident import incident_before, incident_despite_failure, incident_final, incident_json
 from keyrotate.cli.inputs import check_new_key, database, given_keys, prompt_key, trek_keys
 from keyrotate.cli.interrupted import rerun_command, signal_name, stopped_after_commit, stopped_before_commit
 from keyrotate.cli.options import (
@@ -42,7 +42,6 @@ from keyrotate.rotation.old_key import environment_holds
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.report import RotationReport
 from keyrotate.rotation.revoke import Revocation
-from keyrotate.trek.beyond import SESSION_SECRET
 from keyrotate.trek.keys import resolve_trek_key
 
 if TYPE_CHECKING:
@@ -128,9 +127,10 @@ def _rotate(args: RotateArgs) -> int:
 
         extras.json["jwt_secret"] = jwt_after_rotation(report, args.data_dir, audit=not args.no_audit_log,
                                                        wait=args.wait, quiet=args.silent)
-        if extras.json["jwt_secret"].get("replaced") and extras.exposure is not None:
-            extras.exposure = ticked_off(extras.exposure, {SESSION_SECRET: JWT_REPLACED})
-            extras.json["exposure"] = incident_json(extras.exposure)
+    if extras.exposure is not None:
+        jwt_replaced = bool(extras.json.get("jwt_secret", {}).get("replaced"))
+        extras.exposure = incident_final(rotation, report, extras.exposure, jwt_replaced=jwt_replaced)
+        extras.json["exposure"] = incident_json(extras.exposure)
     if args.json_output:
         emit(RotationOutcome(report, extras), "json")
     elif extras.exposure is not None:

@@ -205,7 +205,9 @@ def _zips_after_a_restore(rotation: RotationRun, report: RotationReport, zips: l
     if args.data_dir is not None and report.old_key_saved:
         command += ["--data-dir", str(args.data_dir.absolute())]  # restored, .encryption_key holds the old key
     else:
-        command += ["--new-key-file", str(Path(report.old_key_saved).absolute()) if report.old_key_saved else "OLD.key"]
+        flag, value = _old_key_words(rotation)  # the old key is the one the ZIPs go back under
+        command += ["--new-key-file", str(Path(report.old_key_saved).absolute())] if report.old_key_saved else \
+            [flag.replace("--old-", "--new-"), value]
     line = shlex.join(command)
     extras.json["backups_after_restore_command"] = line
     say(f"The restore command above puts the database{' and the key' if report.old_key_saved else ''} back on the "
@@ -231,23 +233,58 @@ def _zips_left_under_old_key(rotation: RotationRun, report: RotationReport, extr
     from keyrotate.operations.backup_zips import find_backups  # after a commit only: not for dry runs or failures
 
     path, data_dir, new_key_file = rotation.path, rotation.args.data_dir, rotation.new_key_file
-    zips = find_backups(path.parent)
+    zips = _not_under(find_backups(path.parent), rotation.keys.new) if _same_key_run(rotation) else \
+        find_backups(path.parent)
     if not zips:
         return
     command = ["keyrotate", "rekey-backup", *(str(z.absolute()) for z in zips)]
     saved = Path(report.old_key_saved) if report.old_key_saved else None
+    old_key = _old_key_words(rotation)
     if data_dir is not None:
         command += ["--data-dir", str(data_dir.absolute())]  # its key is now the new one
         if saved is not None and saved.parent.resolve() != path.parent.resolve():
             command += ["--old-key-file", str(saved.absolute())]  # found by default only next to travel.db
+        elif saved is None:
+            command += old_key
     else:
-        command += ["--old-key-file", "OLD.key", "--new-key-file", str(new_key_file.absolute() if new_key_file else "NEW.key")]
-    if saved is None and data_dir is not None:
-        command += ["--old-key-file", "OLD.key"]
-    where = f"saved at {saved}" if saved else "which keyrotate did not save: give it as OLD.key"
+        command += [*old_key, "--new-key-file", str(new_key_file.absolute() if new_key_file else "NEW.key")]
+    if saved:
+        where = f"saved at {saved}"
+    elif old_key[-1] == "OLD.key":
+        where = "which keyrotate did not save: give it as OLD.key"
+    else:
+        where = "which keyrotate did not save: the command reads it where you gave it"
     line = shlex.join(command)
     extras.json["backups_under_old_key"] = {"zips": [str(z) for z in zips], "old_key_saved": report.old_key_saved,
                                             "rekey_command": line}
     warn(f"{len(zips)} backup ZIP(s) stay under the old key ({where}): {', '.join(z.name for z in zips)}. "
          "Re-encrypt them now with:")
     say(f"    {line}", quiet=rotation.args.silent)
+
+
+def _old_key_words(rotation: RotationRun) -> list[str]:
+    """How a printed command gives the old key: where this run read it from, else the placeholder OLD.key (a key
+    typed at the prompt, or a key file this run replaced without saving it)."""
+    args = rotation.args
+    if args.old_key_file:
+        return ["--old-key-file", str(args.old_key_file[0].absolute())]
+    if args.old_key_env:
+        return ["--old-key-env", args.old_key_env[0]]
+    return ["--old-key-file", "OLD.key"]
+
+
+def _same_key_run(rotation: RotationRun) -> bool:
+    """The new key is one of the old ones (--encrypt-plaintext on the key in use): ZIPs may already be under it."""
+    return any(rotation.keys.new.same_secret_as(old) for old in rotation.keys.old)
+
+
+def _not_under(zips: list[Path], key: Key) -> list[Path]:
+    """The ZIPs whose secrets ``key`` does not all open (one unreadable counts as not under it)."""
+    from keyrotate.operations.backup_zips import Opens, inspect_backup  # a same-key run only
+
+    left = []
+    for zip_path in zips:
+        status = inspect_backup(zip_path, [key])
+        if status.problem or status.keys[0].opens not in (Opens.ALL, Opens.NO_SECRETS):
+            left.append(zip_path)
+    return left

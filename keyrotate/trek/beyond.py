@@ -7,6 +7,7 @@ value. Tables a database does not have are skipped silently.
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,12 @@ from pathlib import Path
 from keyrotate.store.database import quote_identifier
 
 Schema = Mapping[str, Sequence[str]]
-SESSION_SECRET = "session-signing secret"  # the finding ``rotate --rotate-jwt-secret`` ticks off
+# The findings a ``rotate`` run can deal with itself, and so tick off: --rotate-jwt-secret, --revoke-share-links,
+# --expire-invites.
+SESSION_SECRET = "session-signing secret"
+SHARE_LINKS = "public trip share links"
+JOURNEY_LINKS = "public journey share links"
+INVITES = "open registration invites"
 
 
 @dataclass(frozen=True)
@@ -53,11 +59,12 @@ LOCAL_PASSWORD = "password_hash IS NOT NULL AND password_hash != ''"
 def find_beyond(conn: sqlite3.Connection, schema: Schema, data_dir: Path | None) -> tuple[Finding, ...]:
     out: list[Finding] = []
     if data_dir is not None and (data_dir / ".jwt_secret").is_file():
+        command = shlex.join(["keyrotate", "rotate-jwt-secret", "--data-dir", str(data_dir.absolute())])
         out.append(Finding(
             SESSION_SECRET, str(data_dir / ".jwt_secret"), 1,
             "Signs every TREK session: with it anyone can sign in as any user, admins included.",
-            "replace it, which signs everyone out: `keyrotate rotate-jwt-secret --data-dir DIR` (TREK stopped; "
-            "or `rotate --rotate-jwt-secret`), or TREK's admin action POST /api/admin/rotate-jwt-secret"))
+            f"replace it, which signs everyone out: `{command}` "
+            "(TREK stopped; or `rotate --rotate-jwt-secret`), or TREK's admin action POST /api/admin/rotate-jwt-secret"))
     out += _bearer_tokens(conn, schema)
     if _has(schema, "users", "password_hash"):
         admins = ""
@@ -76,17 +83,17 @@ def _bearer_tokens(conn: sqlite3.Connection, schema: Schema) -> list[Finding]:
     out = []
     if _has(schema, "share_tokens", "token"):
         out.append(Finding(
-            "public trip share links", "share_tokens.token (plaintext)", _count(conn, "share_tokens"),
+            SHARE_LINKS, "share_tokens.token (plaintext)", _count(conn, "share_tokens"),
             "Anyone with a link reads the shared trip.",
             "delete the links in each trip's share dialog in TREK and create new ones where still wanted"))
     if _has(schema, "journey_share_tokens", "token"):
         out.append(Finding(
-            "public journey share links", "journey_share_tokens.token (plaintext)",
+            JOURNEY_LINKS, "journey_share_tokens.token (plaintext)",
             _count(conn, "journey_share_tokens"), "Anyone with a link reads the shared journey.",
             "delete the links in each journey's share dialog in TREK and create new ones where still wanted"))
     if _has(schema, "invite_tokens", "token", "max_uses", "used_count", "expires_at"):
         out.append(Finding(
-            "open registration invites", "invite_tokens.token (plaintext; unused and unexpired)",
+            INVITES, "invite_tokens.token (plaintext; unused and unexpired)",
             _count(conn, "invite_tokens", OPEN_INVITES), "Anyone with one can register an account.",
             "delete the open invites in TREK's admin panel and send new ones"))
     return out
