@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     CANNOT_WRITE = 11
     CANCELLED = 12
     INTERRUPTED_AFTER_COMMIT = 13
+    STDOUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for any tool whose reader went away (`| head`)
 
 
 class KeyrotateError(Exception):

@@ -5,7 +5,8 @@ POINT the process creates the file MARKER, then waits (up to 60 s) until the
 file GO exists, and carries on. Points: the engine's named steps (see
 keyrotate.crashpoints.POINTS; ``key-file-temp`` is inside the key-file write),
 ``zip:N`` (before the N-th backup ZIP is re-encrypted), ``zip-extracted:N``
-(the N-th ZIP's travel.db is in its temporary directory) and ``import``
+(the N-th ZIP's travel.db is in its temporary directory), ``rows:N`` (before ``exposure`` writes its
+N-th batch of records) and ``import``
 (while click is being imported). The pause is patched in from here, so the
 installed package carries no switch for it.
 """
@@ -62,6 +63,9 @@ else:
     crashpoints.observe(named)
     backup_rekey.rekey_backup = _counting("zip", backup_rekey.rekey_backup)  # type: ignore[assignment]
     backup_rekey.rotate_database = _counting("zip-extracted", backup_rekey.rotate_database)  # type: ignore[assignment]
+    from keyrotate.cli import exposure_render
+
+    exposure_render.ExposureWriter.rows = _counting("rows", exposure_render.ExposureWriter.rows)  # type: ignore[method-assign]
 
 from keyrotate.__main__ import run  # noqa: E402
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from keyrotate.cli.app import main
@@ -203,3 +206,58 @@ def test_the_rekey_command_reads_the_old_key_where_it_was_given(trek4: TrekCopy,
     ran = subprocess.run([sys.executable, "-m", "keyrotate", *words[1:]], capture_output=True, text=True,
                          env=_env(), check=False)
     assert ran.returncode == 0, ran.stderr
+
+
+def _paused_exposure(tmp_path: Path, trek: TrekCopy, fmt: str, point: str) -> tuple[subprocess.Popen[str], Path]:
+    marker, go = tmp_path / "paused", tmp_path / "go"
+    process = subprocess.Popen([sys.executable, "-m", "tests.pause_at", point, str(marker), str(go), "exposure",
+                                "--data-dir", str(trek.data_dir), "--no-copies", "--format", fmt],
+                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not marker.exists() and process.poll() is None:
+        time.sleep(0.002)
+    assert process.poll() is None, process.communicate()
+    return process, go
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_json_report_is_closed_and_called_incomplete(trek4: TrekCopy, tmp_path: Path,
+                                                                      signum: int) -> None:
+    """D8: the stream was cut mid-array (invalid JSON) while stderr said "nothing was written"."""
+    process, go = _paused_exposure(tmp_path, trek4, "json", "rows:3")
+    process.send_signal(signum)
+    time.sleep(0.2)
+    go.touch()
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 12, stderr
+    document = json.loads(stdout)  # a whole document
+    assert document["complete"] is False and document["error"]["exit_code"] == 12
+    listed = len(document["secrets"])
+    assert 0 < listed < len(trek4.encrypted_entries()) and "totals" not in document
+    assert "INCOMPLETE" in stderr and f"the {listed} secret(s) found before the stop" in stderr
+    assert "nothing was written" not in stderr
+
+
+def test_an_interrupted_csv_report_is_called_incomplete(trek4: TrekCopy, tmp_path: Path) -> None:
+    process, go = _paused_exposure(tmp_path, trek4, "csv", "rows:3")
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    go.touch()
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 12, stderr
+    rows = stdout.splitlines()[1:]
+    assert 0 < len(rows) < len(trek4.encrypted_entries())
+    assert "INCOMPLETE" in stderr and f"({len(rows)} secret(s) listed)" in stderr
+    assert "nothing was written" not in stderr
+
+
+def test_a_reader_that_goes_away_ends_the_run_quietly(trek4: TrekCopy, tmp_path: Path) -> None:
+    """D8: `exposure | head` ended with "Error: Broken pipe ()" and exit 11, "cannot write (read-only, disk full)"."""
+    process, go = _paused_exposure(tmp_path, trek4, "json", "rows:1")
+    assert process.stdout is not None
+    process.stdout.close()  # the reader is gone before the first record is written
+    go.touch()
+    process.wait(timeout=60)
+    assert process.stderr is not None
+    stderr = process.stderr.read()
+    assert process.returncode == 141, stderr
+    assert "Error" not in stderr and "Traceback" not in stderr and "Exception ignored" not in stderr

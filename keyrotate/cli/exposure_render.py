@@ -45,26 +45,51 @@ class ExposureWriter:
         self.database, self.key_sources = database, list(key_sources)
         self._first = True
         self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+        self.records = 0  # secrets written so far
+        self.started = False  # something is on ``out``
+        self._in_array = False  # JSON: between records of "secrets", where the document can still be closed
+        self._writing = False  # a write was cut short: what is on ``out`` ends mid-record
+
+    def _put(self, text: str) -> None:
+        self.started = True
+        self._writing = True
+        self.out.write(text)
+        self._writing = False
 
     def begin(self) -> None:
         if self._csv is not None:
-            self._csv.writerow(CSV_COLUMNS)
+            self._put(_csv_row(CSV_COLUMNS))
         elif self.fmt == "json":
             head = {"schema_version": SCHEMA_VERSION, "command": "exposure", "database": self.database,
                     "key_sources": self.key_sources}
-            self.out.write(json.dumps(head, indent=2, default=str)[:-2] + ',\n  "secrets": [')
+            self._put(json.dumps(head, indent=2, default=str)[:-2] + ',\n  "secrets": [')
+            self._in_array = True
 
     def secret(self, secret: ExposedSecret) -> None:
         self.rows(SecretRows.of(secret))
 
     def rows(self, batch: SecretRows) -> None:
         if self._csv is not None:
-            self.out.write(_csv_lines(batch))
+            self._put(_csv_lines(batch))
         elif self.fmt == "json" and batch.heads:
-            self.out.write(("\n    " if self._first else ",\n    ") + ",\n    ".join(_json_records(batch)))
+            self._put(("\n    " if self._first else ",\n    ") + ",\n    ".join(_json_records(batch)))
             self._first = False
+        self.records += len(batch.heads)
+
+    def close_early(self, error: dict[str, Any]) -> bool:
+        """A JSON stream stopped during the pass: end the document with ``"complete": false`` and ``error``.
+        False when that cannot be done (not JSON, past the records, or a write was cut short mid-record)."""
+        if self.fmt != "json" or not self._in_array or self._writing:
+            return False
+        tail = json.dumps({"complete": False, "error": error}, indent=2, default=str)
+        self._put(("\n  ],\n" if not self._first else "],\n") + tail[2:] + "\n")
+        self._in_array = False
+        return True
 
     def end(self, report: ExposureReport) -> None:
+        self._in_array = False
+        self._writing = True  # whatever is cut short from here leaves a report that cannot be closed
+        self.started = True
         if self._csv is not None:
             for finding in report.beyond:
                 self._csv.writerow((f"{finding.count} {finding.what}", "instance", finding.where,

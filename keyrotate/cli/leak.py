@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shlex
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 import click
 
 from keyrotate.cli.exposure_render import ExposureWriter
 from keyrotate.cli.inputs import database, given_keys, prompt_key, trek_keys
+from keyrotate.cli.interrupted import signal_name, stopped_before_commit
 from keyrotate.cli.options import (
     OPENS_DATABASE,
     data_dir_option,
@@ -23,7 +25,7 @@ from keyrotate.cli.options import (
 from keyrotate.cli.progress import progress_bars
 from keyrotate.cli.render import emit
 from keyrotate.cli.running import run, say
-from keyrotate.errors import ExitCode
+from keyrotate.errors import CancelledError, ExitCode
 from keyrotate.operations.audit import audit_database
 from keyrotate.operations.exposure import ExposureReport, find_exposure
 from keyrotate.rotation.old_key import newest_backup
@@ -69,17 +71,20 @@ def exposure(
         # JSON and CSV records go out while the pass runs: memory stays flat however many secrets there are.
         # The writer is render()'s exposure renderer in streaming form: the same bytes, never held whole.
         writer = ExposureWriter(out, fmt, str(path), (k.source for k in keys))
-        writer.begin()
         try:
-            report = find_exposure(path, keys, busy_timeout=wait, progress=progress.callback(),
-                                   check_copies=not no_copies, keep_secrets=False,
-                                   # text and markdown are written from the group counts: no record per secret
-                                   on_rows=writer.rows if fmt in ("json", "csv") else None,
-                                   data_dir=data_dir)
-        finally:
-            progress.close()
-        writer.end(report)
-        out.flush()
+            writer.begin()
+            try:
+                report = find_exposure(path, keys, busy_timeout=wait, progress=progress.callback(),
+                                       check_copies=not no_copies, keep_secrets=False,
+                                       # text and markdown are written from the group counts: no record per secret
+                                       on_rows=writer.rows if fmt in ("json", "csv") else None,
+                                       data_dir=data_dir)
+            finally:
+                progress.close()
+            writer.end(report)
+            out.flush()
+        except KeyboardInterrupt as interrupt:
+            raise _cut_short(writer, interrupt) from None
         say(f"{report.exposed} secret(s) to revoke or reissue; {len(report.copies)} old copy(ies) flagged.",
             quiet=quiet or fmt == "text")
         before = _copy_from_before_the_rotation(report, key_file, key_env)
@@ -88,6 +93,23 @@ def exposure(
         return int(ExitCode.OK)
 
     run(action)
+
+
+def _cut_short(writer: ExposureWriter, interrupt: KeyboardInterrupt) -> CancelledError:
+    """Exit 12, saying what the interrupted report on stdout is: nothing, closed early, or cut mid-way."""
+    error = stopped_before_commit(interrupt)
+    if not writer.started:
+        return error
+    message = f"Interrupted ({signal_name(interrupt)}); the report on stdout is INCOMPLETE"
+    closed = writer.close_early({"exit_code": int(error.exit_code), "kind": error.exit_code.name.lower(),
+                                 "message": f"{message}: {writer.records} secret(s) were listed before the stop."})
+    with suppress(OSError):
+        sys.stdout.flush()
+    if closed:
+        return CancelledError(f"{message}: it lists the {writer.records} secret(s) found before the stop and ends "
+                              'with "complete": false and an "error" member. Run it again for the whole list.')
+    return CancelledError(f"{message}: it stops part-way ({writer.records} secret(s) listed), without its totals. "
+                          "Run it again for the whole list.")
 
 
 def _copy_from_before_the_rotation(report: ExposureReport, key_file: tuple[Path, ...], key_env: tuple[str, ...]) -> str | None:

@@ -20,6 +20,7 @@ Exit codes:
   5  SQLite, but not TREK's       12  cancelled or interrupted; nothing written
   6  unusable key (empty, same as the other, unreadable key file)
  13  stopped after the commit: rotated; run the same command again to finish
+141  stdout closed early (a pipe into head): no message
 """
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import select
+import stat
 import sys
 from collections.abc import Callable
+from contextlib import suppress
 from typing import NoReturn
 
 import click
@@ -65,6 +70,11 @@ def run(action: Callable[[], int]) -> NoReturn:
         fail(error)
     except KeyboardInterrupt as interrupt:  # commands that write turn this into what they had done
         fail(stopped_before_commit(interrupt))
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise
+        _stdout_to_devnull()  # what is still buffered for stdout must not fail again at exit
+        sys.exit(int(ExitCode.STDOUT_CLOSED))
     except OSError as error:
         # Reported by kind only: paths are safe, but keep keyrotate's rule of no raw payloads.
         click.echo(f"Error: {error.strerror or type(error).__name__} ({getattr(error, 'filename', '') or ''})", err=True)
@@ -72,3 +82,23 @@ def run(action: Callable[[], int]) -> NoReturn:
     finally:
         interrupts.restore(previous)
     sys.exit(code)
+
+
+def _stdout_gone() -> bool:
+    """stdout is a pipe or socket nobody reads any more (``keyrotate exposure | head`` once head has exited)."""
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode) and not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return False
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
+def _stdout_to_devnull() -> None:
+    with suppress(OSError, ValueError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
