@@ -165,7 +165,7 @@ def test_the_session_secret_command_runs_as_printed(trek4: TrekCopy, tmp_path: P
 def test_the_plaintext_note_names_the_audit_command_to_run(trek3: TrekCopy) -> None:
     listed = CliRunner().invoke(main, ["exposure", "--data-dir", str(trek3.data_dir), "--no-copies"],
                                 catch_exceptions=False)
-    note = next(line for line in listed.stdout.splitlines() if "PLAINTEXT" in line)
+    note = next(line for line in listed.stdout.splitlines() if "stored in PLAINTEXT" in line)
     command = shlex.split(note.split("`", 2)[1])
     assert command == ["keyrotate", "audit", "--db", str(trek3.db.absolute())]
     ran = subprocess.run([sys.executable, "-m", "keyrotate", *command[1:]], capture_output=True, text=True,
