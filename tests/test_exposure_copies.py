@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sqlite3
 from contextlib import closing
@@ -21,7 +22,8 @@ from keyrotate.trek.keys import Key
 from .conftest import TrekCopy
 from .ziphelpers import build_backup_zip, snapshot
 
-OTHER = "another key, never this database's, 0123456789"
+OTHER = "another-key-never-this-databases-0123456789"
+UNRELATED = "a-key-that-opens-nothing-here-0123456789"
 
 
 def exposure(data_dir: Path, *extra: str) -> dict[str, Any]:
@@ -67,7 +69,7 @@ def test_copies_are_found_by_their_header_and_checked_with_the_suspected_key(tre
         conn.execute("CREATE TABLE notes (body TEXT)")  # another program's database: not a copy
     (data / ".encryption_key.old").write_text(trek4.key.reveal() + "\n")
     (data / "trek.env").write_text(f"TZ=UTC\nENCRYPTION_KEY={trek4.key.reveal()}\n")
-    (data / "unrelated.key").write_text(OTHER + "\n")  # a key, but one that opens nothing here
+    (data / "unrelated.key").write_text(UNRELATED + "\n")  # a key, but one that opens nothing here
     before = {p: p.read_bytes() for p in (whole, dated, partly, other)}
 
     document = exposure(data)
@@ -83,7 +85,7 @@ def test_copies_are_found_by_their_header_and_checked_with_the_suspected_key(tre
     assert all(before[p] == p.read_bytes() for p in before)  # read-only
     text = CliRunner().invoke(main, ["exposure", "--data-dir", str(data)], catch_exceptions=False).stdout
     assert f"NOT FIXED BY ROTATING: {whole} (copy of the database)" in text
-    assert trek4.key.reveal() not in text and OTHER not in text
+    assert trek4.key.reveal() not in text and OTHER not in text and UNRELATED not in text
 
 
 def test_a_copy_that_cannot_be_read_is_listed_as_assumed_open(trek4: TrekCopy) -> None:
@@ -171,3 +173,23 @@ def test_rotate_incident_json_carries_the_copies_of_the_text_checklist(trek4: Tr
               if line.startswith("NOT FIXED BY ROTATING: ")}
     again = next(p for p in trek4.data_dir.glob("travel.db.keyrotate-backup-*") if p.suffix != ".key")
     assert listed == {str(bak), str(again)}
+
+
+def test_values_of_the_database_under_another_key_found_beside_it(trek4: TrekCopy) -> None:
+    """A database left under two keys (TREK's script commits past failures): the other key, kept in the
+    directory, opens the values the suspected key does not."""
+    with closing(sqlite3.connect(trek4.db)) as conn, conn:
+        conn.execute("UPDATE users SET maps_api_key = ? WHERE id IN (2, 3)",
+                     (Cipher(Key(OTHER, "x"), Scheme.API).seal(b"whatever"),))
+    (trek4.data_dir / ".encryption_key.old").write_text(OTHER + "\n")
+    document = exposure(trek4.data_dir)
+    assert document["totals"]["not_opened"] == 2
+    here = copies_of(document)[str(trek4.db)]
+    assert here["opened_by"] == [f"key in {trek4.data_dir / '.encryption_key.old'}"]
+    assert f"opens 2 of its {len(trek4.encrypted_entries())} secrets" in here["note"]
+    command = here["note"].split("whose they are: `")[1].split("`")[0]  # run as printed: it names the two users
+    listed = CliRunner().invoke(main, [*shlex.split(command)[1:], "--format", "json"], catch_exceptions=False)
+    assert listed.exit_code == 0, listed.stderr
+    assert sorted(s["owner_id"] for s in json.loads(listed.stdout)["secrets"]) == [2, 3]
+    (trek4.data_dir / ".encryption_key.old").unlink()
+    assert str(trek4.db) not in copies_of(exposure(trek4.data_dir))

@@ -97,7 +97,7 @@ def find_exposure(
         if plaintext:  # only the locations audit's findings name: no scan of a table without plaintext
             plaintext_owners(conn, session.resolved, {f.location for f in plaintext}, plain_groups,
                              describer.load_names)
-    copies = find_exposed_copies(db_path, suspected) if check_copies else ()
+    copies = find_exposed_copies(db_path, suspected, unopened_here=describer.missed) if check_copies else ()
     return ExposureReport(str(db_path), tuple(k.source for k in suspected), tuple(kept), copies,
                           sum(f.values for f in plaintext), describer.missed, groups, beyond,
                           plaintext_found=plaintext, plaintext_groups=plain_groups)

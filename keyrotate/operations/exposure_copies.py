@@ -10,6 +10,7 @@ stolen as the directory: what it opens is listed with its file's name, never its
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,14 +48,17 @@ def copy_kind(path: Path, db_path: Path) -> str:
     return "copy of the database in backups/" if path.parent != db_path.parent else "copy of the database"
 
 
-def find_exposed_copies(db_path: Path, suspected: Sequence[Key]) -> tuple[ExposedCopy, ...]:
+def find_exposed_copies(db_path: Path, suspected: Sequence[Key], *, unopened_here: int = 0) -> tuple[ExposedCopy, ...]:
     """Copies of the database and TREK's backup ZIPs that the suspected key, or a key found beside them, opens;
-    files holding the suspected key; the other keys found and what each opens."""
+    files holding the suspected key; the other keys found and what each opens. ``unopened_here``: values of
+    the database itself the suspected key does not open, which those other keys are tried on."""
     found = files_beside(db_path)
     keys = keys_in_files(found, db_path, suspected)
     trial = [*suspected, *keys.others]
     out: list[ExposedCopy] = []
     opened_by_other: dict[str, list[str]] = {}  # another key's source -> what it opens
+    if unopened_here and keys.others:
+        out += _under_other_keys(db_path, keys.others, opened_by_other)
     listed: set[Path] = set()
     for path in found.databases:
         copy = _database_copy(path, db_path, trial, len(suspected), keys, opened_by_other)
@@ -96,6 +100,23 @@ def _database_copy(path: Path, db_path: Path, trial: Sequence[Key], suspected: i
     if key in keys.holding_suspected:
         note += f" The old key itself is saved beside it in {key}: delete both together."
     return ExposedCopy(str(path), kind, note, opened_by)
+
+
+def _under_other_keys(db_path: Path, others: Sequence[Key], opened_by_other: dict[str, list[str]]) -> list[ExposedCopy]:
+    """The database's own values another key in the directory opens (a database left under two keys)."""
+    try:
+        verdict = verdicts(verify_database(db_path, others), others)
+    except (KeyrotateError, OSError):
+        return []  # the pass with the suspected key read it already: its errors were said there
+    opens = _opens(verdict, 0, db_path.name, opened_by_other)
+    if opens is None:
+        return []
+    words, opened_by = opens
+    commands = ", ".join(
+        "`" + shlex.join(["keyrotate", "exposure", "--db", str(db_path.absolute()), "--key-file",
+                          str(Path(source.removeprefix("key in ")).absolute())]) + "`" for source in opened_by)
+    return [ExposedCopy(str(db_path), "this database: values the suspected key does not open",
+                        f"{words}: revoke or reissue those too; whose they are: {commands}", opened_by)]
 
 
 def _backup_zip(zip_path: Path, trial: Sequence[Key], suspected: int,
