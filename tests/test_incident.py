@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -9,8 +10,10 @@ import shlex
 import signal
 import sqlite3
 import stat
+import struct
 import subprocess
 import sys
+import termios
 import time
 from contextlib import closing
 from pathlib import Path
@@ -19,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from keyrotate.cli.app import main
+from keyrotate.operations.backup_zips import Opens, inspect_backup
 from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key, create_key_file, generate_key_text
 
@@ -265,3 +269,55 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(trek4: TrekCopy, tmp_path:
     stderr = process.stderr.read()
     assert process.returncode == 141, stderr
     assert "Error" not in stderr and "Traceback" not in stderr and "Exception ignored" not in stderr
+
+
+@pytest.mark.skipif(not Path("/dev/ptmx").exists(), reason="needs a pseudo-terminal")
+def test_json_exposure_shows_progress_and_each_copy_on_a_terminal(trek4: TrekCopy, tmp_path: Path) -> None:
+    """D4: `exposure --format json > file` showed nothing on the terminal for the whole pass and every ZIP check."""
+    folder = trek4.data_dir / "backups"
+    folder.mkdir()
+    zip_path = build_backup_zip(trek4.db, folder / "backup-2026-01-01T00-00-00.zip")
+    master, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # tqdm draws nothing at 0 columns
+    report = tmp_path / "exposure.json"
+    with report.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "keyrotate", "exposure", "--data-dir", str(trek4.data_dir),
+                                    "--format", "json"], env=_env(), stdout=out, stderr=terminal, cwd=ROOT)
+    os.close(terminal)
+    seen = bytearray()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert process.wait(timeout=60) == 0, seen.decode(errors="replace")
+    screen = seen.decode(errors="replace")
+    assert "exposure: " in screen and " values" in screen  # a tqdm bar per location
+    assert f"Checking copy 1 of 1: {zip_path} ..." in screen
+    assert json.loads(report.read_text())["totals"]["exposed"] == len(trek4.encrypted_entries())
+
+
+def test_the_zip_note_names_a_rekey_command_that_runs_as_printed(trek4: TrekCopy, tmp_path: Path) -> None:
+    """D6: the note said "re-encrypt it with `keyrotate rekey-backup`": no ZIP, no data directory."""
+    folder = trek4.data_dir / "backups"
+    folder.mkdir()
+    zip_path = build_backup_zip(trek4.db, folder / "backup-2026-01-01T00-00-00.zip")
+    old = trek4.key
+    listed = CliRunner().invoke(main, ["exposure", "--data-dir", str(trek4.data_dir)], catch_exceptions=False)
+    note = " ".join(next(line for line in listed.stdout.splitlines() if str(zip_path) in line).split())
+    words = shlex.split(note.split("once the database is rotated `", 1)[1].split("`", 1)[0])
+    assert words == ["keyrotate", "rekey-backup", str(zip_path.absolute()), "--data-dir",
+                     str(trek4.data_dir.absolute())]
+    new = _key_file(tmp_path / "new.key")
+    rotated = CliRunner().invoke(main, ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new),
+                                        "--yes"], catch_exceptions=False)
+    assert rotated.exit_code == 0, rotated.stderr
+    ran = subprocess.run([sys.executable, "-m", "keyrotate", *words[1:]], capture_output=True, text=True,
+                         env=_env(), check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert inspect_backup(zip_path, [old]).keys[0].opens == Opens.NONE
+    assert inspect_backup(zip_path, [Key(new.read_text().strip(), "new")]).keys[0].opens == Opens.ALL

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import shlex
 import stat
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,7 +65,7 @@ def incident_despite_failure(exposure: ExposureReport | None, rotation: Rotation
         return
     from keyrotate.operations.exposure_copies import find_exposed_copies  # --incident only
 
-    exposure = dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old))
+    exposure = dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old, on_copy=_checking(rotation)))
     if rotation.args.json_output:
         add_to_error_document(exposure=incident_json(exposure))  # stdout holds that one document, nothing else
         return
@@ -91,7 +92,7 @@ def incident_after(rotation: RotationRun, exposure: ExposureReport) -> ExposureR
     """The checklist once the rotation is done: with the copies still under the old key now (its backup included)."""
     from keyrotate.operations.exposure_copies import find_exposed_copies  # --incident only
 
-    return dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old))
+    return dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old, on_copy=_checking(rotation)))
 
 
 def ticked_off(exposure: ExposureReport, done: dict[str, str]) -> ExposureReport:
@@ -135,3 +136,11 @@ def _readable_by_all(paths: list[Path]) -> Finding | None:
         "Every account on this host can read the new key or session secret this run wrote.",
         f"`{command}`, unless TREK reads them as \"other\" (a container running as another user: check with "
         "`ls -ln` against TREK's user first); keyrotate keeps each file's mode so TREK can still read it")
+
+
+def _checking(rotation: RotationRun) -> Callable[[int, int, Path], None]:
+    """A line on stderr per copy and backup ZIP checked for the checklist: seconds each for a large database."""
+    def checking(number: int, total: int, copy: Path) -> None:
+        say(f"Checking copy {number} of {total} for the checklist: {copy} ...", quiet=rotation.args.silent)
+
+    return checking

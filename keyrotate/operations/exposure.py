@@ -16,7 +16,7 @@ from pathlib import Path
 
 from keyrotate.errors import KeyProblemError
 from keyrotate.operations.audit import AuditFinding, legacy_plaintext, plaintext_in_this_version
-from keyrotate.operations.exposure_copies import ExposedCopy, find_exposed_copies
+from keyrotate.operations.exposure_copies import CopyProgress, ExposedCopy, find_exposed_copies
 from keyrotate.operations.exposure_describe import Describer, RowsSink
 from keyrotate.operations.exposure_groups import GroupTally
 from keyrotate.operations.exposure_plaintext import plaintext_owners
@@ -58,6 +58,7 @@ def find_exposure(
     db_path: Path, suspected: Sequence[Key], *, busy_timeout: float = 10.0, progress: ProgressCallback | None = None,
     check_copies: bool = True, on_secret: SecretSink | None = None, keep_secrets: bool = True,
     on_rows: RowsSink | None = None, data_dir: Path | None = None, workers: int | None = None,
+    on_copy: CopyProgress | None = None,
 ) -> ExposureReport:
     """One read-only pass: each secret the suspected keys open goes to ``on_secret`` as it is found.
 
@@ -97,7 +98,8 @@ def find_exposure(
         if plaintext:  # only the locations audit's findings name: no scan of a table without plaintext
             plaintext_owners(conn, session.resolved, {f.location for f in plaintext}, plain_groups,
                              describer.load_names)
-    copies = find_exposed_copies(db_path, suspected, unopened_here=describer.missed) if check_copies else ()
+    copies = (find_exposed_copies(db_path, suspected, unopened_here=describer.missed, on_copy=on_copy)
+              if check_copies else ())
     return ExposureReport(str(db_path), tuple(k.source for k in suspected), tuple(kept), copies,
                           sum(f.values for f in plaintext), describer.missed, groups, beyond,
                           plaintext_found=plaintext, plaintext_groups=plain_groups)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from keyrotate.trek.keys import Key
 
 ASSUME = "assume it opens with the suspected key"
 COPY_ACTION = "delete it once TREK runs fine on the new key, or move it somewhere safe."
+CopyProgress = Callable[[int, int, Path], None]  # (number, of how many, the copy or ZIP): called before each check
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,12 @@ def copy_kind(path: Path, db_path: Path) -> str:
     return "copy of the database in backups/" if path.parent != db_path.parent else "copy of the database"
 
 
-def find_exposed_copies(db_path: Path, suspected: Sequence[Key], *, unopened_here: int = 0) -> tuple[ExposedCopy, ...]:
+def find_exposed_copies(db_path: Path, suspected: Sequence[Key], *, unopened_here: int = 0,
+                        on_copy: CopyProgress | None = None) -> tuple[ExposedCopy, ...]:
     """Copies of the database and TREK's backup ZIPs that the suspected key, or a key found beside them, opens;
     files holding the suspected key; the other keys found and what each opens. ``unopened_here``: values of
-    the database itself the suspected key does not open, which those other keys are tried on."""
+    the database itself the suspected key does not open, which those other keys are tried on. ``on_copy`` hears
+    of each copy and ZIP before it is checked (seconds each for a large database)."""
     found = files_beside(db_path)
     keys = keys_in_files(found, db_path, suspected)
     trial = [*suspected, *keys.others]
@@ -60,7 +63,11 @@ def find_exposed_copies(db_path: Path, suspected: Sequence[Key], *, unopened_her
     if unopened_here and keys.others:
         out += _under_other_keys(db_path, keys.others, opened_by_other)
     listed: set[Path] = set()
-    for path in found.databases:
+    zips = find_backups(db_path.parent)
+    checks = len(found.databases) + len(zips)
+    for number, path in enumerate(found.databases, 1):
+        if on_copy is not None:
+            on_copy(number, checks, path)
         copy = _database_copy(path, db_path, trial, len(suspected), keys, opened_by_other)
         if copy is not None:
             out.append(copy)
@@ -70,7 +77,9 @@ def find_exposed_copies(db_path: Path, suspected: Sequence[Key], *, unopened_her
             out.append(ExposedCopy(str(path), "copy of travel.db left by a stopped keyrotate run",
                                    f"opens with the key {extracted_from(path)} was under; delete it (the next "
                                    "`rekey-backup` or `rotate --rekey-backups` removes it)"))
-    for zip_path in find_backups(db_path.parent):
+    for number, zip_path in enumerate(zips, len(found.databases) + 1):
+        if on_copy is not None:
+            on_copy(number, checks, zip_path)
         copy = _backup_zip(zip_path, trial, len(suspected), opened_by_other)
         if copy is not None:
             out.append(copy)
@@ -95,7 +104,7 @@ def _database_copy(path: Path, db_path: Path, trial: Sequence[Key], suspected: i
     note = f"{words}; {COPY_ACTION}"
     mode = _mode(path)
     if mode is not None and mode & 0o077:
-        note += f" It is readable by other users (mode {mode:04o}): chmod 600 it now."
+        note += f" It is readable by other users (mode {mode:04o}): `{shlex.join(['chmod', '600', str(path.absolute())])}` now."
     key = Path(f"{path}.key")  # the old key rotate saved beside its backup
     if key in keys.holding_suspected:
         note += f" The old key itself is saved beside it in {key}: delete both together."
@@ -128,9 +137,11 @@ def _backup_zip(zip_path: Path, trial: Sequence[Key], suspected: int,
     if opens is None:
         return None
     note, opened_by = opens
+    rekey = shlex.join(["keyrotate", "rekey-backup", str(zip_path.absolute()), "--data-dir",
+                        str(zip_path.parent.parent.absolute())])
     return ExposedCopy(str(zip_path), "TREK backup ZIP",
-                       f"{note} (backup from {status.date}); re-encrypt it with `keyrotate rekey-backup` or "
-                       "`rotate --rekey-backups`, or delete it", opened_by)
+                       f"{note} (backup from {status.date}); re-encrypt it: the rotation does it with "
+                       f"`--rekey-backups`, and once the database is rotated `{rekey}` does; or delete it", opened_by)
 
 
 def _opens(verdict: Sequence[KeyVerdict], suspected: int, name: str,
