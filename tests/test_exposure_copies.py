@@ -16,6 +16,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from keyrotate.cli.app import main
+from keyrotate.operations.exposure_files import files_beside
 from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key
 
@@ -86,6 +87,8 @@ def test_copies_are_found_by_their_header_and_checked_with_the_suspected_key(tre
     text = CliRunner().invoke(main, ["exposure", "--data-dir", str(data)], catch_exceptions=False).stdout
     assert f"NOT FIXED BY ROTATING: {whole} (copy of the database)" in text
     assert trek4.key.reveal() not in text and OTHER not in text and UNRELATED not in text
+    found = repr(files_beside(trek4.db))  # what a traceback would show of the files read
+    assert "trek.env" in found and trek4.key.reveal() not in found and UNRELATED not in found
 
 
 def test_a_copy_that_cannot_be_read_is_listed_as_assumed_open(trek4: TrekCopy) -> None:

@@ -26,7 +26,7 @@ MOST_KEYS = 20  # other keys tried on each copy: each costs a trial decryption o
 @dataclass(frozen=True)
 class FoundFiles:
     databases: tuple[Path, ...]  # SQLite files other than the live database and its side files
-    key_files: tuple[tuple[Path, str], ...]  # small files and their text (trimmed), never shown
+    key_files: tuple[tuple[Path, Key], ...]  # small files and their text (trimmed), as a Key: never shown
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,14 @@ def files_beside(db_path: Path) -> FoundFiles:
     """SQLite files and small text files in the database's directory and its ``backups/`` (sorted)."""
     live = {db_path.name + side for side in LIVE_SIDE_FILES}
     databases: list[Path] = []
-    key_files: list[tuple[Path, str]] = []
+    key_files: list[tuple[Path, Key]] = []
     for path, head, size in _regular_files(db_path.parent, live):
         if head.startswith(SQLITE_HEADER):
             databases.append(path)
         elif size <= SMALL:
             text = _small_text(path)
-            if text is not None:
-                key_files.append((path, text))
+            if text:  # held as a Key, whose repr never shows it
+                key_files.append((path, Key(text, f"key in {path}")))
     return FoundFiles(tuple(databases), tuple(key_files))
 
 
@@ -120,15 +120,15 @@ def keys_in_files(found: FoundFiles, db_path: Path, suspected: Sequence[Key]) ->
     """
     holding: list[Path] = []
     others: list[Key] = []
-    for path, text in found.key_files:
+    for path, key in found.key_files:
         if path.parent == db_path.parent and path.name == TREK_KEY_FILE:
             continue
-        if any(_holds(text, key) for key in suspected):
+        text = key.reveal()
+        if any(_holds(text, known) for known in suspected):
             holding.append(path)
             continue
         if len(text) not in KEY_TEXT or any(ch.isspace() for ch in text):
             continue
-        key = Key(text, f"key in {path}")
         if not any(key.same_secret_as(k) for k in others):
             others.append(key)
     return FoundKeys(tuple(holding), tuple(others[:MOST_KEYS]), max(0, len(others) - MOST_KEYS))
