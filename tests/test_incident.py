@@ -321,3 +321,19 @@ def test_the_zip_note_names_a_rekey_command_that_runs_as_printed(trek4: TrekCopy
     assert ran.returncode == 0, ran.stderr
     assert inspect_backup(zip_path, [old]).keys[0].opens == Opens.NONE
     assert inspect_backup(zip_path, [Key(new.read_text().strip(), "new")]).keys[0].opens == Opens.ALL
+
+
+def test_a_pasted_key_with_a_line_break_is_tried_trimmed_and_said(trek4: TrekCopy) -> None:
+    """D10: --key-env holding "KEY\\n" (used as is) opened nothing and exposure said "0 readable", no warning."""
+    args = ["exposure", "--db", str(trek4.db), "--key-env", "LEAKED", "--no-copies"]
+    pasted = CliRunner().invoke(main, args, env={"LEAKED": f" {trek4.key.reveal()}\n"}, catch_exceptions=False)
+    assert pasted.exit_code == 0, pasted.stderr
+    total = len(trek4.encrypted_entries())
+    assert pasted.stdout.startswith(f"Secrets readable with the suspected key: {total} (")
+    warning = " ".join(pasted.stderr.split())
+    assert "has whitespace at its start or end" in warning and f"it opens {total} secret(s) the key as given does not" \
+        in warning
+    assert trek4.key.reveal() not in pasted.stdout + pasted.stderr
+    clean = CliRunner().invoke(main, args, env={"LEAKED": trek4.key.reveal()}, catch_exceptions=False)
+    assert clean.stdout.startswith(f"Secrets readable with the suspected key: {total} (")
+    assert "trimmed" not in clean.stdout + clean.stderr

@@ -24,11 +24,12 @@ from keyrotate.cli.options import (
 )
 from keyrotate.cli.progress import progress_bars
 from keyrotate.cli.render import emit
-from keyrotate.cli.running import run, say
+from keyrotate.cli.running import run, say, warn
 from keyrotate.errors import CancelledError, ExitCode
 from keyrotate.operations.audit import audit_database
 from keyrotate.operations.exposure import ExposureReport, find_exposure
 from keyrotate.rotation.old_key import newest_backup
+from keyrotate.trek.keys import Key, js_trim
 
 EXPOSURE_HELP = exit_codes_help({
     0: "report written (whatever the key opens)", **OPENS_DATABASE,
@@ -64,6 +65,7 @@ def exposure(
         if not keys:
             keys = [prompt_key("Suspected ENCRYPTION_KEY", "suspected", "--key-file FILE or --key-env NAME",
                                confirm=False)]
+        trimmed = _with_trimmed(keys)
         progress = progress_bars(False, quiet)  # on stderr: JSON on stdout is no reason to hide them
 
         def checking(number: int, total: int, copy: Path) -> None:
@@ -92,12 +94,36 @@ def exposure(
             raise _cut_short(writer, interrupt) from None
         say(f"{report.exposed} secret(s) to revoke or reissue; {len(report.copies)} old copy(ies) flagged.",
             quiet=quiet or fmt == "text")
+        _say_what_trimming_opened(report, trimmed)
         before = _copy_from_before_the_rotation(report, key_file, key_env)
         if before is not None:
             say(before, quiet=quiet)
         return int(ExitCode.OK)
 
     run(action)
+
+
+def _with_trimmed(keys: list[Key]) -> dict[int, Key]:
+    """Add to ``keys`` the trimmed form of each one with whitespace at either end (a key pasted with its line break):
+    TREK reads .encryption_key trimmed, and whoever holds the leaked text can trim it. Returns each added key's
+    index -> the key as given. The given key comes first, so what the trimmed one opens, the given one does not."""
+    added: dict[int, Key] = {}
+    for key in list(keys):
+        text = js_trim(key.reveal())
+        if text and text != key.reveal() and not any(k.reveal() == text for k in keys):
+            added[len(keys)] = key
+            keys.append(Key(text, f"{key.source} (trimmed)"))
+    return added
+
+
+def _say_what_trimming_opened(report: ExposureReport, trimmed: dict[int, Key]) -> None:
+    for index, given in trimmed.items():
+        opened = report.opened_by_key[index] if index < len(report.opened_by_key) else 0
+        if opened:
+            warn(f"the {given.source} has whitespace at its start or end (a line break from "
+                 f"pasting?). Trimmed, as TREK reads .encryption_key and as anyone holding it would, it opens "
+                 f"{opened} secret(s) the key as given does not: they are in this report, opened with "
+                 f"\"{given.source} (trimmed)\".")
 
 
 def _cut_short(writer: ExposureWriter, interrupt: KeyboardInterrupt) -> CancelledError:

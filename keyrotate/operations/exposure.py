@@ -10,7 +10,7 @@ cannot reach, and what the data directory gives away besides the key
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from keyrotate.operations.exposure_plaintext import plaintext_owners
 from keyrotate.operations.exposure_records import ExposedSecret, SecretRows
 from keyrotate.rotation.scanning import ProgressCallback, Scanner
 from keyrotate.rotation.session import read_session
+from keyrotate.rotation.tallies import Tally
 from keyrotate.rotation.workers import crypto_pool
 from keyrotate.trek.beyond import Finding, find_beyond
 from keyrotate.trek.formats import Keyring
@@ -45,6 +46,7 @@ class ExposureReport:
     command: str = "exposure"
     plaintext_found: tuple[AuditFinding, ...] = ()  # where the plaintext values are (``audit``'s findings)
     plaintext_groups: GroupTally = field(default_factory=GroupTally)  # whose they are (whole values only)
+    opened_by_key: tuple[int, ...] = ()  # per suspected key, in order: the values it was the first to open
 
     @property
     def exposed(self) -> int:
@@ -102,4 +104,13 @@ def find_exposure(
               if check_copies else ())
     return ExposureReport(str(db_path), tuple(k.source for k in suspected), tuple(kept), copies,
                           sum(f.values for f in plaintext), describer.missed, groups, beyond,
-                          plaintext_found=plaintext, plaintext_groups=plain_groups)
+                          plaintext_found=plaintext, plaintext_groups=plain_groups,
+                          opened_by_key=_opened_per_key(scanner.tallies.values(), len(suspected)))
+
+
+def _opened_per_key(tallies: Iterable[Tally], keys: int) -> tuple[int, ...]:
+    counts = [0] * keys
+    for tally in tallies:
+        for index, opened in enumerate(tally.opened_by[:keys]):
+            counts[index] += opened
+    return tuple(counts)
