@@ -126,7 +126,9 @@ def test_a_dry_run_ticks_nothing_off(trek4: TrekCopy, tmp_path: Path) -> None:
     args = [*_incident(trek4, tmp_path), "--revoke-share-links", "--expire-invites", "--dry-run"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
-    assert "[x]" not in result.stdout and "done by this run" not in result.stdout
+    assert "done by this run" not in result.stdout
+    for what in ("public trip share links", "public journey share links", "open registration invites"):
+        assert _checklist_line(result.stdout, what).startswith("[ ]")
 
 
 def test_new_key_files_readable_by_all_get_their_chmod_line(trek4: TrekCopy, tmp_path: Path) -> None:
@@ -337,3 +339,21 @@ def test_a_pasted_key_with_a_line_break_is_tried_trimmed_and_said(trek4: TrekCop
     clean = CliRunner().invoke(main, args, env={"LEAKED": trek4.key.reveal()}, catch_exceptions=False)
     assert clean.stdout.startswith(f"Secrets readable with the suspected key: {total} (")
     assert "trimmed" not in clean.stdout + clean.stderr
+
+
+def test_what_is_not_there_is_nothing_to_do_and_plaintext_encrypted_by_the_run_is_said(trek3: TrekCopy,
+                                                                                       tmp_path: Path) -> None:
+    """A "[ ] public trip share links: 0 ... Do: delete the links" line could never be ticked; after
+    --encrypt-plaintext the note still said to add --encrypt-plaintext to the rotation."""
+    plain = "SELECT count(*) FROM settings WHERE key = 'webhook_url' AND value NOT LIKE 'enc:v1:%' AND value != ''"
+    with closing(sqlite3.connect(trek3.db)) as conn:
+        legacy = conn.execute(plain).fetchone()[0]  # legacy plaintext: what --encrypt-plaintext encrypts
+    result = CliRunner().invoke(main, [*_incident(trek3, tmp_path), "--encrypt-plaintext"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    line = _checklist_line(result.stdout, "public trip share links")
+    assert line.startswith("[x] public trip share links: 0 (") and line.endswith("nothing to do.")
+    note = " ".join(next(x for x in result.stdout.splitlines() if "stored in PLAINTEXT" in x).split())
+    with closing(sqlite3.connect(trek3.db)) as conn:
+        assert conn.execute(plain).fetchone()[0] == 0
+    assert legacy >= 1 and f"this run encrypted {legacy} of them (--encrypt-plaintext)" in note
+    assert "added to the rotation" not in note

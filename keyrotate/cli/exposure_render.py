@@ -167,9 +167,12 @@ def _notes(report: ExposureReport) -> list[str]:
         notes.append(f"{report.not_opened} other encrypted value(s) do not open with the suspected key.")
     if report.plaintext:
         audit = shlex.join(["keyrotate", "audit", "--db", str(Path(report.database).absolute())])
+        fix = (f"this run encrypted {report.plaintext_encrypted} of them (--encrypt-plaintext), which protects them "
+               "from now on, not in a copy taken before" if report.plaintext_encrypted else
+               "`--encrypt-plaintext` added to the rotation encrypts those TREK reads encrypted")
         notes.append(f"{report.plaintext} value(s) in secret locations are stored in PLAINTEXT: anyone with a copy "
                      f"of the database could read them, key or not. Treat them as exposed; `{audit}` lists them, "
-                     "and `--encrypt-plaintext` added to the rotation encrypts those TREK reads encrypted.")
+                     f"and {fix}.")
         notes += [f"PLAINTEXT: {_count(p.what, p.values)} in {p.location} ({p.kind})" for p in report.plaintext_found]
     for copy in report.copies:
         notes.append(f"NOT FIXED BY ROTATING: {copy.path} ({copy.kind}): {copy.note}")
@@ -199,7 +202,7 @@ def _text(report: ExposureReport) -> Iterator[str]:
         yield ""
     if report.beyond:
         yield BEYOND_TITLE
-        yield from (_clean(f"   [{'x' if finding.done else ' '}] {finding.line()}") for finding in report.beyond)
+        yield from (_clean(f"   [{'x' if finding.settled else ' '}] {finding.line()}") for finding in report.beyond)
         yield ""
     plain = report.plaintext_groups
     if plain.total:
@@ -225,7 +228,7 @@ def _markdown(report: ExposureReport) -> Iterator[str]:
         yield ""
     if report.beyond:
         yield from [f"### {BEYOND_TITLE}", ""]
-        yield from (f"- [{'x' if f.done else ' '}] **{_md(f.what)}**: {f.count} ({_md(f.where)}). {_md(f.risk)} Do: {_md(f.action)}"
+        yield from (f"- [{'x' if f.settled else ' '}] **{_md(f.what)}**: {_md(f.line().removeprefix(f.what + ': '))}"
                     for f in report.beyond)
         yield ""
     plain = report.plaintext_groups

@@ -112,6 +112,9 @@ def incident_final(rotation: RotationRun, report: RotationReport, exposure: Expo
         if "invites" in report.revoked:
             done[INVITES] = INVITES_DELETED
     exposure = ticked_off(exposure, done)
+    if rotation.args.encrypt_plaintext and report.committed and not report.dry_run:
+        encrypted = sum(loc.encrypted_plaintext for loc in report.locations)
+        exposure = dataclasses.replace(exposure, plaintext_encrypted=encrypted)
     written = [Path(report.key_file_written)] if report.key_file_written and not report.dry_run else []
     if jwt_replaced and rotation.args.data_dir is not None:
         written.append(rotation.args.data_dir / ".jwt_secret")

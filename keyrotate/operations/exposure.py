@@ -47,6 +47,7 @@ class ExposureReport:
     plaintext_found: tuple[AuditFinding, ...] = ()  # where the plaintext values are (``audit``'s findings)
     plaintext_groups: GroupTally = field(default_factory=GroupTally)  # whose they are (whole values only)
     opened_by_key: tuple[int, ...] = ()  # per suspected key, in order: the values it was the first to open
+    plaintext_encrypted: int = 0  # of ``plaintext``, what the rotate --incident run reporting them encrypted
 
     @property
     def exposed(self) -> int:

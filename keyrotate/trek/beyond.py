@@ -37,7 +37,14 @@ class Finding:
         return {"what": self.what, "where": self.where, "count": self.count, "risk": self.risk,
                 "action": self.action, "done": self.done}
 
+    @property
+    def settled(self) -> bool:
+        """Nothing left to do: done by the run that reports it, or none found."""
+        return self.done or self.count == 0
+
     def line(self) -> str:
+        if self.count == 0 and not self.done:
+            return f"{self.what}: 0 ({self.where}): nothing to do."
         return f"{self.what}: {self.count} ({self.where}). {self.risk} Do: {self.action}"
 
 
