@@ -357,3 +357,41 @@ def test_what_is_not_there_is_nothing_to_do_and_plaintext_encrypted_by_the_run_i
         assert conn.execute(plain).fetchone()[0] == 0
     assert legacy >= 1 and f"this run encrypted {legacy} of them (--encrypt-plaintext)" in note
     assert "added to the rotation" not in note
+
+
+def _exposure_line(trek: TrekCopy, key_file: Path, what: str) -> str:
+    listed = CliRunner().invoke(main, ["exposure", "--data-dir", str(trek.data_dir), "--key-file", str(key_file)],
+                                catch_exceptions=False)
+    assert listed.exit_code == 0, listed.stderr
+    assert "Secrets readable with the suspected key: 0 " in listed.stdout
+    return _checklist_line(listed.stdout, what)
+
+
+def test_the_session_secret_replaced_after_the_rotation_is_done_in_a_later_exposure(trek4: TrekCopy,
+                                                                                    tmp_path: Path) -> None:
+    """D16: after the whole leak response, `exposure` with the leaked key still said "[ ] ... replace it"."""
+    leaked = tmp_path / "leaked.key"
+    leaked.write_text(trek4.key.reveal())
+    leaked.chmod(0o600)
+    rotated = CliRunner().invoke(main, [*_incident(trek4, tmp_path), "--rotate-jwt-secret"], catch_exceptions=False)
+    assert rotated.exit_code == 0, rotated.stderr
+    same_key = CliRunner().invoke(main, ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file",
+                                         str(tmp_path / "new.key"), "--encrypt-plaintext", "--yes"],
+                                  catch_exceptions=False)  # a later run with the key in use rotates nothing
+    assert same_key.exit_code == 0, same_key.stderr
+    for copy in trek4.data_dir.glob("travel.db.keyrotate-*"):  # step 5 of the runbook: the copies are deleted
+        copy.unlink()
+    line = _exposure_line(trek4, leaked, "session-signing secret")
+    assert line.startswith("[x]") and "TREK's audit log shows the session secret replaced" in line
+
+
+def test_a_session_secret_replaced_before_the_rotation_is_still_a_task(trek4: TrekCopy, tmp_path: Path) -> None:
+    leaked = tmp_path / "leaked.key"
+    leaked.write_text(trek4.key.reveal())
+    leaked.chmod(0o600)
+    replaced = CliRunner().invoke(main, ["rotate-jwt-secret", "--data-dir", str(trek4.data_dir)],
+                                  catch_exceptions=False)
+    assert replaced.exit_code == 0, replaced.stderr
+    rotated = CliRunner().invoke(main, [*_incident(trek4, tmp_path)], catch_exceptions=False)
+    assert rotated.exit_code == 0, rotated.stderr
+    assert _exposure_line(trek4, leaked, "session-signing secret").startswith("[ ]")

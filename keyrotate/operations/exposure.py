@@ -10,6 +10,7 @@ cannot reach, and what the data directory gives away besides the key
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ from keyrotate.rotation.scanning import ProgressCallback, Scanner
 from keyrotate.rotation.session import read_session
 from keyrotate.rotation.tallies import Tally
 from keyrotate.rotation.workers import crypto_pool
-from keyrotate.trek.beyond import Finding, find_beyond
+from keyrotate.trek.audit_log import session_secret_replaced_after_rotation
+from keyrotate.trek.beyond import SESSION_SECRET, Finding, find_beyond
 from keyrotate.trek.formats import Keyring
 from keyrotate.trek.keys import Key
 
@@ -55,6 +57,10 @@ class ExposureReport:
 
 
 SecretSink = Callable[[ExposedSecret], None]
+SESSION_SECRET_REPLACED = (
+    "done, if the suspected key was in use before keyrotate's last rotation: TREK's audit log shows the session "
+    "secret replaced after that rotation, so a copy taken while the key was in use holds an old one. Delete any old "
+    "copy of it kept beside the data (`<backup>.jwt_secret`, `.jwt_secret.keyrotate-old-*`) with the backups")
 
 
 def find_exposure(
@@ -95,6 +101,8 @@ def find_exposure(
         scanner.run("exposure", progress)
         describer.finish()
         beyond = find_beyond(conn, schema, db_path.parent if data_dir is None else data_dir)
+        if not groups.total and describer.missed and session_secret_replaced_after_rotation(conn):
+            beyond = _session_secret_done(beyond)
         # Plaintext TREK keeps by design (3.0.15's users.unsplash_api_key) is as exposed as the legacy kind.
         plaintext = (*plaintext_in_this_version(session), *legacy_plaintext(scanner.tallies.values()))
         plain_groups = GroupTally(names=groups.names)
@@ -107,6 +115,13 @@ def find_exposure(
                           sum(f.values for f in plaintext), describer.missed, groups, beyond,
                           plaintext_found=plaintext, plaintext_groups=plain_groups,
                           opened_by_key=_opened_per_key(scanner.tallies.values(), len(suspected)))
+
+
+def _session_secret_done(beyond: tuple[Finding, ...]) -> tuple[Finding, ...]:
+    """The suspected key opens nothing here any more, and the session secret was replaced after the rotation
+    that moved the database off it: a copy from while that key was in use holds an old session secret."""
+    return tuple(dataclasses.replace(f, done=True, action=SESSION_SECRET_REPLACED) if f.what == SESSION_SECRET else f
+                 for f in beyond)
 
 
 def _opened_per_key(tallies: Iterable[Tally], keys: int) -> tuple[int, ...]:
