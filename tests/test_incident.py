@@ -395,3 +395,23 @@ def test_a_session_secret_replaced_before_the_rotation_is_still_a_task(trek4: Tr
     rotated = CliRunner().invoke(main, [*_incident(trek4, tmp_path)], catch_exceptions=False)
     assert rotated.exit_code == 0, rotated.stderr
     assert _exposure_line(trek4, leaked, "session-signing secret").startswith("[ ]")
+
+
+def test_the_audit_fix_command_names_the_real_data_directory(trek3: TrekCopy, tmp_path: Path) -> None:
+    """D6: audit's (and exposure's plaintext rows') fix said `keyrotate rotate --data-dir DIR ...`."""
+    data_dir = tmp_path / "my data" / "data"
+    data_dir.parent.mkdir()
+    trek3.data_dir.rename(data_dir)
+    audited = CliRunner().invoke(main, ["audit", "--data-dir", str(data_dir), "--format", "json"],
+                                 catch_exceptions=False)
+    fixes = {f["fix"] for f in json.loads(audited.stdout)["findings"] if "--encrypt-plaintext" in f["fix"]}
+    assert fixes
+    command = shlex.split(next(f for f in fixes if f.startswith("keyrotate rotate")).split(" (", 1)[0])
+    assert command[command.index("--data-dir") + 1] == str(data_dir.absolute()) and "DIR" not in command
+    current = tmp_path / "current.key"
+    current.write_text((data_dir / ".encryption_key").read_text())
+    current.chmod(0o600)
+    command[command.index("NEW.key")] = str(current)  # the one word left to the operator: the key to rotate to
+    ran = subprocess.run([sys.executable, "-m", "keyrotate", *command[1:], "--yes"], capture_output=True, text=True,
+                         env=_env(), check=False)
+    assert ran.returncode == 0, ran.stderr

@@ -12,6 +12,7 @@ Three kinds of finding, each with a count and what to do, never a value:
 from __future__ import annotations
 
 import re
+import shlex
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,7 +44,13 @@ KNOWN_PLAINTEXT: dict[tuple[str, str], tuple[str, str]] = {
     ("invite_tokens", "token"): ("registration invite tokens (plaintext by TREK's design)",
                                  "delete unused invites in TREK's admin; anyone holding one can register until it expires"),
 }
-ENCRYPT_COMMAND = "keyrotate rotate --data-dir DIR --new-key-file NEW.key --encrypt-plaintext"
+
+
+def encrypt_command(db_path: Path) -> str:
+    """The rotation that encrypts a database's legacy plaintext: its real data directory; NEW.key stands for the
+    key to rotate to (the key in use works too)."""
+    return shlex.join(["keyrotate", "rotate", "--data-dir", str(db_path.absolute().parent), "--new-key-file",
+                       "NEW.key", "--encrypt-plaintext"])
 
 
 @dataclass(frozen=True)
@@ -90,16 +97,16 @@ class AuditReport:
 
 def audit_database(db_path: Path, *, busy_timeout: float = 10.0) -> AuditReport:
     with read_session(db_path, busy_timeout) as session:
-        findings = plaintext_in_this_version(session)
+        findings = plaintext_in_this_version(session, db_path)
         # An empty keyring opens nothing, but the Scanner still counts plaintext where ciphertext belongs.
         scanner = Scanner(session.conn, session.info, session.resolved, Keyring(()))
         scanner.run("audit")
-        findings += legacy_plaintext(scanner.tallies.values())
+        findings += legacy_plaintext(scanner.tallies.values(), db_path)
         findings += _uncatalogued(session.conn, session.info.schema)
     return AuditReport(str(db_path), session.info.version.evidence, tuple(findings))
 
 
-def plaintext_in_this_version(session: ReadSession) -> list[AuditFinding]:
+def plaintext_in_this_version(session: ReadSession, db_path: Path) -> list[AuditFinding]:
     """Catalogued locations this TREK version reads as plaintext, with their non-empty values counted."""
     findings = []
     for entry in session.resolved:
@@ -110,12 +117,12 @@ def plaintext_in_this_version(session: ReadSession) -> list[AuditFinding]:
         if count:
             findings.append(AuditFinding(
                 "plaintext in this TREK version", loc.label, loc.what, count,
-                f"{entry.reason}. TREK {_encrypted_from(loc)} encrypts it: after upgrading, run {ENCRYPT_COMMAND}",
+                f"{entry.reason}. TREK {_encrypted_from(loc)} encrypts it: after upgrading, run {encrypt_command(db_path)}",
             ))
     return findings
 
 
-def legacy_plaintext(tallies: Iterable[Tally]) -> list[AuditFinding]:
+def legacy_plaintext(tallies: Iterable[Tally], db_path: Path) -> list[AuditFinding]:
     """Plaintext a Scanner's pass counted in catalogued locations where this TREK version expects ciphertext."""
     by_label = {loc.label: loc for loc in CATALOGUE}
     findings = []
@@ -123,8 +130,9 @@ def legacy_plaintext(tallies: Iterable[Tally]) -> list[AuditFinding]:
         known = by_label.get(tally.label)
         if not tally.catalogued or known is None or not tally.plaintext:
             continue
-        fix = (ENCRYPT_COMMAND if tally.encryptable_plaintext == tally.plaintext else
-               f"{ENCRYPT_COMMAND} ({tally.plaintext - tally.encryptable_plaintext} value(s) it cannot rewrite "
+        command = encrypt_command(db_path)
+        fix = (command if tally.encryptable_plaintext == tally.plaintext else
+               f"{command} ({tally.plaintext - tally.encryptable_plaintext} value(s) it cannot rewrite "
                "safely: re-enter those in TREK)")
         findings.append(AuditFinding("legacy plaintext", tally.label, known.what, tally.plaintext, fix))
     return findings

@@ -104,7 +104,7 @@ def find_exposure(
         if not groups.total and describer.missed and session_secret_replaced_after_rotation(conn):
             beyond = _session_secret_done(beyond)
         # Plaintext TREK keeps by design (3.0.15's users.unsplash_api_key) is as exposed as the legacy kind.
-        plaintext = (*plaintext_in_this_version(session), *legacy_plaintext(scanner.tallies.values()))
+        plaintext = (*plaintext_in_this_version(session, db_path), *legacy_plaintext(scanner.tallies.values(), db_path))
         plain_groups = GroupTally(names=groups.names)
         if plaintext:  # only the locations audit's findings name: no scan of a table without plaintext
             plaintext_owners(conn, session.resolved, {f.location for f in plaintext}, plain_groups,
