@@ -415,3 +415,26 @@ def test_the_audit_fix_command_names_the_real_data_directory(trek3: TrekCopy, tm
     ran = subprocess.run([sys.executable, "-m", "keyrotate", *command[1:], "--yes"], capture_output=True, text=True,
                          env=_env(), check=False)
     assert ran.returncode == 0, ran.stderr
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_session_secret_failing_after_the_commit_keeps_the_checklist(trek4: TrekCopy, tmp_path: Path,
+                                                                       as_json: bool) -> None:
+    """.jwt_secret not replaced after the commit (exit 13): the run ended without the checklist it had read."""
+    backup = tmp_path / "travel.db.before"
+    Path(f"{backup}.jwt_secret").write_text("not keyrotate's")  # where the old session secret is to be saved
+    args = [*_incident(trek4, tmp_path), "--rotate-jwt-secret", "--backup", str(backup), *(["--json"] * as_json)]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 13, result.stderr
+    total = len(trek4.encrypted_entries())
+    if as_json:
+        document = json.loads(result.stdout)
+        assert document["error"]["committed"] is True
+        assert document["exposure"]["totals"]["exposed"] == total
+        session = next(f for f in document["exposure"]["beyond"] if f["what"] == "session-signing secret")
+        assert session["done"] is False
+    else:
+        heading, checklist = result.stdout.split("\n\n", 1)
+        assert heading.startswith("ROTATION NOT FINISHED (exit 13): the database is under the new key")
+        assert checklist.startswith(f"Secrets readable with the suspected key: {total} (")
+        assert _checklist_line(checklist, "session-signing secret").startswith("[ ]")

@@ -65,11 +65,17 @@ def incident_despite_failure(exposure: ExposureReport | None, rotation: Rotation
         return
     from keyrotate.operations.exposure_copies import find_exposed_copies  # --incident only
 
-    exposure = dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old, on_copy=_checking(rotation)))
+    copies = find_exposed_copies(rotation.path, rotation.keys.old, on_copy=_checking(rotation))
+    show_despite_failure(dataclasses.replace(exposure, copies=copies), rotation, error)
+
+
+def show_despite_failure(exposure: ExposureReport, rotation: RotationRun, error: KeyrotateError, *,
+                         committed: bool = False) -> None:
+    """The checklist of a run that failed, on stdout headed as such, or in --json in the error document."""
     if rotation.args.json_output:
         add_to_error_document(exposure=incident_json(exposure))  # stdout holds that one document, nothing else
         return
-    if error.committed:  # e.g. the key file could not be written: the database is rotated, the run is not done
+    if committed or error.committed:  # e.g. the key file could not be written: the database is rotated, the run is not done
         heading = (f"ROTATION NOT FINISHED (exit {int(error.exit_code)}): the database is under the new key, but the "
                    "run stopped before its end (see the error). What the suspected key opened, to revoke and reissue:")
     else:

@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from keyrotate import interrupts
-from keyrotate.cli.incident import incident_before, incident_despite_failure, incident_final, incident_json
+from keyrotate.cli.incident import (
+    incident_before,
+    incident_despite_failure,
+    incident_final,
+    incident_json,
+    show_despite_failure,
+)
 from keyrotate.cli.inputs import check_new_key, database, given_keys, prompt_key, trek_keys
 from keyrotate.cli.interrupted import rerun_command, signal_name, stopped_after_commit, stopped_before_commit
 from keyrotate.cli.options import (
@@ -125,8 +131,14 @@ def _rotate(args: RotateArgs) -> int:
     if args.rotate_jwt_secret and args.data_dir is not None:
         from keyrotate.cli.jwt_secret import jwt_after_rotation  # --rotate-jwt-secret only: a plain rotate skips it
 
-        extras.json["jwt_secret"] = jwt_after_rotation(report, args.data_dir, audit=not args.no_audit_log,
-                                                       wait=args.wait, quiet=args.silent)
+        try:
+            extras.json["jwt_secret"] = jwt_after_rotation(report, args.data_dir, audit=not args.no_audit_log,
+                                                           wait=args.wait, quiet=args.silent)
+        except KeyrotateError as error:  # after the commit: the checklist must not be lost with the run's end
+            if extras.exposure is not None:
+                show_despite_failure(incident_final(rotation, report, extras.exposure, jwt_replaced=False),
+                                     rotation, error, committed=report.committed)
+            raise
     if extras.exposure is not None:
         jwt_replaced = bool(extras.json.get("jwt_secret", {}).get("replaced"))
         extras.exposure = incident_final(rotation, report, extras.exposure, jwt_replaced=jwt_replaced)
