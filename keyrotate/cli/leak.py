@@ -34,6 +34,7 @@ from keyrotate.trek.keys import Key, js_trim
 EXPOSURE_HELP = exit_codes_help({
     0: "report written (whatever the key opens)", **OPENS_DATABASE,
     6: "unusable key (empty, unreadable key file)",
+    12: "interrupted; the message says whether the report on stdout is incomplete",
 })
 AUDIT_HELP = exit_codes_help({0: "report written (plaintext found or not)", **OPENS_DATABASE})
 

@@ -26,9 +26,10 @@ Exit codes:
 
 def exit_codes_help(meanings: dict[int, str]) -> str:
     """A command's own exit-code epilog: only the codes it can return, in its own words."""
-    common = {1: "internal error (a bug)", 2: "usage error", 12: "cancelled or interrupted; nothing written"}
+    common = {1: "internal error (a bug)", 2: "usage error", 12: "cancelled or interrupted; nothing written",
+              141: "stdout closed early (a pipe into head): no message"}
     rows = sorted({**common, **meanings}.items())
-    return "\b\nExit codes:\n" + "".join(f"  {code:>2}  {meaning}\n" for code, meaning in rows)
+    return "\b\nExit codes:\n" + "".join(f"  {code:>3}  {meaning}\n" for code, meaning in rows)
 
 
 OPENS_DATABASE = {
