@@ -171,7 +171,7 @@ def test_zips_left_under_the_old_key_are_named_and_the_printed_command_rekeys_th
     (saved,) = saved_keys(trek3.data_dir)
     warning = next(line for line in rotated.stderr.splitlines() if "stay under the old key" in line)
     assert f"saved at {saved}" in warning and "backup-1.zip" in warning and "auto-backup-2.zip" in warning
-    command = printed_after(rotated.stderr, "WARNING: 2 backup ZIP(s) stay under the old key")
+    command = printed_after(rotated.stderr, "WARNING: 2 backup ZIP(s) were not re-encrypted by this run")
     assert command.startswith("keyrotate rekey-backup ")
 
     rekeyed = run_printed(command)

@@ -257,8 +257,12 @@ def _zips_left_under_old_key(rotation: RotationRun, report: RotationReport, extr
     line = shlex.join(command)
     extras.json["backups_under_old_key"] = {"zips": [str(z) for z in zips], "old_key_saved": report.old_key_saved,
                                             "rekey_command": line}
-    warn(f"{len(zips)} backup ZIP(s) stay under the old key ({where}): {', '.join(z.name for z in zips)}. "
-         "Re-encrypt them now with:")
+    # Not opened here (seconds per ZIP): ZIPs re-encrypted before the rotation, as the README allows, are under
+    # the new key already; rekey-backup skips those.
+    listing = shlex.join(["keyrotate", "backups", "--data-dir", str(data_dir.absolute())]) if data_dir else ""
+    warn(f"{len(zips)} backup ZIP(s) were not re-encrypted by this run and stay under the old key ({where}) unless "
+         f"you re-encrypted them before it{f' ({listing} says which)' if listing else ''}: "
+         f"{', '.join(z.name for z in zips)}. Re-encrypt them now with:")
     say(f"    {line}", quiet=rotation.args.silent)
 
 
