@@ -179,14 +179,19 @@ def test_the_plaintext_note_names_the_audit_command_to_run(trek3: TrekCopy) -> N
     assert ran.returncode == 0 and "plaintext" in ran.stdout
 
 
+def _a_zip_and_the_key_file(trek: TrekCopy, key_file: Path) -> Path:
+    """A backup ZIP of the database as it is in data/backups/, and ``key_file`` (0600) holding the key it is under."""
+    folder = trek.data_dir / "backups"
+    folder.mkdir()
+    build_backup_zip(trek.db, folder / "backup-2026-01-01T00-00-00.zip")
+    key_file.write_text(trek.key.reveal())
+    key_file.chmod(0o600)
+    return key_file
+
+
 def test_a_same_key_run_does_not_call_its_zips_under_the_old_key(trek4: TrekCopy, tmp_path: Path) -> None:
     """D6: --encrypt-plaintext with the key in use warned that ZIPs under that very key "stay under the old key"."""
-    folder = trek4.data_dir / "backups"
-    folder.mkdir()
-    build_backup_zip(trek4.db, folder / "backup-2026-01-01T00-00-00.zip")
-    current = tmp_path / "current.key"
-    current.write_text(trek4.key.reveal())
-    current.chmod(0o600)
+    current = _a_zip_and_the_key_file(trek4, tmp_path / "current.key")
     result = CliRunner().invoke(main, ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(current),
                                        "--encrypt-plaintext", "--yes"], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
@@ -200,12 +205,7 @@ def test_a_same_key_run_does_not_call_its_zips_under_the_old_key(trek4: TrekCopy
 
 def test_the_rekey_command_reads_the_old_key_where_it_was_given(trek4: TrekCopy, tmp_path: Path) -> None:
     """D6: without a saved old key the command said `--old-key-file OLD.key` though the run had read it from a file."""
-    folder = trek4.data_dir / "backups"
-    folder.mkdir()
-    build_backup_zip(trek4.db, folder / "backup-2026-01-01T00-00-00.zip")
-    old = tmp_path / "old.key"
-    old.write_text(trek4.key.reveal())
-    old.chmod(0o600)
+    old = _a_zip_and_the_key_file(trek4, tmp_path / "old.key")
     new = _key_file(tmp_path / "new.key")
     result = CliRunner().invoke(main, ["rotate", "--db", str(trek4.db), "--old-key-file", str(old), "--new-key-file",
                                        str(new), "--yes", "--discard-old-key"], catch_exceptions=False)
