@@ -188,3 +188,28 @@ def test_a_key_piped_in_without_a_terminal_gives_no_getpass_warning(trek3: TrekC
     assert done.returncode == 0, done.stderr
     assert "GetPassWarning" not in done.stderr and "may be echoed" not in done.stderr
     assert trek3.key.reveal() not in done.stderr + done.stdout
+
+
+def test_a_key_piped_in_from_a_terminal_is_read_from_the_pipe(trek3: TrekCopy) -> None:
+    """`echo KEY | keyrotate verify` typed at a terminal: getpass read the terminal, not the pipe, and the command
+    waited for typing (the test's terminal never types: it used to run into the timeout)."""
+    import fcntl
+    import pty
+    import termios
+
+    controller, terminal = pty.openpty()
+
+    def take_the_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)  # /dev/tty is now this pseudo-terminal
+
+    try:
+        done = subprocess.run([sys.executable, "-m", "keyrotate", "verify", "--db", str(trek3.db)],
+                              input=(trek3.key.reveal() + "\n").encode(), capture_output=True,
+                              preexec_fn=take_the_terminal, timeout=60, check=False,
+                              env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert done.returncode == 0, done.stderr
+    assert b"OK: the first key" in done.stderr and trek3.key.reveal().encode() not in done.stderr + done.stdout

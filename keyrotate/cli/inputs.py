@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,8 +68,8 @@ def prompt_key(prompt: str, label: str, options_hint: str, *, confirm: bool) -> 
     before giving a key is a usage error (exit 2) that names the options.
     """
     try:
-        text = _read_piped(prompt, confirm) if _piped() else click.prompt(
-            prompt, hide_input=True, confirmation_prompt=confirm, err=True)
+        text = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True) \
+            if _stdin_is_a_terminal() else _read_piped(prompt, confirm)
     except click.Abort as abort:
         # click turns both KeyboardInterrupt and EOFError into Abort; the one it caught is the context.
         if isinstance(abort.__context__, KeyboardInterrupt) or _stdin_is_a_terminal():
@@ -80,8 +79,9 @@ def prompt_key(prompt: str, label: str, options_hint: str, *, confirm: bool) -> 
 
 
 def _read_piped(prompt: str, confirm: bool) -> str:
-    """The key from a pipe with no terminal to ask on, line by line as click asks (a confirmation that differs is
-    asked for again); no echo to turn off, so none of getpass's warnings that it cannot."""
+    """The key from standard input when it is no terminal (a pipe, a file), line by line as click asks (a
+    confirmation that differs is asked for again). getpass would read the terminal instead, if there is one
+    (``echo KEY | keyrotate verify`` then waited for typing), or warn that it cannot turn off an echo."""
     while True:
         text = _piped_line(prompt)
         if not confirm or _piped_line("Repeat for confirmation") == text:
@@ -95,17 +95,6 @@ def _piped_line(prompt: str) -> str:
     if not line:
         raise click.Abort
     return line.rstrip("\r\n")
-
-
-def _piped() -> bool:
-    """Standard input is no terminal, and there is no terminal to ask on either (getpass would use /dev/tty)."""
-    if _stdin_is_a_terminal():
-        return False
-    try:
-        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
-    except OSError:
-        return True
-    return False
 
 
 def _stdin_is_a_terminal() -> bool:
