@@ -200,3 +200,20 @@ def test_a_key_file_that_cannot_be_written_names_it(tmp_path: Path) -> None:
                           capture_output=True, text=True, check=False)
     assert done.returncode == 11, done.stderr
     assert f"Could not write the key to {out}" in done.stderr and not out.exists()
+
+
+def test_a_wrong_old_key_where_jwt_secret_opens_the_secrets_says_so(trek3: TrekCopy, tmp_path: Path) -> None:
+    """Exit 7 said only "check that it is the key TREK is running with": on an install that has been encrypting
+    with its session secret, .jwt_secret is the key, and the message now says so with the option to give it."""
+    (trek3.data_dir / ".jwt_secret").write_text(trek3.key.reveal())
+    (trek3.data_dir / ".encryption_key").write_text("not the key these secrets are under, 0123456789")
+    new_key = tmp_path / "new.key"
+    new_key.write_text("a brand new key for the session-secret hint test, 0123456789")
+    args = ["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key), "--yes"]
+    failed = run_keyrotate(args)
+    assert failed.returncode == 7, failed.stderr
+    jwt = trek3.data_dir / ".jwt_secret"
+    assert f"{jwt} opens {len(trek3.encrypted_entries())} of them" in failed.stderr
+    hinted = run_keyrotate([*args, "--old-key-file", str(jwt)])
+    assert hinted.returncode == 0, hinted.stderr
+    assert verify_database(trek3.db, [Key(new_key.read_text().strip(), "new")]).ok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,7 @@ from keyrotate.cli.rotate_steps import (
     operator_steps,
 )
 from keyrotate.cli.running import run, say, warn
-from keyrotate.errors import ExitCode, KeyrotateError
+from keyrotate.errors import ExitCode, KeyrotateError, WrongKeyError
 from keyrotate.rotation.engine import rotate_database
 from keyrotate.rotation.old_key import environment_holds
 from keyrotate.rotation.options import RotateOptions
@@ -220,6 +221,7 @@ def _run_engine(rotation: RotationRun,
     except KeyrotateError as error:
         incident_despite_failure(exposure, rotation, error)
         key = rotation.new_key_file if error.committed else rotation.unused_new_key
+        error = _session_secret_hint(error, rotation)
         raise (new_key_note(error, key) if key else error) from None
     except interrupts.Interrupted as interrupt:
         if interrupt.report is None:
@@ -228,6 +230,29 @@ def _run_engine(rotation: RotationRun,
     finally:
         progress.close()
     return report, None, exposure
+
+
+def _session_secret_hint(error: KeyrotateError, rotation: RotationRun) -> KeyrotateError:
+    """A wrong old key on an install that has been encrypting with its session secret (TREK's fallback for
+    installs older than April 2026, TREK-FORMAT.md section 2): say so when .jwt_secret beside it opens them."""
+    jwt = rotation.path.parent / ".jwt_secret"
+    if not isinstance(error, WrongKeyError) or not jwt.is_file():
+        return error
+    from keyrotate.rotation.verify import verify_database  # this failure only
+    from keyrotate.trek.keys import key_from_file
+
+    try:
+        key, _ = key_from_file(jwt, "session secret")
+        if any(key.same_secret_as(old) for old in rotation.keys.old):
+            return error
+        opened = verify_database(rotation.path, [key], busy_timeout=rotation.args.wait, workers=0).opened_by_first
+    except (KeyrotateError, OSError):
+        return error
+    if not opened:
+        return error
+    return WrongKeyError(f"{error.message}\n{jwt} opens {opened} of them: this install has been encrypting with its "
+                         "session secret (TREK's fallback for installs made before April 2026). Give it as the old key: "
+                         f"--old-key-file {shlex.quote(str(jwt))}")
 
 
 def _after_engine(rotation: RotationRun, report: RotationReport, stopped_by: str | None,
