@@ -271,3 +271,14 @@ def test_rerun_with_an_undecodable_key_file_says_so_instead_of_a_traceback(
 
     assert again.returncode == 13, again.stderr  # rotated: the same command finishes it once the file is fixed
     assert "Traceback" not in again.stderr and "saving the old key" in again.stderr
+
+
+def test_the_printed_check_after_a_db_run_runs_as_printed(trek4: TrekCopy, new_key_file: Path) -> None:
+    """With --db (no data directory) the step said `keyrotate verify --data-dir DIR`: a placeholder, exit 3 as
+    printed. It now names the database and the new key file."""
+    rotated = run_keyrotate(["rotate", "--db", str(trek4.db), "--old-key-file", str(trek4.data_dir / ".encryption_key"),
+                             "--new-key-file", str(new_key_file), "--yes"])
+    assert rotated.returncode == 0, rotated.stderr
+    step = next(line for line in rotated.stderr.splitlines() if line.startswith("Step: Check: `"))
+    checked = run_printed(step.split("`")[1])
+    assert checked.returncode == 0, checked.stderr

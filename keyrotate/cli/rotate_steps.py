@@ -219,7 +219,7 @@ def _zips_after_a_restore(rotation: RotationRun, report: RotationReport, zips: l
 def operator_steps(rotation: RotationRun, report: RotationReport, extras: RotationExtras) -> None:
     """What to do between the commit and a healthy TREK; printed even when the run is interrupted after it."""
     steps = next_steps(
-        data_dir=rotation.args.data_dir, new_key_file=rotation.new_key_file,
+        data_dir=rotation.args.data_dir, db_path=rotation.path, new_key_file=rotation.new_key_file,
         key_file_written=report.key_file_written is not None, shell_has_old_key=environment_holds(rotation.keys.old),
         backup=report.backup, old_key_saved=report.old_key_saved, left_unopened=report.failed,
     )

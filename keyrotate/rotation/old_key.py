@@ -176,8 +176,19 @@ def environment_holds(keys: Sequence[Key]) -> bool:
     return any(k.same_secret_as(probe) for k in keys)
 
 
+def _verify_command(data_dir: Path | None, db_path: Path | None, new_key_file: Path | None) -> str:
+    """The verify that checks TREK's key: from its data directory, or (a --db run) the database with the new key."""
+    if data_dir is not None:
+        return shlex.join(["keyrotate", "verify", "--data-dir", str(data_dir)])
+    if db_path is None:
+        return "keyrotate verify --data-dir DIR"
+    key = ["--key-file", str(new_key_file)] if new_key_file else []  # else it asks for the key
+    return shlex.join(["keyrotate", "verify", "--db", str(db_path), *key])
+
+
 def next_steps(
     *, data_dir: Path | None, new_key_file: Path | None, key_file_written: bool, shell_has_old_key: bool,
+    db_path: Path | None = None,
     backup: str | None, old_key_saved: str | None = None, left_unopened: int = 0,
 ) -> list[str]:
     """What to do between the commit and a healthy TREK, for Docker Compose and for a plain host.
@@ -206,7 +217,7 @@ def next_steps(
         "(`systemctl edit trek`), then `systemctl daemon-reload && systemctl restart trek`.",
         "If the old key stays in TREK's environment, TREK writes it back into .encryption_key at start and "
         "cannot read any secret.",
-        f"Check: `keyrotate verify --data-dir {shlex.quote(str(data_dir)) if data_dir else 'DIR'}` once TREK is "
+        f"Check: `{_verify_command(data_dir, db_path, new_key_file)}` once TREK is "
         "running again: " + ("it must say OK." if not left_unopened else
                              f"it must name only the {left_unopened} value(s) this run left under no key, and exits "
                              "9 until each is entered again in TREK or removed."),
