@@ -217,3 +217,37 @@ def test_a_wrong_old_key_where_jwt_secret_opens_the_secrets_says_so(trek3: TrekC
     hinted = run_keyrotate([*args, "--old-key-file", str(jwt)])
     assert hinted.returncode == 0, hinted.stderr
     assert verify_database(trek3.db, [Key(new_key.read_text().strip(), "new")]).ok
+
+
+def test_a_reader_of_stderr_that_goes_away_does_not_stop_the_steps_after_the_commit(trek4: TrekCopy,
+                                                                                     tmp_path: Path) -> None:
+    """`keyrotate rotate ... 2>&1 | head -5`: once head had exited, the next line on stderr raised a broken pipe,
+    which ended the run after its COMMIT: backup ZIPs left under the old key, .jwt_secret not replaced, no exit 13."""
+    import os
+    import subprocess
+    import sys
+
+    from keyrotate.operations.backup_zips import Opens, inspect_backup
+
+    from .test_lifecycle import REPO_ROOT
+    from .ziphelpers import build_backup_zip
+
+    (trek4.data_dir / "backups").mkdir()
+    zip_path = trek4.data_dir / "backups" / "backup-2026-01-01T00-00-00.zip"
+    build_backup_zip(trek4.db, zip_path)
+    jwt_before = (trek4.data_dir / ".jwt_secret").read_bytes()
+    new_key = tmp_path / "new.key"
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before the first line
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "keyrotate", "rotate", "--data-dir", str(trek4.data_dir), "--generate-new-key",
+             "--new-key-out", str(new_key), "--rekey-backups", "--rotate-jwt-secret", "--yes"],
+            stdout=subprocess.DEVNULL, stderr=writer, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=120,
+            check=False)
+    finally:
+        os.close(writer)
+    assert done.returncode == 0
+    assert (trek4.data_dir / ".jwt_secret").read_bytes() != jwt_before
+    status = inspect_backup(zip_path, [Key(new_key.read_text().strip(), "new")])
+    assert status.keys[0].opens is Opens.ALL

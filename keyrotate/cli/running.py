@@ -10,7 +10,7 @@ import stat
 import sys
 from collections.abc import Callable
 from contextlib import suppress
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 import click
 
@@ -22,9 +22,16 @@ from keyrotate.rotation.report import SCHEMA_VERSION
 
 
 def say(message: str, *, quiet: bool = False) -> None:
-    """A line for the person at the terminal, on stderr; nothing with --quiet."""
+    """A line for the person at the terminal, on stderr; nothing with --quiet.
+
+    When whoever read stderr has gone (``2>&1 | head``), the lines have nowhere to go but the work goes on: a
+    rotation past its COMMIT must still re-encrypt the backup ZIPs and replace .jwt_secret as asked.
+    """
     if not quiet and not quiet_requested():
-        click.echo(message, err=True)
+        try:
+            click.echo(message, err=True)
+        except BrokenPipeError:
+            _to_devnull(sys.stderr)
 
 
 def quiet_requested() -> bool:
@@ -73,7 +80,7 @@ def run(action: Callable[[], int]) -> NoReturn:
     except BrokenPipeError:
         if not _stdout_gone():
             raise
-        _stdout_to_devnull()  # what is still buffered for stdout must not fail again at exit
+        _to_devnull(sys.stdout)
         sys.exit(int(ExitCode.STDOUT_CLOSED))
     except OSError as error:
         # Reported by kind only: paths are safe, but keep keyrotate's rule of no raw payloads.
@@ -97,8 +104,9 @@ def _stdout_gone() -> bool:
         return False
 
 
-def _stdout_to_devnull() -> None:
-    with suppress(OSError, ValueError, io.UnsupportedOperation):
+def _to_devnull(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at /dev/null: what is still buffered for it must not fail again."""
+    with suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
