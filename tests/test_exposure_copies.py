@@ -196,3 +196,24 @@ def test_values_of_the_database_under_another_key_found_beside_it(trek4: TrekCop
     assert sorted(s["owner_id"] for s in json.loads(listed.stdout)["secrets"]) == [2, 3]
     (trek4.data_dir / ".encryption_key.old").unlink()
     assert str(trek4.db) not in copies_of(exposure(trek4.data_dir))
+
+
+def test_a_file_this_user_may_not_read_is_named_not_skipped(trek4: TrekCopy, monkeypatch: Any) -> None:
+    """Run as a user who may not read a copy (or backups/ itself), exposure listed nothing for it and exited 0:
+    the copy a thief with the files does read went unmentioned. Simulated from the test side (the suite may run
+    as root, who reads any file): opening that one copy says EACCES, as it does for another user."""
+    from keyrotate.operations import exposure_files
+
+    locked = trek4.data_dir / "travel.db.bak"
+    shutil.copyfile(trek4.db, locked)
+    real_open = os.open
+
+    def refusing_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(exposure_files.os, "open", refusing_open)
+    copies = copies_of(exposure(trek4.data_dir))
+    assert copies[str(locked)]["kind"] == "not readable by this user"
+    assert "run exposure as its owner or root" in copies[str(locked)]["note"]

@@ -84,6 +84,9 @@ def find_exposed_copies(db_path: Path, suspected: Sequence[Key], *, unopened_her
         if copy is not None:
             out.append(copy)
     out += _key_files(keys, listed, opened_by_other, db_path.parent)
+    out += [ExposedCopy(str(path), "not readable by this user", "not checked: it may be a copy of the database or "
+                        f"hold a key, and a thief with the files reads it; run exposure as its owner or root, or {ASSUME}")
+            for path in found.unreadable]
     return tuple(out)
 
 

@@ -27,6 +27,7 @@ MOST_KEYS = 20  # other keys tried on each copy: each costs a trial decryption o
 class FoundFiles:
     databases: tuple[Path, ...]  # SQLite files other than the live database and its side files
     key_files: tuple[tuple[Path, Key], ...]  # small files and their text (trimmed), as a Key: never shown
+    unreadable: tuple[Path, ...] = ()  # files (or backups/ itself) this user may not read: not checked
 
 
 @dataclass(frozen=True)
@@ -41,19 +42,20 @@ def files_beside(db_path: Path) -> FoundFiles:
     live = {db_path.name + side for side in LIVE_SIDE_FILES}
     databases: list[Path] = []
     key_files: list[tuple[Path, Key]] = []
-    for path, head, size in _regular_files(db_path.parent, live):
+    unreadable: list[Path] = []
+    for path, head, size in _regular_files(db_path.parent, live, unreadable):
         if head.startswith(SQLITE_HEADER):
             databases.append(path)
         elif size <= SMALL:
             text = _small_text(path)
             if text:  # held as a Key, whose repr never shows it
                 key_files.append((path, Key(text, f"key in {path}")))
-    return FoundFiles(tuple(databases), tuple(key_files))
+    return FoundFiles(tuple(databases), tuple(key_files), tuple(unreadable))
 
 
-def _regular_files(folder: Path, live: set[str]) -> Iterator[tuple[Path, bytes, int]]:
+def _regular_files(folder: Path, live: set[str], unreadable: list[Path]) -> Iterator[tuple[Path, bytes, int]]:
     """Each regular file (not a link) of ``folder`` and of its ``backups/`` (not a link either): path, first
-    16 bytes, size."""
+    16 bytes, size. What this user may not read is added to ``unreadable``."""
     folders = [folder]
     backups = folder / "backups"
     if not backups.is_symlink() and backups.is_dir():
@@ -61,6 +63,9 @@ def _regular_files(folder: Path, live: set[str]) -> Iterator[tuple[Path, bytes, 
     for where in folders:
         try:
             entries = sorted(os.scandir(where), key=lambda e: e.name)
+        except PermissionError:
+            unreadable.append(where)
+            continue
         except OSError:
             continue
         for entry in entries:
@@ -72,6 +77,8 @@ def _regular_files(folder: Path, live: set[str]) -> Iterator[tuple[Path, bytes, 
                 with _open_no_follow(Path(entry.path)) as handle:
                     size = os.fstat(handle.fileno()).st_size
                     yield Path(entry.path), handle.read(len(SQLITE_HEADER)), size
+            except PermissionError:
+                unreadable.append(Path(entry.path))
             except OSError:
                 continue
 
