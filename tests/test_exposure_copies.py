@@ -217,3 +217,29 @@ def test_a_file_this_user_may_not_read_is_named_not_skipped(trek4: TrekCopy, mon
     copies = copies_of(exposure(trek4.data_dir))
     assert copies[str(locked)]["kind"] == "not readable by this user"
     assert "run exposure as its owner or root" in copies[str(locked)]["note"]
+
+
+def test_a_json_report_that_fails_part_way_is_closed_as_incomplete(trek4: TrekCopy) -> None:
+    """A value that stops the pass (not UTF-8: exit 4) after records were written left a JSON document cut inside
+    "secrets"; it now ends with "complete": false and the error, as an interrupted one does."""
+    canary = b"AIza-late-NOT-UTF8-CANARY"
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        conn.execute("UPDATE trek_photos SET passphrase = CAST(? AS TEXT) WHERE id = (SELECT max(id) FROM trek_photos)",
+                     (canary + b"\xff",))
+        conn.commit()
+    result = CliRunner().invoke(main, ["exposure", "--data-dir", str(trek4.data_dir), "--format", "json",
+                                       "--no-copies"], catch_exceptions=False)
+    assert result.exit_code == 4, result.stderr
+    document = json.loads(result.stdout)
+    assert document["complete"] is False and document["error"]["exit_code"] == 4 and document["secrets"]
+    assert "INCOMPLETE" in result.stderr and canary.decode() not in result.stdout + result.stderr
+
+
+def test_a_copy_named_with_control_characters_is_printed_escaped(trek4: TrekCopy) -> None:
+    """The "Checking copy i of n" line printed file names from the data directory as they are: a newline in a
+    name could forge a line of the checklist on a terminal."""
+    shutil.copyfile(trek4.db, trek4.data_dir / "travel.db.bak\n[x] all clear")
+    result = CliRunner().invoke(main, ["exposure", "--data-dir", str(trek4.data_dir)], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert "travel.db.bak\\n[x] all clear" in result.stderr
+    assert not any(line.startswith("[x] all clear") for line in result.stderr.splitlines())

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from keyrotate.cli.inputs import default_old_keys
+from keyrotate.cli.printable import printable
 from keyrotate.cli.render import emit
 from keyrotate.cli.rotate_args import RotationRun
 from keyrotate.cli.running import add_to_error_document, say
@@ -150,6 +151,7 @@ def _readable_by_all(paths: list[Path]) -> Finding | None:
 def _checking(rotation: RotationRun) -> Callable[[int, int, Path], None]:
     """A line on stderr per copy and backup ZIP checked for the checklist: seconds each for a large database."""
     def checking(number: int, total: int, copy: Path) -> None:
-        say(f"Checking copy {number} of {total} for the checklist: {copy} ...", quiet=rotation.args.silent)
+        say(f"Checking copy {number} of {total} for the checklist: {printable(str(copy))} ...",
+            quiet=rotation.args.silent)
 
     return checking

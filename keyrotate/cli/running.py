@@ -28,8 +28,8 @@ def say(message: str, *, quiet: bool = False) -> None:
     rotation past its COMMIT must still re-encrypt the backup ZIPs and replace .jwt_secret as asked.
     """
     if not quiet and not quiet_requested():
-        try:
-            click.echo(message, err=True)
+        try:  # file and table names come from the data directory: no control character gets through
+            click.echo("\n".join(printable(line) for line in message.split("\n")), err=True)
         except BrokenPipeError:
             _to_devnull(sys.stderr)
 
