@@ -245,3 +245,13 @@ def test_after_skip_undecryptable_the_printed_check_says_what_verify_will_say(tm
                           check=False)
     assert done.returncode == ExitCode.VERIFY_FAILED, done.stderr
     assert done.stderr.count("users.maps_api_key") >= 1
+
+
+def test_verify_with_no_key_to_read_and_an_empty_typed_key_say_so_in_words(trek4: TrekCopy) -> None:
+    """They said "No the key given" and "The key from the key typed at the prompt is empty"."""
+    nothing = invoke(["verify", "--db", str(trek4.db)], input="")
+    assert nothing.exit_code == ExitCode.USAGE
+    assert "No key given and none could be read from the prompt" in nothing.stderr
+    empty = invoke(["verify", "--db", str(trek4.db)], input="\n")
+    assert empty.exit_code == ExitCode.BAD_KEY
+    assert "The key (key typed at the prompt) is empty." in empty.stderr

@@ -74,8 +74,14 @@ def prompt_key(prompt: str, label: str, options_hint: str, *, confirm: bool) -> 
         # click turns both KeyboardInterrupt and EOFError into Abort; the one it caught is the context.
         if isinstance(abort.__context__, KeyboardInterrupt) or _stdin_is_a_terminal():
             raise CancelledError("Cancelled; nothing was written.") from None
-        raise click.UsageError(f"No {label} key given and none could be read from the prompt. Use {options_hint}.") from None
-    return Key(text, f"{label} key typed at the prompt")
+        raise click.UsageError(f"No {_key_called(label)} given and none could be read from the prompt. Use "
+                               f"{options_hint}.") from None
+    return Key(text, f"{_key_called(label)} typed at the prompt")
+
+
+def _key_called(label: str) -> str:
+    """"old key", "new key"...; "key" for the one key of verify (label "")."""
+    return f"{label} key" if label else "key"
 
 
 def _read_piped(prompt: str, confirm: bool) -> str:

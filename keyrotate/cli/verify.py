@@ -50,7 +50,7 @@ def verify(
         # Not "old key": after a rotation the key TREK uses is the new one.
         keys = given_keys(key_file, key_env, "verify") or trek_keys(data_dir, "the")
         if not keys:
-            keys = [prompt_key("ENCRYPTION_KEY to verify", "the", "--key-file FILE or --key-env NAME", confirm=False)]
+            keys = [prompt_key("ENCRYPTION_KEY to verify", "", "--key-file FILE or --key-env NAME", confirm=False)]
         progress = progress_bars(json_output, quiet)
         try:
             report = verify_database(path, keys, busy_timeout=wait, progress=progress.callback(), workers=workers)

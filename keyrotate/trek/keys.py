@@ -50,7 +50,7 @@ class Key:
 
     def __post_init__(self) -> None:
         if not js_trim(self._text):
-            raise KeyProblemError(f"The key from {self.source} is empty. Give a non-empty key.")
+            raise KeyProblemError(f"The key ({self.source}) is empty. Give a non-empty key.")
 
     def __repr__(self) -> str:
         return f"Key(source={self.source!r})"
