@@ -39,6 +39,11 @@ class KeyrotateError(Exception):
         super().__init__(message)
         self.message = message
 
+    def to_json(self, message: str | None = None) -> dict[str, object]:
+        """The ``error`` member of a JSON document (``message`` in place of this error's own, if given)."""
+        return {"exit_code": int(self.exit_code), "kind": self.exit_code.name.lower(),
+                "message": self.message if message is None else message, "committed": self.committed}
+
 
 class InputNotFoundError(KeyrotateError):
     """A database path, data directory or key file that is not there."""

@@ -136,24 +136,26 @@ def _cut_short(writer: ExposureWriter, interrupt: KeyboardInterrupt) -> Cancelle
     if not writer.started:
         return error
     message = f"Interrupted ({signal_name(interrupt)}); the report on stdout is INCOMPLETE"
-    closed = writer.close_early({"exit_code": int(error.exit_code), "kind": error.exit_code.name.lower(),
-                                 "message": f"{message}: {writer.records} secret(s) were listed before the stop."})
-    with suppress(OSError):
-        sys.stdout.flush()
-    if closed:
+    if _close_incomplete(writer, error, f"{message}: {writer.records} secret(s) were listed before the stop."):
         return CancelledError(f"{message}: it lists the {writer.records} secret(s) found before the stop and ends "
                               'with "complete": false and an "error" member. Run it again for the whole list.')
     return CancelledError(f"{message}: it stops part-way ({writer.records} secret(s) listed), without its totals. "
                           "Run it again for the whole list.")
 
 
-def _failed_part_way(writer: ExposureWriter, error: KeyrotateError) -> KeyrotateError:
-    """The error, saying what the report already on stdout is: a JSON one is closed as incomplete."""
-    if not writer.started or not writer.close_early({"exit_code": int(error.exit_code),
-                                                     "kind": error.exit_code.name.lower(), "message": error.message}):
-        return error
+def _close_incomplete(writer: ExposureWriter, error: KeyrotateError, message: str | None = None) -> bool:
+    """End a JSON report on stdout cut short by ``error`` with ``"complete": false`` and the error; False when
+    it cannot be (not JSON, or cut mid-record)."""
+    closed = writer.close_early(error.to_json(message))
     with suppress(OSError):
         sys.stdout.flush()
+    return closed
+
+
+def _failed_part_way(writer: ExposureWriter, error: KeyrotateError) -> KeyrotateError:
+    """The error, saying what the report already on stdout is: a JSON one is closed as incomplete."""
+    if not writer.started or not _close_incomplete(writer, error):
+        return error
     return type(error)(f"{error.message}\nThe report on stdout is INCOMPLETE: it lists the {writer.records} secret(s) "
                        'found before this and ends with "complete": false and an "error" member.')
 

@@ -62,9 +62,8 @@ def fail(error: KeyrotateError) -> NoReturn:
         # A script that asked for JSON gets a document on stdout for a failure too (commands with --json write
         # their report only once they succeed, so stdout is still empty here).
         extra = context.meta.get(ERROR_DOCUMENT, {})
-        click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "command": context.info_name, **extra, "error": {
-            "exit_code": int(error.exit_code), "kind": error.exit_code.name.lower(), "message": error.message,
-            "committed": error.committed}}, default=str))
+        document = {"schema_version": SCHEMA_VERSION, "command": context.info_name, **extra, "error": error.to_json()}
+        click.echo(json.dumps(document, default=str))
     sys.exit(int(error.exit_code))
 
 
