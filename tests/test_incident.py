@@ -438,3 +438,56 @@ def test_a_session_secret_failing_after_the_commit_keeps_the_checklist(trek4: Tr
         assert heading.startswith("ROTATION NOT FINISHED (exit 13): the database is under the new key")
         assert checklist.startswith(f"Secrets readable with the suspected key: {total} (")
         assert _checklist_line(checklist, "session-signing secret").startswith("[ ]")
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_signal_after_the_commit_keeps_the_checklist(trek4: TrekCopy, tmp_path: Path, as_json: bool) -> None:
+    """Ctrl-C after the COMMIT (exit 13) ended the run without the checklist it had read, and the printed
+    rerun leaves --incident out (the old key is gone from the key file by then)."""
+    marker, go = tmp_path / "paused", tmp_path / "go"
+    args = [*_incident(trek4, tmp_path), "--workers", "0", *(["--json"] * as_json)]
+    process = subprocess.Popen([sys.executable, "-m", "tests.pause_at", "after-verify", str(marker), str(go), *args],
+                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not marker.exists() and process.poll() is None:
+        time.sleep(0.002)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    go.touch()
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 13, stderr
+    total = len(trek4.encrypted_entries())
+    if as_json:
+        document = json.loads(stdout)
+        assert document["error"]["committed"] is True and document["error"]["exit_code"] == 13
+        assert document["exposure"]["totals"]["exposed"] == total
+    else:
+        heading, checklist = stdout.split("\n\n", 1)
+        assert heading.startswith("ROTATION NOT FINISHED (exit 13): the database is under the new key")
+        assert checklist.startswith(f"Secrets readable with the suspected key: {total} (")
+
+
+def test_an_incident_rerun_after_the_commit_names_the_old_key_not_the_new_one(trek4: TrekCopy,
+                                                                             tmp_path: Path) -> None:
+    """Run again with --incident once .encryption_key holds the new key: the checklist called that new key
+    "the suspected key" ("opened with old key from .encryption_key") instead of reading the earlier run's backup."""
+    args = _incident(trek4, tmp_path)
+    first = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.stderr
+    again = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.stderr
+    total = len(trek4.encrypted_entries())
+    assert again.stdout.startswith(f"Secrets readable with the suspected key: {total} (")
+    first_line = again.stdout.splitlines()[0]
+    assert ".encryption_key" not in first_line and ".keyrotate-backup-" in first_line, first_line
+    assert "is of" in again.stderr and ".keyrotate-backup-" in again.stderr
+
+
+def test_an_incident_rerun_with_no_copy_from_before_gives_no_checklist_of_the_new_key(trek4: TrekCopy,
+                                                                                     tmp_path: Path) -> None:
+    args = [*_incident(trek4, tmp_path), "--no-backup", "--discard-old-key"]
+    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+    again = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.stderr
+    assert "Secrets readable with the suspected key" not in again.stdout
+    assert "No leak checklist: the database is under the new key already" in again.stderr

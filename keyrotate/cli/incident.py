@@ -42,14 +42,23 @@ def incident_before(rotation: RotationRun) -> ExposureReport | None:
         return None
     from keyrotate.operations.exposure import find_exposure  # --incident only: see the note at the top
 
-    source, suspected = rotation.path, rotation.keys.old
-    backup = newest_backup(rotation.path) if rotation.keys.reused else None
+    source, suspected, new = rotation.path, rotation.keys.old, rotation.keys.new
+    # Run again after a commit: the key file (the "old" key read from it) may be the new key already.
+    rotated_before = rotation.keys.reused or any(key.same_secret_as(new) for key in suspected)
+    backup = newest_backup(rotation.path) if rotated_before else None
     if backup is not None:  # an earlier run rotated the database: what the old key opened is in its backup
         source = backup
         with suppress(KeyrotateError):  # the old key may be in the key file still, or saved beside the backup
-            suspected = default_old_keys(rotation.args.data_dir, suspected, rotation.keys.new) or suspected
+            suspected = default_old_keys(rotation.args.data_dir, suspected, new) or suspected
         say(f"The leak checklist is of {backup}, the earlier run's copy from before its rotation.",
             quiet=rotation.args.silent)
+    elif rotated_before:
+        suspected = [key for key in suspected if not key.same_secret_as(new)]
+        if not suspected:
+            say("No leak checklist: the database is under the new key already and no copy from before the rotation "
+                "is beside it. Run `keyrotate exposure` with the suspected key on a copy made before the rotation.",
+                quiet=rotation.args.quiet)
+            return None
     return find_exposure(source, suspected, busy_timeout=rotation.args.wait, check_copies=False,
                          keep_secrets=False, data_dir=rotation.path.parent)
 

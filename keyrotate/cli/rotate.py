@@ -273,4 +273,8 @@ def _after_engine(rotation: RotationRun, report: RotationReport, stopped_by: str
 
         done = set(extras.zips_done)
         left = [str(z) for z in find_backups(rotation.path.parent) if str(z) not in done]
-    raise stopped_after_commit(stopped_by, report, zips_left=left, rerun=rerun_command(rotation.generated_key_file))
+    error = stopped_after_commit(stopped_by, report, zips_left=left, rerun=rerun_command(rotation.generated_key_file))
+    if exposure is not None:  # read before the rotation: the rerun cannot read it again (its old key is gone)
+        show_despite_failure(incident_final(rotation, report, extras.exposure or exposure, jwt_replaced=False),
+                             rotation, error, committed=True)
+    raise error
