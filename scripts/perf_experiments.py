@@ -25,6 +25,12 @@ h  writing new texts into a table with several catalogued columns (users): one U
    column and 2,000-row range, column after column (today), the same UPDATEs range after
    range (each range's pages stay in the 4 MiB cache), and one UPDATE per range for all its
    columns; no crypto, every value given the same length it had (what a re-encryption does)
+i  a lower bound for any rotation with every check on, from parts measured in each run: the floor
+   (as the benchmark runs it, in its own process), then on what it rotated one more AES-GCM
+   decrypt per new value (the check before commit), the backup with its integrity check (on a
+   second copy), and the VACUUM + checkpoint (serial: only a committed database can be compacted).
+   Bound = (floor CPU + check + backup) / 2 cores + VACUUM wall, with perfect overlap, no start-up,
+   no search, digest, read-back proof or hand-over between processes: each of those only adds.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import NEW_KEY, ROOT, fresh_copy, prepare  # noqa: E402
 
 from keyrotate.store.backup import backup_database  # noqa: E402
-from keyrotate.store.database import WRITE_CACHE_KIB, quote_identifier  # noqa: E402
+from keyrotate.store.database import PASS_THROUGH_CACHE_KIB, WRITE_CACHE_KIB, quote_identifier  # noqa: E402
 from keyrotate.trek.catalogue import Presence, resolve_catalogue  # noqa: E402
 from keyrotate.trek.formats import API_PREFIX, IV_BYTES, MIN_SEALED_BYTES, TAG_BYTES, Scheme  # noqa: E402
 from keyrotate.trek.keys import Key  # noqa: E402
@@ -626,6 +632,64 @@ def experiment_h(source: Path, work: Path, runs: int) -> None:
     }, source, work, runs)
 
 
+# -- (i) a lower bound ------------------------------------------------------------------------------
+
+
+def _check_cpu(db: Path) -> float:
+    """CPU of one AES-GCM decrypt of every whole value now under the new key (read first, untimed)."""
+    new = Key(NEW_KEY, "new")
+    a2b = binascii.a2b_base64
+    sealed_values: list[tuple[Any, bytes]] = []
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        for loc, table, column, where, params in list(_locations(conn, db)):
+            _, opener = _aeads(new, new, loc.scheme)
+            skip = len(API_PREFIX) if loc.scheme is Scheme.API else 0
+            for (value,) in conn.execute(f"SELECT {column} FROM {table} WHERE {where}", params):
+                if not skip or value.startswith(API_PREFIX):
+                    sealed_values.append((opener.decrypt, a2b(value[skip:])))
+    cpu = _cpu()
+    for decrypt, sealed in sealed_values:
+        decrypt(sealed[:IV_BYTES], sealed[MIN_SEALED_BYTES:] + sealed[IV_BYTES:MIN_SEALED_BYTES], None)
+    return _cpu() - cpu
+
+
+def _compact(db: Path) -> float:
+    """Wall of keyrotate's compaction step: VACUUM then emptying the -wal."""
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute(f"PRAGMA cache_size = -{PASS_THROUGH_CACHE_KIB}")
+        started = time.perf_counter()
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return time.perf_counter() - started
+
+
+def experiment_i(source: Path, work: Path, runs: int) -> None:
+    from benchmark import measured_env, run_measured
+
+    key_file = source / "data" / ".encryption_key"
+    rows: list[dict[str, float]] = []
+    for run in range(runs):
+        db = fresh_copy(source, work)
+        floor = run_measured([sys.executable, str(Path(__file__).resolve().parent / "benchmark.py"), "--floor",
+                              str(db), "--old-key-file", str(key_file)], measured_env())
+        check = _check_cpu(db)
+        vacuum = _compact(db)
+        backup = _backup_api(fresh_copy(source, work), True)[1]
+        bound = (floor.cpu + check + backup) / 2 + vacuum
+        rows.append({"floor wall": floor.wall, "floor CPU": floor.cpu, "check CPU": check, "backup CPU": backup,
+                     "VACUUM wall": vacuum, "bound wall": bound, "bound / floor": bound / floor.wall})
+        print(f"  i: run {run + 1}/{runs}: floor {floor.wall:.2f} s, bound {bound:.2f} s, "
+              f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    print(f"\n### i: a lower bound for a rotation with every check on, 2 cores (median of {runs}, min–max)\n")
+    print("| part | median (min–max) |")
+    print("| --- | ---: |")
+    for name in rows[0]:
+        values = [row[name] for row in rows]
+        unit = "x" if "/" in name else " s"
+        print(f"| {name} | {statistics.median(values):.2f}{unit} ({min(values):.2f}–{max(values):.2f}) |")
+    sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="*", default=["a", "b", "c", "d", "e"])
@@ -651,7 +715,8 @@ def main() -> None:
     try:
         for name in args.experiments:
             {"a": experiment_a, "b": experiment_b, "c": experiment_c, "d": experiment_d,
-             "e": experiment_e, "f": experiment_f, "g": experiment_g, "h": experiment_h}[name](source, work, args.runs)
+             "e": experiment_e, "f": experiment_f, "g": experiment_g, "h": experiment_h,
+             "i": experiment_i}[name](source, work, args.runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
