@@ -65,7 +65,7 @@ class _Written:
     read_back: ReadBack | None = None  # the proof's reading, done alongside the VACUUM
 
     def found_outside(self) -> frozenset[str]:
-        """Tables where stray tokens were found and rewritten; the others hold none this rotation touched."""
+        """Tables where stray tokens opened (rewritten or already new): outside the catalogue, it wrote to no other."""
         return frozenset(t.table for t in self.writer.tallies.values() if not t.catalogued and any(t.opened_by))
 
 

@@ -33,8 +33,8 @@ FAILURE_EXAMPLES = 3  # row ids shown per location; the JSON report has the long
 
 
 def summarise_failures(failures: Iterable[FailedSecret], counts: Mapping[str, int]) -> list[tuple[FailedSecret, str]]:
-    """One line per location (with its first failure, for the label): a single value as before, several as
-    a count and a few row ids. ``counts`` holds the true number per location label: the list is capped."""
+    """One line per location (with its first failure, for the label): a single value described whole,
+    several as a count and a few row ids. ``counts`` holds the true number per location label: the list is capped."""
     groups: dict[tuple[str, bool], list[FailedSecret]] = {}
     for failure in failures:
         groups.setdefault((failure.location, failure.catalogued), []).append(failure)

@@ -43,7 +43,7 @@ class Feeder:
         self._received: deque[tuple[LocationTarget, int, BatchResult]] = deque()  # back from a worker, not merged
 
     def submit(self, target: LocationTarget, spec: BatchSpec, batch: Batch) -> None:
-        """Hand the batch to an idle worker, or do it here while the workers are busy."""
+        """Hand the batch to a worker with room for it, or do it here while the workers are busy."""
         if self._pool is not None:
             self.collect(wait=False)
             handed = self._pool.try_submit(spec, batch)

@@ -16,7 +16,7 @@ from keyrotate.trek.catalogue import ResolvedLocation
 
 @dataclass(frozen=True)
 class RotationPlan:
-    """What the check found, shown to the user before anything is written."""
+    """What a pass found: the counts that decide whether to commit, and the plan a person confirms first."""
 
     to_rotate: int
     to_encrypt: int

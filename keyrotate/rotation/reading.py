@@ -109,7 +109,7 @@ def count_empty_values(conn: sqlite3.Connection, targets: Sequence[LocationTarge
 
 
 def write_values(conn: sqlite3.Connection, table: str, column: str, updates: Sequence[tuple[str, int]]) -> None:
-    """``(new value, rowid)`` pairs into one column: one statement for the lot."""
+    """``(new value, rowid)`` pairs into one column: one ``executemany``, its UPDATE run once per row."""
     conn.executemany(f"UPDATE {quote_identifier(table)} SET {quote_identifier(column)} = ? WHERE rowid = ?", updates)
 
 
@@ -118,7 +118,7 @@ class RangeWriter:
 
     SQLite walks the batch's rows (the rows :class:`BatchReads` picks between its first and last rowid)
     and takes each new text from a function over the ``(new text, rowid)`` pairs: about a quarter
-    less CPU than :func:`write_values`' one statement per row. The UPDATE must change exactly as many
+    less CPU than :func:`write_values`' UPDATE run once per row. The UPDATE must change exactly as many
     rows as there are pairs, or it raises (the caller's transaction then rolls back); a row it met
     without a pair would keep its text.
     """

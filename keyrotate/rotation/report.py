@@ -36,7 +36,7 @@ class LocationResult:
     label: str
     table: str
     column: str
-    catalogued: bool
+    catalogued: bool  # really "blocking" (its unopened values fail the run); in the catalogue: :attr:`in_catalogue`
     presence: Presence = Presence.ACTIVE
     note: str = ""
     opened_by: tuple[int, ...] = ()

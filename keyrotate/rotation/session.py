@@ -55,7 +55,7 @@ def open_database(path: Path, busy_timeout: float, *, for_writing: bool,
     conn = connect(path, busy_timeout=busy_timeout)
     integrity = IntegrityCheck(path, busy_timeout, at_once=not backup_checks)
     try:
-        info = inspect_database(conn, path)  # an error here comes before the check's verdict, as it always did
+        info = inspect_database(conn, path)  # its error ("not TREK") wins: the check is stopped, not awaited
     except BaseException:
         integrity.stop()
         conn.close()

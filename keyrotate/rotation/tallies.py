@@ -27,7 +27,7 @@ class Tally:
     label: str
     table: str
     column: str
-    catalogued: bool
+    catalogued: bool  # really "blocking": its unopened values fail the run (see ``outside`` for the catalogue)
     opened_by: list[int]
     plaintext: int = 0
     empty: int = 0
@@ -36,7 +36,7 @@ class Tally:
     encrypted_plaintext: int = 0
     encryptable_plaintext: int = 0
     failures: list[FailedValue] = field(default_factory=list)
-    outside: bool = False  # a catalogued-like (blocking) count of tokens found outside the catalogue
+    outside: bool = False  # a blocking count of tokens found outside the catalogue (:meth:`Tallies.unopenable`)
 
     def fail(self, failure: FailedValue) -> None:
         self.unopened += 1
