@@ -1,15 +1,14 @@
 """The rotation: one write transaction from the lock to the COMMIT, then the proof and the new key file.
 
-Order of work in :func:`rotate_database`: take the write lock, then one pass
-that checks every value opens, re-encrypts it and decrypts the new value again
-before writing it (the backup starts just before the first write, in WAL mode beside
-the pass; its check of the copy, or without a backup SQLite's integrity check of the
-database, must pass before the commit), then the decision: if any catalogued secret did
-not open, roll everything back; otherwise commit, compact, and reopen the database on
-a fresh connection (in WAL mode beside the VACUUM) to prove the texts on disk are the
-checked ones. When someone must confirm the plan first, a read-only check pass runs
-before the rotation pass. Nothing here prints; progress goes to a callback and the
-outcome comes back as a report.
+Order of work in :func:`rotate_database`: the checks before opening (:func:`preflight`), the write lock, then one
+pass that checks every value opens, re-encrypts it and decrypts the new value again before writing it (the backup
+starts just before the first write, in WAL mode beside the pass; its check of the copy, or without a backup SQLite's
+integrity check of the database, must pass before the commit), then the decision (:func:`decide`): roll everything
+back if a catalogued secret did not open (unless --skip-undecryptable), on a dry run, or when nothing moved (then
+only the key file may need the new key); otherwise commit, compact, reopen the database on a fresh connection (in
+WAL mode beside the VACUUM) to prove the texts on disk are the checked ones, and write the key file (--data-dir).
+When someone must confirm the plan first, a read-only check pass runs before the rotation pass. Nothing here
+prints; progress goes to a callback and the outcome comes back as a report.
 """
 
 from __future__ import annotations
@@ -22,11 +21,11 @@ from keyrotate.crashpoints import crash_point
 from keyrotate.errors import CancelledError, KeyrotateError, WrongKeyError
 from keyrotate.interrupts import COMMITTED, ROLLED_BACK, Hold, Interrupted, signal_number
 from keyrotate.rotation.after_commit import ReadBack, committed_elsewhere, scrub_after_commit, verify_after_commit
-from keyrotate.rotation.failures import FailedSecret, name_failures
+from keyrotate.rotation.failures import FailedSecret
 from keyrotate.rotation.key_file import finish_earlier_rotation, replace_key_file
 from keyrotate.rotation.options import NoticeCallback, RotateOptions, key_file_holds, preflight
 from keyrotate.rotation.outcome import Finished, RunFacts, SavedKey, rotation_report
-from keyrotate.rotation.plan import ConfirmCallback, RotationPlan, lost_lock_race, make_plan, refuse_if_unopenable
+from keyrotate.rotation.plan import ConfirmCallback, RotationPlan, decide, lost_lock_race
 from keyrotate.rotation.report import RotationReport
 from keyrotate.rotation.revoke import revoke_tokens
 from keyrotate.rotation.scanning import ProgressCallback, Scanner
@@ -71,6 +70,7 @@ class _Written:
 
 def rotate_database(options: RotateOptions, *, progress: ProgressCallback | None = None,
                     confirm: ConfirmCallback | None = None, notice: NoticeCallback | None = None) -> RotationReport:
+    """Rotate ``options.db_path`` to ``options.new_key``; :class:`Interrupted` says how far a signal let it get."""
     options = preflight(options)
     keys = (*options.old_keys, options.new_key)
     with crypto_pool(options.db_path, keys, options.workers) as pool:
@@ -183,9 +183,7 @@ class _Rotation:
             calls.notice("Writing now. If this run is interrupted (power cut, kill), run the same command again: "
                          "it finishes the job.")
         writer, stored = self._rewrite_pass()
-        failed = name_failures(self.conn, writer.tallies)
-        plan = make_plan(writer.tallies, self.facts.resolved, self.new_index, options.encrypt_plaintext)
-        refuse_if_unopenable(plan, failed, options)
+        plan, failed = decide(self.conn, writer.tallies, self.facts.resolved, self.new_index, options)
         revoked = revoke_tokens(self.conn, options.revoke)  # commits or rolls back with the rotation
         if options.dry_run:
             self.conn.execute("ROLLBACK")
@@ -201,9 +199,7 @@ class _Rotation:
         check = Scanner(self.conn, self.facts.info, self.facts.resolved, Keyring(self.keys), pool=self.pool,
                         settled_key=self.new_index)
         check.run("check", self.calls.progress)
-        failed = name_failures(self.conn, check.tallies)
-        plan = make_plan(check.tallies, self.facts.resolved, self.new_index, self.options.encrypt_plaintext)
-        refuse_if_unopenable(plan, failed, self.options)
+        plan, failed = decide(self.conn, check.tallies, self.facts.resolved, self.new_index, self.options)
         if not plan.has_work and not self.options.revoke.asked:
             self.conn.execute("ROLLBACK")
             return self._nothing_to_do(check.tallies, failed, blocked=bool(plan.failed))

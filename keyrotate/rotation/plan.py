@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from keyrotate.errors import DatabaseBusyError, KeyProblemError, UndecryptableError, WrongKeyError
-from keyrotate.rotation.failures import FailedSecret, summarise_failures
+from keyrotate.rotation.failures import FailedSecret, name_failures, summarise_failures
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.outcome import locations
 from keyrotate.rotation.report import LocationResult, unopened_by_label
@@ -30,6 +31,15 @@ class RotationPlan:
 
 
 ConfirmCallback = Callable[[RotationPlan], bool]
+
+
+def decide(conn: sqlite3.Connection, tallies: dict[str, Tally], resolved: Sequence[ResolvedLocation], new_index: int,
+           options: RotateOptions) -> tuple[RotationPlan, tuple[FailedSecret, ...]]:
+    """A pass's plan and its failures, named by row; raises instead when committing would lose a value."""
+    failed = name_failures(conn, tallies)
+    plan = make_plan(tallies, resolved, new_index, options.encrypt_plaintext)
+    refuse_if_unopenable(plan, failed, options)
+    return plan, failed
 
 
 def make_plan(
