@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keyrotate.trek.formats import Cipher, Scheme, is_api_token
+from keyrotate.trek.formats import API_PREFIX, Cipher, Scheme
 from keyrotate.trek.keys import Key
 
 
@@ -13,7 +13,7 @@ def encrypt_text(plaintext: str, key: Key, scheme: Scheme) -> str:
 
 def decrypt_text(stored: str, key: Key, scheme: Scheme) -> str | None:
     """Decrypt to text, or None when the value does not open under ``key``."""
-    if scheme is Scheme.API and not is_api_token(stored):
+    if scheme is Scheme.API and not (isinstance(stored, str) and stored.startswith(API_PREFIX)):
         return None
     opened = Cipher(key, scheme).open(stored)
     return None if opened is None else opened.decode("utf-8", errors="replace")

@@ -64,10 +64,6 @@ def node_base64_decode(text: str) -> bytes:
     return binascii.a2b_base64(cleaned)
 
 
-def is_api_token(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(API_PREFIX)
-
-
 def token_spans(text: str) -> Iterator[tuple[int, int]]:
     """Where api tokens sit in free text, as ``(start, end)``: ``enc:v1:``, a run of the base64 alphabet, and the
     ``=`` padding that run needs, no more. What follows (``==_backup``, ``=-- old one``) is the text's own: a
