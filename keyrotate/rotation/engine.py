@@ -14,7 +14,7 @@ prints; progress goes to a callback and the outcome comes back as a report.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from keyrotate.crashpoints import crash_point
@@ -124,20 +124,7 @@ class _Rotation:
                 self._prepare()
                 with write_transaction(self.conn, self.options.db_path, on_wait=self._on_wait):
                     outcome = self._inside_transaction()
-            if isinstance(outcome, RotationReport):
-                return outcome
-            self.hold.doing = "the rotation is committed; compacting the database and emptying its -wal"
-            crash_point("after-commit")
-            read_back = None
-            if self.in_wal and self.options.vacuum:  # in rollback mode a reader would hold up the VACUUM's commit
-                self.hold.doing += " while reading every secret back on a fresh connection"
-                read_back = ReadBack(self.facts, outcome.stored, self.calls.progress, outcome.found_outside())
-            warnings = scrub_after_commit(self.conn, self.options, read_back)
-            crash_point("after-checkpoint")
-            if read_back is not None and committed_elsewhere(self.conn, self.version_committed):
-                read_back = None  # it may have read before that commit: all is read again after it
-            return _Written(outcome.writer, outcome.stored, outcome.failed, outcome.revoked, self.backup,
-                            tuple(warnings), read_back)
+            return outcome if isinstance(outcome, RotationReport) else self._scrub(outcome)
         except sqlite3.Error as exc:
             self._discard_backup()
             raise translate_error(exc, self.options.db_path) from None
@@ -150,6 +137,20 @@ class _Rotation:
         finally:
             self.integrity.stop()
             self.conn.close()
+
+    def _scrub(self, written: _Written) -> _Written:
+        """Past the COMMIT, on its connection: compact and empty the -wal (in WAL mode, the proof reads beside it)."""
+        self.hold.doing = "the rotation is committed; compacting the database and emptying its -wal"
+        crash_point("after-commit")
+        read_back = None
+        if self.in_wal and self.options.vacuum:  # in rollback mode a reader would hold up the VACUUM's commit
+            self.hold.doing += " while reading every secret back on a fresh connection"
+            read_back = ReadBack(self.facts, written.stored, self.calls.progress, written.found_outside())
+        warnings = scrub_after_commit(self.conn, self.options, read_back)
+        crash_point("after-checkpoint")
+        if read_back is not None and committed_elsewhere(self.conn, self.version_committed):
+            read_back = None  # it may have read before that commit: all is read again after it
+        return replace(written, warnings=tuple(warnings), read_back=read_back)
 
     def _prepare(self) -> None:
         self.conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
