@@ -124,6 +124,8 @@ def free_backup_name(db: Path) -> Path:
 
 @dataclass
 class RotationExtras:
+    """What the steps around the engine add: members of rotate's JSON report, the checklist, the backup ZIPs."""
+
     json: dict[str, Any] = field(default_factory=dict)
     exposure: ExposureReport | None = None  # --incident: the checklist for stdout
     zips_done: list[str] = field(default_factory=list)  # backup ZIPs finished (rekeyed, or already on the new key)

@@ -99,6 +99,7 @@ class Scanner:
         return self._targets
 
     def run(self, phase: str, progress: ProgressCallback | None = None) -> dict[str, Tally]:
+        """Walk every target once, ``phase`` naming it to ``progress``; the tallies (also :attr:`tallies`)."""
         try:
             for unit in self._walk():
                 if isinstance(unit, tuple):

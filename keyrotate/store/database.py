@@ -157,8 +157,8 @@ def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
 
 
 class IntegrityCheck:
-    """:func:`check_integrity` on a connection and thread of its own: the caller reads the schema meanwhile
-    (SQLite checks without holding Python's lock). :meth:`wait` raises what the check found.
+    """:func:`check_integrity` on a connection and thread of its own: the caller goes on reading meanwhile (the
+    schema, or a whole pass; SQLite checks without holding Python's lock). :meth:`wait` raises what it found.
 
     Begun at once, or (``at_once=False``) only when first waited for and not :meth:`covered` by then: a
     rotation's backup gets the same verdict from its own check of a page-for-page copy of the database.
