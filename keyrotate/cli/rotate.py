@@ -121,25 +121,17 @@ def rotate(**params: Any) -> None:
 
 
 def _rotate(args: RotateArgs) -> int:
+    """The keys, the engine, its summary, the steps after it (ZIPs, checklist, JWT secret), the JSON; the exit code."""
     path = database(args.db, args.data_dir)
     _refuse_contradictions(args)
     rotation = RotationRun(args, path, _rotation_keys(args, path))
     report, stopped_by, exposure = _run_engine(rotation, _rotate_options(rotation))
-    # After a commit, finish_rotation prints fuller operator steps than the report's own.
+    # After a commit the summary leaves out the report's next steps: finish_rotation prints fuller operator steps.
     say(render(report, "text"), quiet=args.silent)
     extras = RotationExtras()
     _after_engine(rotation, report, stopped_by, exposure, extras)
     if args.rotate_jwt_secret and args.data_dir is not None:
-        from keyrotate.cli.jwt_secret import jwt_after_rotation  # --rotate-jwt-secret only: a plain rotate skips it
-
-        try:
-            extras.json["jwt_secret"] = jwt_after_rotation(report, args.data_dir, audit=not args.no_audit_log,
-                                                           wait=args.wait, quiet=args.silent)
-        except KeyrotateError as error:  # after the commit: the checklist must not be lost with the run's end
-            if extras.exposure is not None:
-                show_despite_failure(incident_final(rotation, report, extras.exposure, jwt_replaced=False),
-                                     rotation, error, committed=report.committed)
-            raise
+        _replace_jwt_secret(rotation, report, args.data_dir, extras)
     if extras.exposure is not None:
         jwt_replaced = bool(extras.json.get("jwt_secret", {}).get("replaced"))
         extras.exposure = incident_final(rotation, report, extras.exposure, jwt_replaced=jwt_replaced)
@@ -149,6 +141,21 @@ def _rotate(args: RotateArgs) -> int:
     elif extras.exposure is not None:
         emit(extras.exposure, "text")
     return int(ExitCode.UNDECRYPTABLE if extras.zips_left else ExitCode.OK)
+
+
+def _replace_jwt_secret(rotation: RotationRun, report: RotationReport, data_dir: Path, extras: RotationExtras) -> None:
+    """--rotate-jwt-secret, once the rotation is done; if it fails, --incident's checklist is still printed first."""
+    from keyrotate.cli.jwt_secret import jwt_after_rotation  # --rotate-jwt-secret only: a plain rotate skips it
+
+    args = rotation.args
+    try:
+        extras.json["jwt_secret"] = jwt_after_rotation(report, data_dir, audit=not args.no_audit_log,
+                                                       wait=args.wait, quiet=args.silent)
+    except KeyrotateError as error:  # after the commit: the checklist must not be lost with the run's end
+        if extras.exposure is not None:
+            show_despite_failure(incident_final(rotation, report, extras.exposure, jwt_replaced=False),
+                                 rotation, error, committed=report.committed)
+        raise
 
 
 def _refuse_contradictions(args: RotateArgs) -> None:
