@@ -6,10 +6,10 @@ through a read-only session):
 - ``options``: what the run is asked to do; ``preflight`` refuses what cannot work before anything is opened.
 - ``engine``: the steps below, from the write lock to the report (``workers`` starts the crypto pool first).
 - ``session`` opens, inspects and integrity-checks the database; ``targets`` crosses the catalogue with its schema.
-- ``scanning``: the one scan. ``reading`` cuts rowid batches; ``feeding`` hands whole values to the ``workers``
-  (each a ``crypto_worker`` process running the hot path, ``batches``); ``values`` and ``json_values`` handle JSON
-  and free text; ``discovery`` runs the whole-table searches on a connection of its own; ``unrewritable`` lists
-  tokens no UPDATE can reach.
+- ``scanning``: the one scan. ``reading`` reads and writes rowid batches; ``feeding`` hands whole values to the
+  ``workers`` (each a ``crypto_worker`` process running the hot path, ``batches``); ``values`` and ``json_values``
+  handle JSON and free text; ``discovery`` runs the whole-table searches on a connection of its own;
+  ``unrewritable`` lists tokens no UPDATE can reach.
 - ``tallies`` count per location, ``stored`` (with ``text_digest``) digests the texts left on disk, ``failures``
   names the values that opened under no key.
 - ``plan``: the decision, commit or refuse; ``revoke`` deletes plaintext tokens in the same transaction.

@@ -1,4 +1,4 @@
-"""Reading a target's rows in bounded rowid batches (one reader), and counting them."""
+"""A target's rows in bounded rowid batches: reading and counting them, and writing their new values back."""
 
 from __future__ import annotations
 
