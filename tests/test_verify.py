@@ -22,9 +22,11 @@ from keyrotate.rotation.targets import DiscoveryTarget, LocationTarget, Sql, pla
 from keyrotate.rotation.unrewritable import unrewritable_cells
 from keyrotate.rotation.verify import verify_database
 from keyrotate.store.database import connect
+from keyrotate.trek.catalogue import detect_trek_version
 from keyrotate.trek.formats import Cipher, Scheme
 from keyrotate.trek.keys import Key, create_key_file
 from keyrotate.trek.sample import build_sample_database
+from keyrotate.trek.schema import DatabaseInfo
 
 KEY = Key("the key of the verify tests, which opens everything", "verify test key")
 LOST = Key("a key nobody has any more", "lost test key")
@@ -223,10 +225,12 @@ def test_a_search_cut_short_closes_its_connection_before_stop_returns(tmp_path: 
     so the last one to close tidies the ``-wal`` and ``-shm`` files away (a verify leaves no residue)."""
     db = notes_database(tmp_path / "big.db", 300_000, "note %d without any token at all")
     target = DiscoveryTarget("notes", ("body",), (Sql("0"),))
+    schema = {"notes": ("id", "body")}
+    info = DatabaseInfo(db, schema, frozenset(), None, detect_trek_version(schema, None))
     with closing(connect(db)) as conn:
         conn.execute("SELECT count(*) FROM notes").fetchone()
         for _ in range(3):
-            search = DiscoverySearch(db, [target])
+            search = DiscoverySearch(db, [target], info)
             search.stop()
             assert search._found._open is None  # closed, not merely asked to stop (see StoppableRead)
     assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()

@@ -44,12 +44,11 @@ class DiscoverySearch:
     It hands over row ids only; the rotation reads and rewrites the rows itself.
     """
 
-    def __init__(self, path: Path, targets: Sequence[Target], twin: sqlite3.Connection | None = None,
-                 info: DatabaseInfo | None = None, discovery_tables: Collection[str] | None = None) -> None:
+    def __init__(self, path: Path, targets: Sequence[Target], info: DatabaseInfo, twin: sqlite3.Connection | None = None,
+                 discovery_tables: Collection[str] | None = None) -> None:
         """``twin``: a connection already inside the scanner's own snapshot (a read-only pass, see
         :func:`keyrotate.rotation.session.twin_in_snapshot`), which the search then owns and closes.
-        ``info`` (and the scanner's ``discovery_tables``): list the unrewritable cells and count the
-        empty values too; without it only the stray tokens are searched."""
+        ``discovery_tables``: the scanner's (None: every table)."""
         self._info = info
         self._strays = {t.table: t.where() for t in targets if isinstance(t, DiscoveryTarget)}
         self._located = [t for t in targets if isinstance(t, LocationTarget)]
@@ -71,11 +70,9 @@ class DiscoverySearch:
             row = conn.execute(scan.sql.text, scan.sql.params).fetchone()
             if scan.stray:
                 found[scan.table] = sorted(map(int, row[0].split(","))) if row[0] else []  # no order promised
-            if scan.blobs and row[scan.stray] and self._info is not None:  # list the cells there
+            if scan.blobs and row[scan.stray]:  # list the cells there
                 cells.extend(unrewritable_cells(conn, self._info, (scan.table,)))
             empties.update(zip(scan.empties, (int(n or 0) for n in row[len(row) - len(scan.empties):]), strict=True))
-        if self._info is None:
-            return _Found(found)
         conn.execute("ROLLBACK")
         return _Found(found, cells, empties)
 
@@ -91,7 +88,7 @@ class DiscoverySearch:
         return self._found.result().rowids.get(table, [])
 
     def unrewritable(self) -> list[UnrewritableCell] | None:
-        """The cells :func:`unrewritable_cells` lists; None when not listed (no ``info``, or stopped)."""
+        """The cells :func:`unrewritable_cells` lists; None when the search was stopped first."""
         return self._found.result().unrewritable
 
     def empties(self) -> dict[str, int] | None:
@@ -112,25 +109,25 @@ class _TableScan:
     empties: tuple[str, ...]
 
 
-def _table_scans(strays: dict[str, Sql], info: DatabaseInfo | None, tables: Collection[str] | None,
+def _table_scans(strays: dict[str, Sql], info: DatabaseInfo, tables: Collection[str] | None,
                  located: Sequence[LocationTarget]) -> Iterator[_TableScan]:
-    """The stray tokens (``strays``: each discovery table's condition) and, with ``info``, what
-    :func:`unrewritable_cells` looks for in rowid tables and what :func:`count_empty_values` counts,
-    read in one pass over each table instead of three (each is a full-table scan)."""
-    columns = {} if info is None else info.schema | info.index_content
-    for table in columns if info is not None else strays:
+    """The stray tokens (``strays``: each discovery table's condition), what :func:`unrewritable_cells` looks
+    for in rowid tables and what :func:`count_empty_values` counts, read in one pass over each table instead
+    of three (each is a full-table scan)."""
+    columns = info.schema | info.index_content
+    for table in columns:
         parts: list[Sql] = []
         stray = strays.get(table)  # never a table without usable row ids
         if stray is not None:
             parts.append(Sql(f"group_concat(CASE WHEN {stray.text} THEN rowid END)", stray.params))
-        scanned = [] if info is None or (tables is not None and table not in tables) \
+        scanned = [] if tables is not None and table not in tables \
             else [c for c in columns[table] if (table, c) not in NOT_SECRETS]
-        if scanned and info is not None and (table in info.unaddressable or table in info.index_content):
+        if scanned and (table in info.unaddressable or table in info.index_content):
             # any cell may be one: it looks itself
             parts.append(Sql("max(1)"))
         elif scanned:
             parts.append(Sql(f"max(CASE WHEN {' OR '.join(blob_token(c) for c in scanned)} THEN 1 END)"))
-        labels = [t.location for t in located if info is not None and t.table == table and not t.json]
+        labels = [t.location for t in located if t.table == table and not t.json]
         parts += empty_sums(labels)
         if parts:
             sql = Sql(f"SELECT {', '.join(p.text for p in parts)} FROM {quote_identifier(table)}",

@@ -162,7 +162,7 @@ class Scanner:
         Only sound where :class:`DiscoverySearch` says so: on a ``twin`` in this scanner's snapshot, or
         a WAL database under this scanner's write lock.
         """
-        self._discovery_search = DiscoverySearch(path, self.targets(), twin, self.info, self._discovery_tables)
+        self._discovery_search = DiscoverySearch(path, self.targets(), self.info, twin, self._discovery_tables)
 
     def read_elsewhere(self, path: Path) -> None:
         """Read on connections of their own what need not be read on this one: the whole-table scans
