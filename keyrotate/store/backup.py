@@ -108,9 +108,7 @@ class BackupJob:
 
     def committing(self) -> None:
         """The COMMIT comes next: from now on the backup is the real pre-rotation copy, not a leftover."""
-        if self._marker is not None:
-            uncommitted.unmark(self._marker)
-            self._marker = None
+        self._unmark()
 
     def discard(self) -> None:
         """Nothing was committed: wait for the copy, then delete it (it only adds exposure)."""
@@ -121,7 +119,12 @@ class BackupJob:
         if done is not None:
             done.unlink(missing_ok=True)
         self.started = False
-        self.committing()  # nothing left to mark
+        self._unmark()  # the copy is gone: nothing for the next run to remove
+
+    def _unmark(self) -> None:
+        if self._marker is not None:
+            uncommitted.unmark(self._marker)
+            self._marker = None
 
 
 def restore_command(backup: Path, db: Path, key_file: Path | None = None, saved_key: Path | None = None) -> str:
