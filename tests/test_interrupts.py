@@ -339,3 +339,55 @@ def test_ctrl_c_pressed_again_and_again_rolls_back_cleanly(tmp_path: Path) -> No
     # Nothing else but, at times, SQLite's own -wal and -shm (a connection the first signal caught mid-way was
     # not closed; SQLite reuses both, and the -wal holds no committed frame): no backup, marker or .partial.
     assert set(after) - set(before) <= {"travel.db-wal", "travel.db-shm"}
+
+
+def test_a_signal_at_the_session_secret_step_is_exit_13_naming_it_and_the_rerun_finishes(tmp_path: Path) -> None:
+    """A signal after the key file was written, before .jwt_secret changed: exit 12 "nothing was written"."""
+    scenario = make_scenario(tmp_path)
+    jwt = scenario.data_dir / ".jwt_secret"
+    jwt.write_text("the session secret before\n")
+    result = interrupted(tmp_path, rotate_args(scenario, "--rotate-jwt-secret"), "jwt-secret", signal.SIGTERM)
+    assert result.returncode == 13, result.stderr
+    assert "Interrupted (SIGTERM) after the commit" in result.stderr and "nothing was written" not in result.stderr
+    assert f"Not done: {jwt} still holds the old session secret." in result.stderr
+    assert jwt.read_text() == "the session secret before\n"
+    assert inspect(scenario).under == "new" and inspect(scenario).key_file == "new"
+    finished = rerun(result.stderr)
+    assert finished.returncode == 0, finished.stderr
+    assert jwt.read_text() != "the session secret before\n"
+
+
+def test_a_signal_as_the_json_report_is_written_is_exit_13_with_committed_true(tmp_path: Path) -> None:
+    """The last step (the report on stdout) said exit 12, "committed": false, of a rotated database."""
+    scenario = make_scenario(tmp_path)
+    result = interrupted(tmp_path, rotate_args(scenario, "--json"), "emit:1", signal.SIGINT)
+    assert result.returncode == 13, result.stderr
+    document = json.loads(result.stdout)
+    assert document["error"]["committed"] is True and document["error"]["exit_code"] == 13
+    assert inspect(scenario).under == "new" and inspect(scenario).key_file == "new"
+
+
+def test_an_audit_row_that_cannot_be_written_after_the_commit_is_exit_13_not_nothing_changed(tmp_path: Path) -> None:
+    """A program that takes travel.db after the commit (a TREK started early) made the session secret's audit-log
+    row fail: exit 10, "Nothing was changed", "committed": false, of a rotated database with a new .jwt_secret."""
+    scenario = make_scenario(tmp_path)
+    jwt = scenario.data_dir / ".jwt_secret"
+    jwt.write_text("the session secret before\n")
+    marker, go = tmp_path / "paused", tmp_path / "go"
+    args = rotate_args(scenario, "--rotate-jwt-secret", "--wait", "0.2", "--json")
+    process = subprocess.Popen([sys.executable, "-m", "tests.pause_at", "jwt-secret", str(marker), str(go), *args],
+                               env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not marker.exists() and process.poll() is None:
+        time.sleep(0.002)
+    assert process.poll() is None, process.communicate()
+    with closing(sqlite3.connect(scenario.data_dir / "travel.db", isolation_level=None)) as holder:
+        holder.execute("BEGIN IMMEDIATE")  # holds the write lock until the run has given up on it
+        go.touch()
+        stdout, stderr = process.communicate(timeout=60)
+        holder.execute("ROLLBACK")
+    assert process.returncode == 13, stderr
+    assert "Nothing was changed" not in stderr and "recording that in TREK's audit log failed" in stderr
+    assert "restart it" in stderr
+    assert json.loads(stdout)["error"]["committed"] is True
+    assert jwt.read_text() != "the session secret before\n"
+    assert inspect(scenario).under == "new" and inspect(scenario).key_file == "new"

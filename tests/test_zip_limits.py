@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
 import tempfile
 import zipfile
 from pathlib import Path
@@ -18,7 +19,7 @@ from keyrotate.operations import backup_extract
 from keyrotate.trek.keys import create_key_file, generate_key_text
 
 from .conftest import TrekCopy
-from .ziphelpers import build_zip64_backup, snapshot
+from .ziphelpers import build_backup_zip, build_zip64_backup, snapshot
 
 BOMB_ZEROS = 50 << 20  # deflates to about 50 KB: a 1,000:1 ratio
 
@@ -119,3 +120,25 @@ def test_dry_run_reports_a_zip64_member_as_the_real_run_leaves_it(trek3: TrekCop
         assert "left as it is" in result.stdout and "ZIP64" in result.stdout
         assert "would be rekeyed" not in result.stdout
     assert zip_path.read_bytes() == before
+
+
+def test_no_inode_left_for_the_extracted_copy_leaves_the_zip_as_it_is(trek3: TrekCopy, tmp_path: Path) -> None:
+    """Out of inodes beside the ZIP (its directory made, the copy not): a bare "Cannot create ..." with exit 11,
+    which after rotate's COMMIT said nothing of the rotated database or the ZIPs left."""
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m,nr_inodes=3", "tmpfs", str(backups)],
+                             capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        zip_path = backups / "backup-2026-03-14.zip"
+        zip_path.write_bytes(build_backup_zip(trek3.db, tmp_path / "built.zip").read_bytes())  # inode 2 of 3
+        before = zip_path.read_bytes()
+        result = rekey(zip_path, trek3, tmp_path)
+        assert result.exit_code == ExitCode.UNDECRYPTABLE, result.output
+        assert "left as it is" in result.stdout and "cannot be extracted beside it" in result.stdout
+        assert "run the same command again" in result.stdout
+        assert zip_path.read_bytes() == before and [p.name for p in backups.iterdir()] == [zip_path.name]
+    finally:
+        subprocess.run(["umount", str(backups)], capture_output=True, check=False)

@@ -55,21 +55,19 @@ def rerun_command(new_key_out: Path | None) -> str:
     return shlex.join(words)
 
 
-def stopped_after_commit(
-    signame: str, report: RotationReport, *, zips_left: list[str], rerun: str
-) -> InterruptedAfterCommitError:
+def stopped_after_commit(signame: str, report: RotationReport, *, left: list[str], rerun: str
+                         ) -> InterruptedAfterCommitError:
     """Exit 13: the database is rotated; what is done, what is left, and the command that finishes it."""
     done = [f"every secret in {report.database} is under the new key and verified"]
     if report.key_file_written:
         done.append(f"{report.key_file_written} holds the new key")
     if report.old_key_saved:
         done.append(f"the old key is saved in {report.old_key_saved}")
-    if zips_left:
-        left = (f"Not done: {len(zips_left)} backup ZIP(s) still under the old key, each whole: "
-                + ", ".join(zips_left) + ".")
+    if left:
+        not_done = f"Not done: {'; '.join(left)}."
     else:
-        left = "Nothing else was left to do; the command below only confirms it."
+        not_done = "Nothing else was left to do; the command below only confirms it."
     return InterruptedAfterCommitError(
-        f"Interrupted ({signame}) after the commit. Done: {'; '.join(done)}. {left}\n"
+        f"Interrupted ({signame}) after the commit. Done: {'; '.join(done)}. {not_done}\n"
         f"To finish, run the same command again:\n  {rerun}"
     )

@@ -64,7 +64,7 @@ def jwt_after_rotation(report: RotationReport, data_dir: Path, *, audit: bool, w
         replaced = rotate_jwt_secret(data_dir, saved, audit=audit, busy_timeout=wait)
     except (OSError, KeyrotateError) as exc:
         if isinstance(exc, KeyrotateError) and _content(data_dir / ".jwt_secret") != before:
-            raise  # only the audit-log row failed: .jwt_secret is the new one
+            raise _only_the_audit_row_failed(data_dir, exc) from None
         reason = exc.message if isinstance(exc, KeyrotateError) else exc.strerror or str(exc)
         raise InterruptedAfterCommitError(
             f"The rotation is committed and .encryption_key holds the new key, but replacing "
@@ -72,6 +72,18 @@ def jwt_after_rotation(report: RotationReport, data_dir: Path, *, audit: bool, w
             "whoever has a copy can sign in as anyone. Fix that (free space?) and run the same command again, or "
             f"run: keyrotate rotate-jwt-secret --data-dir {shlex.quote(str(data_dir))}") from None
     return _announce_jwt(replaced, quiet)
+
+
+def _only_the_audit_row_failed(data_dir: Path, exc: KeyrotateError) -> InterruptedAfterCommitError:
+    """Everything is done but TREK's audit-log row: exit 13 all the same (never "nothing was changed": the
+    secrets are under the new key), and a program that took the database meanwhile may be TREK."""
+    busy = exc.exit_code is ExitCode.DATABASE_BUSY
+    why = "another program holds travel.db" if busy else "travel.db could not be written"
+    return InterruptedAfterCommitError(
+        f"The rotation is committed, .encryption_key holds the new key and {data_dir / '.jwt_secret'} a new session "
+        f"secret, but recording that in TREK's audit log failed ({why}). Nothing else is left to do"
+        + ("; if that program is TREK, started before .jwt_secret changed, restart it: until then it signs "
+           "sessions with the old secret." if busy else "."))
 
 
 def _content(path: Path) -> bytes | None:

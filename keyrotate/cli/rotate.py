@@ -121,26 +121,43 @@ def rotate(**params: Any) -> None:
 
 
 def _rotate(args: RotateArgs) -> int:
-    """The keys, the engine, its summary, the steps after it (ZIPs, checklist, JWT secret), the JSON; the exit code."""
+    """The keys, the engine, then everything after it (see _finish); exit 13 if a signal stops that part."""
     path = database(args.db, args.data_dir)
     _refuse_contradictions(args)
     rotation = RotationRun(args, path, _rotation_keys(args, path))
     report, stopped_by, exposure = _run_engine(rotation, _rotate_options(rotation))
+    extras = RotationExtras()
+    try:
+        if stopped_by is None:
+            return _finish(rotation, report, exposure, extras)
+    except KeyboardInterrupt as interrupt:
+        if report.dry_run:
+            raise  # nothing was written: the plain "interrupted" is true
+        if extras.finished:  # the last byte of the report was out: the run had done everything
+            return extras.exit_code
+        stopped_by = signal_name(interrupt)
+    raise _stopped_after_commit(rotation, report, stopped_by, exposure, extras)
+
+
+def _finish(rotation: RotationRun, report: RotationReport, exposure: ExposureReport | None,
+            extras: RotationExtras) -> int:
+    """The summary, backup ZIPs, the checklist, the operator's steps, the JWT secret, the JSON; the exit code."""
+    args = rotation.args
     # After a commit the summary leaves out the report's next steps: finish_rotation prints fuller operator steps.
     say(render(report, "text"), quiet=args.silent)
-    extras = RotationExtras()
-    _after_engine(rotation, report, stopped_by, exposure, extras)
+    finish_rotation(rotation, report, exposure, extras)
     if args.rotate_jwt_secret and args.data_dir is not None:
         _replace_jwt_secret(rotation, report, args.data_dir, extras)
     if extras.exposure is not None:
-        jwt_replaced = bool(extras.json.get("jwt_secret", {}).get("replaced"))
-        extras.exposure = incident_final(rotation, report, extras.exposure, jwt_replaced=jwt_replaced)
+        extras.exposure = incident_final(rotation, report, extras.exposure, jwt_replaced=extras.jwt_replaced)
         extras.json["exposure"] = incident_json(extras.exposure)
+    extras.exit_code = int(ExitCode.UNDECRYPTABLE if extras.zips_left else ExitCode.OK)
     if args.json_output:
         emit(RotationOutcome(report, extras), "json")
     elif extras.exposure is not None:
         emit(extras.exposure, "text")
-    return int(ExitCode.UNDECRYPTABLE if extras.zips_left else ExitCode.OK)
+    extras.finished = True
+    return extras.exit_code
 
 
 def _replace_jwt_secret(rotation: RotationRun, report: RotationReport, data_dir: Path, extras: RotationExtras) -> None:
@@ -148,6 +165,8 @@ def _replace_jwt_secret(rotation: RotationRun, report: RotationReport, data_dir:
     from keyrotate.cli.jwt_secret import jwt_after_rotation  # --rotate-jwt-secret only: a plain rotate skips it
 
     args = rotation.args
+    with suppress(OSError):
+        extras.jwt_secret_before = (data_dir / ".jwt_secret").read_bytes()
     try:
         extras.json["jwt_secret"] = jwt_after_rotation(report, data_dir, audit=not args.no_audit_log,
                                                        wait=args.wait, quiet=args.silent)
@@ -262,16 +281,9 @@ def _session_secret_hint(error: KeyrotateError, rotation: RotationRun) -> Keyrot
                          f"--old-key-file {shlex.quote(str(jwt))}")
 
 
-def _after_engine(rotation: RotationRun, report: RotationReport, stopped_by: str | None,
-                  exposure: ExposureReport | None, extras: RotationExtras) -> None:
-    """Backup ZIPs, the leak checklist and the operator's steps; exit 13 if a signal stops the run after the commit."""
-    try:
-        if stopped_by is None:
-            finish_rotation(rotation, report, exposure, extras)
-    except KeyboardInterrupt as interrupt:  # during --rekey-backups
-        stopped_by = signal_name(interrupt)
-    if stopped_by is None:
-        return
+def _stopped_after_commit(rotation: RotationRun, report: RotationReport, signame: str,
+                          exposure: ExposureReport | None, extras: RotationExtras) -> KeyrotateError:
+    """Exit 13: what is done, what is left (ZIPs, .jwt_secret), the command that finishes it, and the checklist."""
     if "operator_steps" not in extras.json:  # the steps for TREK still apply
         operator_steps(rotation, report, extras)
     left: list[str] = []
@@ -279,9 +291,26 @@ def _after_engine(rotation: RotationRun, report: RotationReport, stopped_by: str
         from keyrotate.operations.backup_zips import find_backups  # an interrupted --rekey-backups only
 
         done = set(extras.zips_done)
-        left = [str(z) for z in find_backups(rotation.path.parent) if str(z) not in done]
-    error = stopped_after_commit(stopped_by, report, zips_left=left, rerun=rerun_command(rotation.generated_key_file))
+        zips = [str(z) for z in find_backups(rotation.path.parent) if str(z) not in done]
+        if zips:
+            left.append(f"{len(zips)} backup ZIP(s) still under the old key, each whole: {', '.join(zips)}")
+    jwt_left = _jwt_secret_left(rotation, extras)
+    if jwt_left:
+        left.append(f"{rotation.path.parent / '.jwt_secret'} still holds the old session secret")
+    error = stopped_after_commit(signame, report, left=left, rerun=rerun_command(rotation.generated_key_file))
     if exposure is not None:  # read before the rotation: the rerun cannot read it again (its old key is gone)
-        show_despite_failure(incident_final(rotation, report, extras.exposure or exposure, jwt_replaced=False),
-                             rotation, error, committed=True)
-    raise error
+        show_despite_failure(incident_final(rotation, report, extras.exposure or exposure, jwt_replaced=not jwt_left
+                                            and rotation.args.rotate_jwt_secret), rotation, error, committed=True)
+    return error
+
+
+def _jwt_secret_left(rotation: RotationRun, extras: RotationExtras) -> bool:
+    """--rotate-jwt-secret stopped before .jwt_secret changed (the file itself says, not just the step's result)."""
+    data_dir = rotation.args.data_dir
+    if not rotation.args.rotate_jwt_secret or data_dir is None or extras.jwt_replaced:
+        return False
+    try:
+        now = (data_dir / ".jwt_secret").read_bytes()
+    except OSError:
+        return True
+    return extras.jwt_secret_before is None or now == extras.jwt_secret_before

@@ -130,6 +130,13 @@ class RotationExtras:
     exposure: ExposureReport | None = None  # --incident: the checklist for stdout
     zips_done: list[str] = field(default_factory=list)  # backup ZIPs finished (rekeyed, or already on the new key)
     zips_left: int = 0  # backup ZIPs left as they are
+    exit_code: int = 0
+    finished: bool = False  # the report is written: a signal after that stops nothing
+    jwt_secret_before: bytes | None = field(default=None, repr=False)  # --rotate-jwt-secret: .jwt_secret before
+
+    @property
+    def jwt_replaced(self) -> bool:
+        return bool(self.json.get("jwt_secret", {}).get("replaced"))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from keyrotate.errors import CannotWriteError
 from keyrotate.store.files import new_file
 
 DB_MEMBER = "travel.db"
@@ -64,6 +65,9 @@ def extracted_database(zip_path: Path) -> Iterator[tuple[Path, zipfile.ZipInfo]]
             raise Unusable(f"cannot be read as a ZIP ({exc})") from None
         except OSError as exc:
             raise Unusable(f"cannot be read ({exc.strerror or exc})") from None
+        except CannotWriteError as exc:  # no room (or no inode) for the copy beside it: this ZIP waits, as when full
+            raise Unusable(f"cannot be extracted beside it: {exc.message} Free some space and run the same command "
+                           "again.") from None
         yield target, info
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
