@@ -19,12 +19,8 @@ from keyrotate.cli.render import render
 from keyrotate.cli.rotate_args import RotateArgs, RotationRun
 from keyrotate.cli.running import say, warn
 from keyrotate.errors import KeyProblemError, KeyrotateError
-from keyrotate.rotation.old_key import (
-    committed_under,
-    environment_holds,
-    generate_new_key,
-    next_steps,
-)
+from keyrotate.rotation.old_key import committed_under, environment_holds, generate_new_key
+from keyrotate.rotation.operator_steps import next_steps
 from keyrotate.rotation.plan import RotationPlan
 from keyrotate.rotation.report import RotationReport
 from keyrotate.trek.catalogue import Presence

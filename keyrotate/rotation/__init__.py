@@ -14,6 +14,6 @@ through a read-only session):
   names the values that opened under no key.
 - ``plan``: the decision, commit or refuse; ``revoke`` deletes plaintext tokens in the same transaction.
 - ``after_commit``: VACUUM, emptied -wal, the proof on a fresh connection; then ``key_file`` gives TREK the new
-  key (``old_key`` saves the old one, generates new ones and words the operator's steps).
+  key (``old_key`` saves the old one and generates new ones); ``operator_steps`` words what is left to do.
 - ``outcome`` turns the tallies into ``report``'s frozen reports; ``verify`` is the read-only scan's entry point.
 """

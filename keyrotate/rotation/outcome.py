@@ -107,7 +107,7 @@ def _skipped_warning(options: RotateOptions, failed: tuple[FailedSecret, ...]) -
 
 def _next_steps(options: RotateOptions, finished: Finished) -> tuple[str, ...]:
     """The report's own short steps (JSON ``next_steps``). After a commit the ``rotate`` command prints the fuller
-    :func:`~keyrotate.rotation.old_key.next_steps` instead (JSON ``operator_steps``); the summary shows these
+    :func:`~keyrotate.rotation.operator_steps.next_steps` instead (JSON ``operator_steps``); the summary shows these
     only when nothing was committed."""
     steps = []
     if finished.key_file_written and not finished.committed:
