@@ -282,3 +282,27 @@ def test_the_printed_check_after_a_db_run_runs_as_printed(trek4: TrekCopy, new_k
     step = next(line for line in rotated.stderr.splitlines() if line.startswith("Step: Check: `"))
     checked = run_printed(step.split("`")[1])
     assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize("name", [".encryption_key", ".jwt_secret"])
+def test_trek_key_files_are_no_new_key_out(trek4: TrekCopy, name: str) -> None:
+    """--new-key-out data/.encryption_key found the key in use there, took it for an earlier run's new key that
+    the database is under, and said "nothing to do" with exit 0: the leaked key stayed. Nothing may change."""
+    before = {p.name: p.read_bytes() for p in trek4.data_dir.iterdir()}
+    result = run_keyrotate(["rotate", "--data-dir", str(trek4.data_dir), "--generate-new-key", "--new-key-out",
+                            str(trek4.data_dir / name), "--yes"])
+    assert result.returncode == 2, result.stderr
+    assert "is TREK's own key file" in result.stderr
+    assert {p.name: p.read_bytes() for p in trek4.data_dir.iterdir()} == before
+
+
+def test_the_session_secret_is_no_new_key_file(trek4: TrekCopy) -> None:
+    """--new-key-file data/.jwt_secret made the session secret the encryption key, and the steps then said to
+    delete .jwt_secret."""
+    jwt = trek4.data_dir / ".jwt_secret"
+    jwt.write_text("a session secret long enough to pass for a key 0123456789\n")
+    before = {p.name: p.read_bytes() for p in trek4.data_dir.iterdir()}
+    result = run_keyrotate(["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(jwt), "--yes"])
+    assert result.returncode == 2, result.stderr
+    assert "is TREK's session secret (.jwt_secret)" in result.stderr
+    assert {p.name: p.read_bytes() for p in trek4.data_dir.iterdir()} == before

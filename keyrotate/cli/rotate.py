@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ from keyrotate.cli.options import (
 from keyrotate.cli.progress import progress_bars
 from keyrotate.cli.render import emit, render
 from keyrotate.cli.rotate_args import RotateArgs, RotationKeys, RotationRun
+from keyrotate.cli.rotate_guards import refuse_contradictions, session_secret_hint
 from keyrotate.cli.rotate_steps import (
     RotationExtras,
     RotationOutcome,
@@ -43,13 +43,12 @@ from keyrotate.cli.rotate_steps import (
     operator_steps,
 )
 from keyrotate.cli.running import run, say, warn
-from keyrotate.errors import ExitCode, KeyrotateError, WrongKeyError
+from keyrotate.errors import ExitCode, KeyrotateError
 from keyrotate.rotation.engine import rotate_database
 from keyrotate.rotation.old_key import environment_holds
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.report import RotationReport
 from keyrotate.rotation.revoke import Revocation
-from keyrotate.trek.keys import resolve_trek_key
 
 if TYPE_CHECKING:
     from keyrotate.operations.exposure import ExposureReport
@@ -123,7 +122,7 @@ def rotate(**params: Any) -> None:
 def _rotate(args: RotateArgs) -> int:
     """The keys, the engine, then everything after it (see _finish); exit 13 if a signal stops that part."""
     path = database(args.db, args.data_dir)
-    _refuse_contradictions(args)
+    refuse_contradictions(args, path)
     rotation = RotationRun(args, path, _rotation_keys(args, path))
     report, stopped_by, exposure = _run_engine(rotation, _rotate_options(rotation))
     extras = RotationExtras()
@@ -175,22 +174,6 @@ def _replace_jwt_secret(rotation: RotationRun, report: RotationReport, data_dir:
             show_despite_failure(incident_final(rotation, report, extras.exposure, jwt_replaced=False),
                                  rotation, error, committed=report.committed)
         raise
-
-
-def _refuse_contradictions(args: RotateArgs) -> None:
-    if args.new_key_file and args.new_key_env:
-        raise click.UsageError("Give the new key once: --new-key-file or --new-key-env.")
-    if args.rotate_jwt_secret and args.data_dir is None:
-        raise click.UsageError("--rotate-jwt-secret needs --data-dir (the directory holding .jwt_secret).")
-    if args.backup_path and args.no_backup:
-        raise click.UsageError("--backup and --no-backup contradict each other.")
-    if args.discard_old_key and args.rotate_jwt_secret and args.data_dir is not None and not args.dry_run:
-        with suppress(KeyrotateError):  # no key there: the run itself says so
-            if resolve_trek_key(args.data_dir).origin == "jwt_secret_fallback":
-                raise click.UsageError(
-                    "On this install TREK's key is the content of .jwt_secret, which --rotate-jwt-secret keeps beside "
-                    "the backup anyway: --discard-old-key cannot discard it, and without the old key saved the printed "
-                    "restore would leave TREK on the new .jwt_secret, unable to read its secrets. Drop --discard-old-key.")
 
 
 def _rotation_keys(args: RotateArgs, path: Path) -> RotationKeys:
@@ -247,7 +230,7 @@ def _run_engine(rotation: RotationRun,
     except KeyrotateError as error:
         incident_despite_failure(exposure, rotation, error)
         key = rotation.new_key_file if error.committed else rotation.unused_new_key
-        error = _session_secret_hint(error, rotation)
+        error = session_secret_hint(error, rotation)
         raise (new_key_note(error, key) if key else error) from None
     except interrupts.Interrupted as interrupt:
         if interrupt.report is None:
@@ -256,29 +239,6 @@ def _run_engine(rotation: RotationRun,
     finally:
         progress.close()
     return report, None, exposure
-
-
-def _session_secret_hint(error: KeyrotateError, rotation: RotationRun) -> KeyrotateError:
-    """A wrong old key on an install that has been encrypting with its session secret (TREK's fallback for
-    installs older than April 2026, TREK-FORMAT.md section 2): say so when .jwt_secret beside it opens them."""
-    jwt = rotation.path.parent / ".jwt_secret"
-    if not isinstance(error, WrongKeyError) or not jwt.is_file():
-        return error
-    from keyrotate.rotation.verify import verify_database  # this failure only
-    from keyrotate.trek.keys import key_from_file
-
-    try:
-        key, _ = key_from_file(jwt, "session secret")
-        if any(key.same_secret_as(old) for old in rotation.keys.old):
-            return error
-        opened = verify_database(rotation.path, [key], busy_timeout=rotation.args.wait, workers=0).opened_by_first
-    except (KeyrotateError, OSError):
-        return error
-    if not opened:
-        return error
-    return WrongKeyError(f"{error.message}\n{jwt} opens {opened} of them: this install has been encrypting with its "
-                         "session secret (TREK's fallback for installs made before April 2026). Give it as the old key: "
-                         f"--old-key-file {shlex.quote(str(jwt))}")
 
 
 def _stopped_after_commit(rotation: RotationRun, report: RotationReport, signame: str,
