@@ -4,12 +4,14 @@ rotations recorded in TREK's audit_log table. Real fixtures, real CLI."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import stat
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from keyrotate.cli.app import main
@@ -251,3 +253,22 @@ def test_a_reader_of_stderr_that_goes_away_does_not_stop_the_steps_after_the_com
     assert (trek4.data_dir / ".jwt_secret").read_bytes() != jwt_before
     status = inspect_backup(zip_path, [Key(new_key.read_text().strip(), "new")])
     assert status.keys[0].opens is Opens.ALL
+
+
+@pytest.mark.parametrize("rotate_jwt", [False, True], ids=["rotate", "rotate --rotate-jwt-secret"])
+def test_a_fallback_install_gets_its_new_key_file_as_readable_as_jwt_secret(trek3: TrekCopy, new_key_file: Path,
+                                                                          rotate_jwt: bool) -> None:
+    """TREK read .jwt_secret through its group (0640): the new .encryption_key came out 0600, which TREK's user
+    cannot read (TREK then reads nothing). As root, the owner and group follow too."""
+    make_fallback(trek3)
+    jwt = trek3.data_dir / ".jwt_secret"
+    jwt.chmod(0o640)
+    if os.geteuid() == 0:
+        os.chown(jwt, 0, 1000)
+    result = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file),
+                            "--yes", *(["--rotate-jwt-secret"] * rotate_jwt)])
+    assert result.returncode == 0, result.stderr
+    written = (trek3.data_dir / ".encryption_key").stat()
+    assert stat.S_IMODE(written.st_mode) == 0o640
+    if os.geteuid() == 0:
+        assert (written.st_uid, written.st_gid) == (0, 1000)

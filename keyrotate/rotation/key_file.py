@@ -42,11 +42,14 @@ def finish_earlier_rotation(options: RotateOptions, key_file: Path) -> tuple[Sav
 def write_key_file(path: Path, key: Key, backup: Path | None, db_path: Path) -> None:
     """Atomically replace ``path`` with the key (fsynced, never through a link).
 
-    Run as root, the file keeps its owner, group and mode (a new one gets the database's owner, mode 0600):
-    a key file TREK's user cannot read makes TREK silently fall back to .jwt_secret.
+    Run as root, the file keeps its owner, group and mode: a key file TREK's user cannot read makes TREK
+    silently fall back to .jwt_secret. A new one takes them from the .jwt_secret TREK read its key from until
+    now (it may read it through its group), else gets the database's owner and mode 0600.
     """
+    fallback = path.parent / ".jwt_secret"
+    model = path if path.is_file() else fallback if fallback.is_file() and not fallback.is_symlink() else None
     try:
-        with replacing(path, owner_like=path if path.is_file() else db_path) as (_partial, handle):
+        with replacing(path, owner_like=model or db_path, mode_like=model) as (_partial, handle):
             handle.write(key.reveal().encode("utf-8"))
             handle.flush()
             crash_point("key-file-temp")

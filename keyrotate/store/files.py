@@ -98,13 +98,14 @@ def check_replaceable(target: Path) -> os.stat_result | None:
 
 
 @contextmanager
-def replacing(target: Path, *, owner_like: Path | None = None) -> Iterator[tuple[Path, BinaryIO]]:
+def replacing(target: Path, *, owner_like: Path | None = None,
+              mode_like: Path | None = None) -> Iterator[tuple[Path, BinaryIO]]:
     """Write a temporary file beside ``target``, then put it in ``target``'s place atomically.
 
     The temporary file is made by ``mkstemp`` (exclusive, no link following) in the
     target's directory; ``os.replace`` runs only once ``lstat`` shows the target
-    missing or a regular file. It gets the target's permission bits (0600 when
-    there was none): TREK may read its key through the group (root:nogroup 0640).
+    missing or a regular file. It gets the target's permission bits (else those of
+    ``mode_like``, else 0600): TREK may read its key through the group (root:nogroup 0640).
     On any error the temporary file is removed and the target is left as it was.
     """
     check_replaceable(target)
@@ -114,7 +115,7 @@ def replacing(target: Path, *, owner_like: Path | None = None) -> Iterator[tuple
         with os.fdopen(fd, "w+b", closefd=False) as handle:
             yield partial, handle
             handle.flush()
-            _keep_mode(fd, target)
+            _keep_mode(fd, target if os.path.lexists(target) or mode_like is None else mode_like)
             os.fsync(fd)
         check_replaceable(target)
         os.replace(partial, target)
