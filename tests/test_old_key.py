@@ -306,3 +306,26 @@ def test_the_session_secret_is_no_new_key_file(trek4: TrekCopy) -> None:
     assert result.returncode == 2, result.stderr
     assert "is TREK's session secret (.jwt_secret)" in result.stderr
     assert {p.name: p.read_bytes() for p in trek4.data_dir.iterdir()} == before
+
+
+def test_with_discard_old_key_the_restore_says_the_old_key_must_go_back_too(trek3: TrekCopy,
+                                                                            new_key_file: Path) -> None:
+    """The printed restore put the database back under the old key and left the new key in .encryption_key:
+    TREK then read only the legacy plaintext. It must say the old key goes back too (keyrotate has no copy)."""
+    rotated = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file),
+                             "--discard-old-key"])
+    assert rotated.returncode == 0, rotated.stderr
+    key_file = trek3.data_dir / ".encryption_key"
+    assert f"put the old key back in {key_file} too" in rotated.stderr
+    as_json = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file),
+                             "--json"])  # a rerun: nothing to do, no backup, nothing to restore
+    assert json.loads(as_json.stdout)["restore_needs_old_key"] is False
+
+
+def test_a_saved_old_key_needs_no_word_about_putting_it_back(trek3: TrekCopy, new_key_file: Path) -> None:
+    rotated = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file),
+                             "--json"])
+    assert rotated.returncode == 0, rotated.stderr
+    document = json.loads(rotated.stdout)
+    assert document["restore_needs_old_key"] is False and document["old_key_saved"]
+    assert "put the old key back" not in rotated.stderr

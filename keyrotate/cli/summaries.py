@@ -65,7 +65,11 @@ def render_rotation(report: RotationReport, *, with_next_steps: bool = True) -> 
                  + ("the backup and " if report.backup else "") + "TREK's older backup ZIPs open only with it.")
     if report.backup:
         text.add(f"Backup (still readable with the OLD key; keep it safe or delete it): {report.backup}")
-        text.add("To restore it" + (" and the old key" if report.old_key_saved else "") + " (TREK stopped), run:")
+        if report.restore_needs_old_key:
+            text.add(f"To restore it (TREK stopped), put the old key back in {report.key_file_written} too: the backup "
+                     "opens only with it, and keyrotate did not save it (--discard-old-key). Then run:")
+        else:
+            text.add("To restore it" + (" and the old key" if report.old_key_saved else "") + " (TREK stopped), run:")
         text.add(f"    {report.restore_command}")
     if report.key_file_written:
         text.add(f"The new key is now in {report.key_file_written} ({mode_of(report.key_file_written)}).")

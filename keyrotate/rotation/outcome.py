@@ -83,6 +83,7 @@ def rotation_report(
         backup=str(backup) if backup else None,
         restore_command=(restore_command(backup, options.db_path, saved.key_file_to_restore, saved.path)
                          if backup else None),
+        restore_needs_old_key=bool(backup and finished.key_file_written and saved.key_file_to_restore is None),
         old_key_saved=str(saved.path) if saved.path else None,
         key_file_written=finished.key_file_written,
         verified_after_commit=finished.verified,

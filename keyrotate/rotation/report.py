@@ -67,6 +67,7 @@ class RotationReport:
     failures: tuple[FailedSecret, ...] = ()
     backup: str | None = None
     restore_command: str | None = None
+    restore_needs_old_key: bool = False  # the key file was replaced and its old key not saved (--discard-old-key)
     old_key_saved: str | None = None  # the key file's old key, saved before it was replaced
     key_file_written: str | None = None
     verified_after_commit: bool = False
