@@ -58,6 +58,8 @@ class LocationResult:
 
 @dataclass(frozen=True)
 class RotationReport:
+    """What a rotation (or its dry run) found per location, what it wrote, and what is left to do."""
+
     database: str
     trek_version: str
     key_sources: tuple[str, ...]  # old keys, then the new key: labels only
@@ -124,6 +126,8 @@ class RotationReport:
 
 @dataclass(frozen=True)
 class VerifyReport:
+    """Which of the given keys opened each location's secrets; :attr:`ok` says whether the run passes."""
+
     database: str
     trek_version: str
     key_sources: tuple[str, ...]
