@@ -201,7 +201,7 @@ class _Rotation:
                         settled_key=self.new_index)
         check.run("check", self.calls.progress)
         plan, failed = decide(self.conn, check.tallies, self.facts.resolved, self.new_index, self.options)
-        if not plan.has_work and not self.options.revoke.asked:
+        if not plan.has_work and not self.options.revoke.asked:  # tokens to revoke are only counted when deleted
             self.conn.execute("ROLLBACK")
             return self._nothing_to_do(check.tallies, failed, blocked=bool(plan.failed))
         self.integrity.wait()  # a damaged database is refused before anyone is asked
