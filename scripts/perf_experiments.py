@@ -452,7 +452,7 @@ def rotate_phases(db: Path, key_file: Path, work: Path, profile: bool) -> tuple[
     wrap("keyrotate.store.processes", "refuse_if_open_elsewhere", "process check")
     wrap("keyrotate.rotation.workers", "CryptoPool.__init__", "worker start")
     wrap("keyrotate.rotation.workers", "CryptoPool.close", "worker stop")
-    wrap("keyrotate.store.database", "check_integrity", "integrity check")
+    wrap("keyrotate.store.integrity", "check_integrity", "integrity check")
     wrap("keyrotate.store.backup", "backup_database", "backup copy+check")
     wrap("keyrotate.rotation.scanning", "Scanner.run", "scanner pass")
     wrap("keyrotate.rotation.discovery", "DiscoverySearch._search", "stray-token search")

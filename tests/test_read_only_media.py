@@ -15,6 +15,8 @@ import pytest
 
 from keyrotate.errors import CannotWriteError, ExitCode
 from keyrotate.store import database
+from keyrotate.trek.formats import Cipher, Scheme
+from keyrotate.trek.keys import Key
 
 from .conftest import TrekCopy
 from .test_lifecycle import run_keyrotate
@@ -63,3 +65,36 @@ def test_a_wal_with_changes_in_a_directory_nobody_may_write_is_refused_clearly(t
     with closing(database._open_on_read_only_media(db, 1.0, True)) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone()[0] > 0
 
+
+
+def _stopped_with_changes_in_its_wal(trek: TrekCopy, tmp_path: Path, value: str) -> Path:
+    """The data directory as an unclean stop leaves it: a committed change only in travel.db-wal."""
+    writer = sqlite3.connect(trek.db)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("UPDATE users SET maps_api_key = ? WHERE id = 5", (value,))
+    writer.commit()
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    for name in ("travel.db", "travel.db-wal", ".encryption_key"):  # copied with the writer still open
+        (crashed / name).write_bytes((trek.data_dir / name).read_bytes())
+    writer.close()
+    assert (crashed / "travel.db-wal").stat().st_size > 0
+    return crashed
+
+
+@pytest.mark.parametrize("command", ["verify", "audit", "exposure"])
+def test_read_only_commands_leave_a_wal_holding_changes_as_it_is(trek4: TrekCopy, tmp_path: Path,
+                                                                  command: str) -> None:
+    """verify, audit and exposure folded such a -wal into travel.db when they closed it (and deleted it): the
+    bytes of a database (or of a stolen copy kept as evidence) changed although they only read it."""
+    third = Cipher(Key("a key nobody has", "third"), Scheme.API).seal(b"only in the wal")
+    crashed = _stopped_with_changes_in_its_wal(trek4, tmp_path, third)
+    before = {name: (crashed / name).read_bytes() for name in ("travel.db", "travel.db-wal")}
+    result = run_keyrotate([command, "--data-dir", str(crashed)])
+    if command == "verify":  # the change in the -wal was read: its value opens under no key
+        assert result.returncode == ExitCode.VERIFY_FAILED, result.stderr
+        assert "users.maps_api_key" in result.stdout + result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+    assert {name: (crashed / name).read_bytes() for name in before} == before

@@ -71,7 +71,7 @@ def rotate_jwt_secret(data_dir: Path, saved_old: Path, *, audit: bool = True,
 
 def _audit_jwt(db: Path, busy_timeout: float, separated: bool) -> bool:
     try:
-        with closing(connect(db, busy_timeout=busy_timeout)) as conn:
+        with closing(connect(db, busy_timeout=busy_timeout, for_writing=True)) as conn:
             conn.execute("BEGIN IMMEDIATE")
             logged = record_in_audit_log(conn, ROTATE_JWT_SECRET, {
                 "sessions_invalidated": "all", "encryption_key_file_created": separated})

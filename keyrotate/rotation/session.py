@@ -10,13 +10,13 @@ from pathlib import Path
 
 from keyrotate.errors import KeyrotateError, NotADatabaseError
 from keyrotate.store.database import (
-    IntegrityCheck,
     check_sqlite_header,
     check_writable,
     connect,
     data_version,
     translate_error,
 )
+from keyrotate.store.integrity import IntegrityCheck
 from keyrotate.trek.catalogue import ResolvedLocation, resolve_catalogue
 from keyrotate.trek.schema import DatabaseInfo, inspect_database
 
@@ -52,7 +52,7 @@ def open_database(path: Path, busy_timeout: float, *, for_writing: bool,
     check_sqlite_header(path)
     if for_writing:
         check_writable(path)
-    conn = connect(path, busy_timeout=busy_timeout)
+    conn = connect(path, busy_timeout=busy_timeout, for_writing=for_writing)
     integrity = IntegrityCheck(path, busy_timeout, at_once=not backup_checks)
     try:
         info = inspect_database(conn, path)  # its error ("not TREK") wins: the check is stopped, not awaited

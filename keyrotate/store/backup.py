@@ -9,9 +9,10 @@ from pathlib import Path
 
 from keyrotate.errors import CannotWriteError
 from keyrotate.store import uncommitted
-from keyrotate.store.database import PASS_THROUGH_CACHE_KIB, check_integrity, read_only_uri
+from keyrotate.store.database import PASS_THROUGH_CACHE_KIB, read_only_uri
 from keyrotate.store.files import publish, temporary_beside
 from keyrotate.store.in_thread import InThread
+from keyrotate.store.integrity import check_integrity
 
 
 def refuse_linked_backup(destination: Path) -> None:

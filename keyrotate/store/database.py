@@ -21,7 +21,6 @@ from keyrotate.errors import (
     InputNotFoundError,
     NotADatabaseError,
 )
-from keyrotate.store.in_thread import StoppableRead
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Page cache for the rotation's write connection: fixed, so memory stays flat however large the database. When the
@@ -100,13 +99,22 @@ def data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
-def connect(path: Path, *, busy_timeout: float = 5.0, check_same_thread: bool = True) -> sqlite3.Connection:
+def connect(path: Path, *, busy_timeout: float = 5.0, check_same_thread: bool = True,
+            for_writing: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit).
 
     Opened read-write even for read-only work: only a read-write connection can
     tidy up the ``-wal`` and ``-shm`` files when it closes, so a verify leaves
-    the directory as it found it. No data is written unless asked.
+    the directory as it found it. No data is written unless asked. But when the
+    ``-wal`` holds changes (TREK was stopped before it wrote them into the main
+    file), a reading is read-only: the last read-write connection to close would
+    fold the ``-wal`` into the main file, changing the bytes of a database (or of
+    a stolen copy, evidence) that was only to be read.
     """
+    if not for_writing and _wal_holds_changes(path):
+        conn = _read_only_beside_wal(path, busy_timeout, check_same_thread)
+        if conn is not None:
+            return conn
     try:
         conn = sqlite3.connect(_uri(path, "rw"), uri=True, isolation_level=None, timeout=busy_timeout,
                                check_same_thread=check_same_thread)
@@ -126,6 +134,30 @@ def connect(path: Path, *, busy_timeout: float = 5.0, check_same_thread: bool = 
     return conn
 
 
+def _wal_holds_changes(path: Path) -> bool:
+    try:
+        return os.path.getsize(f"{path}-wal") > 0
+    except OSError:
+        return False
+
+
+def _read_only_beside_wal(path: Path, busy_timeout: float, check_same_thread: bool) -> sqlite3.Connection | None:
+    """A read-only connection that reads through the ``-wal``, or None where SQLite cannot give one (the
+    read-write connection is tried then, as before)."""
+    try:
+        conn = sqlite3.connect(_uri(path, "ro"), uri=True, isolation_level=None, timeout=busy_timeout,
+                               check_same_thread=check_same_thread)
+    except sqlite3.Error:
+        return None
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        conn.execute("PRAGMA foreign_keys=ON")
+    except sqlite3.Error:
+        conn.close()
+        return None
+    return conn
+
+
 def _open_on_read_only_media(path: Path, busy_timeout: float, check_same_thread: bool) -> sqlite3.Connection:
     """A WAL database in a directory nobody may write (a read-only bind mount, a snapshot): SQLite cannot make
     the ``-shm`` file it reads a WAL database through. With no ``-wal`` file holding changes, the main file is
@@ -142,59 +174,6 @@ def _open_on_read_only_media(path: Path, busy_timeout: float, check_same_thread:
                            check_same_thread=check_same_thread)
 
 
-def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
-    try:
-        result = [row[0] for row in conn.execute("PRAGMA integrity_check(5)")]
-    except sqlite3.DatabaseError as exc:
-        if _is_busy(exc):
-            raise translate_error(exc, path) from None
-        raise NotADatabaseError(f"{path} is damaged: {exc}. Restore it from a backup first.") from None
-    if result != ["ok"]:
-        raise NotADatabaseError(
-            f"{path} fails SQLite's integrity check ({result[0]}). Refusing to touch a damaged database: "
-            "restore it from a backup first."
-        )
-
-
-class IntegrityCheck:
-    """:func:`check_integrity` on a connection and thread of its own: the caller goes on reading meanwhile (the
-    schema, or a whole pass; SQLite checks without holding Python's lock). :meth:`wait` raises what it found.
-
-    Begun at once, or (``at_once=False``) only when first waited for and not :meth:`covered` by then: a
-    rotation's backup gets the same verdict from its own check of a page-for-page copy of the database.
-    """
-
-    def __init__(self, path: Path, busy_timeout: float, *, at_once: bool = True) -> None:
-        self._path = path
-        self._check = StoppableRead(lambda: connect(path, busy_timeout=busy_timeout), self._run, "keyrotate-integrity")
-        self._begun = at_once
-        self._covered = False
-        if at_once:
-            self._check.start()
-
-    def _run(self, conn: sqlite3.Connection) -> None:
-        if not self._check.stopped:
-            conn.execute(f"PRAGMA cache_size = -{PASS_THROUGH_CACHE_KIB}")
-            check_integrity(conn, self._path)
-
-    def covered(self) -> None:
-        """Another check of the very same pages passed: one not begun yet is not needed any more."""
-        self._covered = True
-
-    def wait(self) -> None:
-        if not self._begun:
-            if self._covered:
-                return
-            self._begun = True
-            self._check.start()
-        self._check.result()
-
-    def stop(self) -> None:
-        """Cut the check short and wait until its connection is closed (nothing left open behind an error)."""
-        if self._begun:
-            self._check.stop()
-
-
 def translate_error(exc: sqlite3.Error, path: Path) -> Exception:
     """Turn a SQLite error into a keyrotate error that says what to do."""
     text = str(exc).lower()
@@ -206,7 +185,7 @@ def translate_error(exc: sqlite3.Error, path: Path) -> Exception:
             "nothing was changed. Set that value again in TREK (or restore the database from a backup), then run "
             "keyrotate again."
         )
-    if _is_busy(exc):
+    if is_busy(exc):
         return DatabaseBusyError(
             f"{path} is locked by another program (is TREK still running?). Stop TREK, then run keyrotate again "
             "(--wait sets how long keyrotate waits for the lock). Nothing was changed."
@@ -234,7 +213,7 @@ def _undecodable_column(message: str) -> str:
     return found.group(1) if found.group(1) is not None else found.group(2).replace('""', '"')
 
 
-def _is_busy(exc: sqlite3.Error) -> bool:
+def is_busy(exc: sqlite3.Error) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
 
@@ -278,7 +257,7 @@ def _try_begin_immediate(conn: sqlite3.Connection) -> bool:
         conn.execute("BEGIN IMMEDIATE")
         return True
     except sqlite3.OperationalError as exc:
-        if not _is_busy(exc):
+        if not is_busy(exc):
             raise
         return False
     finally:
