@@ -22,7 +22,9 @@ from keyrotate import interrupts
 from keyrotate.cli.app import main
 from keyrotate.rotation.reading import RangeWriter
 from keyrotate.rotation.targets import LocationTarget
+from keyrotate.rotation.verify import verify_database
 from keyrotate.trek.catalogue import CATALOGUE
+from keyrotate.trek.keys import Key
 
 from .crashkit import NEW_TEXT, OLD_TEXT, Scenario, environment, inspect, make_scenario
 from .ziphelpers import build_backup_zip, snapshot
@@ -391,3 +393,45 @@ def test_an_audit_row_that_cannot_be_written_after_the_commit_is_exit_13_not_not
     assert json.loads(stdout)["error"]["committed"] is True
     assert jwt.read_text() != "the session secret before\n"
     assert inspect(scenario).under == "new" and inspect(scenario).key_file == "new"
+
+
+def test_a_generated_key_run_killed_before_its_commit_is_finished_by_the_command_it_named(tmp_path: Path) -> None:
+    """"Writing now. If this run is interrupted (power cut, kill), run the same command again" led, with
+    --generate-new-key, to "generated.key already exists" (exit 6): it now names the command that finishes it."""
+    scenario = make_scenario(tmp_path)
+    out = tmp_path / "generated.key"
+    args = ["rotate", "--data-dir", str(scenario.data_dir), "--generate-new-key", "--new-key-out", str(out),
+            "--workers", "0"]
+    killed = subprocess.run([sys.executable, "-m", "tests.kill_at", *args], env=environment("before-commit"),
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    line = next(line for line in killed.stderr.splitlines() if line.startswith("Writing now."))
+    words = shlex.split(line.split("run this command: ", 1)[1].rsplit(": it finishes the job.", 1)[0])
+    assert words[:2] == ["keyrotate", "rotate"] and "--generate-new-key" not in words
+    finished = subprocess.run([sys.executable, "-m", "keyrotate", *words[1:]], env=environment(),
+                              capture_output=True, text=True, timeout=120, check=False)
+    assert finished.returncode == 0, finished.stderr
+    generated = Key(out.read_text().strip(), "generated")
+    assert verify_database(scenario.data_dir / "travel.db", [generated]).ok
+    assert scenario.key_file.read_text() == generated.reveal()
+
+
+def test_a_compaction_stopped_by_another_program_after_the_commit_says_so(tmp_path: Path) -> None:
+    """The warning blamed the disk ("free some space") when a program that took travel.db after the commit
+    (a TREK started early) made the VACUUM fail."""
+    scenario = make_scenario(tmp_path)
+    marker, go = tmp_path / "paused", tmp_path / "go"
+    process = subprocess.Popen([sys.executable, "-m", "tests.pause_at", "after-commit", str(marker), str(go),
+                                *rotate_args(scenario, "--wait", "0.2")],
+                               env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not marker.exists() and process.poll() is None:
+        time.sleep(0.002)
+    assert process.poll() is None, process.communicate()
+    with closing(sqlite3.connect(scenario.data_dir / "travel.db", isolation_level=None)) as holder:
+        holder.execute("BEGIN IMMEDIATE")
+        go.touch()
+        stdout, stderr = process.communicate(timeout=60)
+        holder.execute("ROLLBACK")
+    assert "compacting the database failed" in stderr, stderr
+    assert "another program opened the database after the commit" in stderr and "free some space" not in stderr
+    assert inspect(scenario).under == "new"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -226,7 +227,7 @@ def _run_engine(rotation: RotationRun,
     exposure = None
     try:
         exposure = incident_before(rotation)
-        report = rotate_database(options, progress=progress.callback(), confirm=confirm, notice=say)
+        report = rotate_database(options, progress=progress.callback(), confirm=confirm, notice=_notice(rotation))
     except KeyrotateError as error:
         incident_despite_failure(exposure, rotation, error)
         key = rotation.new_key_file if error.committed else rotation.unused_new_key
@@ -239,6 +240,16 @@ def _run_engine(rotation: RotationRun,
     finally:
         progress.close()
     return report, None, exposure
+
+
+def _notice(rotation: RotationRun) -> Callable[[str], None]:
+    """The engine's notices; with --generate-new-key, "run the same command again" names the command that
+    works (the same command would refuse to generate over the key file this run saved)."""
+    generated = rotation.generated_key_file
+    if generated is None:
+        return say
+    again = f"run this command: {rerun_command(generated)}"
+    return lambda line: say(line.replace("run the same command again", again))
 
 
 def _stopped_after_commit(rotation: RotationRun, report: RotationReport, signame: str,

@@ -17,7 +17,7 @@ from keyrotate.rotation.session import snapshot
 from keyrotate.rotation.stored import StoredDigest, differing_labels
 from keyrotate.rotation.targets import DiscoveryTarget, Target, plan_targets
 from keyrotate.store.backup import restore_command
-from keyrotate.store.database import PASS_THROUGH_CACHE_KIB, checkpoint, connect, data_version
+from keyrotate.store.database import PASS_THROUGH_CACHE_KIB, checkpoint, connect, data_version, is_busy
 from keyrotate.store.in_thread import InThread
 
 
@@ -69,10 +69,13 @@ def scrub_after_commit(conn: sqlite3.Connection, options: RotateOptions, reading
             conn.execute(f"PRAGMA cache_size = -{PASS_THROUGH_CACHE_KIB}")  # drops the pass's pages first
             conn.execute("VACUUM")
         except sqlite3.Error as exc:
+            cause = ("another program opened the database after the commit (TREK started already?): stop it, then"
+                     if is_busy(exc) else
+                     "VACUUM needs room for a copy of the database both beside it and in the temporary directory "
+                     f"({vacuum_temp_directory()}): free some space and")
             warnings.append(
                 f"The rotation is committed, but compacting the database failed ({exc}): unused space in "
-                f"{options.db_path} may still hold old ciphertexts. VACUUM needs room for a copy of the database "
-                f"both beside it and in the temporary directory ({vacuum_temp_directory()}): free some space and "
+                f"{options.db_path} may still hold old ciphertexts. The cause: {cause} "
                 f"run: sqlite3 {shlex.quote(str(options.db_path))} 'VACUUM'"
             )
     else:
