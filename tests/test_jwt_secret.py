@@ -272,3 +272,15 @@ def test_a_fallback_install_gets_its_new_key_file_as_readable_as_jwt_secret(trek
     assert stat.S_IMODE(written.st_mode) == 0o640
     if os.geteuid() == 0:
         assert (written.st_uid, written.st_gid) == (0, 1000)
+
+
+def test_rotate_jwt_secret_without_a_session_secret_is_refused_before_anything(trek4: TrekCopy,
+                                                                             new_key_file: Path) -> None:
+    """It used to rotate, then say after the commit that .jwt_secret "still holds the old session secret"."""
+    (trek4.data_dir / ".jwt_secret").unlink()
+    before = {p.name: p.read_bytes() for p in trek4.data_dir.iterdir()}
+    result = run_keyrotate(["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new_key_file),
+                            "--rotate-jwt-secret", "--yes"])
+    assert result.returncode == 3, result.stderr
+    assert "no session secret to replace" in result.stderr
+    assert {p.name: p.read_bytes() for p in trek4.data_dir.iterdir()} == before

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from keyrotate.cli.rotate_args import RotateArgs, RotationRun
-from keyrotate.errors import KeyrotateError, WrongKeyError
+from keyrotate.errors import InputNotFoundError, KeyrotateError, WrongKeyError
 from keyrotate.trek.keys import resolve_trek_key
 
 
@@ -21,6 +21,9 @@ def refuse_contradictions(args: RotateArgs, path: Path) -> None:
         raise click.UsageError("Give the new key once: --new-key-file or --new-key-env.")
     if args.rotate_jwt_secret and args.data_dir is None:
         raise click.UsageError("--rotate-jwt-secret needs --data-dir (the directory holding .jwt_secret).")
+    if args.rotate_jwt_secret and args.data_dir is not None and not (args.data_dir / ".jwt_secret").is_file():
+        raise InputNotFoundError(f"--rotate-jwt-secret: {args.data_dir / '.jwt_secret'} does not exist, so there is "
+                                 "no session secret to replace (TREK makes one at its first start). Drop the option.")
     if args.backup_path and args.no_backup:
         raise click.UsageError("--backup and --no-backup contradict each other.")
     if args.discard_old_key and args.rotate_jwt_secret and args.data_dir is not None and not args.dry_run:

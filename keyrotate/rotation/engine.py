@@ -291,7 +291,8 @@ class _Rotation:
                 and not key_file_holds(options.key_file, options.new_key)):
             saved, backup = finish_earlier_rotation(options, options.key_file)
             written = str(options.key_file)
-            notes.append("No secret was under the old key any more: an earlier run probably stopped after its commit.")
+            notes.append("No secret was under the old key any more (an earlier rotation moved them: a keyrotate run "
+                         "stopped after its commit, or TREK's own script); the key file now holds the new key.")
         elif not options.old_keys:
             notes.append(f"{options.key_file} already holds the new key and every secret opens under it: nothing to do.")
         return rotation_report(self.facts, tallies, failed, Finished(
