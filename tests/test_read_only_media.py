@@ -98,3 +98,29 @@ def test_read_only_commands_leave_a_wal_holding_changes_as_it_is(trek4: TrekCopy
     else:
         assert result.returncode == 0, result.stderr
     assert {name: (crashed / name).read_bytes() for name in before} == before
+
+
+def test_a_crash_journal_on_a_read_only_mount_says_what_to_do(trek4: TrekCopy, read_only_copy: Path,
+                                                                tmp_path: Path) -> None:
+    """A write that stopped halfway in rollback-journal mode left travel.db-journal: even a reading must roll it
+    back first. The message only said "cannot be written (attempt to write a readonly database)"."""
+    crash = tmp_path / "crash"
+    crash.mkdir()
+    db = crash / "travel.db"
+    shutil.copyfile(trek4.db, db)
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("PRAGMA cache_size=1")  # pages spill into travel.db before the commit: the journal is needed
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE users SET username = username || '-changed'")
+    for name in ("travel.db", "travel.db-journal"):  # what a power cut leaves, seen through the read-only mount
+        shutil.copyfile(crash / name, trek4.data_dir / name)
+    writer.execute("ROLLBACK")
+    writer.close()
+    for name in ("travel.db-wal", "travel.db-shm"):
+        (trek4.data_dir / name).unlink(missing_ok=True)
+    assert (read_only_copy / "travel.db-journal").stat().st_size > 0
+    result = run_keyrotate(["verify", "--data-dir", str(read_only_copy)])
+    assert result.returncode == ExitCode.CANNOT_WRITE, result.stderr
+    assert "the journal of a write that stopped halfway" in result.stderr and "cp -a" in result.stderr

@@ -191,6 +191,12 @@ def translate_error(exc: sqlite3.Error, path: Path) -> Exception:
             "(--wait sets how long keyrotate waits for the lock). Nothing was changed."
         )
     if "readonly" in text or "read-only" in text:
+        journal = Path(f"{path}-journal")
+        if journal.is_file() and journal.stat().st_size > 0:  # even a reading must roll a crash's journal back first
+            return CannotWriteError(
+                f"{path} cannot be written ({exc}), and {journal.name} beside it is the journal of a write that "
+                "stopped halfway: SQLite must roll it back (a write) before anyone can read the database. Copy the "
+                "data directory somewhere writable (cp -a) and point keyrotate at the copy; nothing was changed.")
         return CannotWriteError(f"{path} cannot be written ({exc}). Nothing was changed.")
     if "full" in text or "disk i/o" in text:
         return CannotWriteError(f"Writing {path} failed ({exc}). Free some space; nothing was changed.")
