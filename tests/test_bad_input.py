@@ -135,7 +135,8 @@ def _same_key(trek: TrekCopy, tmp: Path) -> list[str]:
 
 
 def _wrong_old_key(trek: TrekCopy, tmp: Path) -> list[str]:
-    return ["rotate", "--data-dir", str(trek.data_dir), "--old-key-file", str(key_file(tmp, "wrong.key", "W" * 64)),
+    # --db: with --data-dir, the key TREK uses there (the right one) is tried before the key given.
+    return ["rotate", "--db", str(trek.db), "--old-key-file", str(key_file(tmp, "wrong.key", "W" * 64)),
             "--new-key-file", str(key_file(tmp, "new.key", "N" * 64)), "--yes"]
 
 

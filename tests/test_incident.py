@@ -70,6 +70,8 @@ def test_a_failed_incident_rotation_with_json_writes_one_json_document(trek4: Tr
 def test_a_wrong_old_key_prints_no_all_clear(trek4: TrekCopy, tmp_path: Path) -> None:
     """D13: exit 7 used to print "Secrets readable with the suspected key: 0": an all-clear for a failed run."""
     wrong = _key_file(tmp_path / "wrong.key")
+    # With --data-dir the key TREK uses there is tried first: it must be wrong too (TREK made itself a new one).
+    trek4.data_dir.joinpath(".encryption_key").write_bytes(wrong.read_bytes())
     args = [*_incident(trek4, tmp_path), "--old-key-file", str(wrong)]
     text = CliRunner().invoke(main, args, catch_exceptions=False)
     assert text.exit_code == 7

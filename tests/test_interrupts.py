@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -224,33 +225,42 @@ def _read_until(fd: int, wanted: bytes, seen: bytearray) -> None:
         seen += chunk
 
 
-@pytest.mark.skipif(not hasattr(os, "fork") or not Path("/dev/ptmx").exists(), reason="needs a pseudo-terminal")
-def test_ctrl_c_at_the_confirmation_on_a_terminal_cancels_with_12(tmp_path: Path) -> None:
-    scenario = make_scenario(tmp_path)
+needs_a_terminal = pytest.mark.skipif(not hasattr(os, "fork") or not Path("/dev/ptmx").exists(),
+                                      reason="needs a pseudo-terminal")
+KEY_PROMPTS = (b"Old ENCRYPTION_KEY", b"New ENCRYPTION_KEY", b"Repeat for confirmation")
+
+
+def on_a_terminal(args: list[str], exchanges: Sequence[tuple[bytes, bytes]]) -> tuple[int, str]:
+    """Run ``keyrotate ARGS`` on a real terminal; at each prompt, type its bytes. The exit code and all it showed."""
     pid, terminal = pty.fork()
     if pid == 0:  # the child: keyrotate on a real terminal, keys typed at its hidden prompts
         os.environ.update(environment())
-        # --quiet: no progress bar on the terminal, only the prompts
-        os.execv(sys.executable, [sys.executable, "-m", "keyrotate", "rotate", "--db", str(scenario.db), "--quiet"])
+        os.execv(sys.executable, [sys.executable, "-m", "keyrotate", *args])
     seen = bytearray()
-    for prompt, answer in ((b"Old ENCRYPTION_KEY", OLD_TEXT), (b"New ENCRYPTION_KEY", NEW_TEXT),
-                           (b"Repeat for confirmation", NEW_TEXT)):
+    for prompt, typed in exchanges:
         _read_until(terminal, prompt, seen)
         time.sleep(0.1)
-        os.write(terminal, answer.encode() + b"\r")
-    _read_until(terminal, b"rotate now?", seen)
-    time.sleep(0.1)
-    os.write(terminal, b"\x03")  # Ctrl-C, turned into SIGINT by the terminal
+        os.write(terminal, typed)
     _read_until(terminal, b"\x00never", seen)
     _, status = os.waitpid(pid, 0)
     os.close(terminal)
-    output = seen.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 12, output
+    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+
+@needs_a_terminal
+def test_ctrl_c_at_the_confirmation_on_a_terminal_cancels_with_12(tmp_path: Path) -> None:
+    scenario = make_scenario(tmp_path)
+    keys = (OLD_TEXT, NEW_TEXT, NEW_TEXT)
+    # --quiet: no progress bar on the terminal, only the prompts; Ctrl-C is turned into SIGINT by the terminal
+    code, output = on_a_terminal(["rotate", "--db", str(scenario.db), "--quiet"],
+                                 [*((p, k.encode() + b"\r") for p, k in zip(KEY_PROMPTS, keys, strict=True)),
+                                  (b"rotate now?", b"\x03")])
+    assert code == 12, output
     assert "Aborted!" not in output and "Cancelled; nothing was written." in output
     assert inspect(scenario).under == "old"
 
 
-@pytest.mark.skipif(not hasattr(os, "fork") or not Path("/dev/ptmx").exists(), reason="needs a pseudo-terminal")
+@needs_a_terminal
 @pytest.mark.parametrize(("answers", "stop"), [
     ((), b"\x03"),  # Ctrl-C at the old key
     ((), b"\x04"),  # Ctrl-D (end of input) at the old key
@@ -260,23 +270,10 @@ def test_ctrl_c_or_d_at_a_key_prompt_on_a_terminal_cancels_with_12(
     tmp_path: Path, answers: tuple[str, ...], stop: bytes
 ) -> None:
     scenario = make_scenario(tmp_path)
-    pid, terminal = pty.fork()
-    if pid == 0:  # the child: keyrotate on a real terminal, asking for its keys at hidden prompts
-        os.environ.update(environment())
-        os.execv(sys.executable, [sys.executable, "-m", "keyrotate", "rotate", "--db", str(scenario.db), "--quiet"])
-    seen = bytearray()
-    prompts = (b"Old ENCRYPTION_KEY", b"New ENCRYPTION_KEY", b"Repeat for confirmation")
-    for prompt, answer in zip(prompts, (*answers, None), strict=False):
-        _read_until(terminal, prompt, seen)
-        time.sleep(0.1)
-        os.write(terminal, stop if answer is None else answer.encode() + b"\r")
-        if answer is None:
-            break
-    _read_until(terminal, b"\x00never", seen)
-    _, status = os.waitpid(pid, 0)
-    os.close(terminal)
-    output = seen.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 12, output
+    typed = [*(answer.encode() + b"\r" for answer in answers), stop]
+    code, output = on_a_terminal(["rotate", "--db", str(scenario.db), "--quiet"],
+                                 list(zip(KEY_PROMPTS, typed, strict=False)))
+    assert code == 12, output
     assert "Cancelled; nothing was written." in output
     assert "Traceback" not in output and "Aborted!" not in output and "Usage:" not in output
     assert inspect(scenario).under == "old"

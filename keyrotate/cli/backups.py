@@ -6,12 +6,20 @@ from pathlib import Path
 
 import click
 
-from keyrotate.cli.inputs import check_new_key, default_old_keys, given_keys, prompt_key, trek_keys
+from keyrotate.cli.inputs import (
+    check_new_key,
+    default_old_keys,
+    given_keys,
+    old_keys_beside_trek,
+    prompt_key,
+    trek_key_besides,
+    trek_keys,
+)
 from keyrotate.cli.interrupted import signal_name, stopped_before_commit
 from keyrotate.cli.options import KEY_FILE, exit_codes_help, format_option, key_options
 from keyrotate.cli.render import emit
 from keyrotate.cli.running import run, say
-from keyrotate.errors import ExitCode, InputNotFoundError, InterruptedAfterCommitError
+from keyrotate.errors import ExitCode, InputNotFoundError, InterruptedAfterCommitError, KeyrotateError
 from keyrotate.operations.backup_rekey import RekeyOutcome, RekeyReport, RekeyResult, rekey_backups
 from keyrotate.operations.backup_zips import BackupListing, list_backups
 from keyrotate.trek.keys import Key
@@ -54,10 +62,13 @@ def backups(data_dir: Path, key_file: tuple[Path, ...], key_env: tuple[str, ...]
 @click.command("rekey-backup", epilog=REKEY_BACKUP_HELP)
 @click.argument("zips", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--data-dir", type=click.Path(path_type=Path),
-              help="TREK's data directory. Default old keys: those rotate saved next to travel.db, and the key TREK "
-                   "uses there; default new key: the key TREK uses there.")
-@click.option("--old-key-file", type=KEY_FILE, multiple=True, help="File holding an old key. Repeatable.")
-@click.option("--old-key-env", multiple=True, metavar="NAME", help="Environment variable holding an old key. Repeatable.")
+              help="TREK's data directory. Old keys: those rotate saved next to travel.db, and the key TREK uses "
+                   "there, then any given with --old-key-*; default new key: the key TREK uses there.")
+@click.option("--old-key-file", type=KEY_FILE, multiple=True,
+              help="File holding an old key. Repeatable. With --data-dir, tried after the old keys found there.")
+@click.option("--old-key-env", multiple=True, metavar="NAME",
+              help="Environment variable holding an old key. Repeatable. With --data-dir, tried after the old keys "
+                   "found there.")
 @click.option("--new-key-file", type=KEY_FILE, help="File holding the new key.")
 @click.option("--new-key-env", metavar="NAME", help="Environment variable holding the new key.")
 @click.option("--encrypt-plaintext", is_flag=True, help="Also encrypt legacy plaintext, as rotate does.")
@@ -91,12 +102,19 @@ def rekey_backup(
     run(action)
 
 
-def _rekey_keys(data_dir: Path | None, old_keys: list[Key], new_keys: list[Key]) -> tuple[list[Key], Key]:
-    """The old keys and the new one: as given, else from --data-dir, else typed at the prompt."""
-    # What TREK uses now (the new key after a rotation), needed only for what was not given.
-    trek_key = trek_keys(data_dir, "current") if not (new_keys and old_keys) else []
-    old_keys = old_keys or default_old_keys(
-        data_dir, trek_key, new_keys[0] if new_keys else (trek_key[0] if trek_key else None))
+def _rekey_keys(data_dir: Path | None, given_old: list[Key], new_keys: list[Key]) -> tuple[list[Key], Key]:
+    """The old keys and the new one: as given, else from --data-dir, else typed at the prompt. With --data-dir,
+    old keys given add to the ones found there (as rotate's do)."""
+    # What TREK uses now (the new key after a rotation): the default new key, and an old key until then.
+    trek_key = trek_key_besides(data_dir, given_old if new_keys else [], "current")
+    new = new_keys[0] if new_keys else (trek_key[0] if trek_key else None)
+    try:
+        found = default_old_keys(data_dir, trek_key, new)
+    except KeyrotateError:
+        if not given_old:
+            raise
+        found = []
+    old_keys = old_keys_beside_trek(found, given_old, new)
     if not old_keys:
         old_keys = [prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]
     new_key = (new_keys or trek_key or [prompt_key("New ENCRYPTION_KEY", "new",

@@ -10,11 +10,12 @@ from pathlib import Path
 import click
 
 from keyrotate.cli.running import warn
-from keyrotate.errors import CancelledError, KeyProblemError
+from keyrotate.errors import CancelledError, KeyProblemError, KeyrotateError
 from keyrotate.rotation.old_key import fallback_explanation, saved_old_keys
 from keyrotate.store.database import locate_database
 from keyrotate.trek.keys import (
     Key,
+    js_trim,
     key_from_env,
     key_from_file,
     new_key_warnings,
@@ -59,6 +60,44 @@ def trek_keys(data_dir: Path | None, purpose: str | None = None, *, jwt_secret_r
     if purpose is None:
         return [resolution.key]
     return [dataclasses.replace(resolution.key, source=f"{purpose} key TREK uses from {data_dir}")]
+
+
+def trek_key_besides(data_dir: Path | None, given: Sequence[Key], purpose: str | None = None, *,
+                     jwt_secret_replaced: bool = False) -> list[Key]:
+    """:func:`trek_keys`, for a command given old keys too: then a data directory with no key TREK could read is no
+    error (the keys given may be all there is), just no key."""
+    try:
+        return trek_keys(data_dir, purpose, jwt_secret_replaced=jwt_secret_replaced)
+    except KeyrotateError:
+        if not given:
+            raise
+        return []
+
+
+def old_keys_beside_trek(trek_key: Sequence[Key], given: Sequence[Key], new_key: Key | None) -> list[Key]:
+    """The old keys of a command given --data-dir and --old-key-file/--old-key-env: the key TREK uses first, then
+    the keys given (each once). The given keys add to TREK's key rather than replace it, so a database left under
+    two keys takes the second one as "give it too" says. TREK's key is left out when it is the new key (a rerun
+    after the commit wrote the new key to .encryption_key): the new key is never an old one. Without keys given,
+    TREK's key as it is (the engine knows a key file that already holds the new key)."""
+    if not given:
+        return list(trek_key)
+    kept = [key for key in trek_key if new_key is None or not key.same_secret_as(new_key)]
+    return [*kept, *(key for key in given if not any(key.same_secret_as(k) for k in kept))]
+
+
+def with_trimmed(keys: list[Key]) -> dict[int, Key]:
+    """Add to ``keys`` the trimmed form of each one with whitespace or a BOM at either end (a key pasted with its
+    line break): TREK reads .encryption_key trimmed, and whoever holds the leaked text can trim it. Returns each
+    added key's index -> the key as given. The given key comes first, so what the trimmed one opens, the given one
+    does not."""
+    added: dict[int, Key] = {}
+    for key in list(keys):
+        text = js_trim(key.reveal())
+        if text and text != key.reveal() and not any(k.reveal() == text for k in keys):
+            added[len(keys)] = key
+            keys.append(Key(text, f"{key.source} (trimmed)"))
+    return added
 
 
 def prompt_key(prompt: str, label: str, options_hint: str, *, confirm: bool) -> Key:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from keyrotate.cli.exposure_render import ExposureWriter
-from keyrotate.cli.inputs import database, given_keys, prompt_key, trek_keys
+from keyrotate.cli.inputs import database, given_keys, prompt_key, trek_keys, with_trimmed
 from keyrotate.cli.interrupted import signal_name, stopped_before_commit
 from keyrotate.cli.options import (
     OPENS_DATABASE,
@@ -30,7 +30,7 @@ from keyrotate.errors import CancelledError, ExitCode, KeyrotateError
 from keyrotate.operations.audit import audit_database
 from keyrotate.operations.exposure import ExposureReport, find_exposure
 from keyrotate.rotation.old_key import newest_backup
-from keyrotate.trek.keys import Key, js_trim
+from keyrotate.trek.keys import Key
 
 EXPOSURE_HELP = exit_codes_help({
     0: "report written (whatever the key opens)", **OPENS_DATABASE,
@@ -67,7 +67,7 @@ def exposure(
         if not keys:
             keys = [prompt_key("Suspected ENCRYPTION_KEY", "suspected", "--key-file FILE or --key-env NAME",
                                confirm=False)]
-        trimmed = _with_trimmed(keys)
+        trimmed = with_trimmed(keys)
         progress = progress_bars(False, quiet)  # on stderr: JSON on stdout is no reason to hide them
 
         def checking(number: int, total: int, copy: Path) -> None:
@@ -105,19 +105,6 @@ def exposure(
         return int(ExitCode.OK)
 
     run(action)
-
-
-def _with_trimmed(keys: list[Key]) -> dict[int, Key]:
-    """Add to ``keys`` the trimmed form of each one with whitespace at either end (a key pasted with its line break):
-    TREK reads .encryption_key trimmed, and whoever holds the leaked text can trim it. Returns each added key's
-    index -> the key as given. The given key comes first, so what the trimmed one opens, the given one does not."""
-    added: dict[int, Key] = {}
-    for key in list(keys):
-        text = js_trim(key.reveal())
-        if text and text != key.reveal() and not any(k.reveal() == text for k in keys):
-            added[len(keys)] = key
-            keys.append(Key(text, f"{key.source} (trimmed)"))
-    return added
 
 
 def _say_what_trimming_opened(report: ExposureReport, trimmed: dict[int, Key]) -> None:

@@ -64,9 +64,11 @@ def key_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
     """``--key-file`` and ``--key-env``, both repeatable; ``what`` says which key they hold."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        # Unlike rotate's --old-key-*, these name the keys under test: the key TREK uses is not added to them.
         command = click.option("--key-env", multiple=True, metavar="NAME",
                                help=f"Environment variable holding {what}. Repeatable.")(command)
         return click.option("--key-file", type=KEY_FILE, multiple=True,
-                            help=f"File holding {what}. Repeatable.")(command)
+                            help=f"File holding {what}. Repeatable. Given, it is tested instead of the key TREK "
+                                 "uses from --data-dir.")(command)
 
     return decorate

@@ -17,7 +17,14 @@ from keyrotate.cli.incident import (
     incident_json,
     show_despite_failure,
 )
-from keyrotate.cli.inputs import check_new_key, database, given_keys, prompt_key, trek_keys
+from keyrotate.cli.inputs import (
+    check_new_key,
+    database,
+    given_keys,
+    old_keys_beside_trek,
+    prompt_key,
+    trek_key_besides,
+)
 from keyrotate.cli.interrupted import rerun_command, signal_name, stopped_after_commit, stopped_before_commit
 from keyrotate.cli.options import (
     EXIT_CODES_HELP,
@@ -32,7 +39,7 @@ from keyrotate.cli.options import (
 from keyrotate.cli.progress import progress_bars
 from keyrotate.cli.render import emit, render
 from keyrotate.cli.rotate_args import RotateArgs, RotationKeys, RotationRun
-from keyrotate.cli.rotate_guards import refuse_contradictions, session_secret_hint
+from keyrotate.cli.rotate_guards import refuse_contradictions
 from keyrotate.cli.rotate_steps import (
     RotationExtras,
     RotationOutcome,
@@ -44,6 +51,7 @@ from keyrotate.cli.rotate_steps import (
     operator_steps,
 )
 from keyrotate.cli.running import run, say, warn
+from keyrotate.cli.wrong_key import wrong_key_hints
 from keyrotate.errors import ExitCode, KeyrotateError
 from keyrotate.rotation.engine import rotate_database
 from keyrotate.rotation.old_key import environment_holds
@@ -59,9 +67,11 @@ if TYPE_CHECKING:
 @db_option
 @data_dir_option
 @click.option("--old-key-file", type=KEY_FILE, multiple=True,
-              help="File holding an old key (trimmed, like TREK reads .encryption_key). Repeat for several old keys.")
+              help="File holding an old key (trimmed, like TREK reads .encryption_key). Repeat for several old keys. "
+                   "With --data-dir, tried after the key TREK uses there, not instead of it.")
 @click.option("--old-key-env", multiple=True, metavar="NAME",
-              help="Environment variable holding an old key (used as is). Repeatable.")
+              help="Environment variable holding an old key (used as is). Repeatable. With --data-dir, tried after "
+                   "the key TREK uses there.")
 @click.option("--new-key-file", type=KEY_FILE, help="File holding the new key.")
 @click.option("--new-key-env", metavar="NAME", help="Environment variable holding the new key.")
 @click.option("--backup", "backup_path", type=click.Path(path_type=Path),
@@ -180,8 +190,9 @@ def _replace_jwt_secret(rotation: RotationRun, report: RotationReport, data_dir:
 def _rotation_keys(args: RotateArgs, path: Path) -> RotationKeys:
     """The old keys (given, TREK's, or typed) and the new key (generated, given, or typed twice)."""
     interactive = False
-    old = (given_keys(args.old_key_file, args.old_key_env, "old")
-           or trek_keys(args.data_dir, jwt_secret_replaced=args.rotate_jwt_secret))
+    given_old = given_keys(args.old_key_file, args.old_key_env, "old")
+    trek_key = trek_key_besides(args.data_dir, given_old, jwt_secret_replaced=args.rotate_jwt_secret)
+    old = old_keys_beside_trek(trek_key, given_old, None)
     if not old:
         old = [prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]
         interactive = True
@@ -196,6 +207,7 @@ def _rotation_keys(args: RotateArgs, path: Path) -> RotationKeys:
         new = prompt_key("New ENCRYPTION_KEY", "new", "--new-key-file FILE or --new-key-env NAME", confirm=True)
         interactive = True
     check_new_key(new, path)
+    old = old_keys_beside_trek(trek_key, given_old, new) if given_old else old
     if environment_holds(old):
         warn("ENCRYPTION_KEY in this shell holds the old key. Change or unset it wherever TREK runs.")
     return RotationKeys(old, new, generated=generated is not None, interactive=interactive,
@@ -231,7 +243,7 @@ def _run_engine(rotation: RotationRun,
     except KeyrotateError as error:
         incident_despite_failure(exposure, rotation, error)
         key = rotation.new_key_file if error.committed else rotation.unused_new_key
-        error = session_secret_hint(error, rotation)
+        error = wrong_key_hints(error, rotation)
         raise (new_key_note(error, key) if key else error) from None
     except interrupts.Interrupted as interrupt:
         if interrupt.report is None:

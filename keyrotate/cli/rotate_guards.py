@@ -1,17 +1,16 @@
 """What rotate checks on its inputs: options that contradict each other, TREK's own key files given as the new
-key, and the hint for a wrong old key on an install that encrypts with its session secret."""
+key."""
 
 from __future__ import annotations
 
 import os
-import shlex
 from contextlib import suppress
 from pathlib import Path
 
 import click
 
-from keyrotate.cli.rotate_args import RotateArgs, RotationRun
-from keyrotate.errors import InputNotFoundError, KeyrotateError, WrongKeyError
+from keyrotate.cli.rotate_args import RotateArgs
+from keyrotate.errors import InputNotFoundError, KeyrotateError
 from keyrotate.trek.keys import resolve_trek_key
 
 
@@ -56,26 +55,3 @@ def _same_file(given: Path, trek_file: Path) -> bool:
         return os.path.samefile(given, trek_file)
     except OSError:  # one of them is not there (yet): compare where they would be
         return os.path.abspath(given) == os.path.abspath(trek_file)
-
-
-def session_secret_hint(error: KeyrotateError, rotation: RotationRun) -> KeyrotateError:
-    """A wrong old key on an install that has been encrypting with its session secret (TREK's fallback for
-    installs older than April 2026, TREK-FORMAT.md section 2): say so when .jwt_secret beside it opens them."""
-    jwt = rotation.path.parent / ".jwt_secret"
-    if not isinstance(error, WrongKeyError) or not jwt.is_file():
-        return error
-    from keyrotate.rotation.verify import verify_database  # this failure only
-    from keyrotate.trek.keys import key_from_file
-
-    try:
-        key, _ = key_from_file(jwt, "session secret")
-        if any(key.same_secret_as(old) for old in rotation.keys.old):
-            return error
-        opened = verify_database(rotation.path, [key], busy_timeout=rotation.args.wait, workers=0).opened_by_first
-    except (KeyrotateError, OSError):
-        return error
-    if not opened:
-        return error
-    return WrongKeyError(f"{error.message}\n{jwt} opens {opened} of them: this install has been encrypting with its "
-                         "session secret (TREK's fallback for installs made before April 2026). Give it as the old key: "
-                         f"--old-key-file {shlex.quote(str(jwt))}")

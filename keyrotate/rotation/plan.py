@@ -71,6 +71,8 @@ def refuse_if_unopenable(plan: RotationPlan, failures: tuple[FailedSecret, ...],
         )
     if options.skip_undecryptable:
         return
+    # With --data-dir, an old key given is tried after the key TREK uses there (cli.inputs.old_keys_beside_trek).
+    also = "; it adds to the key TREK uses from the data directory" if options.key_file is not None else ""
     listed = "\n".join(f"  - {line}" for _, line in
                        summarise_failures([f for f in failures if f.catalogued], unopened_by_label(plan.locations)))
     raise UndecryptableError(
@@ -78,7 +80,7 @@ def refuse_if_unopenable(plan: RotationPlan, failures: tuple[FailedSecret, ...],
         "them), so nothing was written:\n"
         f"{listed}\n"
         "If another old key exists (for example after an interrupted rotation), give it too "
-        "(--old-key-file may be repeated). To rotate everything else and leave these values as they are, "
+        f"(--old-key-file may be repeated{also}). To rotate everything else and leave these values as they are, "
         "add --skip-undecryptable."
     )
 

@@ -1,0 +1,62 @@
+"""What an old key that opens nothing (exit 7) may mean: the hints added to that error, each checked on the database."""
+
+from __future__ import annotations
+
+import shlex
+
+from keyrotate.cli.inputs import with_trimmed
+from keyrotate.cli.rotate_args import RotationRun
+from keyrotate.errors import KeyrotateError, WrongKeyError
+from keyrotate.trek.keys import Key, key_from_file
+
+
+def wrong_key_hints(error: KeyrotateError, rotation: RotationRun) -> KeyrotateError:
+    """``error`` with what a wrong old key (exit 7) may mean, when the database says so; any other error as it is."""
+    if not isinstance(error, WrongKeyError):
+        return error
+    return _trimmed_key_hint(_session_secret_hint(error, rotation), rotation)
+
+
+def _opened_by(key: Key, rotation: RotationRun) -> int:
+    """How many catalogued secrets ``key`` opens (0 when the database cannot be read again)."""
+    from keyrotate.rotation.verify import verify_database  # this failure only
+
+    try:
+        return verify_database(rotation.path, [key], busy_timeout=rotation.args.wait, workers=0).opened_by_first
+    except (KeyrotateError, OSError):
+        return 0
+
+
+def _session_secret_hint(error: WrongKeyError, rotation: RotationRun) -> WrongKeyError:
+    """An install that has been encrypting with its session secret (TREK's fallback for installs older than
+    April 2026, TREK-FORMAT.md section 2): say so when .jwt_secret beside the database opens the secrets."""
+    jwt = rotation.path.parent / ".jwt_secret"
+    if not jwt.is_file():
+        return error
+    try:
+        key, _ = key_from_file(jwt, "session secret")
+    except (KeyrotateError, OSError):
+        return error
+    if any(key.same_secret_as(old) for old in rotation.keys.old):
+        return error
+    opened = _opened_by(key, rotation)
+    if not opened:
+        return error
+    return WrongKeyError(f"{error.message}\n{jwt} opens {opened} of them: this install has been encrypting with its "
+                         "session secret (TREK's fallback for installs made before April 2026). Give it as the old key: "
+                         f"--old-key-file {shlex.quote(str(jwt))}")
+
+
+def _trimmed_key_hint(error: WrongKeyError, rotation: RotationRun) -> WrongKeyError:
+    """An old key typed or pasted (or set in --old-key-env) with whitespace or a BOM at either end, which opens the
+    secrets without it. Said, not done: TREK uses ENCRYPTION_KEY untrimmed, so such a key can be the real one, and
+    which text the secrets are under is the operator's to confirm. The key itself is never shown."""
+    keys = list(rotation.keys.old)
+    for index, given in with_trimmed(keys).items():
+        opened = _opened_by(keys[index], rotation)
+        if opened:
+            return WrongKeyError(
+                f"{error.message}\nThe {given.source} has whitespace or a byte-order mark at its start or end (pasted "
+                f"with it?). Without it, that key opens {opened} of them. Give it again without it, or save it to a "
+                "file and use --old-key-file FILE (a key file is read trimmed, as TREK reads .encryption_key).")
+    return error
