@@ -255,3 +255,30 @@ def test_verify_with_no_key_to_read_and_an_empty_typed_key_say_so_in_words(trek4
     empty = invoke(["verify", "--db", str(trek4.db)], input="\n")
     assert empty.exit_code == ExitCode.BAD_KEY
     assert "The key (key typed at the prompt) is empty." in empty.stderr
+
+
+@pytest.mark.parametrize("damage_catalogued", [False, True])
+def test_skip_undecryptable_does_not_say_trek_reads_tokens_outside_the_catalogue(
+        trek4: TrekCopy, new_key_file: Path, damage_catalogued: bool) -> None:
+    """TREK reads a catalogued secret it cannot open as "not set"; the cell outside the catalogue where a stray token
+    was found is never read by TREK: the warning said "TREK will read them as 'not set'" of those too."""
+    from keyrotate.trek.formats import Cipher, Scheme
+
+    lost = Key("a key nobody has any more", "lost key")
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        conn.execute("CREATE TABLE plugin_notes (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.execute("INSERT INTO plugin_notes (body) VALUES (?)", (Cipher(lost, Scheme.API).seal(b"stray secret"),))
+        if damage_catalogued:
+            conn.execute("UPDATE users SET maps_api_key = ? WHERE id = (SELECT min(id) FROM users WHERE maps_api_key "
+                         "LIKE 'enc:v1:%')", (Cipher(lost, Scheme.API).seal(b"lost secret"),))
+        conn.commit()
+    result = invoke(["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new_key_file), "--yes",
+                     "--skip-undecryptable"])
+    assert result.exit_code == 0, result.stderr
+    warning = " ".join(line for line in result.stderr.splitlines() if "LEFT UNTOUCHED" in line)
+    assert "1 token(s) outside the catalogue" in warning
+    assert "TREK does not read the cells outside the catalogue" in warning
+    if damage_catalogued:
+        assert "1 catalogued secret(s)" in warning and "TREK will read the catalogued ones as 'not set'" in warning
+    else:
+        assert "not set" not in warning

@@ -99,11 +99,18 @@ def _skipped_warning(options: RotateOptions, failed: tuple[FailedSecret, ...]) -
     if not skipped or not options.skip_undecryptable:
         return []
     outside = sum(f.outside_catalogue for f in skipped)
+    catalogued = len(skipped) - outside
     counted = " and ".join(part for part in (
-        f"{len(skipped) - outside} catalogued secret(s)" if len(skipped) > outside else "",
+        f"{catalogued} catalogued secret(s)" if catalogued else "",
         f"{outside} token(s) outside the catalogue" if outside else "") if part)
-    return [f"{counted} open under no key and were LEFT UNTOUCHED (--skip-undecryptable). TREK will read them "
-            "as 'not set'."]
+    # TREK reads a catalogued location (and gets "not set" from a value it cannot open); it never reads the cells
+    # outside the catalogue where the stray tokens were found, so for those nothing changes inside TREK.
+    effect = " ".join(part for part in (
+        ("TREK will read the catalogued ones as 'not set'." if outside else "TREK will read them as 'not set'.")
+        if catalogued else "",
+        "TREK does not read the cells outside the catalogue: they stay as found, under a key none given opens."
+        if outside else "") if part)
+    return [f"{counted} open under no key and were LEFT UNTOUCHED (--skip-undecryptable). {effect}"]
 
 
 def _next_steps(options: RotateOptions, finished: Finished) -> tuple[str, ...]:
