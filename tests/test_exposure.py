@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from keyrotate.cli.app import main
 from keyrotate.cli.exposure_render import render_exposure as render
+from keyrotate.cli.printable import csv_cell
 from keyrotate.cli.render import FORMATS
 from keyrotate.operations.backup_rekey import rekey_backup
 from keyrotate.operations.exposure import find_exposure
@@ -247,10 +248,11 @@ def test_streamed_records_are_what_the_json_and_csv_modules_write(trek4: TrekCop
     json_out = CliRunner().invoke(main, [*args, "json"], catch_exceptions=False).stdout
     assert '"secrets": [\n    ' + ",\n    ".join(json.dumps(s.to_json(), default=str) for s in secrets) + "\n  ]" \
         in json_out
-    expected = io.StringIO()
+    expected = io.StringIO()  # cells escaped as text and markdown escape them (a line break shows as \n)
     csv.writer(expected, lineterminator="\n").writerows(
         [("what", "owner", "where", "revoke or reissue at", "group")]
-        + [(s.what, s.owner, s.where, s.action, s.group) for s in secrets])
+        + [tuple(csv_cell(cell) for cell in (s.what, s.owner, s.where, s.action, s.group)) for s in secrets])
+    assert "\\n" in expected.getvalue()
     assert CliRunner().invoke(main, [*args, "csv"], catch_exceptions=False).stdout.startswith(expected.getvalue())
 
 
@@ -371,3 +373,29 @@ def test_csv_carries_the_copies_and_the_plaintext(trek3: TrekCopy) -> None:
     plain = [r for r in rows if r["group"] == "Stored in plaintext"]
     assert [r["where"] for r in plain] == [p["location"] for p in document["plaintext"]]
     assert sum(int(r["what"].split()[0]) for r in plain) == document["totals"]["plaintext"] == 11
+
+
+def test_csv_escapes_what_the_database_controls_and_json_keeps_it_exact(trek4: TrekCopy) -> None:
+    """The CSV carried usernames raw: `cat report.csv` ran their escape sequences on the admin's terminal and a
+    U+202E reordered the line; a cell starting with = (a table name from the database) ran as a formula in a
+    spreadsheet. Now escaped as text and markdown are; the JSON stays exact and ASCII-only."""
+    name = "-evil\x1b[2J\x1b]0;pwned\x07\nsecond line \u202eexe.txt"
+    with closing(sqlite3.connect(trek4.db)) as conn:
+        conn.execute("UPDATE users SET username = ? WHERE id = (SELECT min(id) FROM users WHERE maps_api_key "
+                     "LIKE 'enc:v1:%')", (name,))
+        conn.execute('CREATE TABLE "=1+2" (id INTEGER PRIMARY KEY, "@cmd" TEXT)')
+        conn.execute('INSERT INTO "=1+2" ("@cmd") VALUES (?)', (Cipher(trek4.key, Scheme.API).seal(b"stray"),))
+        conn.commit()
+    args = ["exposure", "--data-dir", str(trek4.data_dir), "--no-copies", "--format"]
+    out = CliRunner().invoke(main, [*args, "csv"], catch_exceptions=False).stdout
+    assert not [c for c in out if (ord(c) < 0x20 and c != "\n") or c in "\u202e\x7f"]
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(out.splitlines()) == len(rows) + 1  # one line per record: no line break inside a cell
+    owners = {row["owner"].split(" (", 1)[1] for row in rows if "evil" in row["owner"]}
+    assert owners == {"-evil\\x1b[2J\\x1b]0;pwned\\x07\\nsecond line \\u202eexe.txt)"}
+    stray = [row for row in rows if "=1+2" in row["where"]]
+    assert [row["where"] for row in stray] == ["'=1+2.@cmd (id=1)"]
+    assert not [cell for row in rows for cell in row.values() if cell[:1] in ("=", "+", "-", "@")]
+    document = CliRunner().invoke(main, [*args, "json"], catch_exceptions=False).stdout
+    assert document.isascii()
+    assert name in {secret["owner_name"] for secret in json.loads(document)["secrets"]}

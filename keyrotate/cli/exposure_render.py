@@ -9,7 +9,6 @@ each record only fills in its own fields (the same bytes ``json.dumps`` writes).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import io
 import json
@@ -43,7 +42,7 @@ class ExposureWriter:
         self.out, self.fmt = out, fmt
         self.database, self.key_sources = database, list(key_sources)
         self._first = True
-        self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+        self._csv = fmt == "csv"  # every CSV line is written by csv_row (cells safe for a terminal and a spreadsheet)
         self.records = 0  # secrets written so far
         self.started = False  # something is on ``out``
         self._in_array = False  # JSON: between records of "secrets", where the document can still be closed
@@ -56,7 +55,7 @@ class ExposureWriter:
         self._writing = False
 
     def begin(self) -> None:
-        if self._csv is not None:
+        if self._csv:
             self._put(csv_row(CSV_COLUMNS))
         elif self.fmt == "json":
             head = {"schema_version": SCHEMA_VERSION, "command": "exposure", "database": self.database,
@@ -68,7 +67,7 @@ class ExposureWriter:
         self.rows(SecretRows.of(secret))
 
     def rows(self, batch: SecretRows) -> None:
-        if self._csv is not None:
+        if self._csv:
             self._put(csv_lines(batch))
         elif self.fmt == "json" and batch.heads:
             self._put(("\n    " if self._first else ",\n    ") + ",\n    ".join(json_records(batch)))
@@ -89,16 +88,15 @@ class ExposureWriter:
         self._in_array = False
         self._writing = True  # whatever is cut short from here leaves a report that cannot be closed
         self.started = True
-        if self._csv is not None:
+        if self._csv:
             for finding in report.beyond:
-                self._csv.writerow((f"{finding.count} {finding.what}", "instance", finding.where,
-                                    f"{finding.risk} Do: {finding.action}",
-                                    BEYOND_TITLE))
+                self.out.write(csv_row((f"{finding.count} {finding.what}", "instance", finding.where,
+                                        f"{finding.risk} Do: {finding.action}", BEYOND_TITLE)))
             for plain in report.plaintext_found:
-                self._csv.writerow((f"{_count(plain.what, plain.values)} ({plain.kind})", "", plain.location,
-                                    f"{PLAINTEXT_RISK} Then: {plain.fix}", PLAINTEXT_TITLE))
+                self.out.write(csv_row((f"{_count(plain.what, plain.values)} ({plain.kind})", "", plain.location,
+                                        f"{PLAINTEXT_RISK} Then: {plain.fix}", PLAINTEXT_TITLE)))
             for copy in report.copies:
-                self._csv.writerow((copy.kind, "", copy.path, copy.note, COPIES_TITLE))
+                self.out.write(csv_row((copy.kind, "", copy.path, copy.note, COPIES_TITLE)))
         elif self.fmt == "json":
             self.out.write("\n  ],\n" if not self._first else "],\n")
             for name, groups in (("groups", report.groups), ("plaintext_groups", report.plaintext_groups)):

@@ -8,6 +8,7 @@ import io
 import json
 from json.encoder import encode_basestring_ascii as _string
 
+from keyrotate.cli.printable import csv_cell
 from keyrotate.operations.exposure_records import SecretHead, SecretRows
 
 ENCODE = json.JSONEncoder(default=str).encode  # one encoder for every record: json.dumps builds one per call
@@ -69,15 +70,18 @@ def csv_lines(batch: SecretRows) -> str:
 
 
 def _csv_cell(text: str) -> str | None:
-    """A field as QUOTE_MINIMAL writes it, when that is certain: as is, or quoted for its commas. None: ask csv."""
-    if not text or "\"" in text or "\r" in text or "\n" in text:
+    """A field as :func:`csv_row` writes it, when that is certain: as is, or quoted for its commas. None: ask csv."""
+    text = csv_cell(text)
+    if not text or "\"" in text:  # printable() left no line break in it
         return None
     return f'"{text}"' if "," in text else text
 
 
 def csv_row(cells: tuple[str, ...]) -> str:
+    """One CSV line (QUOTE_MINIMAL), each cell safe for a terminal and a spreadsheet: usernames, table names and
+    file names come from the database and the disk, and may hold escape sequences or start a formula."""
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(cells)
+    csv.writer(out, lineterminator="\n").writerow([csv_cell(cell) for cell in cells])
     return out.getvalue()
 
 

@@ -1,4 +1,5 @@
-"""Text safe to print: control, line-separator and bidi characters shown as visible escapes."""
+"""Text safe to print, or to open in a spreadsheet: control, line-separator and bidi characters shown as visible
+escapes."""
 
 from __future__ import annotations
 
@@ -23,3 +24,15 @@ def _escape(char: str) -> str:
         return _NAMED_ESCAPES[char]
     code = ord(char)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (a username "=HYPERLINK(...)" in a CSV report
+# opened in Excel or LibreOffice). A leading apostrophe makes such a cell text there; a tab or a carriage return,
+# the other starts that do harm, never reach a cell: printable() escapes them.
+_FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+def csv_cell(text: str) -> str:
+    """``printable(text)``, with a leading apostrophe when a spreadsheet would run it as a formula."""
+    cell = printable(text)
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell

@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Any, Protocol, runtime_checkable
 
-from keyrotate.cli.printable import printable
+from keyrotate.cli.printable import csv_cell, printable
 
 
 @runtime_checkable
@@ -61,5 +61,5 @@ def table_csv(report: Tabular) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(report.columns)
-    writer.writerows(report.rows())
+    writer.writerows([csv_cell(cell) for cell in row] for row in report.rows())  # escaped as text and markdown are
     return buffer.getvalue()
