@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from keyrotate.cli.inputs import default_old_keys
+from keyrotate.cli.key_forms import say_what_other_forms_opened, with_other_forms
 from keyrotate.cli.printable import printable
 from keyrotate.cli.render import emit
 from keyrotate.cli.rotate_args import RotationRun
@@ -59,8 +60,12 @@ def incident_before(rotation: RotationRun) -> ExposureReport | None:
                 "is beside it. Run `keyrotate exposure` with the suspected key on a copy made before the rotation.",
                 quiet=rotation.args.quiet)
             return None
-    return find_exposure(source, suspected, busy_timeout=rotation.args.wait, check_copies=False,
-                         keep_secrets=False, data_dir=rotation.path.parent)
+    suspected = list(suspected)
+    other_forms = with_other_forms(suspected)  # as `exposure` does: what the leaked text opens, in either form
+    exposure = find_exposure(source, suspected, busy_timeout=rotation.args.wait, check_copies=False,
+                             keep_secrets=False, data_dir=rotation.path.parent)
+    say_what_other_forms_opened(exposure, other_forms)
+    return exposure
 
 
 def incident_despite_failure(exposure: ExposureReport | None, rotation: RotationRun, error: KeyrotateError) -> None:

@@ -15,7 +15,6 @@ from keyrotate.rotation.old_key import fallback_explanation, saved_old_keys
 from keyrotate.store.database import locate_database
 from keyrotate.trek.keys import (
     Key,
-    js_trim,
     key_from_env,
     key_from_file,
     new_key_warnings,
@@ -84,20 +83,6 @@ def old_keys_beside_trek(trek_key: Sequence[Key], given: Sequence[Key], new_key:
         return list(trek_key)
     kept = [key for key in trek_key if new_key is None or not key.same_secret_as(new_key)]
     return [*kept, *(key for key in given if not any(key.same_secret_as(k) for k in kept))]
-
-
-def with_trimmed(keys: list[Key]) -> dict[int, Key]:
-    """Add to ``keys`` the trimmed form of each one with whitespace or a BOM at either end (a key pasted with its
-    line break): TREK reads .encryption_key trimmed, and whoever holds the leaked text can trim it. Returns each
-    added key's index -> the key as given. The given key comes first, so what the trimmed one opens, the given one
-    does not."""
-    added: dict[int, Key] = {}
-    for key in list(keys):
-        text = js_trim(key.reveal())
-        if text and text != key.reveal() and not any(k.reveal() == text for k in keys):
-            added[len(keys)] = key
-            keys.append(Key(text, f"{key.source} (trimmed)"))
-    return added
 
 
 def prompt_key(prompt: str, label: str, options_hint: str, *, confirm: bool) -> Key:

@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 from keyrotate.cli.exposure_render import ExposureWriter
-from keyrotate.cli.inputs import database, given_keys, prompt_key, trek_keys, with_trimmed
+from keyrotate.cli.inputs import database, given_keys, prompt_key, trek_keys
 from keyrotate.cli.interrupted import signal_name, stopped_before_commit
+from keyrotate.cli.key_forms import say_what_other_forms_opened, with_other_forms
 from keyrotate.cli.options import (
     OPENS_DATABASE,
     data_dir_option,
@@ -25,12 +26,11 @@ from keyrotate.cli.options import (
 from keyrotate.cli.printable import printable
 from keyrotate.cli.progress import progress_bars
 from keyrotate.cli.render import emit
-from keyrotate.cli.running import run, say, warn
+from keyrotate.cli.running import run, say
 from keyrotate.errors import CancelledError, ExitCode, KeyrotateError
 from keyrotate.operations.audit import audit_database
 from keyrotate.operations.exposure import ExposureReport, find_exposure
 from keyrotate.rotation.old_key import newest_backup
-from keyrotate.trek.keys import Key
 
 EXPOSURE_HELP = exit_codes_help({
     0: "report written (whatever the key opens)", **OPENS_DATABASE,
@@ -67,7 +67,7 @@ def exposure(
         if not keys:
             keys = [prompt_key("Suspected ENCRYPTION_KEY", "suspected", "--key-file FILE or --key-env NAME",
                                confirm=False)]
-        trimmed = with_trimmed(keys)
+        other_forms = with_other_forms(keys)
         progress = progress_bars(False, quiet)  # on stderr: JSON on stdout is no reason to hide them
 
         def checking(number: int, total: int, copy: Path) -> None:
@@ -98,23 +98,13 @@ def exposure(
             raise _failed_part_way(writer, error) from None
         say(f"{report.exposed} secret(s) to revoke or reissue; {len(report.copies)} old copy(ies) flagged.",
             quiet=quiet or fmt == "text")
-        _say_what_trimming_opened(report, trimmed)
+        say_what_other_forms_opened(report, other_forms)
         before = _copy_from_before_the_rotation(report, key_file, key_env)
         if before is not None:
             say(before, quiet=quiet)
         return int(ExitCode.OK)
 
     run(action)
-
-
-def _say_what_trimming_opened(report: ExposureReport, trimmed: dict[int, Key]) -> None:
-    for index, given in trimmed.items():
-        opened = report.opened_by_key[index] if index < len(report.opened_by_key) else 0
-        if opened:
-            warn(f"the {given.source} has whitespace at its start or end (a line break from "
-                 f"pasting?). Trimmed, as TREK reads .encryption_key and as anyone holding it would, it opens "
-                 f"{opened} secret(s) the key as given does not: they are in this report, opened with "
-                 f"\"{given.source} (trimmed)\".")
 
 
 def _cut_short(writer: ExposureWriter, interrupt: KeyboardInterrupt) -> CancelledError:

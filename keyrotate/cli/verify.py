@@ -19,7 +19,8 @@ from keyrotate.cli.options import (
 )
 from keyrotate.cli.progress import progress_bars
 from keyrotate.cli.render import emit, render
-from keyrotate.cli.running import run, say
+from keyrotate.cli.running import run, say, warn
+from keyrotate.cli.wrong_key import untrimmed_key_hint
 from keyrotate.errors import ExitCode
 from keyrotate.rotation.verify import verify_database
 
@@ -59,6 +60,10 @@ def verify(
         if json_output:
             emit(report, "json")
         say(render(report, "text"), quiet=quiet)
+        if not report.ok:  # a key file's exact text may be the key TREK runs with
+            hint = untrimmed_key_hint(keys[0], path, wait)
+            if hint is not None:
+                warn(hint)
         return int(ExitCode.OK if report.ok else ExitCode.VERIFY_FAILED)
 
     run(action)

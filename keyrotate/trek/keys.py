@@ -47,6 +47,9 @@ class Key:
 
     _text: str = field(repr=False)
     source: str
+    # A key file's exact text, when TREK's trimmed reading of it is not that text plus at most one line break
+    # (:func:`file_text_beyond_trim`); kept only to try it where a leak is assessed: see :meth:`untrimmed`.
+    file_text: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not js_trim(self._text):
@@ -68,6 +71,13 @@ class Key:
         """The key text, for writing a key file. Never log the result."""
         return self._text
 
+    def untrimmed(self) -> Key | None:
+        """The key file's exact text as a key (None when it has no other form): TREK given ENCRYPTION_KEY with
+        whitespace at an end uses that text as is and writes it into .encryption_key (TREK-FORMAT.md section 2),
+        so it, not the trimmed text TREK reads from the file, may be what the secrets are under, and whoever
+        holds the file holds it."""
+        return None if self.file_text is None else Key(self.file_text, f"{self.source} (untrimmed)")
+
 
 def generate_key_text() -> str:
     """A new key in the shape of ``openssl rand -hex 32``."""
@@ -75,6 +85,16 @@ def generate_key_text() -> str:
 
 
 KEY_FILE_LIMIT = 64 * 1024  # far above any key; a larger file is a wrong path (a database, a log, /dev/zero)
+
+
+def file_text_beyond_trim(text: str) -> str | None:
+    """``text`` (a key file's content) when TREK's trimmed reading of it drops more than one final line break,
+    else None. A key followed by one line break is how editors, ``echo`` and keyrotate write a key file; anything
+    else TREK trims away is worth trying as is."""
+    trimmed = js_trim(text)
+    if not trimmed or text in (trimmed, trimmed + "\n", trimmed + "\r\n"):
+        return None
+    return text
 
 
 def key_from_file(path: Path, label: str) -> tuple[Key, list[str]]:
@@ -101,12 +121,13 @@ def key_from_file(path: Path, label: str) -> tuple[Key, list[str]]:
         raise KeyProblemError(f"Key file {path} is larger than {KEY_FILE_LIMIT // 1024} KiB: that is not a key file "
                               "(a key is one line). Check the path.")
     try:
-        text = js_trim(raw.decode("utf-8"))
+        content = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise KeyProblemError(f"Key file {path} is not UTF-8 text.") from None
+    text = js_trim(content)
     if not text:
         raise KeyProblemError(f"Key file {path} is empty. It should hold the key on one line.")
-    return Key(text, f"{label} key file {path}"), warnings
+    return Key(text, f"{label} key file {path}", file_text_beyond_trim(content)), warnings
 
 
 def _readable_by_others(path: Path, mode: int) -> list[str]:
@@ -148,18 +169,20 @@ def resolve_trek_key(data_dir: Path) -> TrekKeyResolution:
     jwt = data_dir / ".jwt_secret"
     for path, origin in ((enc, "encryption_key_file"), (jwt, "jwt_secret_fallback")):
         try:
-            text = js_trim(path.read_text(encoding="utf-8"))
+            content = path.read_bytes().decode("utf-8")  # not read_text: its newline translation changes the text
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError) as exc:
             raise KeyProblemError(f"Cannot read {path}: {exc}.") from None
+        text = js_trim(content)
         if not text:
             continue
         warnings = tuple(_readable_by_others(path, path.stat().st_mode))
+        key = Key(text, f"old key from {path}", file_text_beyond_trim(content))
         if origin == "encryption_key_file":
-            return TrekKeyResolution(Key(text, f"old key from {path}"), origin, f"TREK reads {path}", warnings)
+            return TrekKeyResolution(key, origin, f"TREK reads {path}", warnings)
         return TrekKeyResolution(
-            Key(text, f"old key from {path}"),
+            key,
             origin,
             f"{enc} is missing, so TREK falls back to {path} (an install from before April 2026); "
             "after the rotation keyrotate writes the new key to .encryption_key and the fallback is no longer used",
