@@ -329,3 +329,33 @@ def test_a_saved_old_key_needs_no_word_about_putting_it_back(trek3: TrekCopy, ne
     document = json.loads(rotated.stdout)
     assert document["restore_needs_old_key"] is False and document["old_key_saved"]
     assert "put the old key back" not in rotated.stderr
+
+
+def test_a_trek_key_file_reached_through_a_link_is_no_new_key_out_either(trek4: TrekCopy, tmp_path: Path) -> None:
+    """On a .jwt_secret-fallback install (no .encryption_key yet) --new-key-out LINK/.encryption_key, LINK a link
+    to the data directory, wrote the new key where TREK reads its key before anything was rotated."""
+    (trek4.data_dir / ".jwt_secret").write_text(trek4.key.reveal() + "\n")
+    (trek4.data_dir / ".encryption_key").unlink()
+    link = tmp_path / "link"
+    link.symlink_to(trek4.data_dir)
+    before = {p.name: p.read_bytes() for p in trek4.data_dir.iterdir()}
+    result = run_keyrotate(["rotate", "--data-dir", str(trek4.data_dir), "--generate-new-key", "--new-key-out",
+                            str(link / ".encryption_key"), "--yes"])
+    assert result.returncode == 2, result.stderr
+    assert {p.name: p.read_bytes() for p in trek4.data_dir.iterdir()} == before
+
+
+def test_the_key_in_use_or_a_copy_of_the_session_secret_is_no_new_key(trek4: TrekCopy, tmp_path: Path) -> None:
+    """--new-key-file data/.encryption_key ended "nothing to do" with exit 0 (the leaked key still in use); a copy
+    of .jwt_secret became the encryption key."""
+    before = {p.name: p.read_bytes() for p in trek4.data_dir.iterdir()}
+    in_use = run_keyrotate(["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file",
+                            str(trek4.data_dir / ".encryption_key"), "--yes"])
+    assert in_use.returncode == 2, in_use.stderr
+    assert "it holds the key in use, not a new one" in in_use.stderr
+    copy = tmp_path / "copy-of-session-secret"
+    copy.write_bytes((trek4.data_dir / ".jwt_secret").read_bytes())
+    copied = run_keyrotate(["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(copy), "--yes"])
+    assert copied.returncode == 6, copied.stderr
+    assert "TREK's session secret (a copy of it?)" in copied.stderr
+    assert {p.name: p.read_bytes() for p in trek4.data_dir.iterdir()} == before

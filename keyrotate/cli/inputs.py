@@ -135,6 +135,10 @@ def check_new_key(key: Key, db_path: Path | None = None) -> None:
     """Refuse a new key TREK would not read back as given (exit 6); warn about a weak one, and about one this
     database was rotated away from (``db_path``: keyrotate saved it beside the database then)."""
     refuse_unreadable_new_key(key)
+    if db_path is not None and _is_session_secret(key, db_path.parent / ".jwt_secret"):
+        raise KeyProblemError(f"The new key is the content of {db_path.parent / '.jwt_secret'}, TREK's session "
+                              "secret (a copy of it?), not a key of its own: make one with --generate-new-key "
+                              "--new-key-out FILE (or keyrotate generate-key --out FILE). Nothing was changed.")
     for warning in new_key_warnings(key):
         warn(warning)
     retired = next((old for old in saved_old_keys(db_path) if old.same_secret_as(key)), None) if db_path else None
@@ -142,6 +146,14 @@ def check_new_key(key: Key, db_path: Path | None = None) -> None:
         warn(f"The new key is a key this database was rotated away from (the {retired.source}). If that "
              "rotation followed a leak, this brings the leaked key back; make a fresh one with: "
              "keyrotate generate-key --out FILE")
+
+
+def _is_session_secret(key: Key, jwt: Path) -> bool:
+    try:
+        session, _ = key_from_file(jwt, "session secret")
+    except (KeyrotateError, OSError):  # none there, or unreadable: nothing to compare with
+        return False
+    return session.same_secret_as(key)
 
 
 def default_old_keys(data_dir: Path | None, trek_key: list[Key], new_key: Key | None) -> list[Key]:

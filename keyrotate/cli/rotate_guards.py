@@ -48,10 +48,14 @@ def _refuse_trek_key_files(args: RotateArgs, path: Path) -> None:
         raise click.UsageError(
             f"--new-key-file {args.new_key_file} is TREK's session secret (.jwt_secret), not a new encryption key: "
             "use --generate-new-key --new-key-out FILE, or a key file of its own.")
+    if args.new_key_file is not None and _same_file(args.new_key_file, trek_files[".encryption_key"]):
+        raise click.UsageError(
+            f"--new-key-file {args.new_key_file} is TREK's key file: it holds the key in use, not a new one (a run "
+            "with it would find nothing to do). Give the new key's own file, or --generate-new-key --new-key-out FILE.")
 
 
 def _same_file(given: Path, trek_file: Path) -> bool:
     try:
         return os.path.samefile(given, trek_file)
-    except OSError:  # one of them is not there (yet): compare where they would be
-        return os.path.abspath(given) == os.path.abspath(trek_file)
+    except OSError:  # one of them is not there (yet): compare where they would be, links in the way followed
+        return os.path.realpath(given) == os.path.realpath(trek_file)
