@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import Any
 
@@ -89,6 +89,20 @@ def ignore() -> None:
     if threading.current_thread() is threading.main_thread():
         for signum in SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
+
+
+@contextmanager
+def held_back() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP wait until the block ends, then stop the run as usual: for output that must
+    come out whole (a run's last report: a cut one and an error document after it would be two)."""
+    hold = Hold()
+    hold.start("writing the report")
+    try:
+        yield
+    finally:
+        pending = hold.release()
+    if pending is not None:
+        _raise(pending, None)
 
 
 def restore(previous: Handlers) -> None:

@@ -162,11 +162,12 @@ def _finish(rotation: RotationRun, report: RotationReport, exposure: ExposureRep
         extras.exposure = incident_final(rotation, report, extras.exposure, jwt_replaced=extras.jwt_replaced)
         extras.json["exposure"] = incident_json(extras.exposure)
     extras.exit_code = int(ExitCode.UNDECRYPTABLE if extras.zips_left else ExitCode.OK)
-    if args.json_output:
-        emit(RotationOutcome(report, extras), "json")
-    elif extras.exposure is not None:
-        emit(extras.exposure, "text")
-    extras.finished = True
+    with interrupts.held_back():  # the report comes out whole; a signal meanwhile arrives once all is done
+        if args.json_output:
+            emit(RotationOutcome(report, extras), "json")
+        elif extras.exposure is not None:
+            emit(extras.exposure, "text")
+        extras.finished = True
     return extras.exit_code
 
 
