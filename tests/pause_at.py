@@ -6,7 +6,8 @@ file GO exists, and carries on. Points: the engine's named steps (see
 keyrotate.crashpoints.POINTS; ``key-file-temp`` is inside the key-file write),
 ``zip:N`` (before the N-th backup ZIP is re-encrypted), ``zip-extracted:N``
 (the N-th ZIP's travel.db is in its temporary directory), ``rows:N`` (before ``exposure`` writes its
-N-th batch of records), ``emit:N`` (before ``rotate`` writes its N-th report to stdout) and ``import``
+N-th batch of records), ``emit:N`` (before ``rotate`` writes its N-th report to stdout), ``jwt-replaced:1`` (.jwt_secret
+replaced, not yet said) and ``import``
 (while click is being imported). The pause is patched in from here, so the
 installed package carries no switch for it.
 """
@@ -66,9 +67,10 @@ else:
     from keyrotate.cli import exposure_render
 
     exposure_render.ExposureWriter.rows = _counting("rows", exposure_render.ExposureWriter.rows)  # type: ignore[method-assign]
-    from keyrotate.cli import rotate
+    from keyrotate.cli import jwt_secret, rotate
 
     rotate.emit = _counting("emit", rotate.emit)  # type: ignore[assignment]
+    jwt_secret._announce_jwt = _counting("jwt-replaced", jwt_secret._announce_jwt)  # type: ignore[assignment]
 
 from keyrotate.__main__ import run  # noqa: E402
 

@@ -493,3 +493,19 @@ def test_an_incident_rerun_with_no_copy_from_before_gives_no_checklist_of_the_ne
     assert again.exit_code == 0, again.stderr
     assert "Secrets readable with the suspected key" not in again.stdout
     assert "No leak checklist: the database is under the new key already" in again.stderr
+
+
+def test_an_incident_rerun_does_not_call_zips_already_under_the_new_key_exposed(trek4: TrekCopy,
+                                                                              tmp_path: Path) -> None:
+    """Run again, the checklist's copies were checked with the key in .encryption_key (the new one by then): the
+    ZIPs the first run re-encrypted were listed as "the suspected key opens all ... re-encrypt it or delete it"."""
+    folder = trek4.data_dir / "backups"
+    folder.mkdir()
+    zip_path = build_backup_zip(trek4.db, folder / "backup-2026-01-01T00-00-00.zip")
+    args = [*_incident(trek4, tmp_path), "--rekey-backups"]
+    first = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.stderr
+    again = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout.startswith(f"Secrets readable with the suspected key: {len(trek4.encrypted_entries())} (")
+    assert str(zip_path) not in again.stdout

@@ -433,3 +433,62 @@ def test_a_compaction_stopped_by_another_program_after_the_commit_says_so(tmp_pa
     assert "compacting the database failed" in stderr, stderr
     assert "another program opened the database after the commit" in stderr and "free some space" not in stderr
     assert inspect(scenario).under == "new"
+
+
+def test_a_signal_once_the_session_secret_is_replaced_gives_a_rerun_that_does_not_replace_it_again(
+        tmp_path: Path) -> None:
+    """"Nothing else was left to do; the command below only confirms it" gave a command with --rotate-jwt-secret,
+    which signed everyone out a second time."""
+    scenario = make_scenario(tmp_path)
+    jwt = scenario.data_dir / ".jwt_secret"
+    jwt.write_text("the session secret before\n")
+    result = interrupted(tmp_path, rotate_args(scenario, "--rotate-jwt-secret"), "jwt-replaced:1", signal.SIGINT)
+    assert result.returncode == 13, result.stderr
+    assert "Nothing else was left to do" in result.stderr
+    command = result.stderr.split("To finish, run the same command again:\n", 1)[1].splitlines()[0]
+    assert "--rotate-jwt-secret" not in command
+    replaced = jwt.read_bytes()
+    assert replaced != b"the session secret before\n"
+    assert rerun(result.stderr).returncode == 0
+    assert jwt.read_bytes() == replaced
+
+
+def test_a_kill_after_the_commit_with_backup_path_keeps_that_backup_in_the_rerun(tmp_path: Path) -> None:
+    """The printed rerun dropped --backup PATH: the old key was saved apart from that backup and no restore line
+    named it."""
+    scenario = make_scenario(tmp_path)
+    backup = tmp_path / "before-rotation.db"
+    args = rotate_args(scenario, "--backup", str(backup))
+    killed = subprocess.run([sys.executable, "-m", "tests.kill_at", *args], env=environment("after-commit"),
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    line = next(line for line in killed.stderr.splitlines() if line.startswith("Writing now."))
+    assert "run the same command again" in line  # no generated key: the same command, --backup PATH with it
+    finished = subprocess.run([sys.executable, "-m", "keyrotate", *args], env=environment(), capture_output=True,
+                              text=True, timeout=120, check=False)
+    assert finished.returncode == 0, finished.stderr
+    assert Path(f"{backup}.key").read_text() == OLD_TEXT
+    assert f"{backup}" in finished.stderr and "To restore it and the old key" in finished.stderr
+
+
+def test_a_generated_key_incident_run_killed_after_its_commit_names_a_rerun_with_the_checklist(
+        tmp_path: Path) -> None:
+    """The "Writing now" command left --incident out: run as printed after a kill, it finished the rotation and
+    printed no checklist, the one thing the operator ran it for."""
+    scenario = make_scenario(tmp_path)
+    out = tmp_path / "generated.key"
+    args = ["rotate", "--data-dir", str(scenario.data_dir), "--generate-new-key", "--new-key-out", str(out),
+            "--workers", "0", "--incident"]
+    killed = subprocess.run([sys.executable, "-m", "tests.kill_at", *args], env=environment("after-verify"),
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    line = next(line for line in killed.stderr.splitlines() if line.startswith("Writing now."))
+    words = shlex.split(line.split("run this command: ", 1)[1].rsplit(": it finishes the job.", 1)[0])
+    assert "--incident" in words
+    finished = subprocess.run([sys.executable, "-m", "keyrotate", *words[1:]], env=environment(),
+                              capture_output=True, text=True, timeout=120, check=False)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.startswith("Secrets readable with the suspected key: ")
+    assert not finished.stdout.startswith("Secrets readable with the suspected key: 0 ")
+    said = next(line for line in finished.stderr.splitlines() if line.startswith("The leak checklist is of "))
+    assert ".keyrotate-backup-" in said  # the database is rotated: what the old key opened is in the backup

@@ -64,7 +64,16 @@ def incident_before(rotation: RotationRun) -> ExposureReport | None:
     other_forms = with_other_forms(suspected)  # as `exposure` does: what the leaked text opens, in either form
     exposure = find_exposure(source, suspected, busy_timeout=rotation.args.wait, check_copies=False,
                              keep_secrets=False, data_dir=rotation.path.parent)
+    later = newest_backup(rotation.path) if backup is None and not exposure.exposed else None
+    if later is not None:  # an earlier run committed before it wrote the key file: the old key opens its backup
+        in_backup = find_exposure(later, suspected, busy_timeout=rotation.args.wait, check_copies=False,
+                                  keep_secrets=False, data_dir=rotation.path.parent)
+        if in_backup.exposed:
+            say(f"The leak checklist is of {later}, the earlier run's copy from before its rotation.",
+                quiet=rotation.args.silent)
+            exposure = in_backup
     say_what_other_forms_opened(exposure, other_forms)
+    rotation.suspected[:] = suspected
     return exposure
 
 
@@ -80,7 +89,7 @@ def incident_despite_failure(exposure: ExposureReport | None, rotation: Rotation
         return
     from keyrotate.operations.exposure_copies import find_exposed_copies  # --incident only
 
-    copies = find_exposed_copies(rotation.path, rotation.keys.old, on_copy=_checking(rotation))
+    copies = find_exposed_copies(rotation.path, rotation.suspected or rotation.keys.old, on_copy=_checking(rotation))
     show_despite_failure(dataclasses.replace(exposure, copies=copies), rotation, error)
 
 
@@ -113,7 +122,8 @@ def incident_after(rotation: RotationRun, exposure: ExposureReport) -> ExposureR
     """The checklist once the rotation is done: with the copies still under the old key now (its backup included)."""
     from keyrotate.operations.exposure_copies import find_exposed_copies  # --incident only
 
-    return dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, rotation.keys.old, on_copy=_checking(rotation)))
+    suspected = rotation.suspected or rotation.keys.old
+    return dataclasses.replace(exposure, copies=find_exposed_copies(rotation.path, suspected, on_copy=_checking(rotation)))
 
 
 def ticked_off(exposure: ExposureReport, done: dict[str, str]) -> ExposureReport:

@@ -17,9 +17,10 @@ from keyrotate.errors import CancelledError, InterruptedAfterCommitError
 from keyrotate.interrupts import ROLLED_BACK, Interrupted, signal_number
 from keyrotate.rotation.report import RotationReport
 
-# rotate options a rerun after the commit leaves out: the backup exists now, a dry run never commits, the new
-# key is no longer generated but read from where it was saved, and the leak checklist needs the old key.
-_NOT_RERUN = {"backup_path", "no_backup", "dry_run", "generate_new_key", "new_key_out", "incident"}
+# rotate options a rerun leaves out: a dry run never commits, and the new key is no longer generated but read
+# from where it was saved. (--backup PATH stays: a rerun saves the old key beside that backup; --incident stays:
+# a rerun reads the checklist from the pre-rotation backup.)
+_NOT_RERUN = {"dry_run", "generate_new_key", "new_key_out"}
 
 
 def signal_name(interrupt: KeyboardInterrupt) -> str:
@@ -36,13 +37,15 @@ def stopped_before_commit(interrupt: KeyboardInterrupt, unused_new_key: Path | N
     return CancelledError(f"Interrupted ({signal_name(interrupt)}); {what}.{note}")
 
 
-def rerun_command(new_key_out: Path | None) -> str:
-    """The running ``rotate`` command as it must be given again to finish the job."""
+def rerun_command(new_key_out: Path | None, *, done: frozenset[str] = frozenset()) -> str:
+    """The running ``rotate`` command as it must be given again to finish the job; ``done``: options (parameter
+    names) whose work is done and must not be done twice (--rotate-jwt-secret signs everyone out again)."""
     context = click.get_current_context()
     words = ["keyrotate", context.info_name or "rotate"]
     for param in context.command.params:
         value = context.params.get(param.name or "")
-        if not isinstance(param, click.Option) or param.name in _NOT_RERUN or value in (None, (), param.default):
+        if (not isinstance(param, click.Option) or param.name in _NOT_RERUN or param.name in done
+                or value in (None, (), param.default)):
             continue
         flag = max(param.opts, key=len)
         if param.is_flag:

@@ -281,8 +281,10 @@ def _stopped_after_commit(rotation: RotationRun, report: RotationReport, signame
     jwt_left = _jwt_secret_left(rotation, extras)
     if jwt_left:
         left.append(f"{rotation.path.parent / '.jwt_secret'} still holds the old session secret")
-    error = stopped_after_commit(signame, report, left=left, rerun=rerun_command(rotation.generated_key_file))
-    if exposure is not None:  # read before the rotation: the rerun cannot read it again (its old key is gone)
+    finished = frozenset() if jwt_left or not rotation.args.rotate_jwt_secret else frozenset({"rotate_jwt_secret"})
+    error = stopped_after_commit(signame, report, left=left, rerun=rerun_command(rotation.generated_key_file,
+                                                                                done=finished))
+    if exposure is not None:  # read before the rotation (the rerun reads it from the backup, when there is one)
         show_despite_failure(incident_final(rotation, report, extras.exposure or exposure, jwt_replaced=not jwt_left
                                             and rotation.args.rotate_jwt_secret), rotation, error, committed=True)
     return error

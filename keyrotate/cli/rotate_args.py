@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyrotate.trek.keys import Key
@@ -62,6 +62,8 @@ class RotationRun:
     args: RotateArgs
     path: Path
     keys: RotationKeys
+    # --incident: the keys the checklist is of (the old ones, or on a rerun the key saved beside the backup)
+    suspected: list[Key] = field(default_factory=list, repr=False)
 
     @property
     def new_key_file(self) -> Path | None:

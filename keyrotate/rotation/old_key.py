@@ -88,7 +88,8 @@ def _key_before(key_file: Path, fallback: Path | None) -> tuple[Key, Path] | Non
 
 def earlier_backup(options: RotateOptions, key_file: Path) -> Path | None:
     """The backup of an earlier run stopped after its commit, before it saved the old key, so the old key can
-    join it: keyrotate's newest backup next to the database, if its secrets open under the key TREK reads now.
+    join it: the --backup PATH given, else keyrotate's newest backup next to the database, if its secrets open
+    under the key TREK reads now.
 
     Backups of runs that never committed are removed before this is asked; None when nothing fits, or when
     the old key is not to be saved (--discard-old-key).
@@ -98,7 +99,8 @@ def earlier_backup(options: RotateOptions, key_file: Path) -> Path | None:
         found = _key_before(key_file, options.fallback_key_file) if options.save_old_key else None
     except (OSError, UnicodeDecodeError):
         return None
-    newest = newest_backup(db_path)
+    given = options.backup_path  # a rerun with --backup PATH: that run's backup is there
+    newest = given if given is not None and given.is_file() and not given.is_symlink() else newest_backup(db_path)
     if found is None or newest is None:
         return None
     try:
