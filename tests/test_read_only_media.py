@@ -124,3 +124,15 @@ def test_a_crash_journal_on_a_read_only_mount_says_what_to_do(trek4: TrekCopy, r
     result = run_keyrotate(["verify", "--data-dir", str(read_only_copy)])
     assert result.returncode == ExitCode.CANNOT_WRITE, result.stderr
     assert "the journal of a write that stopped halfway" in result.stderr and "cp -a" in result.stderr
+
+
+def test_a_dry_run_on_a_database_whose_wal_holds_changes_still_runs(trek4: TrekCopy, tmp_path: Path) -> None:
+    """A rotation takes the write lock even as a dry run: a read-only connection there failed with "cannot be
+    written (attempt to write a readonly database)"."""
+    crashed = _stopped_with_changes_in_its_wal(trek4, tmp_path, Cipher(trek4.key, Scheme.API).seal(b"in the wal"))
+    new_key = tmp_path / "new.key"
+    new_key.write_text("a new key for the dry run, long enough 0123456789\n")
+    new_key.chmod(0o600)
+    result = run_keyrotate(["rotate", "--data-dir", str(crashed), "--new-key-file", str(new_key), "--dry-run"])
+    assert result.returncode == 0, result.stderr
+    assert "Dry run: nothing was written." in result.stderr

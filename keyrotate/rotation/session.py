@@ -39,7 +39,7 @@ class ReadSession:
         return twin
 
 
-def open_database(path: Path, busy_timeout: float, *, for_writing: bool,
+def open_database(path: Path, busy_timeout: float, *, for_writing: bool, reading_only: bool = False,
                   backup_checks: bool = False) -> tuple[sqlite3.Connection, DatabaseInfo, IntegrityCheck]:
     """A connection to a database whose header and schema are checked (TREK's), what its schema says, and
     SQLite's integrity check of it, still running on a connection and thread of its own.
@@ -48,11 +48,13 @@ def open_database(path: Path, busy_timeout: float, *, for_writing: bool,
     verdict (:meth:`IntegrityCheck.wait`) before it trusts what it read or commits anything. With
     ``backup_checks`` (a rotation that backs the database up first) the check waits to be needed: the
     backup's own check of its page-for-page copy usually gives the verdict (:meth:`IntegrityCheck.covered`).
+    ``reading_only``: the caller never takes the write lock (a rotation does, even a dry run), so a ``-wal``
+    holding changes is read through a read-only connection and left as it is (see :func:`connect`).
     """
     check_sqlite_header(path)
     if for_writing:
         check_writable(path)
-    conn = connect(path, busy_timeout=busy_timeout, for_writing=for_writing)
+    conn = connect(path, busy_timeout=busy_timeout, for_writing=not reading_only)  # a dry run locks too
     integrity = IntegrityCheck(path, busy_timeout, at_once=not backup_checks)
     try:
         info = inspect_database(conn, path)  # its error ("not TREK") wins: the check is stopped, not awaited
@@ -153,7 +155,7 @@ def read_session(db_path: Path, busy_timeout: float, *, twin: bool = False,
     The integrity check runs beside the whole read and has the last word; with ``checked_first`` (for
     work that shows what it finds as it goes) its verdict comes before anything is read.
     """
-    conn, info, integrity = open_database(db_path, busy_timeout, for_writing=False)
+    conn, info, integrity = open_database(db_path, busy_timeout, for_writing=False, reading_only=True)
     session = ReadSession(conn, info, ())
     try:
         with damage_first(integrity):
