@@ -96,6 +96,7 @@ def test_a_copy_that_cannot_be_read_is_listed_as_assumed_open(trek4: TrekCopy) -
     damaged.write_bytes(trek4.db.read_bytes()[:4096] + b"\xff" * 8192)  # SQLite's header, then garbage
     note = copies_of(exposure(trek4.data_dir))[str(damaged)]["note"]
     assert note.startswith("could not be checked (") and "assume it opens with the suspected key" in note
+    assert "Restore it from a backup" not in note  # travel.db's advice, not a copy's
 
 
 def test_keys_stolen_with_the_directory_are_tried_and_named(trek4: TrekCopy, tmp_path: Path) -> None:
@@ -243,3 +244,23 @@ def test_a_copy_named_with_control_characters_is_printed_escaped(trek4: TrekCopy
     assert result.exit_code == 0, result.stderr
     assert "travel.db.bak\\n[x] all clear" in result.stderr
     assert not any(line.startswith("[x] all clear") for line in result.stderr.splitlines())
+
+
+def test_a_copy_with_its_own_wal_is_listed_with_it(trek4: TrekCopy, tmp_path: Path) -> None:
+    """The checklist said to delete travel.db.bak, not travel.db.bak-wal beside it: deleted as told, the -wal
+    still held values the leaked key opens."""
+    work = tmp_path / "w.db"
+    shutil.copyfile(trek4.db, work)
+    writer = sqlite3.connect(work)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("UPDATE users SET maps_api_key = ? WHERE id = 5",
+                   (Cipher(trek4.key, Scheme.API).seal(b"only in the copy's wal"),))
+    writer.commit()
+    bak = trek4.data_dir / "travel.db.bak"
+    shutil.copyfile(work, bak)
+    shutil.copyfile(f"{work}-wal", f"{bak}-wal")  # as copied while its writer was still running
+    writer.close()
+    copy = copies_of(exposure(trek4.data_dir))[str(bak)]
+    assert "Delete travel.db.bak-wal" in copy["note"]
+    assert Path(f"{bak}-wal").stat().st_size > 0  # read, not folded into the copy

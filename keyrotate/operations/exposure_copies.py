@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keyrotate.errors import KeyrotateError, NotTrekError
+from keyrotate.errors import KeyrotateError, NotADatabaseError, NotTrekError
 from keyrotate.operations.backup_extract import extracted_from, leftover_extractions
 from keyrotate.operations.backup_zips import KeyVerdict, Opens, find_backups, inspect_backup, verdicts
 from keyrotate.operations.exposure_files import FoundKeys, files_beside, keys_in_files
@@ -98,13 +98,15 @@ def _database_copy(path: Path, db_path: Path, trial: Sequence[Key], suspected: i
     except NotTrekError:
         return None  # another program's database: not a copy of TREK's
     except (KeyrotateError, OSError) as exc:
-        reason = exc.message if isinstance(exc, KeyrotateError) else str(exc)
-        return ExposedCopy(str(path), kind, f"could not be checked ({reason}); {ASSUME}: {COPY_ACTION}")
+        reason = ("it is damaged or not a whole database" if isinstance(exc, NotADatabaseError)
+                  else exc.message if isinstance(exc, KeyrotateError) else str(exc))
+        return ExposedCopy(str(path), kind, f"could not be checked ({reason}); {ASSUME}: {COPY_ACTION}"
+                           + _side_files(path))
     opens = _opens(verdict, suspected, path.name, opened_by_other)
     if opens is None:
         return None
     words, opened_by = opens
-    note = f"{words}; {COPY_ACTION}"
+    note = f"{words}; {COPY_ACTION}" + _side_files(path)
     mode = _mode(path)
     if mode is not None and mode & 0o077:
         note += f" It is readable by other users (mode {mode:04o}): `{shlex.join(['chmod', '600', str(path.absolute())])}` now."
@@ -112,6 +114,12 @@ def _database_copy(path: Path, db_path: Path, trial: Sequence[Key], suspected: i
     if key in keys.holding_suspected:
         note += f" The old key itself is saved beside it in {key}: delete both together."
     return ExposedCopy(str(path), kind, note, opened_by)
+
+
+def _side_files(copy: Path) -> str:
+    """The copy's -wal (part of the copy: it can hold secrets the main file does not) and -shm, to go with it."""
+    side = [f"{copy.name}{suffix}" for suffix in ("-wal", "-shm", "-journal") if Path(f"{copy}{suffix}").exists()]
+    return f" Delete {' and '.join(side)} beside it with it: part of the same copy." if side else ""
 
 
 def _under_other_keys(db_path: Path, others: Sequence[Key], opened_by_other: dict[str, list[str]]) -> list[ExposedCopy]:
