@@ -509,3 +509,18 @@ def test_an_incident_rerun_does_not_call_zips_already_under_the_new_key_exposed(
     assert again.exit_code == 0, again.stderr
     assert again.stdout.startswith(f"Secrets readable with the suspected key: {len(trek4.encrypted_entries())} (")
     assert str(zip_path) not in again.stdout
+
+
+def test_on_a_fallback_install_the_final_checklist_names_the_saved_session_secret_not_the_new_one(
+        trek4: TrekCopy, tmp_path: Path) -> None:
+    """The copies were checked before --rotate-jwt-secret replaced .jwt_secret: the checklist said to delete
+    .jwt_secret ("file holding the suspected key"), already replaced, and never named <backup>.jwt_secret, which
+    holds the leaked key (on such an install the session secret is the key)."""
+    jwt = trek4.data_dir / ".jwt_secret"
+    jwt.write_text(trek4.key.reveal() + "\n")
+    (trek4.data_dir / ".encryption_key").unlink()
+    result = CliRunner().invoke(main, [*_incident(trek4, tmp_path), "--rotate-jwt-secret"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    holding = [line for line in result.stdout.splitlines() if "(file holding the suspected key)" in line]
+    assert holding and all(".keyrotate-backup-" in line for line in holding), holding
+    assert any(line.split(" (file holding")[0].endswith(".jwt_secret") for line in holding)

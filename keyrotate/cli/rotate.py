@@ -11,6 +11,7 @@ import click
 
 from keyrotate import interrupts
 from keyrotate.cli.incident import (
+    incident_after,
     incident_before,
     incident_despite_failure,
     incident_final,
@@ -155,11 +156,12 @@ def _finish(rotation: RotationRun, report: RotationReport, exposure: ExposureRep
     args = rotation.args
     # After a commit the summary leaves out the report's next steps: finish_rotation prints fuller operator steps.
     say(render(report, "text"), quiet=args.silent)
-    finish_rotation(rotation, report, exposure, extras)
+    finish_rotation(rotation, report, extras)
     if args.rotate_jwt_secret and args.data_dir is not None:
-        _replace_jwt_secret(rotation, report, args.data_dir, extras)
-    if extras.exposure is not None:
-        extras.exposure = incident_final(rotation, report, extras.exposure, jwt_replaced=extras.jwt_replaced)
+        _replace_jwt_secret(rotation, report, args.data_dir, exposure, extras)
+    if exposure is not None:  # the copies are looked at last: .jwt_secret replaced, the old one saved beside the backup
+        extras.exposure = incident_final(rotation, report, incident_after(rotation, exposure),
+                                         jwt_replaced=extras.jwt_replaced)
         extras.json["exposure"] = incident_json(extras.exposure)
     extras.exit_code = int(ExitCode.UNDECRYPTABLE if extras.zips_left else ExitCode.OK)
     with interrupts.held_back():  # the report comes out whole; a signal meanwhile arrives once all is done
@@ -171,7 +173,8 @@ def _finish(rotation: RotationRun, report: RotationReport, exposure: ExposureRep
     return extras.exit_code
 
 
-def _replace_jwt_secret(rotation: RotationRun, report: RotationReport, data_dir: Path, extras: RotationExtras) -> None:
+def _replace_jwt_secret(rotation: RotationRun, report: RotationReport, data_dir: Path,
+                        exposure: ExposureReport | None, extras: RotationExtras) -> None:
     """--rotate-jwt-secret, once the rotation is done; if it fails, --incident's checklist is still printed first."""
     from keyrotate.cli.jwt_secret import jwt_after_rotation  # --rotate-jwt-secret only: a plain rotate skips it
 
@@ -182,8 +185,8 @@ def _replace_jwt_secret(rotation: RotationRun, report: RotationReport, data_dir:
         extras.json["jwt_secret"] = jwt_after_rotation(report, data_dir, audit=not args.no_audit_log,
                                                        wait=args.wait, quiet=args.silent)
     except KeyrotateError as error:  # after the commit: the checklist must not be lost with the run's end
-        if extras.exposure is not None:
-            show_despite_failure(incident_final(rotation, report, extras.exposure, jwt_replaced=False),
+        if exposure is not None:
+            show_despite_failure(incident_final(rotation, report, incident_after(rotation, exposure), jwt_replaced=False),
                                  rotation, error, committed=report.committed)
         raise
 

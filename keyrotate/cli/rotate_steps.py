@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from keyrotate.cli.incident import incident_after, incident_json
 from keyrotate.cli.inputs import default_old_keys
 from keyrotate.cli.interrupted import stopped_before_commit
 from keyrotate.cli.render import render
@@ -146,16 +145,12 @@ class RotationOutcome:
         return {**self.report.to_json(), **self.extras.json}
 
 
-def finish_rotation(rotation: RotationRun, report: RotationReport, exposure: ExposureReport | None,
-                    extras: RotationExtras) -> None:
-    """Everything after the engine's report: backup ZIPs, the leak checklist, the operator's steps."""
+def finish_rotation(rotation: RotationRun, report: RotationReport, extras: RotationExtras) -> None:
+    """What follows the engine's report: backup ZIPs, the operator's steps."""
     if rotation.args.rekey_backups:
         _rekey_zips(rotation, report, extras)
     elif report.committed:
         _zips_left_under_old_key(rotation, report, extras)
-    if exposure is not None:
-        extras.exposure = incident_after(rotation, exposure)
-        extras.json["exposure"] = incident_json(extras.exposure)
     if report.committed:
         operator_steps(rotation, report, extras)
 
