@@ -20,9 +20,11 @@ def refuse_contradictions(args: RotateArgs, path: Path) -> None:
         raise click.UsageError("Give the new key once: --new-key-file or --new-key-env.")
     if args.rotate_jwt_secret and args.data_dir is None:
         raise click.UsageError("--rotate-jwt-secret needs --data-dir (the directory holding .jwt_secret).")
-    if args.rotate_jwt_secret and args.data_dir is not None and not (args.data_dir / ".jwt_secret").is_file():
-        raise InputNotFoundError(f"--rotate-jwt-secret: {args.data_dir / '.jwt_secret'} does not exist, so there is "
-                                 "no session secret to replace (TREK makes one at its first start). Drop the option.")
+    jwt = args.data_dir / ".jwt_secret" if args.rotate_jwt_secret and args.data_dir is not None else None
+    if jwt is not None and not jwt.is_file():
+        what = "is not a file" if os.path.lexists(jwt) else "does not exist"
+        raise InputNotFoundError(f"--rotate-jwt-secret: {jwt} {what}, so there is no session secret to replace "
+                                 "(TREK makes one at its first start). Drop the option, or see what is there first.")
     if args.backup_path and args.no_backup:
         raise click.UsageError("--backup and --no-backup contradict each other.")
     if args.discard_old_key and args.rotate_jwt_secret and args.data_dir is not None and not args.dry_run:
