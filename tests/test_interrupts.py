@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from keyrotate import interrupts
 from keyrotate.cli.app import main
+from keyrotate.errors import CannotWriteError
 from keyrotate.rotation.reading import RangeWriter
 from keyrotate.rotation.targets import LocationTarget
 from keyrotate.rotation.verify import verify_database
@@ -492,3 +493,27 @@ def test_a_generated_key_incident_run_killed_after_its_commit_names_a_rerun_with
     assert not finished.stdout.startswith("Secrets readable with the suspected key: 0 ")
     said = next(line for line in finished.stderr.splitlines() if line.startswith("The leak checklist is of "))
     assert ".keyrotate-backup-" in said  # the database is rotated: what the old key opened is in the backup
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device", "backups/x"),
+                                     CannotWriteError("Cannot create backups/x: No space left on device.")],
+                         ids=["OSError", "KeyrotateError"])
+def test_any_failure_after_the_commit_is_exit_13_with_what_is_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    failure: Exception) -> None:
+    """A step after the engine's COMMIT that failed in a way nothing named (an error of the file system, of a
+    later step) ended with exit 11 and "committed": false, of a database every secret was under the new key in.
+    The failure is injected into the step after the commit; the rotation itself is real."""
+    from keyrotate.cli import rotate as rotate_command
+
+    def failing(*_args: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(rotate_command, "finish_rotation", failing)
+    scenario = make_scenario(tmp_path)
+    result = CliRunner().invoke(main, [*rotate_args(scenario), "--json"], catch_exceptions=False)
+    assert result.exit_code == 13, result.output
+    document = json.loads(result.stdout)
+    assert document["error"]["committed"] is True
+    assert "Stopped by an error (" in document["error"]["message"]
+    assert "after the commit" in document["error"]["message"] and "run the same command again" in document["error"]["message"]
+    assert inspect(scenario).under == "new"

@@ -58,9 +58,10 @@ def rerun_command(new_key_out: Path | None, *, done: frozenset[str] = frozenset(
     return shlex.join(words)
 
 
-def stopped_after_commit(signame: str, report: RotationReport, *, left: list[str], rerun: str
+def stopped_after_commit(why: str, report: RotationReport, *, left: list[str], rerun: str
                          ) -> InterruptedAfterCommitError:
-    """Exit 13: the database is rotated; what is done, what is left, and the command that finishes it."""
+    """Exit 13: the database is rotated; ``why`` it stopped ("Interrupted (SIGINT)"), what is done, what is left,
+    and the command that finishes it."""
     done = [f"every secret in {report.database} is under the new key and verified"]
     if report.key_file_written:
         done.append(f"{report.key_file_written} holds the new key")
@@ -71,6 +72,6 @@ def stopped_after_commit(signame: str, report: RotationReport, *, left: list[str
     else:
         not_done = "Nothing else was left to do; the command below only confirms it."
     return InterruptedAfterCommitError(
-        f"Interrupted ({signame}) after the commit. Done: {'; '.join(done)}. {not_done}\n"
+        f"{why} after the commit. Done: {'; '.join(done)}. {not_done}\n"
         f"To finish, run the same command again:\n  {rerun}"
     )

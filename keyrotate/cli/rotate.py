@@ -138,6 +138,7 @@ def _rotate(args: RotateArgs) -> int:
     rotation = RotationRun(args, path, _rotation_keys(args, path))
     report, stopped_by, exposure = _run_engine(rotation, _rotate_options(rotation))
     extras = RotationExtras()
+    why = f"Interrupted ({stopped_by})"
     try:
         if stopped_by is None:
             return _finish(rotation, report, exposure, extras)
@@ -146,8 +147,13 @@ def _rotate(args: RotateArgs) -> int:
             raise  # nothing was written: the plain "interrupted" is true
         if extras.finished:  # the last byte of the report was out: the run had done everything
             return extras.exit_code
-        stopped_by = signal_name(interrupt)
-    raise _stopped_after_commit(rotation, report, stopped_by, exposure, extras)
+        why = f"Interrupted ({signal_name(interrupt)})"
+    except (KeyrotateError, OSError) as error:  # past the engine the database is rotated: never "nothing changed"
+        if report.dry_run or (isinstance(error, KeyrotateError) and error.committed):
+            raise
+        reason = error.message if isinstance(error, KeyrotateError) else f"{error.strerror or error} ({error.filename})"
+        why = f"Stopped by an error ({reason})"
+    raise _stopped_after_commit(rotation, report, why, exposure, extras)
 
 
 def _finish(rotation: RotationRun, report: RotationReport, exposure: ExposureReport | None,
@@ -268,7 +274,7 @@ def _notice(rotation: RotationRun) -> Callable[[str], None]:
     return lambda line: say(line.replace("run the same command again", again))
 
 
-def _stopped_after_commit(rotation: RotationRun, report: RotationReport, signame: str,
+def _stopped_after_commit(rotation: RotationRun, report: RotationReport, why: str,
                           exposure: ExposureReport | None, extras: RotationExtras) -> KeyrotateError:
     """Exit 13: what is done, what is left (ZIPs, .jwt_secret), the command that finishes it, and the checklist."""
     if "operator_steps" not in extras.json:  # the steps for TREK still apply
@@ -285,7 +291,7 @@ def _stopped_after_commit(rotation: RotationRun, report: RotationReport, signame
     if jwt_left:
         left.append(f"{rotation.path.parent / '.jwt_secret'} still holds the old session secret")
     finished = frozenset() if jwt_left or not rotation.args.rotate_jwt_secret else frozenset({"rotate_jwt_secret"})
-    error = stopped_after_commit(signame, report, left=left, rerun=rerun_command(rotation.generated_key_file,
+    error = stopped_after_commit(why, report, left=left, rerun=rerun_command(rotation.generated_key_file,
                                                                                 done=finished))
     if exposure is not None:  # read before the rotation (the rerun reads it from the backup, when there is one)
         show_despite_failure(incident_final(rotation, report, extras.exposure or exposure, jwt_replaced=not jwt_left
