@@ -517,3 +517,41 @@ def test_any_failure_after_the_commit_is_exit_13_with_what_is_left(tmp_path: Pat
     assert "Stopped by an error (" in document["error"]["message"]
     assert "after the commit" in document["error"]["message"] and "run the same command again" in document["error"]["message"]
     assert inspect(scenario).under == "new"
+
+
+@pytest.mark.parametrize("point", ["after-verify", "key-file-renamed"])
+def test_an_incident_rerun_with_backup_path_reads_its_checklist_and_zip_keys_from_that_backup(
+        tmp_path: Path, point: str) -> None:
+    """With --backup PATH the rerun looked only beside travel.db: "Secrets readable ...: 0" (killed before the key
+    file was written), or no checklist and every ZIP "left as it is" with exit 8 (killed after)."""
+    scenario = make_scenario(tmp_path)
+    zips = _with_backups(scenario, tmp_path, 1)
+    backup = tmp_path / "elsewhere" / "pre.db"
+    backup.parent.mkdir()
+    args = rotate_args(scenario, "--backup", str(backup), "--incident", "--rekey-backups")
+    killed = subprocess.run([sys.executable, "-m", "tests.kill_at", *args], env=environment(point),
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    again = subprocess.run([sys.executable, "-m", "keyrotate", *args], env=environment(), capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("Secrets readable with the suspected key: ")
+    assert not again.stdout.startswith("Secrets readable with the suspected key: 0 ")
+    assert f"The leak checklist is of {backup}" in again.stderr
+    assert "LEFT AS IT IS" not in again.stdout + again.stderr and _zip_keys(scenario, zips) == ["new"]
+
+
+def test_an_incident_rerun_after_discard_old_key_gives_no_checklist_of_the_new_key(tmp_path: Path) -> None:
+    """The rerun labelled the new key (in .encryption_key by then) "the suspected key" and listed the ZIPs it had
+    re-encrypted as exposed, exit 8."""
+    scenario = make_scenario(tmp_path)
+    zips = _with_backups(scenario, tmp_path, 1)
+    args = rotate_args(scenario, "--discard-old-key", "--incident", "--rekey-backups")
+    first = subprocess.run([sys.executable, "-m", "keyrotate", *args], env=environment(), capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run([sys.executable, "-m", "keyrotate", *args], env=environment(), capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert again.returncode == 0, again.stderr
+    assert "No leak checklist: the database is under the new key already and the old key was not kept" in again.stderr
+    assert str(zips[0]) not in again.stdout and _zip_keys(scenario, zips) == ["new"]

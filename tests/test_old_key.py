@@ -359,3 +359,12 @@ def test_the_key_in_use_or_a_copy_of_the_session_secret_is_no_new_key(trek4: Tre
     assert copied.returncode == 6, copied.stderr
     assert "TREK's session secret (a copy of it?)" in copied.stderr
     assert {p.name: p.read_bytes() for p in trek4.data_dir.iterdir()} == before
+
+
+def test_a_copy_of_the_key_in_use_given_as_the_new_key_is_warned_about(trek4: TrekCopy, tmp_path: Path) -> None:
+    """It ended "already holds the new key ... nothing to do", exit 0 and not a word more: the leaked key stayed."""
+    copy = tmp_path / "candidate.key"
+    copy.write_bytes((trek4.data_dir / ".encryption_key").read_bytes())
+    result = run_keyrotate(["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(copy), "--yes"])
+    assert "The new key given is the key TREK already uses" in result.stderr, result.stderr
+    assert "nothing will be rotated and it stays in use" in result.stderr

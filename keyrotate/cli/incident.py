@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from keyrotate.cli.inputs import default_old_keys
+from keyrotate.cli.inputs import kept_old_keys
 from keyrotate.cli.key_forms import say_what_other_forms_opened, with_other_forms
 from keyrotate.cli.printable import printable
 from keyrotate.cli.render import emit
@@ -24,6 +24,7 @@ from keyrotate.errors import KeyrotateError
 from keyrotate.rotation.old_key import newest_backup
 from keyrotate.rotation.report import RotationReport
 from keyrotate.trek.beyond import INVITES, JOURNEY_LINKS, SESSION_SECRET, SHARE_LINKS, Finding
+from keyrotate.trek.keys import Key
 
 if TYPE_CHECKING:
     from keyrotate.operations.exposure import ExposureReport
@@ -38,43 +39,53 @@ NEW_FILES_READABLE = "new key files readable by every local user"
 
 
 def incident_before(rotation: RotationRun) -> ExposureReport | None:
-    """The secrets the old key opens, read before the rotation changes them."""
+    """The secrets the old key opens, read before the rotation changes them (on a rerun after a commit: read
+    from that run's backup, with the old key it saved)."""
     if not rotation.args.incident:
         return None
     from keyrotate.operations.exposure import find_exposure  # --incident only: see the note at the top
 
-    source, suspected, new = rotation.path, rotation.keys.old, rotation.keys.new
+    def exposure_of(source: Path, keys: list[Key]) -> ExposureReport:
+        return find_exposure(source, keys, busy_timeout=rotation.args.wait, check_copies=False, keep_secrets=False,
+                             data_dir=rotation.path.parent)
+
+    new, backup = rotation.keys.new, this_runs_backup(rotation)
+    suspected = list(rotation.keys.old)
     # Run again after a commit: the key file (the "old" key read from it) may be the new key already.
-    rotated_before = rotation.keys.reused or any(key.same_secret_as(new) for key in suspected)
-    backup = newest_backup(rotation.path) if rotated_before else None
-    if backup is not None:  # an earlier run rotated the database: what the old key opened is in its backup
-        source = backup
-        with suppress(KeyrotateError):  # the old key may be in the key file still, or saved beside the backup
-            suspected = default_old_keys(rotation.args.data_dir, suspected, new) or suspected
+    if rotation.keys.reused or any(key.same_secret_as(new) for key in suspected):
+        suspected = kept_old_keys(rotation.args.data_dir, suspected, new, backup)
+        if backup is None or not suspected:
+            why = ("the old key was not kept (--discard-old-key)" if backup is not None else
+                   "no copy from before the rotation is there (--no-backup, or it was removed)")
+            say(f"No leak checklist: the database is under the new key already and {why}. Run `keyrotate exposure` "
+                "with the suspected key on a copy made before the rotation.", quiet=rotation.args.quiet)
+            return None
         say(f"The leak checklist is of {backup}, the earlier run's copy from before its rotation.",
             quiet=rotation.args.silent)
-    elif rotated_before:
-        suspected = [key for key in suspected if not key.same_secret_as(new)]
-        if not suspected:
-            say("No leak checklist: the database is under the new key already and no copy from before the rotation "
-                "is beside it. Run `keyrotate exposure` with the suspected key on a copy made before the rotation.",
-                quiet=rotation.args.quiet)
-            return None
-    suspected = list(suspected)
+        source = backup
+    else:
+        source = rotation.path
     other_forms = with_other_forms(suspected)  # as `exposure` does: what the leaked text opens, in either form
-    exposure = find_exposure(source, suspected, busy_timeout=rotation.args.wait, check_copies=False,
-                             keep_secrets=False, data_dir=rotation.path.parent)
-    later = newest_backup(rotation.path) if backup is None and not exposure.exposed else None
-    if later is not None:  # an earlier run committed before it wrote the key file: the old key opens its backup
-        in_backup = find_exposure(later, suspected, busy_timeout=rotation.args.wait, check_copies=False,
-                                  keep_secrets=False, data_dir=rotation.path.parent)
+    exposure = exposure_of(source, suspected)
+    if source == rotation.path and not exposure.exposed and backup is not None:
+        in_backup = exposure_of(backup, suspected)  # a run that committed before it wrote the key file
         if in_backup.exposed:
-            say(f"The leak checklist is of {later}, the earlier run's copy from before its rotation.",
+            say(f"The leak checklist is of {backup}, the earlier run's copy from before its rotation.",
                 quiet=rotation.args.silent)
             exposure = in_backup
     say_what_other_forms_opened(exposure, other_forms)
     rotation.suspected[:] = suspected
     return exposure
+
+
+def this_runs_backup(rotation: RotationRun) -> Path | None:
+    """Where this command keeps (or an earlier run of it kept) its pre-rotation backup, when it is a file."""
+    if rotation.args.no_backup:
+        return None
+    given = rotation.args.backup_path
+    if given is not None:
+        return given if given.is_file() and not given.is_symlink() else None
+    return newest_backup(rotation.path)
 
 
 def incident_despite_failure(exposure: ExposureReport | None, rotation: RotationRun, error: KeyrotateError) -> None:

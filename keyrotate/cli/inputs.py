@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 
 import click
@@ -154,6 +155,23 @@ def _is_session_secret(key: Key, jwt: Path) -> bool:
     except (KeyrotateError, OSError):  # none there, or unreadable: nothing to compare with
         return False
     return session.same_secret_as(key)
+
+
+def kept_old_keys(data_dir: Path | None, given: list[Key], new_key: Key, backup: Path | None) -> list[Key]:
+    """The old keys a rerun can still find, never the new key: the one saved beside ``backup`` (``--backup PATH``
+    saves it as ``PATH.key``, which may be away from the database), then :func:`default_old_keys`."""
+    found: list[Key] = []
+    saved = Path(f"{backup}.key") if backup is not None else None
+    if saved is not None and saved.is_file() and not saved.is_symlink():
+        with suppress(KeyrotateError, OSError):
+            found.append(key_from_file(saved, f"old key saved in {saved}")[0])
+    with suppress(KeyrotateError):  # none there: the keys given, less the new one
+        found += default_old_keys(data_dir, given, new_key)
+    kept: list[Key] = []
+    for key in [*found, *given]:
+        if not key.same_secret_as(new_key) and not any(key.same_secret_as(k) for k in kept):
+            kept.append(key)
+    return kept
 
 
 def default_old_keys(data_dir: Path | None, trek_key: list[Key], new_key: Key | None) -> list[Key]:

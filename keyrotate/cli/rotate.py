@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,12 @@ from keyrotate.cli.inputs import (
     prompt_key,
     trek_key_besides,
 )
-from keyrotate.cli.interrupted import rerun_command, signal_name, stopped_after_commit, stopped_before_commit
+from keyrotate.cli.interrupted import (
+    rerun_command,
+    signal_name,
+    stopped_after_commit,
+    stopped_before_commit,
+)
 from keyrotate.cli.options import (
     EXIT_CODES_HELP,
     KEY_FILE,
@@ -40,7 +44,7 @@ from keyrotate.cli.options import (
 from keyrotate.cli.progress import progress_bars
 from keyrotate.cli.render import emit, render
 from keyrotate.cli.rotate_args import RotateArgs, RotationKeys, RotationRun
-from keyrotate.cli.rotate_guards import refuse_contradictions
+from keyrotate.cli.rotate_guards import refuse_contradictions, warn_if_the_new_key_is_in_use
 from keyrotate.cli.rotate_steps import (
     RotationExtras,
     RotationOutcome,
@@ -49,6 +53,7 @@ from keyrotate.cli.rotate_steps import (
     free_backup_name,
     new_key_for_rotation,
     new_key_note,
+    notice_with_rerun,
     operator_steps,
 )
 from keyrotate.cli.running import run, say, warn
@@ -136,6 +141,7 @@ def _rotate(args: RotateArgs) -> int:
     path = database(args.db, args.data_dir)
     refuse_contradictions(args, path)
     rotation = RotationRun(args, path, _rotation_keys(args, path))
+    warn_if_the_new_key_is_in_use(rotation)
     report, stopped_by, exposure = _run_engine(rotation, _rotate_options(rotation))
     extras = RotationExtras()
     why = f"Interrupted ({stopped_by})"
@@ -249,7 +255,7 @@ def _run_engine(rotation: RotationRun,
     exposure = None
     try:
         exposure = incident_before(rotation)
-        report = rotate_database(options, progress=progress.callback(), confirm=confirm, notice=_notice(rotation))
+        report = rotate_database(options, progress=progress.callback(), confirm=confirm, notice=notice_with_rerun(rotation.generated_key_file))
     except KeyrotateError as error:
         incident_despite_failure(exposure, rotation, error)
         key = rotation.new_key_file if error.committed else rotation.unused_new_key
@@ -262,16 +268,6 @@ def _run_engine(rotation: RotationRun,
     finally:
         progress.close()
     return report, None, exposure
-
-
-def _notice(rotation: RotationRun) -> Callable[[str], None]:
-    """The engine's notices; with --generate-new-key, "run the same command again" names the command that
-    works (the same command would refuse to generate over the key file this run saved)."""
-    generated = rotation.generated_key_file
-    if generated is None:
-        return say
-    again = f"run this command: {rerun_command(generated)}"
-    return lambda line: say(line.replace("run the same command again", again))
 
 
 def _stopped_after_commit(rotation: RotationRun, report: RotationReport, why: str,

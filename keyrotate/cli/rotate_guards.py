@@ -9,8 +9,10 @@ from pathlib import Path
 
 import click
 
-from keyrotate.cli.rotate_args import RotateArgs
+from keyrotate.cli.rotate_args import RotateArgs, RotationRun
+from keyrotate.cli.running import warn
 from keyrotate.errors import InputNotFoundError, KeyrotateError
+from keyrotate.rotation.old_key import newest_backup, saved_old_keys
 from keyrotate.trek.keys import resolve_trek_key
 
 
@@ -61,3 +63,18 @@ def _same_file(given: Path, trek_file: Path) -> bool:
         return os.path.samefile(given, trek_file)
     except OSError:  # one of them is not there (yet): compare where they would be, links in the way followed
         return os.path.realpath(given) == os.path.realpath(trek_file)
+
+
+def warn_if_the_new_key_is_in_use(rotation: RotationRun) -> None:
+    """The new key given is the key TREK uses, and nothing beside the database shows a rotation to it (no backup,
+    no saved old key): most likely a copy of .encryption_key given as the new key, which ends in "nothing to do"
+    with the leaked key still in use. A rerun of a finished rotation leaves those traces (unless it ran with
+    --no-backup --discard-old-key), so this is a warning, not a refusal."""
+    new = rotation.keys.new
+    if rotation.keys.reused or not any(key.same_secret_as(new) for key in rotation.keys.old):
+        return
+    if saved_old_keys(rotation.path) or newest_backup(rotation.path) is not None:
+        return
+    warn("The new key given is the key TREK already uses, and nothing beside the database shows a rotation to it (no "
+         "backup, no saved old key). If you meant to rotate, this is the current key (a copy of .encryption_key?): "
+         "nothing will be rotated and it stays in use. Give a new key: --generate-new-key --new-key-out FILE.")

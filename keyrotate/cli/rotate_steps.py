@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from keyrotate.cli.inputs import default_old_keys
-from keyrotate.cli.interrupted import stopped_before_commit
+from keyrotate.cli.incident import this_runs_backup
+from keyrotate.cli.inputs import kept_old_keys
+from keyrotate.cli.interrupted import rerun_command, stopped_before_commit
 from keyrotate.cli.render import render
 from keyrotate.cli.rotate_args import RotateArgs, RotationRun
 from keyrotate.cli.running import say, warn
@@ -169,10 +170,8 @@ def _rekey_zips(rotation: RotationRun, report: RotationReport, extras: RotationE
         elif not result.left_alone:
             extras.zips_done.append(str(zip_path))
 
-    try:  # a rerun after the key file was written: the old key is the one saved beside the backup
-        zip_keys = default_old_keys(data_dir, list(old_keys), new_key) if data_dir else list(old_keys)
-    except KeyrotateError:
-        zip_keys = []
+    # A rerun after the key file was written: the old key is the one saved beside the backup (PATH.key too).
+    zip_keys = kept_old_keys(data_dir, list(old_keys), new_key, this_runs_backup(rotation))
     path = rotation.path
     results = RekeyReport(rekey_backups(find_backups(path.parent), zip_keys, new_key,
                                         encrypt_plaintext=rotation.args.encrypt_plaintext, dry_run=report.dry_run,
@@ -292,3 +291,12 @@ def _not_under(zips: list[Path], key: Key) -> list[Path]:
         if status.problem or status.keys[0].opens not in (Opens.ALL, Opens.NO_SECRETS):
             left.append(zip_path)
     return left
+
+
+def notice_with_rerun(generated: Path | None) -> Callable[[str], None]:
+    """The engine's notices; with --generate-new-key (``generated``: where the key was saved), "run the same
+    command again" names the command that works (the same command would refuse to generate over that file)."""
+    if generated is None:
+        return say
+    again = f"run this command: {rerun_command(generated)}"
+    return lambda line: say(line.replace("run the same command again", again))

@@ -27,6 +27,7 @@ from keyrotate.operations.backup_extract import (
 from keyrotate.rotation.engine import rotate_database
 from keyrotate.rotation.options import RotateOptions
 from keyrotate.rotation.report import SCHEMA_VERSION
+from keyrotate.rotation.verify import verify_database
 from keyrotate.store.files import replacing
 from keyrotate.store.ziparchive import ZipLayoutError, check_member_replaceable, read_layout, replace_member
 from keyrotate.trek.keys import Key
@@ -83,6 +84,14 @@ def rekey_backup(
         with zip_path.open("rb") as archive:
             check_member_replaceable(archive, DB_MEMBER)  # before any work, so a dry run reports what the run will do
         with extracted_database(zip_path) as (db, _info):
+            if not old_keys:  # none known (a rerun after --discard-old-key): only what is under the new key is done
+                try:
+                    if verify_database(db, [new_key]).ok:
+                        return RekeyResult(str(zip_path), RekeyOutcome.ALREADY_NEW)
+                except KeyrotateError as exc:
+                    return left(name_the_zip(exc.message, db, zip_path))
+                return left("no old key is known for it (none given, none saved beside the database); give the key "
+                            "it is under: keyrotate rekey-backup ZIP --old-key-file FILE")
             options = RotateOptions(db, tuple(old_keys), new_key, backup_path=None, dry_run=dry_run,
                                     encrypt_plaintext=encrypt_plaintext)
             try:
