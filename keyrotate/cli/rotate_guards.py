@@ -1,5 +1,5 @@
-"""What rotate checks on its inputs: options that contradict each other, TREK's own key files given as the new
-key."""
+"""What rotate checks on its inputs before the engine: options that contradict each other, TREK's own key files
+given as the new key (refused), and the key in use given as the new key (warned about)."""
 
 from __future__ import annotations
 
