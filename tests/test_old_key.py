@@ -368,3 +368,48 @@ def test_a_copy_of_the_key_in_use_given_as_the_new_key_is_warned_about(trek4: Tr
     result = run_keyrotate(["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(copy), "--yes"])
     assert "The new key given is the key TREK already uses" in result.stderr, result.stderr
     assert "nothing will be rotated and it stays in use" in result.stderr
+
+
+def test_discard_old_key_with_rekey_backups_is_refused(trek4: TrekCopy, new_key_file: Path) -> None:
+    """Killed between the key file and the ZIPs, such a run left every backup ZIP under a key kept nowhere."""
+    before = {p.name: p.read_bytes() for p in trek4.data_dir.iterdir()}
+    result = run_keyrotate(["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new_key_file),
+                            "--discard-old-key", "--rekey-backups", "--yes"])
+    assert result.returncode == 2, result.stderr
+    assert "--discard-old-key with --rekey-backups" in result.stderr
+    assert {p.name: p.read_bytes() for p in trek4.data_dir.iterdir()} == before
+
+
+def test_an_incident_rerun_after_a_no_backup_run_stopped_before_its_key_file_gives_no_zero_checklist(
+        trek4: TrekCopy, new_key_file: Path) -> None:
+    """Killed after the commit, before the key file (the old key still there), the rerun printed "Secrets
+    readable with the suspected key: 0" and an empty checklist: the database was under the new key already."""
+    args = ["rotate", "--data-dir", str(trek4.data_dir), "--new-key-file", str(new_key_file), "--no-backup",
+            "--incident", "--yes"]
+    killed = run_keyrotate(args, kill_at="after-verify")
+    assert killed.returncode == -9, killed.stderr
+    again = run_keyrotate(args)
+    assert again.returncode == 0, again.stderr
+    assert "Secrets readable with the suspected key: 0" not in again.stdout
+    assert "No leak checklist: the old key opens none of the database's secrets" in again.stderr
+
+
+def test_rekey_backup_with_no_old_key_left_calls_zips_under_the_key_in_use_done(trek3: TrekCopy,
+                                                                              new_key_file: Path) -> None:
+    """After the leak runbook's step 5 (the saved old key deleted), `rekey-backup --data-dir` on ZIPs already
+    under the key in use exited 6, "Give the key the ZIPs were made under with --old-key-file"."""
+    folder = trek3.data_dir / "backups"
+    folder.mkdir()
+    zip_path = build_backup_zip(trek3.db, folder / "backup-1.zip")
+    rotated = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(new_key_file),
+                             "--rekey-backups"])
+    assert rotated.returncode == 0, rotated.stderr
+    for key in saved_keys(trek3.data_dir):
+        key.unlink()
+    again = run_keyrotate(["rekey-backup", str(zip_path), "--data-dir", str(trek3.data_dir)])
+    assert again.returncode == 0, again.stdout + again.stderr
+    before_rotation = next(p for p in trek3.data_dir.glob("travel.db.keyrotate-backup-*") if p.suffix != ".key")
+    old_zip = build_backup_zip(before_rotation, folder / "backup-0.zip")  # still under the old key
+    left = run_keyrotate(["rekey-backup", str(old_zip), "--data-dir", str(trek3.data_dir)])
+    assert left.returncode == 8, left.stdout + left.stderr
+    assert "no old key is known for it" in left.stdout + left.stderr

@@ -108,14 +108,17 @@ def _rekey_keys(data_dir: Path | None, given_old: list[Key], new_keys: list[Key]
     # What TREK uses now (the new key after a rotation): the default new key, and an old key until then.
     trek_key = trek_key_besides(data_dir, given_old if new_keys else [], "current")
     new = new_keys[0] if new_keys else (trek_key[0] if trek_key else None)
+    # With --data-dir and no old key left (none saved, TREK's key the new one): ZIPs under the new key are done,
+    # each other one is left as it is, saying which key to give.
+    no_old_key_left = data_dir is not None and new is not None
     try:
         found = default_old_keys(data_dir, trek_key, new)
     except KeyrotateError:
-        if not given_old:
+        if not given_old and not no_old_key_left:
             raise
         found = []
     old_keys = old_keys_beside_trek(found, given_old, new)
-    if not old_keys:
+    if not old_keys and not no_old_key_left:
         old_keys = [prompt_key("Old ENCRYPTION_KEY", "old", "--old-key-file FILE or --old-key-env NAME", confirm=False)]
     new_key = (new_keys or trek_key or [prompt_key("New ENCRYPTION_KEY", "new",
                                                    "--new-key-file FILE or --new-key-env NAME", confirm=True)])[0]

@@ -56,7 +56,7 @@ def incident_before(rotation: RotationRun) -> ExposureReport | None:
         suspected = kept_old_keys(rotation.args.data_dir, suspected, new, backup)
         if backup is None or not suspected:
             why = ("the old key was not kept (--discard-old-key)" if backup is not None else
-                   "no copy from before the rotation is there (--no-backup, or it was removed)")
+                   "no copy from before the rotation is there" + (" (--no-backup)" if rotation.args.no_backup else ""))
             say(f"No leak checklist: the database is under the new key already and {why}. Run `keyrotate exposure` "
                 "with the suspected key on a copy made before the rotation.", quiet=rotation.args.quiet)
             return None
@@ -73,6 +73,11 @@ def incident_before(rotation: RotationRun) -> ExposureReport | None:
             say(f"The leak checklist is of {backup}, the earlier run's copy from before its rotation.",
                 quiet=rotation.args.silent)
             exposure = in_backup
+    if not exposure.exposed and exposure.not_opened:  # rotated already with no copy from before, or a wrong key
+        say("No leak checklist: the old key opens none of the database's secrets (an earlier run of this command "
+            "rotated it with no copy from before, or the key is wrong). Run `keyrotate exposure` with the suspected "
+            "key on a copy made before the rotation.", quiet=rotation.args.quiet)
+        return None
     say_what_other_forms_opened(exposure, other_forms)
     rotation.suspected[:] = suspected
     return exposure

@@ -165,8 +165,9 @@ def kept_old_keys(data_dir: Path | None, given: list[Key], new_key: Key, backup:
     if saved is not None and saved.is_file() and not saved.is_symlink():
         with suppress(KeyrotateError, OSError):
             found.append(key_from_file(saved, f"old key saved in {saved}")[0])
-    with suppress(KeyrotateError):  # none there: the keys given, less the new one
-        found += default_old_keys(data_dir, given, new_key)
+    if not found:  # the backup's own key is the one: older rotations' saved keys are not this run's old key
+        with suppress(KeyrotateError):  # none there: the keys given, less the new one
+            found += default_old_keys(data_dir, given, new_key)
     kept: list[Key] = []
     for key in [*found, *given]:
         if not key.same_secret_as(new_key) and not any(key.same_secret_as(k) for k in kept):

@@ -26,12 +26,7 @@ from keyrotate.cli.inputs import (
     prompt_key,
     trek_key_besides,
 )
-from keyrotate.cli.interrupted import (
-    rerun_command,
-    signal_name,
-    stopped_after_commit,
-    stopped_before_commit,
-)
+from keyrotate.cli.interrupted import rerun_command, signal_name, stopped_after_commit, stopped_before_commit
 from keyrotate.cli.options import (
     EXIT_CODES_HELP,
     KEY_FILE,
@@ -57,7 +52,7 @@ from keyrotate.cli.rotate_steps import (
     notice_with_rerun,
     operator_steps,
 )
-from keyrotate.cli.running import run, say, warn
+from keyrotate.cli.running import run, say, stdout_lost, warn
 from keyrotate.cli.wrong_key import wrong_key_hints
 from keyrotate.errors import ExitCode, KeyrotateError
 from keyrotate.rotation.engine import rotate_database
@@ -291,8 +286,12 @@ def _stopped_after_commit(rotation: RotationRun, report: RotationReport, why: st
     error = stopped_after_commit(why, report, left=left, rerun=rerun_command(rotation.generated_key_file,
                                                                                 done=finished))
     if exposure is not None:  # read before the rotation (the rerun reads it from the backup, when there is one)
-        show_despite_failure(incident_final(rotation, report, extras.exposure or exposure, jwt_replaced=not jwt_left
-                                            and rotation.args.rotate_jwt_secret), rotation, error, committed=True)
+        try:
+            show_despite_failure(incident_final(rotation, report, extras.exposure or exposure, jwt_replaced=not
+                                                jwt_left and rotation.args.rotate_jwt_secret), rotation, error,
+                                 committed=True)
+        except OSError as exc:  # stdout is what failed (a full disk under `> checklist.txt`)
+            stdout_lost(exc)
     return error
 
 

@@ -36,6 +36,11 @@ def refuse_contradictions(args: RotateArgs, path: Path) -> None:
                     "On this install TREK's key is the content of .jwt_secret, which --rotate-jwt-secret keeps beside "
                     "the backup anyway: --discard-old-key cannot discard it, and without the old key saved the printed "
                     "restore would leave TREK on the new .jwt_secret, unable to read its secrets. Drop --discard-old-key.")
+    if args.discard_old_key and args.rekey_backups and not args.dry_run:
+        raise click.UsageError(
+            "--discard-old-key with --rekey-backups: the backup ZIPs are re-encrypted after .encryption_key holds the "
+            "new key, and a run stopped in between would leave them under a key kept nowhere. Drop --discard-old-key "
+            "and delete the saved <backup>.key once `keyrotate backups` shows every ZIP under the new key.")
     _refuse_trek_key_files(args, path)
 
 

@@ -63,8 +63,19 @@ def fail(error: KeyrotateError) -> NoReturn:
         # their report only once they succeed, so stdout is still empty here).
         extra = context.meta.get(ERROR_DOCUMENT, {})
         document = {"schema_version": SCHEMA_VERSION, "command": context.info_name, **extra, "error": error.to_json()}
-        click.echo(json.dumps(document, default=str))
+        try:
+            click.echo(json.dumps(document, default=str))
+        except OSError as exc:  # stdout on a full disk: the message above stands, the exit code too
+            stdout_lost(exc)
     sys.exit(int(error.exit_code))
+
+
+def stdout_lost(exc: OSError) -> None:
+    """stdout cannot be written (a full disk under `> report.txt`): say so on stderr, and send what is left for
+    it nowhere, so the exit does not fail a second time (a traceback, exit 120) when Python flushes it."""
+    with suppress(OSError, ValueError):
+        click.echo(f"Error: the report could not be written to standard output ({exc.strerror or exc}).", err=True)
+    _to_devnull(sys.stdout)
 
 
 def run(action: Callable[[], int]) -> NoReturn:
