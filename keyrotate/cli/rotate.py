@@ -81,7 +81,8 @@ if TYPE_CHECKING:
 @click.option("--no-backup", is_flag=True, help="Do not back up first. Only if you have your own backup.")
 @click.option("--discard-old-key", is_flag=True,
               help="Do not save the old key from data/.encryption_key before replacing it. Default: it is saved "
-                   "beside the backup as <backup>.key (0600), since backups and backup ZIPs open only with it.")
+                   "beside the backup as <backup>.key (0600), since backups and backup ZIPs open only with it. "
+                   "Not with --rekey-backups.")
 @click.option("--dry-run", is_flag=True,
               help="Do everything except the backup, then roll back: the database is not changed and no backup is "
                    "made. Only --generate-new-key still saves the new key to --new-key-out, so the real run can "
