@@ -557,31 +557,6 @@ def test_an_incident_rerun_after_discard_old_key_gives_no_checklist_of_the_new_k
     assert str(zips[0]) not in again.stdout
 
 
-def test_a_kill_after_the_session_secret_was_replaced_is_finished_without_replacing_it_again(tmp_path: Path) -> None:
-    """SIGKILL once .jwt_secret was replaced; the same command again replaced it a second time (everyone signed
-    out twice, the secret in between saved as an "old" one)."""
-    scenario = make_scenario(tmp_path)
-    jwt = scenario.data_dir / ".jwt_secret"
-    jwt.write_text("the session secret before\n")
-    marker, go = tmp_path / "paused", tmp_path / "go"
-    args = rotate_args(scenario, "--rotate-jwt-secret")
-    process = subprocess.Popen([sys.executable, "-m", "tests.pause_at", "jwt-replaced:1", str(marker), str(go),
-                                *args], env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while not marker.exists() and process.poll() is None:
-        time.sleep(0.002)
-    assert process.poll() is None, process.communicate()
-    process.kill()
-    process.communicate(timeout=60)
-    replaced = jwt.read_bytes()
-    assert replaced != b"the session secret before\n"
-    again = subprocess.run([sys.executable, "-m", "keyrotate", *args], env=environment(), capture_output=True,
-                           text=True, timeout=120, check=False)
-    assert again.returncode == 0, again.stderr
-    assert "was replaced by the earlier run of this command" in again.stderr
-    assert jwt.read_bytes() == replaced
-    assert not list(scenario.data_dir.glob(".jwt_secret.keyrotate-old-*"))
-
-
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_a_report_that_cannot_be_written_after_the_commit_is_exit_13_without_a_traceback(tmp_path: Path,
                                                                                          as_json: bool) -> None:

@@ -52,24 +52,14 @@ def rotate_jwt_secret_command(data_dir: Path, no_audit_log: bool, allow_running:
     run(action)
 
 
-def jwt_after_rotation(report: RotationReport, data_dir: Path, *, audit: bool, wait: float, quiet: bool,
-                       earlier_backup: Path | None = None) -> dict[str, Any]:
-    """``rotate --rotate-jwt-secret``: once .encryption_key holds the new key, replace .jwt_secret.
-
-    ``earlier_backup``: this command's backup from an earlier run. A rerun that found nothing to rotate, whose
-    earlier run saved the session secret beside that backup and then replaced it, replaces it no second time
-    (a second sign-out, and the secret in between saved for nothing)."""
+def jwt_after_rotation(report: RotationReport, data_dir: Path, *, audit: bool, wait: float,
+                       quiet: bool) -> dict[str, Any]:
+    """``rotate --rotate-jwt-secret``: once .encryption_key holds the new key, replace .jwt_secret."""
     if report.dry_run:
         say(f"Would replace {data_dir / '.jwt_secret'} (signing every user out).", quiet=quiet)
         return {"replaced": False}
     saved = Path(f"{report.backup}.jwt_secret") if report.backup else _saved_jwt_name(data_dir)
     before = _content(data_dir / ".jwt_secret")
-    earlier = Path(f"{earlier_backup}.jwt_secret") if earlier_backup is not None and not report.committed else None
-    if earlier is not None and (kept := _content(earlier)) is not None and kept != before:
-        say(f"{data_dir / '.jwt_secret'} was replaced by the earlier run of this command (the one before it is "
-            f"saved in {earlier}): not replaced again. `keyrotate rotate-jwt-secret` replaces it once more if "
-            "wanted.", quiet=quiet)
-        return {"replaced": True, "by_earlier_run": True, "saved_old": str(earlier)}
     try:
         replaced = rotate_jwt_secret(data_dir, saved, audit=audit, busy_timeout=wait)
     except (OSError, KeyrotateError) as exc:

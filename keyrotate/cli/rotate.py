@@ -16,7 +16,6 @@ from keyrotate.cli.incident import (
     incident_final,
     incident_json,
     show_despite_failure,
-    this_runs_backup,
 )
 from keyrotate.cli.inputs import (
     check_new_key,
@@ -191,8 +190,8 @@ def _replace_jwt_secret(rotation: RotationRun, report: RotationReport, data_dir:
     with suppress(OSError):
         extras.jwt_secret_before = (data_dir / ".jwt_secret").read_bytes()
     try:
-        extras.json["jwt_secret"] = jwt_after_rotation(report, data_dir, audit=not args.no_audit_log, wait=args.wait,
-                                                       quiet=args.silent, earlier_backup=this_runs_backup(rotation))
+        extras.json["jwt_secret"] = jwt_after_rotation(report, data_dir, audit=not args.no_audit_log,
+                                                       wait=args.wait, quiet=args.silent)
     except KeyrotateError as error:  # after the commit: the checklist must not be lost with the run's end
         if exposure is not None:
             show_despite_failure(incident_final(rotation, report, incident_after(rotation, exposure), jwt_replaced=False),
