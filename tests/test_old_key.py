@@ -413,3 +413,24 @@ def test_rekey_backup_with_no_old_key_left_calls_zips_under_the_key_in_use_done(
     left = run_keyrotate(["rekey-backup", str(old_zip), "--data-dir", str(trek3.data_dir)])
     assert left.returncode == 8, left.stdout + left.stderr
     assert "no old key is known for it" in left.stdout + left.stderr
+
+
+def test_zips_under_an_older_rotations_key_are_rekeyed_with_its_saved_key(trek3: TrekCopy, tmp_path: Path) -> None:
+    """A planned rotation months ago left the ZIPs under K0 (saved beside its backup); a rotation K1 -> K2 with
+    --rekey-backups then left them "under another key" (exit 8): only this run's backup key was tried."""
+    folder = trek3.data_dir / "backups"
+    folder.mkdir()
+    zips = [build_backup_zip(trek3.db, folder / f"backup-{n}.zip") for n in (1, 2)]
+    keys = []
+    for name in ("k1.key", "k2.key"):
+        path = tmp_path / name
+        path.write_text(f"a key for the {name} rotation, long enough 0123456789abcdef\n")
+        path.chmod(0o600)
+        keys.append(path)
+    first = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(keys[0]), "--yes"])
+    assert first.returncode == 0, first.stderr
+    second = run_keyrotate(["rotate", "--data-dir", str(trek3.data_dir), "--new-key-file", str(keys[1]),
+                            "--rekey-backups", "--yes"])
+    assert second.returncode == 0, second.stdout + second.stderr
+    k2 = Key(keys[1].read_text().strip(), "k2")
+    assert all(inspect_backup(z, [k2]).keys[0].opens == "all" for z in zips)

@@ -53,7 +53,7 @@ def incident_before(rotation: RotationRun) -> ExposureReport | None:
     suspected = list(rotation.keys.old)
     # Run again after a commit: the key file (the "old" key read from it) may be the new key already.
     if rotation.keys.reused or any(key.same_secret_as(new) for key in suspected):
-        suspected = kept_old_keys(rotation.args.data_dir, suspected, new, backup)
+        suspected = kept_old_keys(rotation.args.data_dir, suspected, new, backup, only_the_backups=True)
         if backup is None or not suspected:
             why = ("the old key was not kept (--discard-old-key)" if backup is not None else
                    "no copy from before the rotation is there" + (" (--no-backup)" if rotation.args.no_backup else ""))

@@ -157,15 +157,18 @@ def _is_session_secret(key: Key, jwt: Path) -> bool:
     return session.same_secret_as(key)
 
 
-def kept_old_keys(data_dir: Path | None, given: list[Key], new_key: Key, backup: Path | None) -> list[Key]:
+def kept_old_keys(data_dir: Path | None, given: list[Key], new_key: Key, backup: Path | None, *,
+                  only_the_backups: bool = False) -> list[Key]:
     """The old keys a rerun can still find, never the new key: the one saved beside ``backup`` (``--backup PATH``
-    saves it as ``PATH.key``, which may be away from the database), then :func:`default_old_keys`."""
+    saves it as ``PATH.key``, which may be away from the database), then :func:`default_old_keys` (older
+    rotations' saved keys too: backup ZIPs may be under any of them). ``only_the_backups``: when the backup's own
+    key is there, that one alone (the key this run's backup opens with, as a checklist names it)."""
     found: list[Key] = []
     saved = Path(f"{backup}.key") if backup is not None else None
     if saved is not None and saved.is_file() and not saved.is_symlink():
         with suppress(KeyrotateError, OSError):
             found.append(key_from_file(saved, f"old key saved in {saved}")[0])
-    if not found:  # the backup's own key is the one: older rotations' saved keys are not this run's old key
+    if not (found and only_the_backups):
         with suppress(KeyrotateError):  # none there: the keys given, less the new one
             found += default_old_keys(data_dir, given, new_key)
     kept: list[Key] = []

@@ -153,7 +153,8 @@ def _rotate(args: RotateArgs) -> int:
     except (KeyrotateError, OSError) as error:  # past the engine the database is rotated: never "nothing changed"
         if report.dry_run or (isinstance(error, KeyrotateError) and error.committed):
             raise
-        reason = error.message if isinstance(error, KeyrotateError) else f"{error.strerror or error} ({error.filename})"
+        reason = (error.message if isinstance(error, KeyrotateError) else
+                  f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else ""))
         why = f"Stopped by an error ({reason})"
     raise _stopped_after_commit(rotation, report, why, exposure, extras)
 
