@@ -195,8 +195,7 @@ def _replace_jwt_secret(rotation: RotationRun, report: RotationReport, data_dir:
                                                        wait=args.wait, quiet=args.silent)
     except KeyrotateError as error:  # after the commit: the checklist must not be lost with the run's end
         if exposure is not None:
-            show_despite_failure(incident_final(rotation, report, incident_after(rotation, exposure), jwt_replaced=False),
-                                 rotation, error, committed=report.committed)
+            _checklist_despite(rotation, report, incident_after(rotation, exposure), error, jwt_replaced=False)
         raise
 
 
@@ -252,7 +251,8 @@ def _run_engine(rotation: RotationRun,
     exposure = None
     try:
         exposure = incident_before(rotation)
-        report = rotate_database(options, progress=progress.callback(), confirm=confirm, notice=notice_with_rerun(rotation.generated_key_file))
+        report = rotate_database(options, progress=progress.callback(), confirm=confirm,
+                                 notice=notice_with_rerun(rotation.generated_key_file))
     except KeyrotateError as error:
         incident_despite_failure(exposure, rotation, error)
         key = rotation.new_key_file if error.committed else rotation.unused_new_key
@@ -280,29 +280,23 @@ def _stopped_after_commit(rotation: RotationRun, report: RotationReport, why: st
         zips = [str(z) for z in find_backups(rotation.path.parent) if str(z) not in done]
         if zips:
             left.append(f"{len(zips)} backup ZIP(s) still under the old key, each whole: {', '.join(zips)}")
-    jwt_left = _jwt_secret_left(rotation, extras)
+    jwt_left = rotation.args.rotate_jwt_secret and extras.jwt_secret_left(rotation.args.data_dir)
     if jwt_left:
         left.append(f"{rotation.path.parent / '.jwt_secret'} still holds the old session secret")
     finished = frozenset() if jwt_left or not rotation.args.rotate_jwt_secret else frozenset({"rotate_jwt_secret"})
     error = stopped_after_commit(why, report, left=left, rerun=rerun_command(rotation.generated_key_file,
                                                                                 done=finished))
     if exposure is not None:  # read before the rotation (the rerun reads it from the backup, when there is one)
-        try:
-            show_despite_failure(incident_final(rotation, report, extras.exposure or exposure, jwt_replaced=not
-                                                jwt_left and rotation.args.rotate_jwt_secret), rotation, error,
-                                 committed=True)
-        except OSError as exc:  # stdout is what failed (a full disk under `> checklist.txt`)
-            stdout_lost(exc)
+        _checklist_despite(rotation, report, extras.exposure or exposure, error,
+                           jwt_replaced=not jwt_left and rotation.args.rotate_jwt_secret)
     return error
 
 
-def _jwt_secret_left(rotation: RotationRun, extras: RotationExtras) -> bool:
-    """--rotate-jwt-secret stopped before .jwt_secret changed (the file itself says, not just the step's result)."""
-    data_dir = rotation.args.data_dir
-    if not rotation.args.rotate_jwt_secret or data_dir is None or extras.jwt_replaced:
-        return False
+def _checklist_despite(rotation: RotationRun, report: RotationReport, checklist: ExposureReport,
+                       error: KeyrotateError, *, jwt_replaced: bool) -> None:
+    """--incident's checklist of a run stopped after its commit, headed as such; stdout itself may be what failed."""
     try:
-        now = (data_dir / ".jwt_secret").read_bytes()
-    except OSError:
-        return True
-    return extras.jwt_secret_before is None or now == extras.jwt_secret_before
+        show_despite_failure(incident_final(rotation, report, checklist, jwt_replaced=jwt_replaced), rotation, error,
+                             committed=True)
+    except OSError as exc:  # a full disk under `> checklist.txt`
+        stdout_lost(exc)

@@ -30,8 +30,7 @@ if TYPE_CHECKING:
     from keyrotate.operations.backup_rekey import RekeyResult
     from keyrotate.operations.exposure import ExposureReport
 
-# The steps below that only --incident or --rekey-backups take import their operations when they run: a plain
-# rotate (and --help) does not pay for the exposure scan, the copies check or the ZIP rekeying (~60 ms of imports).
+# The steps below import the ZIP operations when they run: a plain rotate (and --help) does not pay for them.
 
 
 def new_key_for_rotation(args: RotateArgs, path: Path, old: Sequence[Key]) -> tuple[Key, bool] | None:
@@ -133,6 +132,15 @@ class RotationExtras:
     @property
     def jwt_replaced(self) -> bool:
         return bool(self.json.get("jwt_secret", {}).get("replaced"))
+
+    def jwt_secret_left(self, data_dir: Path | None) -> bool:
+        """--rotate-jwt-secret stopped before .jwt_secret changed: the file itself says, not just the step's result."""
+        if data_dir is None or self.jwt_replaced:
+            return False
+        try:
+            return self.jwt_secret_before in (None, (data_dir / ".jwt_secret").read_bytes())
+        except OSError:
+            return True
 
 
 @dataclass(frozen=True)
